@@ -1,0 +1,193 @@
+"""``App``: the one object a user builds.
+
+It owns its routers, services, dependency providers and behaviours (no
+globals: two apps in one process share nothing) and validates the whole
+wiring at start-up, raising one error that lists every problem.
+
+Example::
+
+    from wirebus import App
+    from shop.orders.v1 import orders_pb2
+
+    app = App(
+        name="shop",
+        services=[orders_pb2],               # served over gRPC by `wirebus serve`
+        routers=[orders.router, payments.router],
+        providers=[ShopProvider()],          # dishka providers
+        behaviours=[log_with_correlation_id],
+    )
+
+    async with app.mediator() as mediator:
+        await mediator.send(PlaceOrder(...))
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Sequence
+from types import ModuleType
+from typing import Any
+
+from dishka import AsyncContainer, Provider, Scope, make_async_container
+from google.protobuf.descriptor import ServiceDescriptor
+
+from .di import CallInfo, current_call
+from .errors import ConfigurationError
+from .gateway.binding import MethodRoute, resolve_routes, service_descriptors
+from .mediator import Behaviour, EventDispatch, Mediator
+from .router import HandlerSpec, Router
+
+__all__ = ["App"]
+
+
+class App:
+    """Handlers, services and settings of one service; builds mediators and gateways.
+
+    ``event_dispatch`` is ``"sequential"`` (default) or ``"concurrent"``
+    (bounded by ``max_concurrency``). ``allow_unbound=True`` lets a served
+    method without a handler answer UNIMPLEMENTED instead of failing start-up.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "wirebus",
+        services: Iterable[ModuleType | ServiceDescriptor] = (),
+        routers: Iterable[Router] = (),
+        providers: Iterable[Provider] = (),
+        behaviours: Iterable[Behaviour] = (),
+        event_dispatch: EventDispatch = "sequential",
+        max_concurrency: int = 16,
+        allow_unbound: bool = False,
+    ) -> None:
+        if event_dispatch not in ("sequential", "concurrent"):
+            raise ConfigurationError(
+                f"event_dispatch must be 'sequential' or 'concurrent', not {event_dispatch!r}"
+            )
+        if max_concurrency < 1:
+            raise ConfigurationError(f"max_concurrency must be at least 1, not {max_concurrency}")
+        self.name = name
+        self.event_dispatch: EventDispatch = event_dispatch
+        self.max_concurrency = max_concurrency
+        self.allow_unbound = allow_unbound
+        self._services = service_descriptors(services)
+        self._routers: list[Router] = []
+        self._providers = list(providers)
+        self._behaviours = list(behaviours)
+        for router in routers:
+            self.include_router(router)
+
+    # ------------------------------------------------------------ building
+
+    def include_router(self, router: Router) -> None:
+        """Add a slice's handlers."""
+        if any(r is router for r in self._routers):
+            raise ConfigurationError(f"router {router.name!r} is included twice")
+        self._routers.append(router)
+
+    def add_behaviour(self, behaviour: Behaviour) -> None:
+        """Append a pipeline behaviour; the first added is the outermost."""
+        self._behaviours.append(behaviour)
+
+    @property
+    def services(self) -> tuple[ServiceDescriptor, ...]:
+        """The gRPC services this app serves."""
+        return tuple(self._services)
+
+    @property
+    def specs(self) -> tuple[HandlerSpec, ...]:
+        """Every handler of every included router."""
+        return tuple(s for r in self._routers for s in r.specs)
+
+    def check(self) -> list[MethodRoute]:
+        """Validate the wiring; return the method routes. Raises ``ConfigurationError``."""
+        problems: list[str] = []
+        seen: dict[type, HandlerSpec] = {}
+        for spec in self.specs:
+            if spec.kind == "event":
+                continue
+            other = seen.get(spec.message_type)
+            if other is not None:
+                problems.append(
+                    f"{spec.message_type.__qualname__} has two handlers: {other.name} and {spec.name}"
+                )
+            seen[spec.message_type] = spec
+        if problems:
+            raise ConfigurationError("invalid wiring:\n  - " + "\n  - ".join(problems))
+        return resolve_routes(self._services, self.specs, allow_unbound=self.allow_unbound)
+
+    def mediator(self) -> Mediator:
+        """Validate the wiring and build a mediator with a fresh dependency container."""
+        self.check()
+        specs = self.specs
+        holder: list[Mediator] = []
+        container = self._container(specs, holder)
+        mediator = Mediator(
+            specs,
+            container=container,
+            behaviours=self._behaviours,
+            event_dispatch=self.event_dispatch,
+            max_concurrency=self.max_concurrency,
+        )
+        holder.append(mediator)
+        return mediator
+
+    def describe(self) -> str:
+        """Each RPC method with its handler and each event with its handlers."""
+        routes = self.check()
+        lines = [f"app {self.name}", "methods:"]
+        for route in routes:
+            handler = route.spec.name if route.spec else "(unbound: UNIMPLEMENTED)"
+            lines.append(f"  {route.path} [{route.arity}] -> {handler}")
+        lines.append("events:")
+        events: dict[type, list[str]] = {}
+        for spec in self.specs:
+            if spec.kind == "event":
+                events.setdefault(spec.message_type, []).append(spec.name)
+        if not events:
+            lines.append("  (none)")
+        for event_type, names in events.items():
+            proto = getattr(event_type, "__wirebus_proto__", None)
+            label = proto.DESCRIPTOR.full_name if proto is not None else event_type.__qualname__
+            lines.append(f"  {label} ({event_type.__qualname__}) -> {', '.join(names)}")
+        requests = [s for s in self.specs if s.kind != "event"]
+        lines.append("in-process requests:")
+        for spec in requests:
+            lines.append(f"  {spec.message_type.__qualname__} [{spec.kind}] -> {spec.name}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------ DI
+
+    def _container(self, specs: Sequence[HandlerSpec], holder: list[Mediator]) -> AsyncContainer:
+        internal = Provider(scope=Scope.REQUEST)
+        internal.provide(current_call, provides=CallInfo)
+        internal.provide(lambda: holder[0], provides=Mediator, scope=Scope.APP)
+        for spec in specs:
+            if spec.is_class:
+                internal.provide(spec.target, scope=Scope.REQUEST)
+            if spec.params.deps:
+                _require(internal, spec)
+        try:
+            return make_async_container(*self._providers, internal)
+        except Exception as exc:  # dishka's graph errors name the missing type and its user
+            raise ConfigurationError(f"dependency wiring is incomplete: {exc}") from exc
+
+
+class _Needs:
+    """Marker types whose factories make dishka validate each handler's dependencies."""
+
+
+def _require(provider: Provider, spec: HandlerSpec) -> None:
+    marker = type(f"Handler[{spec.name}]", (_Needs,), {})
+    params = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=tp)
+        for name, tp in spec.params.deps
+    ]
+
+    def needs(**_: Any) -> Any:  # never called: only its signature is read
+        return None
+
+    needs.__signature__ = inspect.Signature(params, return_annotation=marker)  # type: ignore[attr-defined]
+    needs.__annotations__ = {**dict(spec.params.deps), "return": marker}
+    needs.__qualname__ = needs.__name__ = f"handler {spec.name}"
+    provider.provide(needs, provides=marker, scope=Scope.REQUEST)

@@ -1,0 +1,210 @@
+"""The wirebus error tree.
+
+Every error wirebus raises, and every domain error a handler raises on
+purpose, derives from :class:`WirebusError`. Each class carries the gRPC
+status ``code`` it maps to; the gateway turns it into a status with
+``google.rpc.Status`` details in exactly one place (``gateway/errors.py``)::
+
+    WirebusError                      (code=INTERNAL; base, never raised bare by wirebus)
+    ├── DomainError                   errors handlers raise on purpose; carry ErrorInfo ``reason``
+    │   ├── InvalidArgument           INVALID_ARGUMENT, with BadRequest ``violations``
+    │   ├── NotFound                  NOT_FOUND
+    │   ├── AlreadyExists             ALREADY_EXISTS
+    │   ├── FailedPrecondition        FAILED_PRECONDITION
+    │   ├── PermissionDenied          PERMISSION_DENIED
+    │   ├── Unauthenticated           UNAUTHENTICATED
+    │   ├── ResourceExhausted         RESOURCE_EXHAUSTED   (retriable)
+    │   ├── Aborted                   ABORTED              (retriable)
+    │   └── Unavailable               UNAVAILABLE          (retriable)
+    ├── ConfigurationError            wiring is wrong; raised at definition or start-up
+    │   └── ConversionSchemaError     a dataclass cannot be mapped to its proto
+    ├── ConversionError               a value cannot be converted at run time
+    ├── HandlerNotFound               send/stream with no handler registered (UNIMPLEMENTED)
+    └── LifecycleError                start after stop, stop before start misuse
+
+Example::
+
+    from wirebus import NotFound
+
+    raise NotFound("order 42 does not exist", reason="ORDER_NOT_FOUND",
+                   metadata={"order_id": "42"})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+__all__ = [
+    "Aborted",
+    "AlreadyExists",
+    "ConfigurationError",
+    "ConversionError",
+    "ConversionSchemaError",
+    "DomainError",
+    "FailedPrecondition",
+    "FieldViolation",
+    "HandlerNotFound",
+    "InvalidArgument",
+    "LifecycleError",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "WirebusError",
+]
+
+
+class WirebusError(Exception):
+    """Root of every wirebus error.
+
+    ``code`` is the gRPC status the gateway answers with; ``retriable`` says
+    whether the same call may succeed if tried again unchanged.
+    """
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    retriable: bool = False
+
+
+class ConfigurationError(WirebusError):
+    """The app's wiring is wrong: raised when a class is defined or the app starts."""
+
+
+class ConversionSchemaError(ConfigurationError):
+    """A message dataclass cannot be mapped onto its protobuf class."""
+
+
+class ConversionError(WirebusError):
+    """A value could not be converted between a dataclass and a protobuf message."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class HandlerNotFound(WirebusError):
+    """No handler is registered for the message sent."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class LifecycleError(WirebusError):
+    """A component was used outside its lifecycle (for example started twice)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid request field: ``field`` is a path such as ``items[0].quantity``."""
+
+    field: str
+    description: str
+
+
+class DomainError(WirebusError):
+    """An error a handler raises on purpose; travels as ``google.rpc.ErrorInfo``.
+
+    ``reason`` is a stable UPPER_SNAKE identifier clients can switch on; it
+    defaults to the class's ``default_reason``.  ``metadata`` adds context.
+
+    Example::
+
+        raise FailedPrecondition("order is already cancelled", reason="ORDER_CANCELLED")
+    """
+
+    default_reason: str = "DOMAIN_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+
+class InvalidArgument(DomainError):
+    """The request is malformed; ``violations`` name the offending fields.
+
+    Example::
+
+        raise InvalidArgument("order has no items",
+                              violations=[FieldViolation("items", "must not be empty")])
+    """
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        violations: Sequence[FieldViolation] = (),
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.violations = tuple(violations)
+
+
+class NotFound(DomainError):
+    """The entity the request names does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    """The entity the request would create exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(DomainError):
+    """The system is not in a state where the request can run."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    default_reason = "FAILED_PRECONDITION"
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but not allowed to do this."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
+
+
+class Unauthenticated(DomainError):
+    """The caller did not prove who it is."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class ResourceExhausted(DomainError):
+    """A quota or limit is used up; retry later."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    default_reason = "RESOURCE_EXHAUSTED"
+    retriable = True
+
+
+class Aborted(DomainError):
+    """A concurrency conflict aborted the request; retry it."""
+
+    code = grpc.StatusCode.ABORTED
+    default_reason = "ABORTED"
+    retriable = True
+
+
+class Unavailable(DomainError):
+    """A dependency is unavailable for now; retry later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    default_reason = "UNAVAILABLE"
+    retriable = True

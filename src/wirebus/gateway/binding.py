@@ -1,0 +1,159 @@
+"""Descriptor-driven binding: each RPC method of a service -> one handler.
+
+Bindings are computed once from the ``ServiceDescriptor`` of the generated
+modules: the method's input type selects the handler registered for that
+protobuf class (the class itself, or a message dataclass bound to it with
+``proto=``). At start-up each route becomes a grpc.aio method handler that
+decodes, runs the compiled mediator runner and encodes, with no per-call
+reflection (see ``server.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Iterable, Sequence
+from types import ModuleType
+from typing import Any, Literal
+
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message as ProtoMessage
+
+from ..errors import ConfigurationError
+from ..messages import converter_of, proto_class_of
+from ..router import HandlerSpec
+
+__all__ = ["MethodRoute", "resolve_routes", "service_descriptors"]
+
+Arity = Literal["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MethodRoute:
+    """One RPC method and the handler it is bound to (``None``: unbound)."""
+
+    service: str
+    method: str
+    arity: Arity
+    request_proto: type[ProtoMessage]
+    response_proto: type[ProtoMessage]
+    spec: HandlerSpec | None
+
+    @property
+    def path(self) -> str:
+        """The gRPC path, ``/package.Service/Method``."""
+        return f"/{self.service}/{self.method}"
+
+    def decoder(self) -> Any:
+        """``bytes -> message`` for the handler's message type (parse + from_proto)."""
+        parse = self.request_proto.FromString
+        if self.spec is None or self.spec.message_type is self.request_proto:
+            return parse
+        conv = converter_of(self.spec.message_type)
+        if conv is None:  # hand-written from_proto
+            from_proto = self.spec.message_type.from_proto  # type: ignore[attr-defined]
+            return lambda data: from_proto(parse(data))
+        from_proto_fn = conv.from_proto
+        return lambda data: from_proto_fn(parse(data))
+
+
+def service_descriptors(sources: Iterable[ModuleType | ServiceDescriptor]) -> list[ServiceDescriptor]:
+    """Services of generated ``*_pb2`` modules, or service descriptors given directly."""
+    out: list[ServiceDescriptor] = []
+    for source in sources:
+        if isinstance(source, ServiceDescriptor):
+            out.append(source)
+        elif isinstance(source, ModuleType) and hasattr(source, "DESCRIPTOR"):
+            out.extend(source.DESCRIPTOR.services_by_name.values())
+        else:
+            raise ConfigurationError(
+                f"services= takes generated *_pb2 modules or ServiceDescriptors, not {source!r}"
+            )
+    return out
+
+
+def _arity(method: MethodDescriptor) -> Arity:
+    client, server = method.client_streaming, method.server_streaming
+    return ("stream" if client else "unary") + "_" + ("stream" if server else "unary")  # type: ignore[return-value]
+
+
+def resolve_routes(
+    services: Sequence[ServiceDescriptor],
+    specs: Sequence[HandlerSpec],
+    *,
+    allow_unbound: bool = False,
+) -> list[MethodRoute]:
+    """Bind every method; raise one ``ConfigurationError`` listing every problem."""
+    by_proto: dict[type, list[HandlerSpec]] = {}
+    for spec in specs:
+        if spec.kind == "event":
+            continue
+        proto = proto_class_of(spec.message_type)
+        if proto is not None:
+            by_proto.setdefault(proto, []).append(spec)
+    routes: list[MethodRoute] = []
+    problems: list[str] = []
+    for service in services:
+        for method in service.methods:
+            route, problem = _route(service, method, by_proto)
+            if problem:
+                problems.append(problem)
+            if route.spec is None and not allow_unbound and not problem:
+                problems.append(
+                    f"{route.path} has no handler for {method.input_type.full_name}"
+                    f" ({'async generator ' if route.arity == 'unary_stream' else ''}handler needed)"
+                )
+            routes.append(route)
+    if problems:
+        raise ConfigurationError(
+            "the gateway cannot bind every method:\n  - " + "\n  - ".join(problems)
+            + "\n(register the handlers, or pass allow_unbound=True to answer UNIMPLEMENTED)"
+        )
+    return routes
+
+
+def _route(
+    service: ServiceDescriptor, method: MethodDescriptor, by_proto: dict[type, list[HandlerSpec]]
+) -> tuple[MethodRoute, str | None]:
+    request = message_factory.GetMessageClass(method.input_type)
+    response = message_factory.GetMessageClass(method.output_type)
+    arity = _arity(method)
+    candidates = by_proto.get(request, [])
+    route = MethodRoute(service.full_name, method.name, arity, request, response, None)
+    path = route.path
+    if arity in ("stream_unary", "stream_stream"):
+        return route, (
+            f"{path} is client-streaming, which the gateway does not serve yet" if candidates else None
+        )
+    want = "stream" if arity == "unary_stream" else "request"
+    matching = [s for s in candidates if s.kind == want]
+    if len(matching) > 1:
+        names = ", ".join(s.name for s in matching)
+        return route, f"{path}: several handlers take {request.DESCRIPTOR.full_name}: {names}"
+    if not matching:
+        if candidates:
+            kind = "an async generator" if want == "stream" else "a coroutine function"
+            return route, f"{path} needs {kind} handler, but {candidates[0].name} is not"
+        return route, None
+    spec = matching[0]
+    problem = _check_returns(path, spec, response)
+    return dataclasses.replace(route, spec=spec), problem
+
+
+def _check_returns(path: str, spec: HandlerSpec, response: type[ProtoMessage]) -> str | None:
+    returns = spec.params.returns
+    if returns is inspect.Signature.empty or returns is None or returns is type(None):
+        return None
+    if spec.kind == "stream":
+        args = getattr(returns, "__args__", ())
+        returns = args[0] if args else None
+    if not isinstance(returns, type):
+        return None
+    bound = proto_class_of(returns)
+    if bound is not None and bound is not response:
+        return (
+            f"{path} answers {response.DESCRIPTOR.full_name} but {spec.name}"
+            f" returns {returns.__qualname__} ({bound.DESCRIPTOR.full_name})"
+        )
+    return None

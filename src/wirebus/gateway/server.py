@@ -1,0 +1,317 @@
+"""The gateway: a grpc.aio server whose methods dispatch into the mediator.
+
+Handlers are built at start-up from the app's service descriptors (see
+``binding.py``); no servicer classes are written. Each method handler takes
+the raw request bytes, so bytes that do not parse become INVALID_ARGUMENT
+(a plain grpc.aio server answers UNKNOWN), and returns encoded bytes. Health
+(``grpc.health.v1``, SERVING per service) and server reflection (``v1`` and
+``v1alpha``) are served alongside.
+
+Example::
+
+    async with Gateway(app, GatewayConfig(port=50051)) as gateway:
+        await gateway.wait_for_termination()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn, Self
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+
+from ..di import CallInfo, _call_factory
+from ..errors import ConfigurationError, ConversionError, LifecycleError
+from ..messages import converter_of, proto_class_of
+from .binding import MethodRoute
+from .errors import DETAILS_KEY, malformed_request, status_for
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..mediator import Mediator
+
+__all__ = ["Gateway", "GatewayConfig"]
+
+log = logging.getLogger(__name__)
+
+_REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    """Where and how the gateway listens.
+
+    ``port=0`` picks a free port (read it from ``Gateway.port``).
+    ``max_message_bytes`` bounds requests and responses; larger ones get
+    RESOURCE_EXHAUSTED from gRPC itself. ``grace_seconds`` is how long
+    in-flight calls may finish on stop.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_message_bytes: int = 4 * 1024 * 1024
+    grace_seconds: float = 10.0
+    reflection: bool = True
+    health: bool = True
+    options: Sequence[tuple[str, Any]] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigurationError(f"port must be 0..65535, not {self.port}")
+        if self.max_message_bytes < 1:
+            raise ConfigurationError(f"max_message_bytes must be positive, not {self.max_message_bytes}")
+        if self.grace_seconds < 0:
+            raise ConfigurationError(f"grace_seconds must be >= 0, not {self.grace_seconds}")
+
+
+class Gateway:
+    """Serves an :class:`~wirebus.App`'s services over gRPC.
+
+    ``start()``/``stop()`` or ``async with``; ``stop`` is idempotent and
+    a stopped gateway cannot be started again.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        config: GatewayConfig | None = None,
+        *,
+        mediator: Mediator | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
+        self.app = app
+        self.config = config or GatewayConfig()
+        self._routes = app.check()
+        self._mediator = mediator
+        self._owns_mediator = mediator is None
+        self._interceptors = tuple(interceptors)
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self._port: int | None = None
+        self._state = "new"
+
+    @property
+    def port(self) -> int:
+        """The port the gateway listens on (after start)."""
+        if self._port is None:
+            raise LifecycleError("the gateway has not started")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` for a client channel."""
+        return f"{self.config.host}:{self.port}"
+
+    @property
+    def routes(self) -> tuple[MethodRoute, ...]:
+        """The method bindings this gateway serves."""
+        return tuple(self._routes)
+
+    async def start(self) -> None:
+        """Bind the port and start serving."""
+        if self._state != "new":
+            raise LifecycleError(f"a {self._state} gateway cannot be started again; build a new one")
+        self._state = "started"
+        if self._mediator is None:
+            self._mediator = self.app.mediator()
+        cfg = self.config
+        limit = cfg.max_message_bytes
+        options = [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+            *cfg.options,
+        ]
+        server = grpc.aio.server(interceptors=self._interceptors, options=options)
+        self._server = server
+        self._register(server, self._mediator)
+        self._port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if self._port == 0:
+            raise LifecycleError(f"could not bind {cfg.host}:{cfg.port}")
+        await server.start()
+        log.info("gateway serving %d methods on %s", len(self._routes), self.address)
+
+    def _register(self, server: grpc.aio.Server, mediator: Mediator) -> None:
+        domain = self.app.name
+        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+        for route in self._routes:
+            handler = _method_handler(route, mediator, domain)
+            by_service.setdefault(route.service, {})[route.method] = handler
+        for service, handlers in by_service.items():
+            server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
+        names = [s.full_name for s in self.app.services]
+        if self.config.health:
+            self._health = health.aio.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            names.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        if self.config.reflection:
+            names += [reflection.SERVICE_NAME, _REFLECTION_V1]
+            _add_reflection(server, names)
+
+    async def _set_serving(self) -> None:
+        if self._health is None:
+            return
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await self._health.set("", serving)
+        for service in self.app.services:
+            await self._health.set(service.full_name, serving)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, let in-flight calls finish for ``grace`` seconds, close."""
+        if self._state != "started":
+            self._state = "stopped"
+            return
+        self._state = "stopped"
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.config.grace_seconds if grace is None else grace)
+        if self._owns_mediator and self._mediator is not None:
+            await self._mediator.close()
+        log.info("gateway stopped")
+
+    async def wait_for_termination(self) -> None:
+        """Wait until the server terminates (after ``stop``)."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        await self._set_serving()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def _add_reflection(server: grpc.aio.Server, names: list[str]) -> None:
+    """Serve reflection as v1alpha and, wire-identical, as v1."""
+    servicer = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(_REFLECTION_V1, {"ServerReflectionInfo": v1}),)
+    )
+
+
+# ---------------------------------------------------------------- method handlers
+
+
+async def _abort(context: _Context, status: tuple[grpc.StatusCode, str, bytes]) -> NoReturn:
+    code, message, details = status
+    await context.abort(code, message, trailing_metadata=((DETAILS_KEY, details),))
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def _method_handler(route: MethodRoute, mediator: Mediator, domain: str) -> grpc.RpcMethodHandler:
+    path = route.path
+    if route.spec is None:
+
+        async def unimplemented(request: bytes, context: _Context) -> bytes:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not implemented")
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        return grpc.unary_unary_rpc_method_handler(unimplemented)
+    decode = route.decoder()
+    encode = _encoder(route)
+    full_name = route.request_proto.DESCRIPTOR.full_name
+    fail = functools.partial(status_for, domain=domain, method=path)
+
+    async def parse(request: bytes, context: _Context) -> Any:
+        _call_factory.set(functools.partial(CallInfo.from_grpc, path, context))
+        try:
+            return decode(request)
+        except DecodeError:
+            await _abort(context, malformed_request(full_name, domain=domain))
+        except ConversionError as exc:
+            await _abort(context, fail(exc))
+
+    if route.arity == "unary_stream":
+        open_stream = mediator.stream_runner(route.spec.message_type)
+
+        async def unary_stream(request: bytes, context: _Context) -> AsyncIterator[bytes]:
+            message = await parse(request, context)
+            try:
+                items: AsyncIterator[Any] = await open_stream(message)
+                async for item in items:
+                    yield encode(item)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await _abort(context, fail(exc))
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream)
+
+    run: Callable[[Any], Awaitable[Any]] = mediator.runner(route.spec.message_type)
+
+    async def unary_unary(request: bytes, context: _Context) -> bytes:
+        message = await parse(request, context)
+        try:
+            return encode(await run(message))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, fail(exc))
+
+    return grpc.unary_unary_rpc_method_handler(unary_unary)
+
+
+def _encoder(route: MethodRoute) -> Callable[[Any], bytes]:
+    """``result -> bytes``: specialised for the handler's declared return type."""
+    response = route.response_proto
+    spec = route.spec
+    declared: Any = spec.params.returns if spec else None
+    if spec is not None and spec.kind == "stream":
+        args = getattr(declared, "__args__", ())
+        declared = args[0] if args else None
+    fast: Callable[[Any], bytes] | None = None
+    if declared is response:
+        fast = response.SerializeToString
+    elif isinstance(declared, type) and proto_class_of(declared) is response:
+        conv = converter_of(declared)
+        to_proto = conv.to_proto if conv else declared.proto
+
+        def fast(result: Any) -> bytes:
+            return to_proto(result).SerializeToString()  # type: ignore[no-any-return]
+
+    def generic(result: Any) -> bytes:
+        if result is None:
+            return b""  # the default instance of any message
+        if isinstance(result, ProtoMessage):
+            if type(result) is not response:
+                raise TypeError(f"{route.path} answers {response.DESCRIPTOR.full_name}, got {type(result).__name__}")
+            return result.SerializeToString()
+        if proto_class_of(type(result)) is response:
+            return result.proto().SerializeToString()  # type: ignore[no-any-return]
+        raise TypeError(f"{route.path} answers {response.DESCRIPTOR.full_name}, got {type(result).__name__}")
+
+    if fast is None:
+        return generic
+    declared_type = declared
+
+    def encode(result: Any) -> bytes:
+        if type(result) is declared_type:
+            return fast(result)
+        return generic(result)
+
+    return encode

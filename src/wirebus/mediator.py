@@ -1,0 +1,368 @@
+"""The mediator: request dispatch, streaming dispatch and in-process events.
+
+Every runner is compiled once when the mediator is built: a handler that
+takes only its message and emits nothing is called directly (a dict lookup
+and an await); otherwise a small closure creates the call's ``Context``,
+resolves the handler's parameters, runs the pipeline behaviours and, once
+the handler has returned, dispatches the events it emitted. A handler that
+raises publishes nothing.
+
+Event handlers run sequentially in registration order, or concurrently in an
+anyio task group bounded by ``max_concurrency``. ``publish()`` runs every
+handler and then raises an ``ExceptionGroup`` of the ones that failed. Events
+emitted by a request handler are published after the request succeeded; a
+failing event handler is logged with its traceback and does not turn the
+(already effective) request into an error.
+
+Example::
+
+    async with app.mediator() as mediator:
+        ref = await mediator.send(PlaceOrder(customer_id="c1", items=(...)))
+        async for order in mediator.stream(ListOrders(customer_id="c1")):
+            ...
+        await mediator.publish(OrderShipped(order_id=ref.order_id))
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
+
+import anyio
+
+from .di import Context, _context, current_call
+from .errors import HandlerNotFound, LifecycleError
+from .messages import Event, ProtoMessage, Request
+
+if TYPE_CHECKING:
+    from dishka import AsyncContainer
+
+    from .router import HandlerSpec
+
+__all__ = ["Behaviour", "EventDispatch", "Mediator"]
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+CallNext = Callable[[Any], Awaitable[Any]]
+Behaviour = Callable[[Any, CallNext], Awaitable[Any]]
+"""``async def behaviour(request, call_next) -> result``: wraps every request."""
+EventDispatch = Literal["sequential", "concurrent"]
+_Invoke = Callable[[Any, Context], Any]
+_Runner = Callable[[Any], Awaitable[Any]]
+
+
+class Mediator:
+    """Dispatches requests to their handler and events to theirs.
+
+    Built by :meth:`wirebus.App.mediator`; an async context manager that
+    closes the app's dependency container on exit.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[HandlerSpec],
+        *,
+        container: AsyncContainer | None = None,
+        behaviours: Sequence[Behaviour] = (),
+        event_dispatch: EventDispatch = "sequential",
+        max_concurrency: int = 16,
+    ) -> None:
+        self._container = container
+        self._behaviours = tuple(behaviours)
+        self._concurrent = event_dispatch == "concurrent"
+        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._closed = False
+        self._requests: dict[type, _Runner] = {}
+        self._streams: dict[type, _Runner] = {}
+        self._event_specs: dict[type, list[HandlerSpec]] = {}
+        self._event_routes: dict[type, tuple[_Runner, ...]] = {}
+        for spec in specs:
+            if spec.kind == "request":
+                self._requests[spec.message_type] = self._request_runner(spec)
+            elif spec.kind == "stream":
+                self._streams[spec.message_type] = self._stream_runner(spec)
+            else:
+                self._event_specs.setdefault(spec.message_type, []).append(spec)
+
+    # ------------------------------------------------------------ public API
+
+    @overload
+    async def send(self, request: Request[R]) -> R: ...
+
+    @overload
+    async def send(self, request: ProtoMessage) -> Any: ...
+
+    async def send(self, request: Any) -> Any:
+        """Run ``request`` through the behaviours and its one handler; return its result."""
+        try:
+            run = self._requests[type(request)]
+        except KeyError:
+            raise self._not_found(request, "send") from None
+        return await run(request)
+
+    def runner(self, message_type: type) -> _Runner:
+        """The compiled runner of a request type (for transports, resolved once)."""
+        try:
+            return self._requests[message_type]
+        except KeyError:
+            raise HandlerNotFound(f"no request handler for {message_type.__qualname__}") from None
+
+    def stream_runner(self, message_type: type) -> _Runner:
+        """The compiled runner of a streaming request type; awaiting it gives an async iterator."""
+        try:
+            return self._streams[message_type]
+        except KeyError:
+            raise HandlerNotFound(f"no streaming handler for {message_type.__qualname__}") from None
+
+    async def stream(self, request: Any) -> AsyncIterator[Any]:
+        """Run a streaming request; yields what its async-generator handler yields."""
+        try:
+            run = self._streams[type(request)]
+        except KeyError:
+            raise self._not_found(request, "stream") from None
+        iterator: AsyncIterator[Any] = await run(request)
+        async for item in iterator:
+            yield item
+
+    async def publish(self, event: Any) -> None:
+        """Hand ``event`` to every handler of its type (and of its base classes).
+
+        Raises ``ExceptionGroup`` of the handlers that failed, after all ran.
+        """
+        runners = self._event_routes.get(type(event))
+        if runners is None:
+            runners = self._route_event(type(event))
+        if not runners:
+            return
+        if len(runners) == 1 or not self._concurrent:
+            errors = [e for r in runners if (e := await _guard(r, event)) is not None]
+        else:
+            errors = await self._publish_concurrently(runners, event)
+        if errors:
+            name = type(event).__qualname__
+            raise ExceptionGroup(f"{len(errors)} handler(s) of {name} failed", errors)
+
+    def handles(self, message_type: type) -> bool:
+        """Whether a request or streaming handler is registered for ``message_type``."""
+        return message_type in self._requests or message_type in self._streams
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        if self._closed:
+            raise LifecycleError("this mediator was closed; build a new one with app.mediator()")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the dependency container (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._container is not None:
+            await self._container.close()
+
+    # ------------------------------------------------------------ compilation
+
+    def _request_runner(self, spec: HandlerSpec) -> _Runner:
+        invoke = self._invoker(spec)
+        returns_events = _returns_events(spec.params.returns)
+        direct = not spec.is_class and spec.params.plain and not returns_events
+        if direct and not self._behaviours:
+            return typing.cast(_Runner, spec.target)  # nothing to add: call it as it is
+        chain = self._chain(invoke)
+        dispatch = self._dispatch_emitted
+
+        async def run(message: Any) -> Any:
+            ctx = Context()
+            token = _context.set(ctx)
+            try:
+                result = await chain(message)
+            finally:
+                _context.reset(token)
+            if returns_events:
+                _collect(ctx, result)
+            if ctx.events:
+                await dispatch(ctx.events)
+            return result
+
+        return run
+
+    def _stream_runner(self, spec: HandlerSpec) -> _Runner:
+        invoke = self._invoker(spec)
+        dispatch = self._dispatch_emitted
+
+        async def open_stream(message: Any) -> AsyncIterator[Any]:
+            ctx = Context()
+            iterator: AsyncIterator[Any] = invoke(message, ctx)
+            async for item in iterator:
+                yield item
+            if ctx.events:
+                await dispatch(ctx.events)
+
+        async def start(message: Any) -> AsyncIterator[Any]:
+            return open_stream(message)
+
+        return self._chain(lambda m, _ctx: start(m)) if self._behaviours else start
+
+    def _event_runner(self, spec: HandlerSpec) -> _Runner:
+        invoke = self._invoker(spec)
+        returns_events = _returns_events(spec.params.returns)
+        dispatch = self._dispatch_emitted
+
+        async def run(event: Any) -> None:
+            ctx = Context()
+            result = await invoke(event, ctx)
+            if returns_events:
+                _collect(ctx, result)
+            if ctx.events:
+                await dispatch(ctx.events)
+
+        return run
+
+    def _chain(self, invoke: _Invoke) -> _Runner:
+        """Fold the behaviours around ``invoke``; the innermost reads the call's context."""
+
+        def innermost(message: Any) -> Awaitable[Any]:
+            ctx = _context.get()
+            return typing.cast(Awaitable[Any], invoke(message, ctx if ctx is not None else Context()))
+
+        call: CallNext = innermost
+        for behaviour in reversed(self._behaviours):
+            call = _wrap(behaviour, call)
+        return call
+
+    def _invoker(self, spec: HandlerSpec) -> _Invoke:
+        """``invoke(message, ctx)``: call the handler with its parameters resolved."""
+        p = spec.params
+        target = spec.target
+        fixed: list[tuple[str, Callable[[Context], Any]]] = []
+        if p.context:
+            fixed.append((p.context, lambda ctx: ctx))
+        if p.call_info:
+            fixed.append((p.call_info, lambda _ctx: current_call()))
+        if p.mediator:
+            fixed.append((p.mediator, lambda _ctx: self))
+        if not spec.is_class and not p.deps:
+            if not fixed:
+                return lambda message, _ctx: target(message)
+            return lambda message, ctx: target(message, **{n: get(ctx) for n, get in fixed})
+        container = self._container
+        if container is None:  # pragma: no cover - App always builds one
+            raise LifecycleError(f"{spec.name} needs dependencies but the mediator has no container")
+        deps = p.deps
+        is_class = spec.is_class
+        if spec.kind == "stream":
+
+            async def invoke_stream(message: Any, ctx: Context) -> AsyncIterator[Any]:
+                async with container() as scope:
+                    kwargs = {n: get(ctx) for n, get in fixed}
+                    for name, tp in deps:
+                        kwargs[name] = await scope.get(tp)
+                    fn = (await scope.get(target)).handle if is_class else target
+                    async for item in fn(message, **kwargs):
+                        yield item
+
+            return invoke_stream
+
+        async def invoke(message: Any, ctx: Context) -> Any:
+            async with container() as scope:
+                kwargs = {n: get(ctx) for n, get in fixed}
+                for name, tp in deps:
+                    kwargs[name] = await scope.get(tp)
+                fn = (await scope.get(target)).handle if is_class else target
+                return await fn(message, **kwargs)
+
+        return invoke
+
+    # ------------------------------------------------------------ events
+
+    def _route_event(self, event_type: type) -> tuple[_Runner, ...]:
+        """Handlers of ``event_type`` and of its bases, compiled and cached."""
+        runners = tuple(
+            self._event_runner(spec)
+            for base in event_type.__mro__
+            for spec in self._event_specs.get(base, ())
+        )
+        self._event_routes[event_type] = runners
+        return runners
+
+    async def _publish_concurrently(
+        self, runners: Sequence[_Runner], event: Any
+    ) -> list[Exception]:
+        errors: list[Exception] = []
+
+        async def one(runner: _Runner) -> None:
+            async with self._limiter:
+                error = await _guard(runner, event)
+            if error is not None:
+                errors.append(error)
+
+        async with anyio.create_task_group() as tg:
+            for runner in runners:
+                tg.start_soon(one, runner)
+        return errors
+
+    async def _dispatch_emitted(self, events: Iterable[Any]) -> None:
+        for event in events:
+            try:
+                await self.publish(event)
+            except ExceptionGroup as group:
+                log.error(
+                    "event handlers failed for %s after the request succeeded",
+                    type(event).__qualname__,
+                    exc_info=group,
+                )
+
+    @staticmethod
+    def _not_found(request: Any, verb: str) -> HandlerNotFound:
+        name = type(request).__qualname__
+        if isinstance(request, Event):
+            return HandlerNotFound(f"{name} is an event: use publish(), not {verb}()")
+        return HandlerNotFound(
+            f"no {'streaming ' if verb == 'stream' else ''}handler for {name}:"
+            " register one with @router.handler and include its router in the App"
+        )
+
+
+async def _guard(runner: _Runner, event: Any) -> Exception | None:
+    try:
+        await runner(event)
+    except Exception as exc:  # collected and raised as a group by publish()
+        return exc
+    return None
+
+
+def _wrap(behaviour: Behaviour, call_next: CallNext) -> CallNext:
+    def call(message: Any) -> Awaitable[Any]:
+        return behaviour(message, call_next)
+
+    return call
+
+
+def _returns_events(annotation: Any) -> bool:
+    """Whether a handler's return annotation says it returns events to emit."""
+    candidates: Iterable[Any] = (annotation,)
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, Sequence, typing.Union, types.UnionType):
+        candidates = typing.get_args(annotation)
+    return any(isinstance(c, type) and issubclass(c, Event) for c in candidates)
+
+
+def _collect(ctx: Context, result: Any) -> None:
+    if isinstance(result, Event):
+        ctx.events.append(result)
+    elif isinstance(result, (list, tuple)):
+        ctx.events.extend(e for e in result if isinstance(e, Event))

@@ -1,0 +1,170 @@
+"""Message bases: ``Command``, ``Query``, ``Event`` and plain ``Message`` values.
+
+A subclass is made a frozen, slotted, keyword-only dataclass automatically and
+may be bound to a generated protobuf class with the ``proto=`` class keyword.
+Binding checks every field against the proto when the class is defined and
+compiles ``proto()`` / ``from_proto()`` once; define either method in the
+class body to write it by hand instead.
+
+Example::
+
+    from wirebus import Command, Message
+    from shop.orders.v1 import orders_pb2
+
+    class LineItem(Message, proto=orders_pb2.LineItem):
+        sku: str
+        quantity: int
+        price_cents: int
+
+    class PlaceOrder(Command["OrderRef"], proto=orders_pb2.PlaceOrderRequest):
+        customer_id: str
+        items: tuple[LineItem, ...]
+
+    cmd = PlaceOrder.from_proto(orders_pb2.PlaceOrderRequest(customer_id="c1"))
+    assert PlaceOrder.from_proto(cmd.proto()) == cmd
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Generic, Self, TypeVar, dataclass_transform
+
+from google.protobuf.message import Message as ProtoMessage
+
+from ._convert import Converter, compile_converter
+from .errors import ConfigurationError
+
+__all__ = ["Command", "Event", "Message", "ProtoMessage", "Query", "Request"]
+
+R = TypeVar("R")
+
+_BASES: set[str] = set()
+
+
+@dataclass_transform(frozen_default=True, kw_only_default=True)
+class _MessageMeta(type):
+    """Turns each subclass into a frozen, slotted, keyword-only dataclass."""
+
+    def __new__(
+        mcls,
+        name: str,
+        bases: tuple[type, ...],
+        namespace: dict[str, Any],
+        *,
+        proto: type[ProtoMessage] | None = None,
+        **kwargs: Any,
+    ) -> _MessageMeta:
+        cls = super().__new__(mcls, name, bases, namespace, **kwargs)
+        # dataclass(slots=True) re-creates the class through this metaclass
+        # with its fields already processed: let that pass through untouched.
+        if "__dataclass_fields__" in namespace or namespace.get("__wirebus_base__"):
+            return cls
+        cls = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
+        if proto is not None:
+            _bind(cls, proto, namespace)
+        return cls
+
+
+def _bind(cls: type, proto: type[ProtoMessage], namespace: dict[str, Any]) -> None:
+    if not (isinstance(proto, type) and issubclass(proto, ProtoMessage)):
+        raise ConfigurationError(
+            f"{cls.__qualname__}: proto= takes a generated protobuf message class, not {proto!r}"
+        )
+    has_to, has_from = "proto" in namespace, "from_proto" in namespace
+    cls.__wirebus_proto__ = proto  # type: ignore[attr-defined]
+    if has_to and has_from:
+        return
+    conv = compile_converter(cls, proto)
+    cls.__wirebus_converter__ = conv  # type: ignore[attr-defined]
+    if not has_to:
+        cls.proto = conv.to_proto  # type: ignore[attr-defined]
+    if not has_from:
+        cls.from_proto = classmethod(lambda _cls, m: conv.from_proto(m))  # type: ignore[attr-defined]
+        cls.__wirebus_from_proto__ = conv.from_proto  # type: ignore[attr-defined]
+
+
+class Message(metaclass=_MessageMeta):
+    """A value object; bound to a protobuf class with ``proto=`` it converts both ways.
+
+    Example::
+
+        class LineItem(Message, proto=orders_pb2.LineItem):
+            sku: str
+            quantity: int
+            price_cents: int
+    """
+
+    __slots__ = ()
+    __wirebus_base__: ClassVar[bool] = True
+    __wirebus_proto__: ClassVar[type[ProtoMessage] | None] = None
+
+    def proto(self) -> ProtoMessage:
+        """This value as its bound protobuf message."""
+        raise ConfigurationError(f"{type(self).__qualname__} is not bound to a protobuf class")
+
+    @classmethod
+    def from_proto(cls, message: ProtoMessage) -> Self:
+        """Build this class from its bound protobuf message."""
+        raise ConfigurationError(f"{cls.__qualname__} is not bound to a protobuf class")
+
+
+class Request(Message, Generic[R]):
+    """Base of commands and queries; ``R`` is what the handler returns."""
+
+    __slots__ = ()
+    __wirebus_base__ = True
+
+
+class Command(Request[R]):
+    """A request to change state; its handler may emit events.
+
+    Example::
+
+        class CancelOrder(Command[None], proto=orders_pb2.CancelOrderRequest):
+            order_id: str
+            reason: str = ""
+    """
+
+    __slots__ = ()
+    __wirebus_base__ = True
+
+
+class Query(Request[R]):
+    """A request to read state; it changes nothing and emits no events.
+
+    Example::
+
+        class GetOrder(Query[OrderView], proto=orders_pb2.GetOrderRequest):
+            order_id: str
+    """
+
+    __slots__ = ()
+    __wirebus_base__ = True
+
+
+class Event(Message):
+    """Something that happened; handled by zero or more event handlers.
+
+    Example::
+
+        class OrderPlaced(Event, proto=orders_pb2.OrderPlaced):
+            order_id: str
+            total_cents: int
+    """
+
+    __slots__ = ()
+    __wirebus_base__ = True
+
+
+def proto_class_of(tp: type) -> type[ProtoMessage] | None:
+    """The protobuf class a message type travels as, or ``None`` if it has none."""
+    if issubclass(tp, ProtoMessage):
+        return tp
+    bound: type[ProtoMessage] | None = getattr(tp, "__wirebus_proto__", None)
+    return bound
+
+
+def converter_of(tp: type) -> Converter | None:
+    """The compiled converter of a bound message class, if it has one."""
+    conv: Converter | None = getattr(tp, "__wirebus_converter__", None)
+    return conv

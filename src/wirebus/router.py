@@ -1,0 +1,128 @@
+"""``Router``: where a vertical slice registers its handlers.
+
+A router is a plain object a slice keeps at module level; the app includes
+the routers it wants (registries are objects, never globals). The message
+type a handler takes is read from its first parameter's annotation:
+
+- an :class:`~wirebus.Event` subclass makes an event handler (zero or more
+  per event);
+- any other message (a ``Command``/``Query`` dataclass or a generated
+  protobuf class) makes a request handler (exactly one per type); an async
+  generator function makes a streaming handler.
+
+Example::
+
+    from wirebus import Router
+
+    router = Router("orders")
+
+    @router.handler
+    async def get_order(query: GetOrder, orders: Orders) -> OrderView:
+        return await orders.get(query.order_id)
+
+    @router.handler
+    class PlaceOrderHandler:
+        def __init__(self, orders: Orders) -> None:
+            self.orders = orders
+
+        async def handle(self, cmd: PlaceOrder, ctx: Context) -> OrderRef:
+            ...
+
+    @router.handler(event=True)          # a raw protobuf class handled as an event
+    async def on_audit(e: audit_pb2.Audited) -> None: ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, overload
+
+from .di import HandlerParams, analyse
+from .errors import ConfigurationError
+from .messages import Event
+
+__all__ = ["HandlerKind", "HandlerSpec", "Router"]
+
+HandlerKind = Literal["request", "stream", "event"]
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """One registered handler, as read from its definition."""
+
+    kind: HandlerKind
+    target: Callable[..., Any]
+    """The function, or the class whose ``handle`` is called."""
+    params: HandlerParams
+    is_class: bool
+    name: str
+    router: str
+
+    @property
+    def message_type(self) -> type:
+        """The type of message this handler takes."""
+        return self.params.message_type
+
+
+class Router:
+    """A named group of handlers of one slice; include it in an ``App``."""
+
+    def __init__(self, name: str = "default") -> None:
+        self.name = name
+        self._specs: list[HandlerSpec] = []
+
+    @property
+    def specs(self) -> tuple[HandlerSpec, ...]:
+        """Every handler registered here, in registration order."""
+        return tuple(self._specs)
+
+    @overload
+    def handler(self, target: H, /) -> H: ...
+
+    @overload
+    def handler(self, *, event: bool = False) -> Callable[[H], H]: ...
+
+    def handler(self, target: H | None = None, /, *, event: bool = False) -> H | Callable[[H], H]:
+        """Register a function or a class with ``handle`` as a handler.
+
+        ``event=True`` makes it an event handler even when the message is a
+        raw protobuf class rather than an ``Event`` subclass.
+        """
+
+        def register(t: H) -> H:
+            self._specs.append(_spec(t, self.name, force_event=event))
+            return t
+
+        return register if target is None else register(target)
+
+
+def _spec(target: Callable[..., Any], router: str, *, force_event: bool) -> HandlerSpec:
+    is_class = inspect.isclass(target)
+    name = f"{target.__module__}.{target.__qualname__}"
+    if is_class:
+        handle = getattr(target, "handle", None)
+        if handle is None or not callable(handle):
+            raise ConfigurationError(f"{name}: a handler class needs a `handle` method")
+        func: Callable[..., Any] = handle
+    else:
+        func = target
+    params = analyse(func, name, skip_self=is_class)
+    msg = params.message_type
+    if not isinstance(msg, type):
+        raise ConfigurationError(f"{name}: the message annotation must be a class, not {msg!r}")
+    is_stream = inspect.isasyncgenfunction(func)
+    if not (is_stream or inspect.iscoroutinefunction(func)):
+        raise ConfigurationError(f"{name}: handlers must be `async def` (or async generators)")
+    kind: HandlerKind
+    if force_event or issubclass(msg, Event):
+        if is_stream:
+            raise ConfigurationError(f"{name}: an event handler cannot be an async generator")
+        kind = "event"
+    else:
+        kind = "stream" if is_stream else "request"
+    return HandlerSpec(
+        kind=kind, target=target, params=params, is_class=is_class, name=name, router=router
+    )
