@@ -1,1 +1,84 @@
-"""wirebus."""
+"""wirebus: proto-first CQRS for Python services.
+
+Commands and queries are defined in ``.proto`` files, served over gRPC by a
+gateway that dispatches into an in-process mediator; domain events travel as
+protobuf messages.
+
+Example::
+
+    from wirebus import App, Command, Context, Router
+
+    router = Router("orders")
+
+    @router.handler
+    async def place_order(cmd: PlaceOrder, ctx: Context) -> OrderRef:
+        ctx.emit(OrderPlaced(...))
+        return OrderRef(order_id="...")
+
+    app = App(name="shop", services=[orders_pb2], routers=[router])
+"""
+
+from __future__ import annotations
+
+from .app import App
+from .di import CallInfo, Context, current_call, current_context
+from .errors import (
+    Aborted,
+    AlreadyExists,
+    ConfigurationError,
+    ConversionError,
+    ConversionSchemaError,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    HandlerNotFound,
+    InvalidArgument,
+    LifecycleError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    WirebusError,
+)
+from .gateway import Gateway, GatewayConfig
+from .mediator import Behaviour, Mediator
+from .messages import Command, Event, Message, Query, Request
+from .router import Router
+
+__all__ = [
+    "Aborted",
+    "AlreadyExists",
+    "App",
+    "Behaviour",
+    "CallInfo",
+    "Command",
+    "ConfigurationError",
+    "Context",
+    "ConversionError",
+    "ConversionSchemaError",
+    "DomainError",
+    "Event",
+    "FailedPrecondition",
+    "FieldViolation",
+    "Gateway",
+    "GatewayConfig",
+    "HandlerNotFound",
+    "InvalidArgument",
+    "LifecycleError",
+    "Mediator",
+    "Message",
+    "NotFound",
+    "PermissionDenied",
+    "Query",
+    "Request",
+    "ResourceExhausted",
+    "Router",
+    "Unauthenticated",
+    "Unavailable",
+    "WirebusError",
+    "current_call",
+    "current_context",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,53 @@
+"""The shop app: ``wirebus run examples.shop.app:app``."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dishka import Provider, Scope, provide
+from shop.orders.v1 import orders_pb2
+
+from wirebus import App, current_call
+
+from .orders.handlers import router as orders_router
+from .orders.store import OrderStore
+from .payments.handlers import router as payments_router
+
+log = logging.getLogger("examples.shop")
+
+
+class ShopProvider(Provider):
+    orders = provide(OrderStore, scope=Scope.APP)
+
+
+async def log_with_correlation_id(
+    request: Any, call_next: Callable[[Any], Awaitable[Any]]
+) -> Any:
+    """Log each request with the caller's ``x-correlation-id`` (or a new one)."""
+    correlation_id = current_call().metadata.get("x-correlation-id") or uuid.uuid4().hex[:12]
+    started = time.perf_counter()
+    try:
+        result = await call_next(request)
+    except Exception as exc:
+        log.info("[%s] %s failed: %s", correlation_id, type(request).__name__, exc)
+        raise
+    log.info(
+        "[%s] %s ok in %.1f ms",
+        correlation_id,
+        type(request).__name__,
+        (time.perf_counter() - started) * 1000,
+    )
+    return result
+
+
+app = App(
+    name="shop",
+    services=[orders_pb2],
+    routers=[orders_router, payments_router],
+    providers=[ShopProvider()],
+    behaviours=[log_with_correlation_id],
+)

@@ -1,0 +1,1 @@
+"""The orders slice: place, read, list and cancel orders."""

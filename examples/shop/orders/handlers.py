@@ -1,0 +1,109 @@
+"""Handlers of the orders slice."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+
+
+from wirebus import Context, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Router
+
+from ..payments.messages import PaymentCaptured
+from .messages import (
+    CancelOrder,
+    GetOrder,
+    ListOrders,
+    OrderCancelled,
+    OrderPlaced,
+    OrderRef,
+    OrderStatus,
+    OrderView,
+    PlaceOrder,
+)
+from .store import OrderStore
+
+router = Router("orders")
+
+
+def _validate(cmd: PlaceOrder) -> None:
+    violations = []
+    if not cmd.customer_id:
+        violations.append(FieldViolation("customer_id", "must not be empty"))
+    if not cmd.items:
+        violations.append(FieldViolation("items", "an order needs at least one item"))
+    for i, item in enumerate(cmd.items):
+        if item.quantity < 1:
+            violations.append(FieldViolation(f"items[{i}].quantity", "must be at least 1"))
+        if item.price_cents < 0:
+            violations.append(FieldViolation(f"items[{i}].price_cents", "must not be negative"))
+    if violations:
+        raise InvalidArgument("the order is not valid", violations=violations)
+
+
+@router.handler
+async def place_order(cmd: PlaceOrder, orders: OrderStore, ctx: Context) -> OrderRef:
+    _validate(cmd)
+    order = OrderView(
+        order_id=str(uuid.uuid4()),
+        customer_id=cmd.customer_id,
+        items=cmd.items,
+        total_cents=sum(i.quantity * i.price_cents for i in cmd.items),
+        status=OrderStatus.PENDING,
+        placed_at=dt.datetime.now(dt.UTC),
+    )
+    await orders.add(order)
+    ctx.emit(
+        OrderPlaced(
+            order_id=order.order_id,
+            customer_id=order.customer_id,
+            items=order.items,
+            total_cents=order.total_cents,
+            placed_at=order.placed_at,
+        )
+    )
+    return OrderRef(order_id=order.order_id)
+
+
+async def _existing(orders: OrderStore, order_id: str) -> OrderView:
+    order = await orders.get(order_id)
+    if order is None:
+        raise NotFound(
+            f"order {order_id!r} does not exist",
+            reason="ORDER_NOT_FOUND",
+            metadata={"order_id": order_id},
+        )
+    return order
+
+
+@router.handler
+async def get_order(query: GetOrder, orders: OrderStore) -> OrderView:
+    return await _existing(orders, query.order_id)
+
+
+@router.handler
+async def cancel_order(cmd: CancelOrder, orders: OrderStore, ctx: Context) -> None:
+    order = await _existing(orders, cmd.order_id)
+    if order.status is OrderStatus.CANCELLED:
+        raise FailedPrecondition(
+            f"order {cmd.order_id!r} is already cancelled",
+            reason="ORDER_ALREADY_CANCELLED",
+            metadata={"order_id": cmd.order_id},
+        )
+    await orders.replace(order, status=OrderStatus.CANCELLED)
+    ctx.emit(
+        OrderCancelled(order_id=order.order_id, reason=cmd.reason, cancelled_at=dt.datetime.now(dt.UTC))
+    )
+
+
+@router.handler
+async def list_orders(query: ListOrders, orders: OrderStore) -> AsyncIterator[OrderView]:
+    for order in await orders.by_customer(query.customer_id):
+        yield order
+
+
+@router.handler
+async def mark_paid(event: PaymentCaptured, orders: OrderStore) -> None:
+    order = await orders.get(event.order_id)
+    if order is not None and order.status is OrderStatus.PENDING:
+        await orders.replace(order, status=OrderStatus.PAID)

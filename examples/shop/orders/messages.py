@@ -1,0 +1,69 @@
+"""Messages of the orders slice, bound to ``shop.orders.v1``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from shop.orders.v1 import orders_pb2
+
+from wirebus import Command, Event, Message, Query
+
+
+class OrderStatus(enum.Enum):
+    """Mirrors ``shop.orders.v1.OrderStatus`` (matched by name, prefix stripped)."""
+
+    PENDING = "pending"
+    PAID = "paid"
+    CANCELLED = "cancelled"
+
+
+class LineItem(Message, proto=orders_pb2.LineItem):
+    sku: str
+    quantity: int
+    price_cents: int
+
+
+class OrderRef(Message, proto=orders_pb2.PlaceOrderResponse):
+    order_id: str
+
+
+class OrderView(Message, proto=orders_pb2.Order):
+    order_id: str
+    customer_id: str
+    items: tuple[LineItem, ...]
+    total_cents: int
+    status: OrderStatus
+    placed_at: dt.datetime
+
+
+class PlaceOrder(Command[OrderRef], proto=orders_pb2.PlaceOrderRequest):
+    customer_id: str
+    items: tuple[LineItem, ...]
+
+
+class GetOrder(Query[OrderView], proto=orders_pb2.GetOrderRequest):
+    order_id: str
+
+
+class CancelOrder(Command[None], proto=orders_pb2.CancelOrderRequest):
+    order_id: str
+    reason: str = ""
+
+
+class ListOrders(Query[OrderView], proto=orders_pb2.ListOrdersRequest):
+    customer_id: str
+
+
+class OrderPlaced(Event, proto=orders_pb2.OrderPlaced):
+    order_id: str
+    customer_id: str
+    items: tuple[LineItem, ...]
+    total_cents: int
+    placed_at: dt.datetime
+
+
+class OrderCancelled(Event, proto=orders_pb2.OrderCancelled):
+    order_id: str
+    reason: str
+    cancelled_at: dt.datetime

@@ -1,0 +1,1 @@
+"""The payments slice: captures the payment of each placed order."""
