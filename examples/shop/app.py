@@ -24,9 +24,7 @@ class ShopProvider(Provider):
     orders = provide(OrderStore, scope=Scope.APP)
 
 
-async def log_with_correlation_id(
-    request: Any, call_next: Callable[[Any], Awaitable[Any]]
-) -> Any:
+async def log_with_correlation_id(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
     """Log each request with the caller's ``x-correlation-id`` (or a new one)."""
     correlation_id = current_call().metadata.get("x-correlation-id") or uuid.uuid4().hex[:12]
     started = time.perf_counter()

@@ -34,8 +34,16 @@ _UTC = dt.UTC
 
 _FD = FieldDescriptor
 _INT_TYPES = {
-    _FD.TYPE_INT32, _FD.TYPE_INT64, _FD.TYPE_UINT32, _FD.TYPE_UINT64, _FD.TYPE_SINT32,
-    _FD.TYPE_SINT64, _FD.TYPE_FIXED32, _FD.TYPE_FIXED64, _FD.TYPE_SFIXED32, _FD.TYPE_SFIXED64,
+    _FD.TYPE_INT32,
+    _FD.TYPE_INT64,
+    _FD.TYPE_UINT32,
+    _FD.TYPE_UINT64,
+    _FD.TYPE_SINT32,
+    _FD.TYPE_SINT64,
+    _FD.TYPE_FIXED32,
+    _FD.TYPE_FIXED64,
+    _FD.TYPE_SFIXED32,
+    _FD.TYPE_SFIXED64,
 }
 _SCALARS: dict[type, set[int]] = {
     str: {_FD.TYPE_STRING},
@@ -116,9 +124,9 @@ class _Compiler:
 
     def value(self, tp: Any, fd: FieldDescriptor, where: str) -> tuple[str, str]:
         """Return ``(to, from)`` templates with ``{}`` for the source expression."""
-        if fd.type == _FD.TYPE_MESSAGE:
+        if fd.message_type is not None:
             return self._message_value(tp, fd.message_type, where)
-        if fd.type == _FD.TYPE_ENUM:
+        if fd.enum_type is not None:
             return self._enum_value(tp, fd.enum_type, where)
         return self._scalar_value(tp, fd.type, where)
 
@@ -129,7 +137,9 @@ class _Compiler:
             return "str({})", f"{self.bind(_uuid)}({{}}, {where!r})"
         if tp is Decimal and proto_type == _FD.TYPE_STRING:
             return "str({})", f"{self.bind(_decimal)}({{}}, {where!r})"
-        raise self.fail(where, f"type {_name(tp)} cannot map to proto type {_proto_type(proto_type)}")
+        raise self.fail(
+            where, f"type {_name(tp)} cannot map to proto type {_proto_type(proto_type)}"
+        )
 
     def _enum_value(self, tp: Any, ed: EnumDescriptor, where: str) -> tuple[str, str]:
         if not (isinstance(tp, type) and issubclass(tp, enum.Enum)):
@@ -139,11 +149,13 @@ class _Compiler:
         for v in ed.values:
             by_name[v.name] = v.number
             if v.name.startswith(prefix):
-                by_name.setdefault(v.name[len(prefix):], v.number)
+                by_name.setdefault(v.name[len(prefix) :], v.number)
         to_number: dict[Any, int] = {}
         for member in tp:
             if member.name not in by_name:
-                raise self.fail(where, f"{tp.__name__}.{member.name} has no value in {ed.full_name}")
+                raise self.fail(
+                    where, f"{tp.__name__}.{member.name} has no value in {ed.full_name}"
+                )
             to_number[member] = by_name[member.name]
         from_number = {number: member for member, number in to_number.items()}
 
@@ -211,13 +223,16 @@ class _Compiler:
         if fd.message_type is not None and fd.message_type.full_name in _WRAPPERS:
             expected = _WRAPPERS[fd.message_type.full_name]
             if tp is not expected:
-                raise self.fail(where, f"{fd.message_type.full_name} maps to {expected.__name__} | None")
+                raise self.fail(
+                    where, f"{fd.message_type.full_name} maps to {expected.__name__} | None"
+                )
             w = self.bind(_proto_class(fd.message_type))
             to = f"None if {src_to} is None else {w}(value={src_to})"
             return to, f"{src_from}.value if m.HasField({fd.name!r}) else None"
         if not fd.has_presence:
             raise self.fail(
-                where, f"is Optional but proto field {fd.name} has no presence; declare it `optional`"
+                where,
+                f"is Optional but proto field {fd.name} has no presence; declare it `optional`",
             )
         to_t, from_t = self.value(tp, fd, where)
         to = src_to if to_t == "{}" else f"None if {src_to} is None else {to_t.format(src_to)}"
@@ -227,16 +242,21 @@ class _Compiler:
         self, hint: Any, fd: FieldDescriptor, where: str, src_to: str, src_from: str
     ) -> tuple[str, str]:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            item = args[0]
-        elif origin in (list, Sequence) and len(args) == 1:
+        homogeneous_tuple = origin is tuple and len(args) == 2 and args[1] is Ellipsis
+        if homogeneous_tuple or (origin in (list, Sequence) and len(args) == 1):
             item = args[0]
         else:
-            raise self.fail(where, f"repeated field {fd.name} needs tuple[T, ...], not {_name(hint)}")
+            raise self.fail(
+                where, f"repeated field {fd.name} needs tuple[T, ...], not {_name(hint)}"
+            )
         to_t, from_t = self.value(item, fd, f"{where}[]")
         make = "list" if origin is list else "tuple"
         to = src_to if to_t == "{}" else f"[{to_t.format('_v')} for _v in {src_to}]"
-        frm = f"{make}({src_from})" if from_t == "{}" else f"{make}([{from_t.format('_v')} for _v in {src_from}])"
+        frm = (
+            f"{make}({src_from})"
+            if from_t == "{}"
+            else f"{make}([{from_t.format('_v')} for _v in {src_from}])"
+        )
         return to, frm
 
     def _map(
@@ -246,6 +266,7 @@ class _Compiler:
         if origin not in (dict, Mapping) or len(args) != 2:
             raise self.fail(where, f"map field {fd.name} needs dict[K, V], not {_name(hint)}")
         entry = fd.message_type
+        assert entry is not None  # map fields always have an entry type
         k_to, k_from = self.value(args[0], entry.fields_by_name["key"], f"{where}{{key}}")
         v_to, v_from = self.value(args[1], entry.fields_by_name["value"], f"{where}{{}}")
         if k_to == v_to == "{}":
@@ -290,7 +311,7 @@ def compile_converter(cls: type, proto_cls: type[ProtoMessage]) -> Converter:
     Raises :class:`ConversionSchemaError` naming the class and field when a
     dataclass field has no proto field of that name or its type cannot map.
     """
-    descriptor: Descriptor = proto_cls.DESCRIPTOR
+    descriptor = proto_cls.DESCRIPTOR
     try:
         hints = typing.get_type_hints(cls)
     except NameError as exc:
@@ -304,23 +325,27 @@ def compile_converter(cls: type, proto_cls: type[ProtoMessage]) -> Converter:
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
-        fd = descriptor.fields_by_name.get(f.name)
+        fd = typing.cast("FieldDescriptor | None", descriptor.fields_by_name.get(f.name))
         if fd is None:
-            raise c.fail(f"{cls.__qualname__}.{f.name}", f"no field {f.name!r} in {descriptor.full_name}")
+            raise c.fail(
+                f"{cls.__qualname__}.{f.name}", f"no field {f.name!r} in {descriptor.full_name}"
+            )
         to_expr, from_expr = c.field(f, hints[f.name], fd)
         to_parts.append(f"{fd.name}={to_expr}")
         from_parts.append(f"{f.name}={from_expr}")
     c.ns["_P"], c.ns["_C"] = proto_cls, cls
     qual = cls.__qualname__
-    source = "\n".join([
-        "def to_proto(self):",
-        "    try:",
-        f"        return _P({', '.join(to_parts)})",
-        "    except (TypeError, ValueError, KeyError, AttributeError) as exc:",
-        f"        raise _ConversionError({qual + '.proto(): '!r} + repr(exc)) from exc",
-        "def from_proto(m):",
-        f"    return _C({', '.join(from_parts)})",
-    ])
+    source = "\n".join(
+        [
+            "def to_proto(self):",
+            "    try:",
+            f"        return _P({', '.join(to_parts)})",
+            "    except (TypeError, ValueError, KeyError, AttributeError) as exc:",
+            f"        raise _ConversionError({qual + '.proto(): '!r} + repr(exc)) from exc",
+            "def from_proto(m):",
+            f"    return _C({', '.join(from_parts)})",
+        ]
+    )
     exec(compile(source, f"<wirebus converter {qual}>", "exec"), c.ns)
     return Converter(to_proto=c.ns["to_proto"], from_proto=c.ns["from_proto"])
 

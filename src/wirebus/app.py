@@ -109,7 +109,8 @@ class App:
             other = seen.get(spec.message_type)
             if other is not None:
                 problems.append(
-                    f"{spec.message_type.__qualname__} has two handlers: {other.name} and {spec.name}"
+                    f"{spec.message_type.__qualname__} has two handlers:"
+                    f" {other.name} and {spec.name}"
                 )
             seen[spec.message_type] = spec
         if problems:

@@ -17,7 +17,7 @@ Example::
         orders = provide(InMemoryOrders, provides=Orders, scope=Scope.APP)
 
     @router.handler
-    async def place_order(cmd: PlaceOrder, orders: Orders, ctx: Context, call: CallInfo) -> OrderRef:
+    async def place_order(cmd: PlaceOrder, orders: Orders, ctx: Context, call: CallInfo) -> Ref:
         ...
 """
 

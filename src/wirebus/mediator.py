@@ -237,7 +237,9 @@ class Mediator:
 
         def innermost(message: Any) -> Awaitable[Any]:
             ctx = _context.get()
-            return typing.cast(Awaitable[Any], invoke(message, ctx if ctx is not None else Context()))
+            return typing.cast(
+                Awaitable[Any], invoke(message, ctx if ctx is not None else Context())
+            )
 
         call: CallNext = innermost
         for behaviour in reversed(self._behaviours):
@@ -261,7 +263,9 @@ class Mediator:
             return lambda message, ctx: target(message, **{n: get(ctx) for n, get in fixed})
         container = self._container
         if container is None:  # pragma: no cover - App always builds one
-            raise LifecycleError(f"{spec.name} needs dependencies but the mediator has no container")
+            raise LifecycleError(
+                f"{spec.name} needs dependencies but the mediator has no container"
+            )
         deps = p.deps
         is_class = spec.is_class
         if spec.kind == "stream":

@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any, ClassVar, Generic, Self, TypeVar, dataclass_transform
 
 from google.protobuf.message import Message as ProtoMessage
@@ -59,7 +60,9 @@ class _MessageMeta(type):
         # with its fields already processed: let that pass through untouched.
         if "__dataclass_fields__" in namespace or namespace.get("__wirebus_base__"):
             return cls
-        cls = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
+        cls = typing.cast(
+            _MessageMeta, dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
+        )
         if proto is not None:
             _bind(cls, proto, namespace)
         return cls

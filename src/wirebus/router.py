@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, Protocol, TypeVar, overload
 
 from .di import HandlerParams, analyse
 from .errors import ConfigurationError
@@ -47,6 +47,7 @@ __all__ = ["HandlerKind", "HandlerSpec", "Router"]
 
 HandlerKind = Literal["request", "stream", "event"]
 H = TypeVar("H", bound=Callable[..., Any])
+T = TypeVar("T", bound=Callable[..., Any])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,20 +84,24 @@ class Router:
     def handler(self, target: H, /) -> H: ...
 
     @overload
-    def handler(self, *, event: bool = False) -> Callable[[H], H]: ...
+    def handler(self, /, *, event: bool = False) -> _Decorator: ...
 
-    def handler(self, target: H | None = None, /, *, event: bool = False) -> H | Callable[[H], H]:
+    def handler(self, target: Any = None, /, *, event: bool = False) -> Any:
         """Register a function or a class with ``handle`` as a handler.
 
         ``event=True`` makes it an event handler even when the message is a
         raw protobuf class rather than an ``Event`` subclass.
         """
 
-        def register(t: H) -> H:
+        def register(t: T) -> T:
             self._specs.append(_spec(t, self.name, force_event=event))
             return t
 
         return register if target is None else register(target)
+
+
+class _Decorator(Protocol):
+    def __call__(self, target: T, /) -> T: ...
 
 
 def _spec(target: Callable[..., Any], router: str, *, force_event: bool) -> HandlerSpec:

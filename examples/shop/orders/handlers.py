@@ -6,7 +6,6 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 
-
 from wirebus import Context, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Router
 
 from ..payments.messages import PaymentCaptured
@@ -92,7 +91,9 @@ async def cancel_order(cmd: CancelOrder, orders: OrderStore, ctx: Context) -> No
         )
     await orders.replace(order, status=OrderStatus.CANCELLED)
     ctx.emit(
-        OrderCancelled(order_id=order.order_id, reason=cmd.reason, cancelled_at=dt.datetime.now(dt.UTC))
+        OrderCancelled(
+            order_id=order.order_id, reason=cmd.reason, cancelled_at=dt.datetime.now(dt.UTC)
+        )
     )
 
 

@@ -58,7 +58,9 @@ class MethodRoute:
         return lambda data: from_proto_fn(parse(data))
 
 
-def service_descriptors(sources: Iterable[ModuleType | ServiceDescriptor]) -> list[ServiceDescriptor]:
+def service_descriptors(
+    sources: Iterable[ModuleType | ServiceDescriptor],
+) -> list[ServiceDescriptor]:
     """Services of generated ``*_pb2`` modules, or service descriptors given directly."""
     out: list[ServiceDescriptor] = []
     for source in sources:
@@ -102,12 +104,13 @@ def resolve_routes(
             if route.spec is None and not allow_unbound and not problem:
                 problems.append(
                     f"{route.path} has no handler for {method.input_type.full_name}"
-                    f" ({'async generator ' if route.arity == 'unary_stream' else ''}handler needed)"
+                    + (" (an async generator handler)" if route.arity == "unary_stream" else "")
                 )
             routes.append(route)
     if problems:
         raise ConfigurationError(
-            "the gateway cannot bind every method:\n  - " + "\n  - ".join(problems)
+            "the gateway cannot bind every method:\n  - "
+            + "\n  - ".join(problems)
             + "\n(register the handlers, or pass allow_unbound=True to answer UNIMPLEMENTED)"
         )
     return routes
@@ -124,7 +127,9 @@ def _route(
     path = route.path
     if arity in ("stream_unary", "stream_stream"):
         return route, (
-            f"{path} is client-streaming, which the gateway does not serve yet" if candidates else None
+            f"{path} is client-streaming, which the gateway does not serve yet"
+            if candidates
+            else None
         )
     want = "stream" if arity == "unary_stream" else "request"
     matching = [s for s in candidates if s.kind == want]

@@ -38,21 +38,27 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-def _status(code: grpc.StatusCode, message: str, *details: object) -> tuple[grpc.StatusCode, str, bytes]:
+def _status(
+    code: grpc.StatusCode, message: str, *details: object
+) -> tuple[grpc.StatusCode, str, bytes]:
     status = status_pb2.Status(
         code=code.value[0], message=message, details=[_pack(d) for d in details]
     )
     return code, message, status.SerializeToString()
 
 
-def status_for(exc: BaseException, *, domain: str, method: str) -> tuple[grpc.StatusCode, str, bytes]:
+def status_for(
+    exc: BaseException, *, domain: str, method: str
+) -> tuple[grpc.StatusCode, str, bytes]:
     """Map ``exc`` to ``(code, message, serialized google.rpc.Status)``."""
     if isinstance(exc, DomainError):
         info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=domain, metadata=exc.metadata)
         if isinstance(exc, InvalidArgument):
             bad = error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
                     for v in exc.violations
                 ]
             )
@@ -75,4 +81,3 @@ def malformed_request(full_name: str, *, domain: str) -> tuple[grpc.StatusCode, 
     return _status(
         grpc.StatusCode.INVALID_ARGUMENT, f"request bytes do not parse as {full_name}", info
     )
-

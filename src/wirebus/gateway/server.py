@@ -70,7 +70,9 @@ class GatewayConfig:
         if not 0 <= self.port <= 65535:
             raise ConfigurationError(f"port must be 0..65535, not {self.port}")
         if self.max_message_bytes < 1:
-            raise ConfigurationError(f"max_message_bytes must be positive, not {self.max_message_bytes}")
+            raise ConfigurationError(
+                f"max_message_bytes must be positive, not {self.max_message_bytes}"
+            )
         if self.grace_seconds < 0:
             raise ConfigurationError(f"grace_seconds must be >= 0, not {self.grace_seconds}")
 
@@ -88,7 +90,7 @@ class Gateway:
         config: GatewayConfig | None = None,
         *,
         mediator: Mediator | None = None,
-        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     ) -> None:
         self.app = app
         self.config = config or GatewayConfig()
@@ -97,7 +99,7 @@ class Gateway:
         self._owns_mediator = mediator is None
         self._interceptors = tuple(interceptors)
         self._server: grpc.aio.Server | None = None
-        self._health: health.aio.HealthServicer | None = None
+        self._health: Any = None  # grpc_health ships no type information
         self._port: int | None = None
         self._state = "new"
 
@@ -121,7 +123,9 @@ class Gateway:
     async def start(self) -> None:
         """Bind the port and start serving."""
         if self._state != "new":
-            raise LifecycleError(f"a {self._state} gateway cannot be started again; build a new one")
+            raise LifecycleError(
+                f"a {self._state} gateway cannot be started again; build a new one"
+            )
         self._state = "started"
         if self._mediator is None:
             self._mediator = self.app.mediator()
@@ -144,7 +148,7 @@ class Gateway:
 
     def _register(self, server: grpc.aio.Server, mediator: Mediator) -> None:
         domain = self.app.name
-        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+        by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
         for route in self._routes:
             handler = _method_handler(route, mediator, domain)
             by_service.setdefault(route.service, {})[route.method] = handler
@@ -152,7 +156,7 @@ class Gateway:
             server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
         names = [s.full_name for s in self.app.services]
         if self.config.health:
-            self._health = health.aio.HealthServicer()
+            self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             names.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         if self.config.reflection:
@@ -202,7 +206,7 @@ class Gateway:
 
 def _add_reflection(server: grpc.aio.Server, names: list[str]) -> None:
     """Serve reflection as v1alpha and, wire-identical, as v1."""
-    servicer = reflection.aio.ReflectionServicer(names)
+    servicer = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     v1 = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
@@ -223,7 +227,9 @@ async def _abort(context: _Context, status: tuple[grpc.StatusCode, str, bytes]) 
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-def _method_handler(route: MethodRoute, mediator: Mediator, domain: str) -> grpc.RpcMethodHandler:
+def _method_handler(
+    route: MethodRoute, mediator: Mediator, domain: str
+) -> grpc.RpcMethodHandler[Any, Any]:
     path = route.path
     if route.spec is None:
 
@@ -289,21 +295,21 @@ def _encoder(route: MethodRoute) -> Callable[[Any], bytes]:
         fast = response.SerializeToString
     elif isinstance(declared, type) and proto_class_of(declared) is response:
         conv = converter_of(declared)
-        to_proto = conv.to_proto if conv else declared.proto
+        to_proto: Callable[[Any], ProtoMessage] = conv.to_proto if conv else declared.proto  # type: ignore[attr-defined]
 
         def fast(result: Any) -> bytes:
-            return to_proto(result).SerializeToString()  # type: ignore[no-any-return]
+            return to_proto(result).SerializeToString()
 
     def generic(result: Any) -> bytes:
         if result is None:
             return b""  # the default instance of any message
         if isinstance(result, ProtoMessage):
             if type(result) is not response:
-                raise TypeError(f"{route.path} answers {response.DESCRIPTOR.full_name}, got {type(result).__name__}")
+                raise _wrong_type(route, result)
             return result.SerializeToString()
         if proto_class_of(type(result)) is response:
             return result.proto().SerializeToString()  # type: ignore[no-any-return]
-        raise TypeError(f"{route.path} answers {response.DESCRIPTOR.full_name}, got {type(result).__name__}")
+        raise _wrong_type(route, result)
 
     if fast is None:
         return generic
@@ -315,3 +321,8 @@ def _encoder(route: MethodRoute) -> Callable[[Any], bytes]:
         return generic(result)
 
     return encode
+
+
+def _wrong_type(route: MethodRoute, result: object) -> TypeError:
+    expected = route.response_proto.DESCRIPTOR.full_name
+    return TypeError(f"{route.path} answers {expected}, got {type(result).__qualname__}")
