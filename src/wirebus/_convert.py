@@ -305,7 +305,9 @@ def converter_for(cls: type, proto_cls: type[ProtoMessage]) -> Converter:
     return _CACHE[key]
 
 
-def compile_converter(cls: type, proto_cls: type[ProtoMessage]) -> Converter:
+def compile_converter(
+    cls: type, proto_cls: type[ProtoMessage], *, localns: dict[str, Any] | None = None
+) -> Converter:
     """Check ``cls`` against ``proto_cls`` and compile its two functions.
 
     Raises :class:`ConversionSchemaError` naming the class and field when a
@@ -313,7 +315,7 @@ def compile_converter(cls: type, proto_cls: type[ProtoMessage]) -> Converter:
     """
     descriptor = proto_cls.DESCRIPTOR
     try:
-        hints = typing.get_type_hints(cls)
+        hints = typing.get_type_hints(cls, localns=localns)
     except NameError as exc:
         raise ConversionSchemaError(
             f"{cls.__qualname__}: cannot resolve a field annotation ({exc});"

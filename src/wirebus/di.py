@@ -142,10 +142,16 @@ class HandlerParams:
         return not (self.context or self.call_info or self.mediator or self.deps)
 
 
-def analyse(func: Callable[..., Any], owner: str, *, skip_self: bool = False) -> HandlerParams:
+def analyse(
+    func: Callable[..., Any],
+    owner: str,
+    *,
+    skip_self: bool = False,
+    localns: dict[str, Any] | None = None,
+) -> HandlerParams:
     """Read a handler's signature: message type, injected parameters, return type."""
     try:
-        hints = typing.get_type_hints(func)
+        hints = typing.get_type_hints(func, localns=localns)
     except NameError as exc:
         raise ConfigurationError(f"{owner}: cannot resolve an annotation ({exc})") from None
     params = list(inspect.signature(func).parameters.values())

@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from typing import Any, ClassVar, Generic, Self, TypeVar, dataclass_transform
 
@@ -64,11 +65,15 @@ class _MessageMeta(type):
             _MessageMeta, dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
         )
         if proto is not None:
-            _bind(cls, proto, namespace)
+            # sys._getframe(1) runs the class statement: its locals let
+            # classes defined inside functions name each other in annotations.
+            _bind(cls, proto, namespace, dict(sys._getframe(1).f_locals))
         return cls
 
 
-def _bind(cls: type, proto: type[ProtoMessage], namespace: dict[str, Any]) -> None:
+def _bind(
+    cls: type, proto: type[ProtoMessage], namespace: dict[str, Any], localns: dict[str, Any]
+) -> None:
     if not (isinstance(proto, type) and issubclass(proto, ProtoMessage)):
         raise ConfigurationError(
             f"{cls.__qualname__}: proto= takes a generated protobuf message class, not {proto!r}"
@@ -77,7 +82,7 @@ def _bind(cls: type, proto: type[ProtoMessage], namespace: dict[str, Any]) -> No
     cls.__wirebus_proto__ = proto  # type: ignore[attr-defined]
     if has_to and has_from:
         return
-    conv = compile_converter(cls, proto)
+    conv = compile_converter(cls, proto, localns=localns)
     cls.__wirebus_converter__ = conv  # type: ignore[attr-defined]
     if not has_to:
         cls.proto = conv.to_proto  # type: ignore[attr-defined]

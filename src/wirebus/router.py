@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any, Literal, Protocol, TypeVar, overload
 
@@ -93,8 +94,12 @@ class Router:
         raw protobuf class rather than an ``Event`` subclass.
         """
 
+        # Names local to the defining function (a handler or message class
+        # defined inside a test, say) resolve against the caller's locals.
+        localns = dict(sys._getframe(1).f_locals)
+
         def register(t: T) -> T:
-            self._specs.append(_spec(t, self.name, force_event=event))
+            self._specs.append(_spec(t, self.name, force_event=event, localns=localns))
             return t
 
         return register if target is None else register(target)
@@ -104,7 +109,9 @@ class _Decorator(Protocol):
     def __call__(self, target: T, /) -> T: ...
 
 
-def _spec(target: Callable[..., Any], router: str, *, force_event: bool) -> HandlerSpec:
+def _spec(
+    target: Callable[..., Any], router: str, *, force_event: bool, localns: dict[str, Any]
+) -> HandlerSpec:
     is_class = inspect.isclass(target)
     name = f"{target.__module__}.{target.__qualname__}"
     if is_class:
@@ -114,7 +121,7 @@ def _spec(target: Callable[..., Any], router: str, *, force_event: bool) -> Hand
         func: Callable[..., Any] = handle
     else:
         func = target
-    params = analyse(func, name, skip_self=is_class)
+    params = analyse(func, name, skip_self=is_class, localns=localns)
     msg = params.message_type
     if not isinstance(msg, type):
         raise ConfigurationError(f"{name}: the message annotation must be a class, not {msg!r}")
