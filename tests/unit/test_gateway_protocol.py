@@ -16,8 +16,8 @@ from grpc_reflection.v1alpha import reflection_pb2
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
 import wirebus
-from wirebus import App, CallInfo, Gateway, GatewayConfig, Query, Router
 from tests.conftest import error_info, status_details
+from wirebus import App, CallInfo, Gateway, GatewayConfig, Query, Router
 
 GET = "/shop.orders.v1.OrderService/GetOrder"
 
@@ -69,11 +69,11 @@ async def test_unexpected_exception_is_internal_without_internals_and_logged_on_
 ):
     secret = "password=hunter2 at /srv/db.py line 42"
     async with serve(failing_app(RuntimeError(secret))) as channel:
-        with caplog.at_level(logging.ERROR, logger="wirebus.gateway.errors"):
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await orders_pb2_grpc.OrderServiceStub(channel).GetOrder(
-                    orders_pb2.GetOrderRequest()
-                )
+        with (
+            caplog.at_level(logging.ERROR, logger="wirebus.gateway.errors"),
+            pytest.raises(grpc.aio.AioRpcError) as caught,
+        ):
+            await orders_pb2_grpc.OrderServiceStub(channel).GetOrder(orders_pb2.GetOrderRequest())
     err = caught.value
     assert err.code() == grpc.StatusCode.INTERNAL
     assert err.details() == "internal error"
@@ -165,7 +165,7 @@ def test_a_handler_returning_another_message_than_the_method_answers_fails_start
     async def get_order(query: orders_pb2.GetOrderRequest) -> orders_pb2.PlaceOrderResponse:
         return orders_pb2.PlaceOrderResponse()
 
-    with pytest.raises(wirebus.ConfigurationError, match="answers shop.orders.v1.Order"):
+    with pytest.raises(wirebus.ConfigurationError, match=r"answers shop\.orders\.v1\.Order"):
         Gateway(app_with(router))
 
 
@@ -209,12 +209,17 @@ async def test_stream_failing_midway_delivers_earlier_items_then_the_mapped_stat
         raise wirebus.Unavailable("store went away")
 
     async with serve(app_with(router)) as channel:
-        got = []
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            async for order in orders_pb2_grpc.OrderServiceStub(channel).ListOrders(
+        got: list[str] = []
+
+        async def drain() -> None:
+            stream = orders_pb2_grpc.OrderServiceStub(channel).ListOrders(
                 orders_pb2.ListOrdersRequest()
-            ):
+            )
+            async for order in stream:
                 got.append(order.order_id)
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await drain()
     assert got == ["1", "2"]
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
