@@ -29,7 +29,7 @@ gen: install
 
 lint: gen
 	buf lint
-	ruff check src tests examples bench
+	ruff check $(wildcard src tests examples bench)
 
 typecheck: install
 	mypy src

@@ -237,13 +237,14 @@ async def test_handler_can_inject_call_metadata_peer_and_deadline(serve):
         await orders_pb2_grpc.OrderServiceStub(channel).GetOrder(
             orders_pb2.GetOrderRequest(), metadata=(("x-tenant", "acme"),), timeout=30
         )
-    (call,) = seen
-    assert call.method == GET
+    assert len(seen) == 1, seen
+    call = seen[0]
+    assert call.method == GET, call
     assert call.metadata["x-tenant"] == "acme"
-    assert call.peer.startswith(("ipv4:127.0.0.1", "ipv6:"))
+    assert call.peer.startswith(("ipv4:127.0.0.1", "ipv6:")), call
     remaining = call.time_remaining()
-    assert remaining is not None
-    assert 0 < remaining <= 30
+    assert remaining is not None, call
+    assert 0 < remaining <= 30, (remaining, call)
 
 
 async def test_health_reports_serving_overall_and_per_service(serve):

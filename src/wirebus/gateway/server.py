@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 import grpc
 import grpc.aio
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -204,8 +205,38 @@ class Gateway:
         await self.stop()
 
 
+def _register_reflection_v1_descriptor() -> None:
+    """Put a ``grpc.reflection.v1`` file in the default pool.
+
+    grpcio-reflection ships only v1alpha. The v1 messages are wire-identical,
+    so the v1 file is the v1alpha one renamed; with it in the pool, clients
+    that resolve every listed service (``buf curl --list-methods``) find v1.
+    """
+    pool = descriptor_pool.Default()
+    name = "grpc/reflection/v1/reflection.proto"
+    try:
+        pool.FindFileByName(name)
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    old = f".{proto.package}."
+    proto.name, proto.package = name, "grpc.reflection.v1"
+    for message in proto.message_type:
+        for field in message.field:
+            if field.type_name:  # assigning "" would mark a scalar as typed
+                field.type_name = field.type_name.replace(old, ".grpc.reflection.v1.")
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(old, ".grpc.reflection.v1.")
+            method.output_type = method.output_type.replace(old, ".grpc.reflection.v1.")
+    pool.Add(proto)
+
+
 def _add_reflection(server: grpc.aio.Server, names: list[str]) -> None:
     """Serve reflection as v1alpha and, wire-identical, as v1."""
+    _register_reflection_v1_descriptor()
     servicer = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     v1 = grpc.stream_stream_rpc_method_handler(
