@@ -139,10 +139,15 @@ class Mediator:
             runners = self._route_event(type(event))
         if not runners:
             return
-        if len(runners) == 1 or not self._concurrent:
-            errors = [e for r in runners if (e := await _guard(r, event)) is not None]
-        else:
+        if len(runners) > 1 and self._concurrent:
             errors = await self._publish_concurrently(runners, event)
+        else:
+            errors = []
+            for runner in runners:
+                try:
+                    await runner(event)
+                except Exception as exc:  # every handler runs; failures are raised together
+                    errors.append(exc)
         if errors:
             name = type(event).__qualname__
             raise ExceptionGroup(f"{len(errors)} handler(s) of {name} failed", errors)
@@ -220,6 +225,8 @@ class Mediator:
     def _event_runner(self, spec: HandlerSpec) -> _Runner:
         invoke = self._invoker(spec)
         returns_events = _returns_events(spec.params.returns)
+        if not spec.is_class and spec.params.plain and not returns_events:
+            return typing.cast(_Runner, spec.target)
         dispatch = self._dispatch_emitted
 
         async def run(event: Any) -> None:
@@ -258,9 +265,7 @@ class Mediator:
         if p.mediator:
             fixed.append((p.mediator, lambda _ctx: self))
         if not spec.is_class and not p.deps:
-            if not fixed:
-                return lambda message, _ctx: target(message)
-            return lambda message, ctx: target(message, **{n: get(ctx) for n, get in fixed})
+            return _direct_call(target, p.context, p.call_info, p.mediator, self)
         container = self._container
         if container is None:  # pragma: no cover - App always builds one
             raise LifecycleError(
@@ -370,3 +375,36 @@ def _collect(ctx: Context, result: Any) -> None:
         ctx.events.append(result)
     elif isinstance(result, (list, tuple)):
         ctx.events.extend(e for e in result if isinstance(e, Event))
+
+
+def _direct_call(
+    target: Callable[..., Any],
+    context: str | None,
+    call_info: str | None,
+    mediator_param: str | None,
+    mediator: Mediator,
+) -> _Invoke:
+    """``invoke(message, ctx)`` for a function with built-in parameters only.
+
+    Parameter names are fixed at registration, so the call is compiled with
+    them spelled out: no per-call kwargs dict.
+    """
+    if not (context or call_info or mediator_param):
+        return lambda message, _ctx: target(message)
+    args = [
+        f"{name}={expr}"
+        for name, expr in (
+            (context, "ctx"),
+            (call_info, "_current_call()"),
+            (mediator_param, "_mediator"),
+        )
+        if name
+    ]
+    namespace: dict[str, Any] = {
+        "_target": target,
+        "_current_call": current_call,
+        "_mediator": mediator,
+    }
+    source = f"def invoke(message, ctx):\n    return _target(message, {', '.join(args)})\n"
+    exec(compile(source, f"<wirebus invoker {target.__qualname__}>", "exec"), namespace)
+    return typing.cast(_Invoke, namespace["invoke"])
