@@ -267,8 +267,8 @@ class _Compiler:
             raise self.fail(where, f"map field {fd.name} needs dict[K, V], not {_name(hint)}")
         entry = fd.message_type
         assert entry is not None  # map fields always have an entry type
-        k_to, k_from = self.value(args[0], entry.fields_by_name["key"], f"{where}{{key}}")
-        v_to, v_from = self.value(args[1], entry.fields_by_name["value"], f"{where}{{}}")
+        k_to, k_from = self.value(args[0], entry.fields_by_name["key"], f"{where}[key]")
+        v_to, v_from = self.value(args[1], entry.fields_by_name["value"], f"{where}[value]")
         if k_to == v_to == "{}":
             return src_to, f"dict({src_from})"
         to = f"{{{k_to.format('_k')}: {v_to.format('_v')} for _k, _v in {src_to}.items()}}"

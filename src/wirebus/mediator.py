@@ -30,7 +30,7 @@ import types
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar, overload
 
 import anyio
 
@@ -49,8 +49,24 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 CallNext = Callable[[Any], Awaitable[Any]]
-Behaviour = Callable[[Any, CallNext], Awaitable[Any]]
-"""``async def behaviour(request, call_next) -> result``: wraps every request."""
+
+
+class Behaviour(Protocol):
+    """A pipeline behaviour: wraps every request, outermost first.
+
+    Example::
+
+        async def timing(request: Any, call_next: CallNext) -> Any:
+            started = time.perf_counter()
+            try:
+                return await call_next(request)
+            finally:
+                log.info("%s took %.3fs", type(request).__name__, time.perf_counter() - started)
+    """
+
+    def __call__(self, request: Any, call_next: CallNext, /) -> Awaitable[Any]: ...
+
+
 EventDispatch = Literal["sequential", "concurrent"]
 _Invoke = Callable[[Any, Context], Any]
 _Runner = Callable[[Any], Awaitable[Any]]
@@ -145,9 +161,12 @@ class Mediator:
             errors = []
             for runner in runners:
                 try:
-                    await runner(event)
+                    emitted = await runner(event)
                 except Exception as exc:  # every handler runs; failures are raised together
                     errors.append(exc)
+                else:
+                    if emitted:
+                        await self._dispatch_emitted(emitted)
         if errors:
             name = type(event).__qualname__
             raise ExceptionGroup(f"{len(errors)} handler(s) of {name} failed", errors)
@@ -223,19 +242,22 @@ class Mediator:
         return self._chain(lambda m, _ctx: start(m)) if self._behaviours else start
 
     def _event_runner(self, spec: HandlerSpec) -> _Runner:
+        """``run(event) -> emitted events``; the caller dispatches them.
+
+        Dispatching outside the runner keeps a concurrency slot from being
+        held while cascaded events wait for slots of their own.
+        """
         invoke = self._invoker(spec)
         returns_events = _returns_events(spec.params.returns)
-        if not spec.is_class and spec.params.plain and not returns_events:
-            return typing.cast(_Runner, spec.target)
-        dispatch = self._dispatch_emitted
+        if not spec.is_class and spec.params.plain and spec.params.returns in (None, type(None)):
+            return typing.cast(_Runner, spec.target)  # returns None: nothing to dispatch
 
-        async def run(event: Any) -> None:
+        async def run(event: Any) -> list[Any]:
             ctx = Context()
             result = await invoke(event, ctx)
             if returns_events:
                 _collect(ctx, result)
-            if ctx.events:
-                await dispatch(ctx.events)
+            return ctx.events
 
         return run
 
@@ -314,10 +336,14 @@ class Mediator:
         errors: list[Exception] = []
 
         async def one(runner: _Runner) -> None:
-            async with self._limiter:
-                error = await _guard(runner, event)
-            if error is not None:
-                errors.append(error)
+            try:
+                async with self._limiter:
+                    emitted = await runner(event)
+            except Exception as exc:  # collected and raised as a group by publish()
+                errors.append(exc)
+                return
+            if emitted:
+                await self._dispatch_emitted(emitted)
 
         async with anyio.create_task_group() as tg:
             for runner in runners:
@@ -344,14 +370,6 @@ class Mediator:
             f"no {'streaming ' if verb == 'stream' else ''}handler for {name}:"
             " register one with @router.handler and include its router in the App"
         )
-
-
-async def _guard(runner: _Runner, event: Any) -> Exception | None:
-    try:
-        await runner(event)
-    except Exception as exc:  # collected and raised as a group by publish()
-        return exc
-    return None
 
 
 def _wrap(behaviour: Behaviour, call_next: CallNext) -> CallNext:

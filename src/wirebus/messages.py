@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, Self, TypeVar, dataclass_transform
 
 from google.protobuf.message import Message as ProtoMessage
@@ -78,17 +79,23 @@ def _bind(
         raise ConfigurationError(
             f"{cls.__qualname__}: proto= takes a generated protobuf message class, not {proto!r}"
         )
-    has_to, has_from = "proto" in namespace, "from_proto" in namespace
     cls.__wirebus_proto__ = proto  # type: ignore[attr-defined]
-    if has_to and has_from:
-        return
-    conv = compile_converter(cls, proto, localns=localns)
-    cls.__wirebus_converter__ = conv  # type: ignore[attr-defined]
-    if not has_to:
-        cls.proto = conv.to_proto  # type: ignore[attr-defined]
-    if not has_from:
-        cls.from_proto = classmethod(lambda _cls, m: conv.from_proto(m))  # type: ignore[attr-defined]
-        cls.__wirebus_from_proto__ = conv.from_proto  # type: ignore[attr-defined]
+    to_proto: Callable[[Any], ProtoMessage] | None = namespace.get("proto")
+    has_from = "from_proto" in namespace
+    if to_proto is None or not has_from:
+        compiled = compile_converter(cls, proto, localns=localns)
+        if to_proto is None:
+            to_proto = compiled.to_proto
+            cls.proto = to_proto  # type: ignore[attr-defined]
+        if not has_from:
+            from_compiled = compiled.from_proto
+            cls.from_proto = classmethod(lambda _cls, m: from_compiled(m))  # type: ignore[attr-defined]
+    # The effective pair, hand-written or compiled: what nesting and the
+    # gateway call, so a hand-written method is never bypassed.
+    cls.__wirebus_converter__ = Converter(  # type: ignore[attr-defined]
+        to_proto=to_proto,
+        from_proto=cls.from_proto,  # type: ignore[attr-defined]
+    )
 
 
 class Message(metaclass=_MessageMeta):

@@ -508,11 +508,6 @@ def test_a_map_value_type_that_cannot_map_is_a_schema_error() -> None:
             counts: dict[str, str]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _convert._map embeds '{key}' / '{}' into the `where` text that is later"
-    " str.format()ed, so uuid/Decimal map keys or values raise KeyError/IndexError",
-)
 def test_map_keys_and_values_may_be_uuids_and_decimals() -> None:
     class Labels(Message, proto=pb.Collections):
         labels: dict[uuid.UUID, Decimal]
@@ -763,11 +758,6 @@ def test_a_hand_written_from_proto_keeps_the_compiled_proto() -> None:
     assert HalfHand.from_proto(pb.Point(x=1, y=2)) == HalfHand(x=2, y=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _convert.converter_for ignores a nested class's hand-written proto()/from_proto()"
-    " (uses its compiled converter, or compiles one when both are hand-written)",
-)
 def test_a_nested_message_with_hand_written_conversions_uses_them() -> None:
     class ScaledShape(Message, proto=pb.Shape):
         name: str
@@ -779,11 +769,6 @@ def test_a_nested_message_with_hand_written_conversions_uses_them() -> None:
     assert ScaledShape.from_proto(m).origin == Scaled(x=1, y=2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _convert.converter_for compiles a converter for a nested class that writes both"
-    " conversions by hand, so a class whose fields do not match the proto cannot be nested",
-)
 def test_a_hand_written_message_whose_fields_differ_from_the_proto_can_be_nested() -> None:
     class Corner(Message, proto=pb.Point):
         left: int

@@ -48,16 +48,9 @@ def test_all_lists_exactly_the_public_api() -> None:
     assert len(wirebus.__all__) == len(EXPECTED), "no name is listed twice"
 
 
-UNDOCUMENTED_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: wirebus.Behaviour is a bare Callable[...] alias; the string after it in"
-    " mediator.py is not a runtime docstring, so help(wirebus.Behaviour) shows none",
-)
-
-
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=UNDOCUMENTED_BUG) if n == "Behaviour" else n for n in sorted(EXPECTED)],
+    sorted(EXPECTED),
 )
 def test_each_public_name_is_importable_and_documented(name: str) -> None:
     namespace: dict[str, object] = {}

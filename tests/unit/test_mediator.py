@@ -450,12 +450,6 @@ async def test_events_cascade_from_event_handlers_by_emit_and_by_return() -> Non
     assert log == ["happened 1", "followed 2", "happened 3", "followed 4"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="BUG: concurrent publish holds a CapacityLimiter token while the handler's emitted"
-    " events are dispatched; a cascade needing tokens waits on its own parent and deadlocks",
-)
 async def test_concurrent_cascades_do_not_deadlock_on_the_concurrency_limit() -> None:
     got: list[str] = []
 

@@ -51,9 +51,8 @@ class MethodRoute:
         if self.spec is None or self.spec.message_type is self.request_proto:
             return parse
         conv = converter_of(self.spec.message_type)
-        if conv is None:  # hand-written from_proto
-            from_proto = self.spec.message_type.from_proto  # type: ignore[attr-defined]
-            return lambda data: from_proto(parse(data))
+        if conv is None:
+            raise ConfigurationError(f"{self.spec.message_type.__qualname__} has no proto binding")
         from_proto_fn = conv.from_proto
         return lambda data: from_proto_fn(parse(data))
 
