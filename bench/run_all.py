@@ -1,0 +1,139 @@
+"""Run every wirebus benchmark and print one summary table.
+
+Each benchmark runs in its own subprocess (no state shared between them) and
+writes JSON that this script merges. Exit status: 0 when every benchmark ran
+(whatever the numbers: nothing here asserts on timing), 1 if one crashed.
+
+Run from the repository root:
+
+    PYTHONPATH=gen/python:. .venv/bin/python bench/run_all.py           # full (~3 min)
+    PYTHONPATH=gen/python:. .venv/bin/python bench/run_all.py --quick   # smoke (~40 s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _common import machine_info, print_table  # noqa: E402
+
+BENCHES = ("mediator_vs_cqrs", "converter", "gateway_vs_raw")
+TIMEOUT_S = {"mediator_vs_cqrs": 300, "converter": 300, "gateway_vs_raw": 600}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(ROOT / "gen" / "python"), str(ROOT), str(ROOT / "src")]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def run(name: str, extra: list[str], out_dir: Path) -> dict[str, Any] | None:
+    out = out_dir / f"{name}.json"
+    cmd = [sys.executable, str(HERE / f"{name}.py"), "--json", str(out), *extra]
+    print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+    try:
+        proc = subprocess.run(cmd, env=_env(), cwd=ROOT, timeout=TIMEOUT_S[name], check=False)
+    except subprocess.TimeoutExpired:
+        print(f"!!! {name} did not finish within {TIMEOUT_S[name]} s", flush=True)
+        return None
+    if proc.returncode != 0 or not out.exists():
+        print(f"!!! {name} failed with exit status {proc.returncode}", flush=True)
+        return None
+    return json.loads(out.read_text())
+
+
+def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    m = results.get("mediator_vs_cqrs")
+    if m:
+        by = {r["key"]: r for r in m["rows"]}
+        for key in ("a", "a2", "b", "c", "d1", "d2", "d3", "e1", "e2"):
+            if key in by:
+                r = by[key]
+                rows.append(["mediator", f"{key} {r['label']}", f"{r['us']:.2f} µs", f"{r['x_baseline']:.1f}x baseline", ""])
+        ra = m["ratios"]
+        rows.append(["mediator", "wirebus plain send overhead (b - a)", f"{ra['wirebus_b_overhead_us']:.2f} µs", "", _ok(ra["wirebus_b_overhead_us"] <= 2, "<= 2 µs")])
+        rows.append(["mediator", "wirebus send + 1 event overhead (c - a)", f"{ra['wirebus_c_overhead_us']:.2f} µs", "", _ok(ra["wirebus_c_overhead_us"] <= 5, "<= 5 µs")])
+        rows.append(["mediator", "python-cqrs default / wirebus (d1 / b)", f"{ra['cqrs_d1_over_wirebus_b']:.1f}x", "", _ok(ra["cqrs_d1_over_wirebus_b"] >= 10, ">= 10x")])
+        rows.append(["mediator", "python-cqrs + event default / wirebus + event (e1 / c)", f"{ra['cqrs_e1_over_wirebus_c']:.1f}x", "", _ok(ra["cqrs_e1_over_wirebus_c"] >= 10, ">= 10x")])
+        rows.append(["mediator", "python-cqrs no logging / wirebus (d3 / b)", f"{ra['cqrs_d3_over_wirebus_b']:.1f}x", "", ""])
+    c = results.get("converter")
+    if c:
+        for r in c["rows"]:
+            ratio = f"{r['ratio']:.2f}x {r['ratio_to']}" if r.get("ratio") is not None else ""
+            rows.append(["converter", r["label"], f"{r['us']:.2f} µs", ratio, ""])
+        ra = c["ratios"]
+        rows.append(["converter", "auto proto() / hand-written", f"{ra['auto_to_over_hand']:.2f}", "", _ok(ra["auto_to_over_hand"] <= 1.0, "<= 1.0")])
+        rows.append(["converter", "auto from_proto() / hand-written", f"{ra['auto_from_over_hand']:.2f}", "", _ok(ra["auto_from_over_hand"] <= 1.0, "<= 1.0")])
+        for note in c.get("notes", []):
+            rows.append(["converter", f"note: {note}", "", "", ""])
+    g = results.get("gateway_vs_raw")
+    if g:
+        for r in g["rows"]:
+            rows.append([
+                "gateway",
+                f"{r['loop']} {r['kind']}",
+                f"{r['calls_per_s']:,.0f} calls/s",
+                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['server_cpu_us_per_call']:.0f} µs server CPU/call",
+                "" if r["kind"] == "raw" else (
+                    _ok(r["ratio"] >= 0.95, f"{r['ratio']:.2f} x raw, target >= 0.95")
+                    if r["kind"] == "gateway" else f"{r['ratio']:.2f} x raw"
+                ),
+            ])
+    return rows
+
+
+def _ok(ok: bool, target: str) -> str:
+    return f"{'met' if ok else 'MISSED'} ({target})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short run for smoke tests (2 s gateway windows)")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHES)}")
+    ap.add_argument("--json", default=None, help="also write the merged results here")
+    args = ap.parse_args(argv)
+    names = [n for n in (args.only.split(",") if args.only else BENCHES) if n]
+    unknown = set(names) - set(BENCHES)
+    if unknown:
+        ap.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    extra = ["--quick"] if args.quick else []
+    results: dict[str, dict[str, Any]] = {}
+    failed: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="wirebus-bench-") as tmp:
+        for name in names:
+            res = run(name, extra, Path(tmp))
+            if res is None:
+                failed.append(name)
+            else:
+                results[name] = res
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print_table(
+        f"wirebus benchmarks, {stamp}{' (quick)' if args.quick else ''}: {machine_info()}",
+        ["bench", "row", "value", "detail", "target"],
+        summary_rows(results),
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"date": stamp, "quick": args.quick, "results": results}, indent=2, default=str))
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
