@@ -57,7 +57,9 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 # ---------------------------------------------------------------- micro-benchmarks
 
 
-def calibrate(run: Callable[[int], float], budget_s: float, *, start: int = 100, cap: int = 2_000_000) -> int:
+def calibrate(
+    run: Callable[[int], float], budget_s: float, *, start: int = 100, cap: int = 2_000_000
+) -> int:
     """The call count ``n`` such that ``run(n)`` takes about ``budget_s`` seconds.
 
     ``run(n)`` returns elapsed seconds. Bounded: at most ~20 doublings, n <= cap.
@@ -150,16 +152,24 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], file: Any = None) -> None:
+def print_table(
+    title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], file: Any = None
+) -> None:
     """A plain fixed-width table (also valid Markdown)."""
     out = file or sys.stdout
     cells = [[fmt(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     print(f"\n### {title}\n", file=out)
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |", file=out)
+    print(
+        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |", file=out
+    )
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|", file=out)
     for r in cells:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |", file=out)
+        print(
+            "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |", file=out
+        )
     out.flush()
 
 

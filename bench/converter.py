@@ -31,10 +31,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import bench_sync, machine_info, print_table, write_json
 from google.protobuf.timestamp_pb2 import Timestamp
 from shop.orders.v1 import orders_pb2
 
-from _common import bench_sync, machine_info, print_table, write_json
 from examples.shop.orders.messages import LineItem, OrderPlaced
 
 UTC = dt.UTC
@@ -74,7 +74,9 @@ def hand_from_proto(m: orders_pb2.OrderPlaced) -> OrderPlaced:
     return OrderPlaced(
         order_id=m.order_id,
         customer_id=m.customer_id,
-        items=tuple([LineItem(sku=i.sku, quantity=i.quantity, price_cents=i.price_cents) for i in m.items]),
+        items=tuple(
+            [LineItem(sku=i.sku, quantity=i.quantity, price_cents=i.price_cents) for i in m.items]
+        ),
         total_cents=m.total_cents,
         placed_at=m.placed_at.ToDatetime(tzinfo=UTC),
     )
@@ -151,8 +153,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     row("upb_ser", "upb SerializeToString (prebuilt proto)", prebuilt.SerializeToString, "wire")
     parse = orders_pb2.OrderPlaced.FromString
     row("upb_parse", "upb FromString (bytes -> proto)", lambda: parse(wire), "wire")
-    row("auto_enc", "auto proto().SerializeToString()", lambda: EVENT.proto().SerializeToString(), "encode")
-    row("hand_enc", "hand to_proto().SerializeToString()", lambda: hand_to_proto(EVENT).SerializeToString(), "encode")
+    row(
+        "auto_enc",
+        "auto proto().SerializeToString()",
+        lambda: EVENT.proto().SerializeToString(),
+        "encode",
+    )
+    row(
+        "hand_enc",
+        "hand to_proto().SerializeToString()",
+        lambda: hand_to_proto(EVENT).SerializeToString(),
+        "encode",
+    )
 
     notes: list[str] = []
     bp = betterproto_classes()
@@ -163,20 +175,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bp_event = BpOrderPlaced(
             order_id=EVENT.order_id,
             customer_id=EVENT.customer_id,
-            items=[BpLineItem(sku=i.sku, quantity=i.quantity, price_cents=i.price_cents) for i in EVENT.items],
+            items=[
+                BpLineItem(sku=i.sku, quantity=i.quantity, price_cents=i.price_cents)
+                for i in EVENT.items
+            ],
             total_cents=EVENT.total_cents,
             placed_at=EVENT.placed_at,
         )
         bp_wire = bytes(bp_event)
         if bp_wire != wire:
-            notes.append("betterproto bytes differ from upb's (field order/encoding); parsed values compared instead")
+            notes.append(
+                "betterproto bytes differ from upb's (field order/encoding); parsed values compared instead"
+            )
         back = BpOrderPlaced().parse(wire)
         assert back.order_id == EVENT.order_id and len(back.items) == 3
         assert back.placed_at == EVENT.placed_at, (back.placed_at, EVENT.placed_at)
         assert orders_pb2.OrderPlaced.FromString(bp_wire) == auto_msg
         row("bp_enc", "betterproto bytes(msg)", lambda: bytes(bp_event), "encode")
         row("auto_dec", "auto FromString + from_proto", lambda: from_proto(parse(wire)), "decode")
-        row("bp_dec", "betterproto Msg().parse(bytes)", lambda: BpOrderPlaced().parse(wire), "decode")
+        row(
+            "bp_dec",
+            "betterproto Msg().parse(bytes)",
+            lambda: BpOrderPlaced().parse(wire),
+            "decode",
+        )
 
     by = {r["key"]: r for r in rows}
     ratios = {
@@ -187,7 +209,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "bp_enc" in by:
         ratios["bp_enc_over_auto_enc"] = by["bp_enc"]["us"] / by["auto_enc"]["us"]
         ratios["bp_dec_over_auto_dec"] = by["bp_dec"]["us"] / by["auto_dec"]["us"]
-    ref = {"to_proto": "hand_to", "from_proto": "hand_from", "wire": "upb_ser", "encode": "auto_enc", "decode": "auto_dec"}
+    ref = {
+        "to_proto": "hand_to",
+        "from_proto": "hand_from",
+        "wire": "upb_ser",
+        "encode": "auto_enc",
+        "decode": "auto_dec",
+    }
     for r in rows:
         base = by.get(ref[r["group"]])
         r["ratio"] = r["us"] / base["us"] if base else None
@@ -195,7 +223,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_table(
         f"converter: OrderPlaced with 3 items (median of {repeats} repeats)",
         ["row", "µs/call", "min", "max", "ratio", "relative to"],
-        [[r["label"], r["us"], r["us_min"], r["us_max"], r["ratio"], by[r["ratio_to"]]["label"]] for r in rows],
+        [
+            [r["label"], r["us"], r["us_min"], r["us_max"], r["ratio"], by[r["ratio_to"]]["label"]]
+            for r in rows
+        ],
     )
     print_table(
         "converter: targets",
@@ -204,9 +235,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ["auto proto() / hand-written", ratios["auto_to_over_hand"], "<= 1.0"],
             ["auto from_proto() / hand-written", ratios["auto_from_over_hand"], "<= 1.0"],
             *(
-                [["betterproto encode / auto proto()+Serialize", ratios["bp_enc_over_auto_enc"], "-"],
-                 ["betterproto parse / auto FromString+from_proto", ratios["bp_dec_over_auto_dec"], "-"]]
-                if "bp_enc" in by else []
+                [
+                    [
+                        "betterproto encode / auto proto()+Serialize",
+                        ratios["bp_enc_over_auto_enc"],
+                        "-",
+                    ],
+                    [
+                        "betterproto parse / auto FromString+from_proto",
+                        ratios["bp_dec_over_auto_dec"],
+                        "-",
+                    ],
+                ]
+                if "bp_enc" in by
+                else []
             ),
         ],
     )

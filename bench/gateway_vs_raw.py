@@ -29,8 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -86,7 +86,7 @@ async def _serve(kind: str) -> None:
     if kind == "raw":
 
         class Servicer(orders_pb2_grpc.OrderServiceServicer):
-            async def GetOrder(self, request: Any, context: Any) -> Any:  # noqa: N802
+            async def GetOrder(self, request: Any, context: Any) -> Any:
                 return order_proto
 
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -115,7 +115,9 @@ async def _serve(kind: str) -> None:
             return order_view
 
     app = wirebus.App(name="bench", services=[orders_pb2], routers=[router], allow_unbound=True)
-    async with wirebus.Gateway(app, wirebus.GatewayConfig(host="127.0.0.1", port=0, grace_seconds=0)) as gw:
+    async with wirebus.Gateway(
+        app, wirebus.GatewayConfig(host="127.0.0.1", port=0, grace_seconds=0)
+    ) as gw:
         print(f"PORT {gw.port}", flush=True)
         await stop.wait()
 
@@ -206,11 +208,17 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     return proc.stdout.readline()
 
 
-def run_one(kind: str, loop: str, *, duration: float, warmup: float, concurrency: int) -> dict[str, Any]:
+def run_one(
+    kind: str, loop: str, *, duration: float, warmup: float, concurrency: int
+) -> dict[str, Any]:
     me = [sys.executable, str(Path(__file__).resolve())]
     server = subprocess.Popen(
         [*me, "--serve", kind, "--loop", loop],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(), cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
     )
     client: subprocess.Popen[str] | None = None
     try:
@@ -219,9 +227,22 @@ def run_one(kind: str, loop: str, *, duration: float, warmup: float, concurrency
             raise RuntimeError(f"server {kind}/{loop} did not start: {line!r}")
         port = int(line.split()[1])
         client = subprocess.Popen(
-            [*me, "--client", "--port", str(port), "--duration", str(duration),
-             "--warmup", str(warmup), "--concurrency", str(concurrency)],
-            stdout=subprocess.PIPE, text=True, env=_env(), cwd=ROOT,
+            [
+                *me,
+                "--client",
+                "--port",
+                str(port),
+                "--duration",
+                str(duration),
+                "--warmup",
+                str(warmup),
+                "--concurrency",
+                str(concurrency),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            cwd=ROOT,
         )
         limit = warmup + duration + 60
         cpu0 = cpu1 = float("nan")
@@ -250,7 +271,9 @@ def run_one(kind: str, loop: str, *, duration: float, warmup: float, concurrency
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(10)
-    result["server_cpu_us_per_call"] = (cpu1 - cpu0) / result["calls"] * 1e6 if result["calls"] else float("nan")
+    result["server_cpu_us_per_call"] = (
+        (cpu1 - cpu0) / result["calls"] * 1e6 if result["calls"] else float("nan")
+    )
     result.update(kind=kind, loop=loop, duration_s=duration, concurrency=concurrency)
     return result
 
@@ -258,11 +281,17 @@ def run_one(kind: str, loop: str, *, duration: float, warmup: float, concurrency
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 s windows, 0.5 s warm-up")
-    ap.add_argument("--duration", type=float, default=None, help="measured seconds per row (default 10)")
+    ap.add_argument(
+        "--duration", type=float, default=None, help="measured seconds per row (default 10)"
+    )
     ap.add_argument("--warmup", type=float, default=None, help="warm-up seconds (default 1)")
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=None,
-                    help="repeat every row this many times, order rotated; medians reported (default 2, quick 1)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="repeat every row this many times, order rotated; medians reported (default 2, quick 1)",
+    )
     ap.add_argument("--loops", default=",".join(LOOPS), help="comma-separated: asyncio,uvloop")
     ap.add_argument("--json", default=None)
     ap.add_argument("--serve", choices=KINDS, help=argparse.SUPPRESS)
@@ -288,25 +317,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for rnd in range(rounds):
         for loop in loops:
-            order = KINDS[rnd % len(KINDS):] + KINDS[: rnd % len(KINDS)]  # rotate: no fixed position
+            order = (
+                KINDS[rnd % len(KINDS) :] + KINDS[: rnd % len(KINDS)]
+            )  # rotate: no fixed position
             for kind in order:
-                r = run_one(kind, loop, duration=duration, warmup=warmup, concurrency=args.concurrency)
+                r = run_one(
+                    kind, loop, duration=duration, warmup=warmup, concurrency=args.concurrency
+                )
                 samples.setdefault((loop, kind), []).append(r)
                 print(
                     f"  round {rnd + 1} {loop:8} {kind:11} {r['calls_per_s']:9.0f} calls/s"
                     f"  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
                     f"  server {r['server_cpu_us_per_call']:.1f} µs CPU/call",
-                    file=sys.stderr, flush=True,
+                    file=sys.stderr,
+                    flush=True,
                 )
     rows: list[dict[str, Any]] = []
     for loop in loops:
         for kind in KINDS:
             runs = samples[(loop, kind)]
-            agg = {k: statistics.median(x[k] for x in runs)
-                   for k in ("calls_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_call")}
-            agg.update(kind=kind, loop=loop, rounds=len(runs), errors=sum(x["errors"] for x in runs),
-                       calls_per_s_rounds=[x["calls_per_s"] for x in runs],
-                       duration_s=duration, concurrency=args.concurrency)
+            agg = {
+                k: statistics.median(x[k] for x in runs)
+                for k in ("calls_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_call")
+            }
+            agg.update(
+                kind=kind,
+                loop=loop,
+                rounds=len(runs),
+                errors=sum(x["errors"] for x in runs),
+                calls_per_s_rounds=[x["calls_per_s"] for x in runs],
+                duration_s=duration,
+                concurrency=args.concurrency,
+            )
             rows.append(agg)
     by = {(r["loop"], r["kind"]): r for r in rows}
     for r in rows:
@@ -316,22 +358,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     print_table(
         f"gateway_vs_raw: GetOrder, {args.concurrency} in flight, {duration:g} s window"
         f" after {warmup:g} s warm-up, median of {rounds} round(s)",
-        ["loop", "server", "calls/s", "rounds calls/s", "p50 ms", "p99 ms", "x raw calls/s",
-         "server CPU µs/call", "x raw CPU", "errors"],
         [
-            [r["loop"], r["kind"], r["calls_per_s"], " / ".join(f"{x:.0f}" for x in r["calls_per_s_rounds"]),
-             r["p50_ms"], r["p99_ms"], r["ratio"], r["server_cpu_us_per_call"], r["cpu_ratio"], r["errors"]]
+            "loop",
+            "server",
+            "calls/s",
+            "rounds calls/s",
+            "p50 ms",
+            "p99 ms",
+            "x raw calls/s",
+            "server CPU µs/call",
+            "x raw CPU",
+            "errors",
+        ],
+        [
+            [
+                r["loop"],
+                r["kind"],
+                r["calls_per_s"],
+                " / ".join(f"{x:.0f}" for x in r["calls_per_s_rounds"]),
+                r["p50_ms"],
+                r["p99_ms"],
+                r["ratio"],
+                r["server_cpu_us_per_call"],
+                r["cpu_ratio"],
+                r["errors"],
+            ]
             for r in rows
         ],
     )
-    ratios = {f"{loop}:{kind}/raw": by[(loop, kind)]["ratio"] for loop in loops for kind in KINDS[1:]}
+    ratios = {
+        f"{loop}:{kind}/raw": by[(loop, kind)]["ratio"] for loop in loops for kind in KINDS[1:]
+    }
     print_table(
         "gateway_vs_raw: target gateway/raw calls/s >= 0.95",
         ["measure", "value", "target"],
         [[k, v, ">= 0.95" if k.endswith(":gateway/raw") else "-"] for k, v in ratios.items()],
     )
-    result = {"bench": "gateway_vs_raw", "rows": rows, "ratios": ratios,
-              "duration_s": duration, "warmup_s": warmup, "rounds": rounds}
+    result = {
+        "bench": "gateway_vs_raw",
+        "rows": rows,
+        "ratios": ratios,
+        "duration_s": duration,
+        "warmup_s": warmup,
+        "rounds": rounds,
+    }
     write_json(args.json, result)
     return result
 

@@ -26,7 +26,6 @@ Run: ``PYTHONPATH=gen/python:. .venv/bin/python bench/mediator_vs_cqrs.py [--qui
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -34,8 +33,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import wirebus
 from _common import bench_async, machine_info, print_table, run_loop, write_json
+
+import wirebus
 
 # ---------------------------------------------------------------- wirebus side
 
@@ -192,10 +192,22 @@ async def measure(repeats: int, budget: float) -> list[dict[str, Any]]:
     shipped_level = None
     for key, label, mw, ev, level in (
         ("d1", "python-cqrs send, default bootstrap (as shipped)", True, False, None),
-        ("d2", "python-cqrs send, default bootstrap, 'cqrs' logger WARNING", True, False, logging.WARNING),
+        (
+            "d2",
+            "python-cqrs send, default bootstrap, 'cqrs' logger WARNING",
+            True,
+            False,
+            logging.WARNING,
+        ),
         ("d3", "python-cqrs send, no LoggingMiddleware", False, False, logging.WARNING),
         ("e1", "python-cqrs send + 1 DomainEvent handler (as shipped)", True, True, None),
-        ("e2", "python-cqrs send + 1 DomainEvent handler, no logging", False, True, logging.WARNING),
+        (
+            "e2",
+            "python-cqrs send + 1 DomainEvent handler, no logging",
+            False,
+            True,
+            logging.WARNING,
+        ),
     ):
         mediator, req = build_cqrs(logging_middleware=mw, with_event=ev)
         if shipped_level is None:
@@ -245,7 +257,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"mediator_vs_cqrs ({args.loop} loop, median of {repeats} repeats)",
         ["row", "what", "µs/call", "min", "max", "over baseline µs", "x baseline", "N/repeat"],
         [
-            [r["key"], r["label"], r["us"], r["us_min"], r["us_max"], r["overhead_us"], r["x_baseline"], r["n"]]
+            [
+                r["key"],
+                r["label"],
+                r["us"],
+                r["us_min"],
+                r["us_max"],
+                r["overhead_us"],
+                r["x_baseline"],
+                r["n"],
+            ]
             for r in rows
         ],
     )
@@ -253,14 +274,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "mediator_vs_cqrs: ratios and targets",
         ["measure", "value", "target"],
         [
-            ["python-cqrs default (d1) / wirebus send (b)", ratios["cqrs_d1_over_wirebus_b"], ">= 10x"],
-            ["python-cqrs logger WARNING (d2) / wirebus (b)", ratios["cqrs_d2_over_wirebus_b"], "-"],
+            [
+                "python-cqrs default (d1) / wirebus send (b)",
+                ratios["cqrs_d1_over_wirebus_b"],
+                ">= 10x",
+            ],
+            [
+                "python-cqrs logger WARNING (d2) / wirebus (b)",
+                ratios["cqrs_d2_over_wirebus_b"],
+                "-",
+            ],
             ["python-cqrs no logging mw (d3) / wirebus (b)", ratios["cqrs_d3_over_wirebus_b"], "-"],
-            ["python-cqrs + event default (e1) / wirebus + event (c)", ratios["cqrs_e1_over_wirebus_c"], ">= 10x"],
-            ["python-cqrs + event no logging (e2) / wirebus + event (c)", ratios["cqrs_e2_over_wirebus_c"], "-"],
+            [
+                "python-cqrs + event default (e1) / wirebus + event (c)",
+                ratios["cqrs_e1_over_wirebus_c"],
+                ">= 10x",
+            ],
+            [
+                "python-cqrs + event no logging (e2) / wirebus + event (c)",
+                ratios["cqrs_e2_over_wirebus_c"],
+                "-",
+            ],
             ["wirebus plain send overhead µs (b - a)", ratios["wirebus_b_overhead_us"], "<= 2"],
             ["wirebus send + 1 event overhead µs (c - a)", ratios["wirebus_c_overhead_us"], "<= 5"],
-            ["  of which framework, not event/handler work (c - a2)", ratios["wirebus_c_over_a2_us"], "-"],
+            [
+                "  of which framework, not event/handler work (c - a2)",
+                ratios["wirebus_c_over_a2_us"],
+                "-",
+            ],
         ],
     )
     result = {"bench": "mediator_vs_cqrs", "loop": args.loop, "rows": rows, "ratios": ratios}

@@ -64,36 +64,105 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:
         for key in ("a", "a2", "b", "c", "d1", "d2", "d3", "e1", "e2"):
             if key in by:
                 r = by[key]
-                rows.append(["mediator", f"{key} {r['label']}", f"{r['us']:.2f} µs", f"{r['x_baseline']:.1f}x baseline", ""])
+                rows.append(
+                    [
+                        "mediator",
+                        f"{key} {r['label']}",
+                        f"{r['us']:.2f} µs",
+                        f"{r['x_baseline']:.1f}x baseline",
+                        "",
+                    ]
+                )
         ra = m["ratios"]
-        rows.append(["mediator", "wirebus plain send overhead (b - a)", f"{ra['wirebus_b_overhead_us']:.2f} µs", "", _ok(ra["wirebus_b_overhead_us"] <= 2, "<= 2 µs")])
-        rows.append(["mediator", "wirebus send + 1 event overhead (c - a)", f"{ra['wirebus_c_overhead_us']:.2f} µs", "", _ok(ra["wirebus_c_overhead_us"] <= 5, "<= 5 µs")])
-        rows.append(["mediator", "python-cqrs default / wirebus (d1 / b)", f"{ra['cqrs_d1_over_wirebus_b']:.1f}x", "", _ok(ra["cqrs_d1_over_wirebus_b"] >= 10, ">= 10x")])
-        rows.append(["mediator", "python-cqrs + event default / wirebus + event (e1 / c)", f"{ra['cqrs_e1_over_wirebus_c']:.1f}x", "", _ok(ra["cqrs_e1_over_wirebus_c"] >= 10, ">= 10x")])
-        rows.append(["mediator", "python-cqrs no logging / wirebus (d3 / b)", f"{ra['cqrs_d3_over_wirebus_b']:.1f}x", "", ""])
+        rows.append(
+            [
+                "mediator",
+                "wirebus plain send overhead (b - a)",
+                f"{ra['wirebus_b_overhead_us']:.2f} µs",
+                "",
+                _ok(ra["wirebus_b_overhead_us"] <= 2, "<= 2 µs"),
+            ]
+        )
+        rows.append(
+            [
+                "mediator",
+                "wirebus send + 1 event overhead (c - a)",
+                f"{ra['wirebus_c_overhead_us']:.2f} µs",
+                "",
+                _ok(ra["wirebus_c_overhead_us"] <= 5, "<= 5 µs"),
+            ]
+        )
+        rows.append(
+            [
+                "mediator",
+                "python-cqrs default / wirebus (d1 / b)",
+                f"{ra['cqrs_d1_over_wirebus_b']:.1f}x",
+                "",
+                _ok(ra["cqrs_d1_over_wirebus_b"] >= 10, ">= 10x"),
+            ]
+        )
+        rows.append(
+            [
+                "mediator",
+                "python-cqrs + event default / wirebus + event (e1 / c)",
+                f"{ra['cqrs_e1_over_wirebus_c']:.1f}x",
+                "",
+                _ok(ra["cqrs_e1_over_wirebus_c"] >= 10, ">= 10x"),
+            ]
+        )
+        rows.append(
+            [
+                "mediator",
+                "python-cqrs no logging / wirebus (d3 / b)",
+                f"{ra['cqrs_d3_over_wirebus_b']:.1f}x",
+                "",
+                "",
+            ]
+        )
     c = results.get("converter")
     if c:
         for r in c["rows"]:
             ratio = f"{r['ratio']:.2f}x {r['ratio_to']}" if r.get("ratio") is not None else ""
             rows.append(["converter", r["label"], f"{r['us']:.2f} µs", ratio, ""])
         ra = c["ratios"]
-        rows.append(["converter", "auto proto() / hand-written", f"{ra['auto_to_over_hand']:.2f}", "", _ok(ra["auto_to_over_hand"] <= 1.0, "<= 1.0")])
-        rows.append(["converter", "auto from_proto() / hand-written", f"{ra['auto_from_over_hand']:.2f}", "", _ok(ra["auto_from_over_hand"] <= 1.0, "<= 1.0")])
+        rows.append(
+            [
+                "converter",
+                "auto proto() / hand-written",
+                f"{ra['auto_to_over_hand']:.2f}",
+                "",
+                _ok(ra["auto_to_over_hand"] <= 1.0, "<= 1.0"),
+            ]
+        )
+        rows.append(
+            [
+                "converter",
+                "auto from_proto() / hand-written",
+                f"{ra['auto_from_over_hand']:.2f}",
+                "",
+                _ok(ra["auto_from_over_hand"] <= 1.0, "<= 1.0"),
+            ]
+        )
         for note in c.get("notes", []):
             rows.append(["converter", f"note: {note}", "", "", ""])
     g = results.get("gateway_vs_raw")
     if g:
         for r in g["rows"]:
-            rows.append([
-                "gateway",
-                f"{r['loop']} {r['kind']}",
-                f"{r['calls_per_s']:,.0f} calls/s",
-                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['server_cpu_us_per_call']:.0f} µs server CPU/call",
-                "" if r["kind"] == "raw" else (
-                    _ok(r["ratio"] >= 0.95, f"{r['ratio']:.2f} x raw, target >= 0.95")
-                    if r["kind"] == "gateway" else f"{r['ratio']:.2f} x raw"
-                ),
-            ])
+            rows.append(
+                [
+                    "gateway",
+                    f"{r['loop']} {r['kind']}",
+                    f"{r['calls_per_s']:,.0f} calls/s",
+                    f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['server_cpu_us_per_call']:.0f} µs server CPU/call",
+                    ""
+                    if r["kind"] == "raw"
+                    else (
+                        _ok(r["ratio"] >= 0.95, f"{r['ratio']:.2f} x raw, target >= 0.95")
+                        if r["kind"] == "gateway"
+                        else f"{r['ratio']:.2f} x raw"
+                    ),
+                ]
+            )
     return rows
 
 
@@ -103,7 +172,9 @@ def _ok(ok: bool, target: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="short run for smoke tests (2 s gateway windows)")
+    ap.add_argument(
+        "--quick", action="store_true", help="short run for smoke tests (2 s gateway windows)"
+    )
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHES)}")
     ap.add_argument("--json", default=None, help="also write the merged results here")
     args = ap.parse_args(argv)
@@ -128,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         summary_rows(results),
     )
     if args.json:
-        Path(args.json).write_text(json.dumps({"date": stamp, "quick": args.quick, "results": results}, indent=2, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {"date": stamp, "quick": args.quick, "results": results}, indent=2, default=str
+            )
+        )
     if failed:
         print(f"\nfailed: {', '.join(failed)}", flush=True)
         return 1

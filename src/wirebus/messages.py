@@ -55,6 +55,8 @@ class _MessageMeta(type):
         namespace: dict[str, Any],
         *,
         proto: type[ProtoMessage] | None = None,
+        key: str | None = None,
+        topic: str | None = None,
         **kwargs: Any,
     ) -> _MessageMeta:
         cls = super().__new__(mcls, name, bases, namespace, **kwargs)
@@ -65,11 +67,27 @@ class _MessageMeta(type):
         cls = typing.cast(
             _MessageMeta, dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
         )
+        if key is not None or topic is not None:
+            _declare_routing(cls, key, topic)
         if proto is not None:
             # sys._getframe(1) runs the class statement: its locals let
             # classes defined inside functions name each other in annotations.
             _bind(cls, proto, namespace, dict(sys._getframe(1).f_locals))
         return cls
+
+
+def _declare_routing(cls: type, key: str | None, topic: str | None) -> None:
+    if not any(getattr(b, "__name__", "") == "Event" for b in cls.__mro__[1:]):
+        raise ConfigurationError(f"{cls.__qualname__}: key= and topic= are for Event subclasses")
+    names = {f.name for f in dataclasses.fields(cls)}
+    if key is not None and key not in names:
+        raise ConfigurationError(
+            f"{cls.__qualname__}: key={key!r} names no field (fields: {', '.join(sorted(names))})"
+        )
+    if topic is not None and not topic:
+        raise ConfigurationError(f"{cls.__qualname__}: topic= must not be empty")
+    cls.__wirebus_key__ = key  # type: ignore[attr-defined]
+    cls.__wirebus_topic__ = topic  # type: ignore[attr-defined]
 
 
 def _bind(
@@ -88,8 +106,8 @@ def _bind(
             to_proto = compiled.to_proto
             cls.proto = to_proto  # type: ignore[attr-defined]
         if not has_from:
-            from_compiled = compiled.from_proto
-            cls.from_proto = classmethod(lambda _cls, m: from_compiled(m))  # type: ignore[attr-defined]
+            # The compiled function already knows its class: bind it as is.
+            cls.from_proto = staticmethod(compiled.from_proto)  # type: ignore[attr-defined]
     # The effective pair, hand-written or compiled: what nesting and the
     # gateway call, so a hand-written method is never bypassed.
     cls.__wirebus_converter__ = Converter(  # type: ignore[attr-defined]
@@ -160,15 +178,21 @@ class Query(Request[R]):
 class Event(Message):
     """Something that happened; handled by zero or more event handlers.
 
+    ``key=`` names the field whose value keys the Kafka record (one
+    aggregate's events stay in order on one partition); ``topic=`` overrides
+    the default topic, which is the proto package (``shop.orders.v1``).
+
     Example::
 
-        class OrderPlaced(Event, proto=orders_pb2.OrderPlaced):
+        class OrderPlaced(Event, proto=orders_pb2.OrderPlaced, key="order_id"):
             order_id: str
             total_cents: int
     """
 
     __slots__ = ()
     __wirebus_base__ = True
+    __wirebus_key__: ClassVar[str | None] = None
+    __wirebus_topic__: ClassVar[str | None] = None
 
 
 def proto_class_of(tp: type) -> type[ProtoMessage] | None:

@@ -274,20 +274,20 @@ def _method_handler(
     full_name = route.request_proto.DESCRIPTOR.full_name
     fail = functools.partial(status_for, domain=domain, method=path)
 
-    async def parse(request: bytes, context: _Context) -> Any:
-        _call_factory.set(functools.partial(CallInfo.from_grpc, path, context))
-        try:
-            return decode(request)
-        except DecodeError:
+    async def reject(exc: Exception, context: _Context) -> NoReturn:
+        if isinstance(exc, DecodeError):
             await _abort(context, malformed_request(full_name, domain=domain))
-        except ConversionError as exc:
-            await _abort(context, fail(exc))
+        await _abort(context, fail(exc))
 
     if route.arity == "unary_stream":
         open_stream = mediator.stream_runner(route.spec.message_type)
 
         async def unary_stream(request: bytes, context: _Context) -> AsyncIterator[bytes]:
-            message = await parse(request, context)
+            _call_factory.set(functools.partial(CallInfo.from_grpc, path, context))
+            try:
+                message = decode(request)
+            except (DecodeError, ConversionError) as exc:
+                await reject(exc, context)
             try:
                 items: AsyncIterator[Any] = await open_stream(message)
                 async for item in items:
@@ -302,7 +302,11 @@ def _method_handler(
     run: Callable[[Any], Awaitable[Any]] = mediator.runner(route.spec.message_type)
 
     async def unary_unary(request: bytes, context: _Context) -> bytes:
-        message = await parse(request, context)
+        _call_factory.set(functools.partial(CallInfo.from_grpc, path, context))
+        try:
+            message = decode(request)
+        except (DecodeError, ConversionError) as exc:
+            await reject(exc, context)
         try:
             return encode(await run(message))
         except (asyncio.CancelledError, grpc.aio.AbortError):
