@@ -31,10 +31,13 @@ from typing import Any
 from dishka import AsyncContainer, Provider, Scope, make_async_container
 from google.protobuf.descriptor import ServiceDescriptor
 
+from .broker import EventPublisher
+from .codec import EventRegistry
 from .di import CallInfo, current_call
 from .errors import ConfigurationError
 from .gateway.binding import MethodRoute, resolve_routes, service_descriptors
 from .mediator import Behaviour, EventDispatch, Mediator
+from .messages import proto_class_of
 from .router import HandlerSpec, Router
 
 __all__ = ["App"]
@@ -59,6 +62,8 @@ class App:
         event_dispatch: EventDispatch = "sequential",
         max_concurrency: int = 16,
         allow_unbound: bool = False,
+        events: Iterable[type] = (),
+        source: str | None = None,
     ) -> None:
         if event_dispatch not in ("sequential", "concurrent"):
             raise ConfigurationError(
@@ -67,6 +72,8 @@ class App:
         if max_concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be at least 1, not {max_concurrency}")
         self.name = name
+        self.source = source or name
+        self._published_events = list(events)
         self.event_dispatch: EventDispatch = event_dispatch
         self.max_concurrency = max_concurrency
         self.allow_unbound = allow_unbound
@@ -117,8 +124,25 @@ class App:
             raise ConfigurationError("invalid wiring:\n  - " + "\n  - ".join(problems))
         return resolve_routes(self._services, self.specs, allow_unbound=self.allow_unbound)
 
-    def mediator(self) -> Mediator:
-        """Validate the wiring and build a mediator with a fresh dependency container."""
+    def registry(self) -> EventRegistry:
+        """Every event that travels as protobuf: the handled ones and ``events=``.
+
+        Event dataclasses not bound to a protobuf class stay in-process.
+        """
+        registry = EventRegistry()
+        for tp in self._published_events:
+            registry.add(tp)
+        for spec in self.specs:
+            if spec.kind == "event" and proto_class_of(spec.message_type) is not None:
+                registry.add(spec.message_type)
+        return registry
+
+    def mediator(self, *, publisher: EventPublisher | None = None) -> Mediator:
+        """Validate the wiring and build a mediator with a fresh dependency container.
+
+        With a ``publisher``, emitted events of registered types are published
+        to the broker instead of being handled in-process.
+        """
         self.check()
         specs = self.specs
         holder: list[Mediator] = []
@@ -129,6 +153,8 @@ class App:
             behaviours=self._behaviours,
             event_dispatch=self.event_dispatch,
             max_concurrency=self.max_concurrency,
+            publisher=publisher,
+            registry=self.registry() if publisher is not None else None,
         )
         holder.append(mediator)
         return mediator
@@ -147,10 +173,18 @@ class App:
                 events.setdefault(spec.message_type, []).append(spec.name)
         if not events:
             lines.append("  (none)")
+        registry = self.registry()
         for event_type, names in events.items():
-            proto = getattr(event_type, "__wirebus_proto__", None)
-            label = proto.DESCRIPTOR.full_name if proto is not None else event_type.__qualname__
-            lines.append(f"  {label} ({event_type.__qualname__}) -> {', '.join(names)}")
+            kind = registry.by_type(event_type)
+            label = (
+                f"{kind.full_name} on topic {kind.topic}"
+                if kind
+                else f"{event_type.__qualname__} (in-process only)"
+            )
+            lines.append(f"  {label} -> {', '.join(names)}")
+        lines.append("topics:")
+        for kind in sorted(registry, key=lambda k: (k.topic, k.full_name)):
+            lines.append(f"  {kind.topic}: {kind.full_name} (dlq {kind.topic}.dlq)")
         requests = [s for s in self.specs if s.kind != "event"]
         lines.append("in-process requests:")
         for spec in requests:

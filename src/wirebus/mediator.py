@@ -41,6 +41,9 @@ from .messages import Event, ProtoMessage, Request
 if TYPE_CHECKING:
     from dishka import AsyncContainer
 
+    from .broker import EventPublisher
+    from .codec import EventRegistry
+    from .retry import Retry
     from .router import HandlerSpec
 
 __all__ = ["Behaviour", "EventDispatch", "Mediator"]
@@ -87,7 +90,11 @@ class Mediator:
         behaviours: Sequence[Behaviour] = (),
         event_dispatch: EventDispatch = "sequential",
         max_concurrency: int = 16,
+        publisher: EventPublisher | None = None,
+        registry: EventRegistry | None = None,
     ) -> None:
+        self._publisher = publisher
+        self._registry = registry
         self._container = container
         self._behaviours = tuple(behaviours)
         self._concurrent = event_dispatch == "concurrent"
@@ -97,6 +104,7 @@ class Mediator:
         self._streams: dict[type, _Runner] = {}
         self._event_specs: dict[type, list[HandlerSpec]] = {}
         self._event_routes: dict[type, tuple[_Runner, ...]] = {}
+        self._event_handlers: dict[type, tuple[tuple[str, Retry | None, _Runner], ...]] = {}
         for spec in specs:
             if spec.kind == "request":
                 self._requests[spec.message_type] = self._request_runner(spec)
@@ -170,6 +178,30 @@ class Mediator:
         if errors:
             name = type(event).__qualname__
             raise ExceptionGroup(f"{len(errors)} handler(s) of {name} failed", errors)
+
+    def event_handlers(self, event_type: type) -> tuple[tuple[str, Retry | None, _Runner], ...]:
+        """``(name, retry, run)`` of each handler of ``event_type``, for consumers.
+
+        ``run(event)`` returns the events the handler emitted; pass them to
+        :meth:`dispatch` once it succeeded.
+        """
+        found = self._event_handlers.get(event_type)
+        if found is None:
+            found = tuple(
+                (spec.name, spec.retry, self._event_runner(spec))
+                for base in event_type.__mro__
+                for spec in self._event_specs.get(base, ())
+            )
+            self._event_handlers[event_type] = found
+        return found
+
+    async def dispatch(self, events: Sequence[Any]) -> None:
+        """Hand emitted events on: registered ones to the publisher, if any; the rest in-process.
+
+        A publisher failure raises (the events were not delivered); failing
+        in-process handlers are logged.
+        """
+        await self._dispatch_emitted(events)
 
     def handles(self, message_type: type) -> bool:
         """Whether a request or streaming handler is registered for ``message_type``."""
@@ -322,11 +354,7 @@ class Mediator:
 
     def _route_event(self, event_type: type) -> tuple[_Runner, ...]:
         """Handlers of ``event_type`` and of its bases, compiled and cached."""
-        runners = tuple(
-            self._event_runner(spec)
-            for base in event_type.__mro__
-            for spec in self._event_specs.get(base, ())
-        )
+        runners = tuple(run for _, _, run in self.event_handlers(event_type))
         self._event_routes[event_type] = runners
         return runners
 
@@ -351,6 +379,12 @@ class Mediator:
         return errors
 
     async def _dispatch_emitted(self, events: Iterable[Any]) -> None:
+        if self._publisher is not None and self._registry is not None:
+            by_type = self._registry.by_type
+            outbound = [e for e in events if by_type(type(e)) is not None]
+            if outbound:
+                await self._publisher.publish_many(outbound)
+                events = [e for e in events if by_type(type(e)) is None]
         for event in events:
             try:
                 await self.publish(event)

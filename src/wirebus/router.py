@@ -43,6 +43,7 @@ from typing import Any, Literal, Protocol, TypeVar, overload
 from .di import HandlerParams, analyse
 from .errors import ConfigurationError
 from .messages import Event
+from .retry import Retry
 
 __all__ = ["HandlerKind", "HandlerSpec", "Router"]
 
@@ -62,6 +63,8 @@ class HandlerSpec:
     is_class: bool
     name: str
     router: str
+    retry: Retry | None = None
+    """Retry policy when this event handler runs in a consumer (app default if None)."""
 
     @property
     def message_type(self) -> type:
@@ -85,13 +88,16 @@ class Router:
     def handler(self, target: H, /) -> H: ...
 
     @overload
-    def handler(self, /, *, event: bool = False) -> _Decorator: ...
+    def handler(self, /, *, event: bool = False, retry: Retry | None = None) -> _Decorator: ...
 
-    def handler(self, target: Any = None, /, *, event: bool = False) -> Any:
+    def handler(
+        self, target: Any = None, /, *, event: bool = False, retry: Retry | None = None
+    ) -> Any:
         """Register a function or a class with ``handle`` as a handler.
 
         ``event=True`` makes it an event handler even when the message is a
-        raw protobuf class rather than an ``Event`` subclass.
+        raw protobuf class rather than an ``Event`` subclass. ``retry`` sets
+        how a consumer retries this event handler before dead-lettering.
         """
 
         # Names local to the defining function (a handler or message class
@@ -99,7 +105,12 @@ class Router:
         localns = dict(sys._getframe(1).f_locals)
 
         def register(t: T) -> T:
-            self._specs.append(_spec(t, self.name, force_event=event, localns=localns))
+            spec = _spec(t, self.name, force_event=event, localns=localns)
+            if retry is not None:
+                if spec.kind != "event":
+                    raise ConfigurationError(f"{spec.name}: retry= is for event handlers")
+                spec = dataclasses.replace(spec, retry=retry)
+            self._specs.append(spec)
             return t
 
         return register if target is None else register(target)

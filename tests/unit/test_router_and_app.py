@@ -339,7 +339,8 @@ def test_describe_lists_methods_events_and_in_process_requests() -> None:
     )
     assert f"{service}/PlaceOrder [unary_unary] -> {orders}.place_order" in text
     assert f"{service}/ListOrders [unary_stream] -> {orders}.list_orders" in text
-    assert f"shop.orders.v1.OrderPlaced (OrderPlaced) -> {payments}.capture_payment" in text
+    placed = "shop.orders.v1.OrderPlaced on topic shop.orders.v1"
+    assert f"{placed} -> {payments}.capture_payment" in text
 
 
 # ---------------------------------------------------------------- the shop example, in-process

@@ -55,7 +55,7 @@ class ListOrders(Query[OrderView], proto=orders_pb2.ListOrdersRequest):
     customer_id: str
 
 
-class OrderPlaced(Event, proto=orders_pb2.OrderPlaced):
+class OrderPlaced(Event, proto=orders_pb2.OrderPlaced, key="order_id"):
     order_id: str
     customer_id: str
     items: tuple[LineItem, ...]
@@ -63,7 +63,7 @@ class OrderPlaced(Event, proto=orders_pb2.OrderPlaced):
     placed_at: dt.datetime
 
 
-class OrderCancelled(Event, proto=orders_pb2.OrderCancelled):
+class OrderCancelled(Event, proto=orders_pb2.OrderCancelled, key="order_id"):
     order_id: str
     reason: str
     cancelled_at: dt.datetime

@@ -9,7 +9,7 @@ from shop.payments.v1 import payments_pb2
 from wirebus import Event
 
 
-class PaymentCaptured(Event, proto=payments_pb2.PaymentCaptured):
+class PaymentCaptured(Event, proto=payments_pb2.PaymentCaptured, key="order_id"):
     payment_id: str
     order_id: str
     amount_cents: int

@@ -1,0 +1,184 @@
+"""The event registry: how each event type travels, keyed by protobuf full name.
+
+Message identity on the wire is the protobuf full name
+(``shop.orders.v1.OrderPlaced``), never a Python class name. Each registered
+type gets, once, an encoder (event -> bytes), a decoder (bytes -> event), its
+topic and its key getter:
+
+- ``Event`` dataclasses bound with ``proto=`` encode through their compiled
+  converter and upb (the default codec);
+- generated ``google.protobuf`` classes encode directly;
+- betterproto classes (``betterproto.Message``) encode with ``bytes(m)`` and
+  decode with ``parse``; give their ``full_name`` since betterproto classes do
+  not carry it.
+
+Example::
+
+    registry = EventRegistry()
+    registry.add(OrderPlaced)                       # topic shop.orders.v1, key order_id
+    registry.add(BpOrderPlaced, full_name="shop.orders.v1.OrderPlaced")
+    kind = registry.by_name("shop.orders.v1.OrderPlaced")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from google.protobuf.message import Message as ProtoMessage
+
+from .errors import ConfigurationError
+from .messages import converter_of
+
+__all__ = ["EventRegistry", "EventType", "type_url"]
+
+
+def type_url(full_name: str) -> str:
+    """The ``Any`` type URL of a message, used as CloudEvents ``dataschema``."""
+    return f"type.googleapis.com/{full_name}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventType:
+    """How one event type travels: its name, topic, key and codec."""
+
+    full_name: str
+    python_type: type
+    topic: str
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+    key: Callable[[Any], str] | None = None
+
+    @property
+    def dataschema(self) -> str:
+        """The CloudEvents ``dataschema``: the message's type URL."""
+        return type_url(self.full_name)
+
+    def key_bytes(self, event: Any) -> bytes | None:
+        """The Kafka record key of ``event`` (``None``: no key declared)."""
+        return None if self.key is None else self.key(event).encode()
+
+
+class EventRegistry:
+    """Event types of one app by full name and by Python type (no globals)."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, EventType] = {}
+        self._by_type: dict[type, EventType] = {}
+
+    def add(
+        self,
+        python_type: type,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        full_name: str | None = None,
+    ) -> EventType:
+        """Register ``python_type``; idempotent for the same type and settings."""
+        kind = _event_type(python_type, topic=topic, key=key, full_name=full_name)
+        existing = self._by_type.get(python_type)
+        if existing is not None:
+            if (existing.topic, existing.full_name) != (kind.topic, kind.full_name):
+                raise ConfigurationError(
+                    f"{python_type.__qualname__} is registered twice with different settings"
+                )
+            return existing
+        self._by_type[python_type] = kind
+        # The first registration of a name decodes it; more Python types may
+        # encode to the same name (a dataclass and its raw proto class).
+        self._by_name.setdefault(kind.full_name, kind)
+        return kind
+
+    def by_name(self, full_name: str) -> EventType | None:
+        """The type that decodes ``full_name``, if registered."""
+        return self._by_name.get(full_name)
+
+    def by_type(self, python_type: type) -> EventType | None:
+        """The registration of a Python type, if any."""
+        return self._by_type.get(python_type)
+
+    def __iter__(self) -> Iterator[EventType]:
+        return iter(self._by_type.values())
+
+    def __len__(self) -> int:
+        return len(self._by_type)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """Every topic an event of this registry travels on."""
+        return frozenset(t.topic for t in self._by_type.values())
+
+
+def _event_type(
+    tp: type, *, topic: str | None, key: str | None, full_name: str | None
+) -> EventType:
+    key = key if key is not None else getattr(tp, "__wirebus_key__", None)
+    topic = topic if topic is not None else getattr(tp, "__wirebus_topic__", None)
+    key_getter = _key_getter(tp, key) if key else None
+    conv = converter_of(tp)
+    if conv is not None:
+        proto: type[ProtoMessage] = tp.__wirebus_proto__  # type: ignore[attr-defined]
+        name = proto.DESCRIPTOR.full_name
+        parse, to_proto, from_proto = proto.FromString, conv.to_proto, conv.from_proto
+        return EventType(
+            full_name=_check_name(tp, name, full_name),
+            python_type=tp,
+            topic=topic or _package_topic(name),
+            encode=lambda e: to_proto(e).SerializeToString(),
+            decode=lambda b: from_proto(parse(b)),
+            key=key_getter,
+        )
+    if isinstance(tp, type) and issubclass(tp, ProtoMessage):
+        name = tp.DESCRIPTOR.full_name
+        return EventType(
+            full_name=_check_name(tp, name, full_name),
+            python_type=tp,
+            topic=topic or _package_topic(name),
+            encode=tp.SerializeToString,
+            decode=tp.FromString,
+            key=key_getter,
+        )
+    if _is_betterproto(tp):
+        if not full_name:
+            raise ConfigurationError(
+                f"{tp.__qualname__} is a betterproto class: give its protobuf full_name="
+            )
+        return EventType(
+            full_name=full_name,
+            python_type=tp,
+            topic=topic or _package_topic(full_name),
+            encode=bytes,
+            decode=lambda b: tp().parse(b),  # type: ignore[attr-defined]
+            key=key_getter,
+        )
+    raise ConfigurationError(
+        f"{tp.__qualname__} cannot travel: bind it to a protobuf class with proto=,"
+        " or register a generated protobuf or betterproto class"
+    )
+
+
+def _check_name(tp: type, actual: str, given: str | None) -> str:
+    if given is not None and given != actual:
+        raise ConfigurationError(f"{tp.__qualname__} is {actual}, not {given}")
+    return actual
+
+
+def _package_topic(full_name: str) -> str:
+    package, _, _ = full_name.rpartition(".")
+    return package or full_name
+
+
+def _key_getter(tp: type, key: str) -> Callable[[Any], str]:
+    fields = getattr(tp, "__dataclass_fields__", None)
+    if fields is not None and key not in fields:
+        raise ConfigurationError(f"{tp.__qualname__}: key={key!r} names no field")
+    get = operator.attrgetter(key)
+    return lambda event: str(get(event))
+
+
+def _is_betterproto(tp: type) -> bool:
+    betterproto = sys.modules.get("betterproto")
+    return betterproto is not None and isinstance(tp, type) and issubclass(tp, betterproto.Message)

@@ -1,0 +1,302 @@
+"""Consuming events: the per-record processor and the partition-aware runner.
+
+``EventProcessor.process(record)`` takes one record all the way to an
+outcome, never raising for bad input:
+
+1. CloudEvents headers are read; missing or malformed ones -> DLQ;
+2. ``ce_type`` selects the registered type; unknown -> DLQ (or skipped when
+   ``skip_unknown``);
+3. the value is decoded (upb, then ``from_proto``); garbage -> DLQ;
+4. an event the inbox has seen for this group is acknowledged unhandled;
+5. each handler runs with its retry policy; after the last attempt the record
+   goes to ``<topic>.dlq`` with headers saying why;
+6. the inbox records the event.
+
+Only infrastructure failures (the DLQ or the inbox unreachable) raise
+:class:`ProcessingInterrupted`; the runner then keeps the offset uncommitted,
+seeks back and retries after a pause, so nothing is lost.
+
+``ConsumerRunner`` drives a :class:`ConsumerPort` (Kafka or in-memory):
+records of one partition are processed in order, partitions concurrently;
+offsets are committed only after their records reached an outcome; a stop
+finishes the batch in hand, commits and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
+
+import anyio
+
+from .broker import EventPublisher, OutgoingRecord, Record
+from .cloudevents import Attributes, MalformedEvent
+from .codec import EventRegistry
+from .errors import LifecycleError, WirebusError
+from .inbox import InboxStore
+from .retry import Retry
+
+if TYPE_CHECKING:
+    from .mediator import Mediator
+
+__all__ = [
+    "ConsumerPort",
+    "ConsumerRunner",
+    "DLQ_SUFFIX",
+    "EventProcessor",
+    "Outcome",
+    "ProcessingInterrupted",
+    "TopicPartition",
+    "dead_letter_record",
+]
+
+log = logging.getLogger(__name__)
+
+DLQ_SUFFIX = ".dlq"
+Outcome = Literal["handled", "duplicate", "ignored", "skipped", "dead_lettered"]
+TopicPartition = tuple[str, int]
+_MAX_ERROR_MESSAGE = 2000
+
+
+class ProcessingInterrupted(WirebusError):
+    """The record could not reach an outcome (DLQ or inbox unavailable); retry it."""
+
+    retriable = True
+
+
+class UndecodableEvent(WirebusError):
+    """A record's value does not decode as the type its ``ce_type`` names."""
+
+
+class UnknownEventType(WirebusError):
+    """A record's ``ce_type`` is not registered with this app."""
+
+
+def dead_letter_record(record: Record, error: BaseException, attempts: int) -> OutgoingRecord:
+    """The DLQ copy of ``record``: key, value and headers kept, plus why it failed."""
+    message = str(error)[:_MAX_ERROR_MESSAGE]
+    kept = tuple((k, v) for k, v in record.headers if not k.startswith("wirebus_"))
+    why = (
+        ("wirebus_error_type", type(error).__qualname__.encode()),
+        ("wirebus_error_message", message.encode(errors="replace")),
+        ("wirebus_original_topic", record.topic.encode()),
+        ("wirebus_original_partition", str(record.partition).encode()),
+        ("wirebus_original_offset", str(record.offset).encode()),
+        ("wirebus_attempts", str(attempts).encode()),
+    )
+    return OutgoingRecord(
+        topic=record.topic + DLQ_SUFFIX,
+        key=record.key,
+        value=record.value or b"",
+        headers=kept + why,
+    )
+
+
+class EventProcessor:
+    """Takes one consumed record to an outcome (see the module docstring)."""
+
+    def __init__(
+        self,
+        mediator: Mediator,
+        registry: EventRegistry,
+        *,
+        group: str,
+        inbox: InboxStore,
+        dead_letters: EventPublisher,
+        retry: Retry | None = None,
+        skip_unknown: bool = False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.mediator = mediator
+        self.registry = registry
+        self.group = group
+        self.inbox = inbox
+        self.dead_letters = dead_letters
+        self.retry = retry or Retry()
+        self.skip_unknown = skip_unknown
+        self._sleep = sleep
+
+    async def process(self, record: Record) -> Outcome:
+        """Handle, acknowledge, skip or dead-letter ``record``."""
+        try:
+            attributes = Attributes.from_headers(record.headers)
+        except MalformedEvent as exc:
+            return await self._dead_letter(record, exc, 0)
+        kind = self.registry.by_name(attributes.type)
+        if kind is None:
+            if self.skip_unknown:
+                return "skipped"
+            unknown = UnknownEventType(f"ce_type {attributes.type!r} is not registered")
+            return await self._dead_letter(record, unknown, 0)
+        try:
+            event = kind.decode(record.value or b"")
+        except Exception as exc:  # upb DecodeError, ConversionError, ...
+            undecodable = UndecodableEvent(f"value is not a valid {attributes.type}: {exc}")
+            return await self._dead_letter(record, undecodable, 0)
+        handlers = self.mediator.event_handlers(type(event))
+        if not handlers:
+            return "ignored"
+        if await self._guarded(self.inbox.seen(self.group, attributes.id)):
+            return "duplicate"
+        for name, retry, run in handlers:
+            failure = await self._run_with_retries(run, event, retry or self.retry)
+            if failure is not None:
+                error, attempts = failure
+                log.error(
+                    "handler %s failed on %s %s after %d attempt(s); dead-lettering",
+                    name, attributes.type, attributes.id, attempts, exc_info=error,
+                )  # fmt: skip
+                return await self._dead_letter(record, error, attempts)
+        await self._guarded(self.inbox.mark(self.group, attributes.id))
+        return "handled"
+
+    async def _run_with_retries(
+        self, run: Callable[[Any], Awaitable[Any]], event: Any, retry: Retry
+    ) -> tuple[Exception, int] | None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                emitted = await run(event)
+                if emitted:
+                    await self.mediator.dispatch(emitted)
+                return None
+            except Exception as exc:
+                if attempt >= retry.attempts or not retry.worth_retrying(exc):
+                    return exc, attempt
+                await self._sleep(retry.delay(attempt))
+
+    async def _dead_letter(self, record: Record, error: Exception, attempts: int) -> Outcome:
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s: %s",
+            record.topic, record.partition, record.offset, type(error).__name__, error,
+        )  # fmt: skip
+        await self._guarded(
+            self.dead_letters.send_records([dead_letter_record(record, error, attempts)])
+        )
+        return "dead_lettered"
+
+    @staticmethod
+    async def _guarded(step: Awaitable[Any]) -> Any:
+        try:
+            return await step
+        except Exception as exc:
+            raise ProcessingInterrupted(f"{type(exc).__name__}: {exc}") from exc
+
+
+class ConsumerPort(Protocol):
+    """What the runner needs from a broker's consumer (Kafka or in-memory)."""
+
+    async def start(self) -> None:
+        """Join the group and subscribe."""
+
+    async def stop(self) -> None:
+        """Leave the group (idempotent)."""
+
+    async def fetch(self, wait: float) -> Mapping[TopicPartition, Sequence[Record]]:
+        """The next records per partition, waiting at most ``wait`` seconds."""
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition)."""
+
+    async def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Read ``partition`` again from ``offset``."""
+
+    def guard_rebalance(self, lock: asyncio.Lock) -> None:
+        """Hold ``lock`` while giving up partitions, so in-flight work commits first."""
+
+
+class ConsumerRunner:
+    """Runs an :class:`EventProcessor` over a :class:`ConsumerPort` until stopped."""
+
+    def __init__(
+        self,
+        port: ConsumerPort,
+        processor: EventProcessor,
+        *,
+        poll_timeout: float = 0.5,
+        failure_pause: float = 1.0,
+    ) -> None:
+        self.port = port
+        self.processor = processor
+        self.poll_timeout = poll_timeout
+        self.failure_pause = failure_pause
+        self.outcomes: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._state = "new"
+
+    async def start(self) -> None:
+        """Join the group; call :meth:`run` next (or use ``async with``)."""
+        if self._state != "new":
+            raise LifecycleError(f"a {self._state} consumer cannot be started again")
+        self._state = "started"
+        self.port.guard_rebalance(self._lock)
+        await self.port.start()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop` is called; returns after the final commit."""
+        if self._state != "started":
+            raise LifecycleError("start the consumer before running it")
+        try:
+            while not self._stopping.is_set():
+                batch = await self.port.fetch(self.poll_timeout)
+                if batch and not await self._process_batch(batch):
+                    await _wait(self._stopping, self.failure_pause)
+        finally:
+            await self.port.stop()
+            self._state = "stopped"
+
+    async def _process_batch(self, batch: Mapping[TopicPartition, Sequence[Record]]) -> bool:
+        """Process one fetched batch; commit what reached an outcome. False on failure."""
+        done: dict[TopicPartition, int] = {}
+        failed: dict[TopicPartition, int] = {}
+
+        async def partition(tp: TopicPartition, records: Sequence[Record]) -> None:
+            for record in records:
+                try:
+                    outcome = await self.processor.process(record)
+                except ProcessingInterrupted as exc:
+                    log.error("%s[%d]@%d interrupted: %s", tp[0], tp[1], record.offset, exc)
+                    failed[tp] = record.offset
+                    return
+                self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+                done[tp] = record.offset + 1
+
+        async with self._lock:
+            async with anyio.create_task_group() as tg:
+                for tp, records in batch.items():
+                    tg.start_soon(partition, tp, records)
+            if done:
+                await self.port.commit(done)
+            for tp, offset in failed.items():
+                await self.port.seek(tp, offset)
+        return not failed
+
+    async def stop(self) -> None:
+        """Ask the loop to finish the batch in hand, commit and leave (idempotent)."""
+        self._stopping.set()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+        if self._state == "started":
+            await self.port.stop()
+            self._state = "stopped"
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)

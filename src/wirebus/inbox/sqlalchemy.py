@@ -1,0 +1,73 @@
+"""``SqlAlchemyInbox``: the inbox as a table, SQLite by default, PostgreSQL in production.
+
+Table ``wirebus_inbox(consumer_group, event_id, handled_at)`` with the pair
+as primary key; marking is an insert that ignores a conflict, so two
+consumers racing on one redelivered event cannot both fail.
+
+Example::
+
+    inbox = SqlAlchemyInbox("sqlite+aiosqlite:///wirebus.db")
+    await inbox.create_schema()
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Column, DateTime, MetaData, String, Table, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = ["SqlAlchemyInbox", "inbox_table", "metadata"]
+
+metadata = MetaData()
+
+inbox_table = Table(
+    "wirebus_inbox",
+    metadata,
+    Column("consumer_group", String(255), primary_key=True),
+    Column("event_id", String(64), primary_key=True),
+    Column("handled_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class SqlAlchemyInbox:
+    """Inbox rows through an SQLAlchemy async engine."""
+
+    def __init__(self, url_or_engine: str | AsyncEngine) -> None:
+        if isinstance(url_or_engine, str):
+            self.engine = create_async_engine(url_or_engine, pool_pre_ping=True)
+            self._owns_engine = True
+        else:
+            self.engine = url_or_engine
+            self._owns_engine = False
+        dialect = self.engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"the inbox supports sqlite and postgresql, not {dialect}")
+        self._insert = sqlite_insert if dialect == "sqlite" else pg_insert
+
+    async def create_schema(self) -> None:
+        """Create the table if it does not exist (migrations come with ``wirebus db``)."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+
+    async def seen(self, group: str, event_id: str) -> bool:
+        query = select(inbox_table.c.event_id).where(
+            inbox_table.c.consumer_group == group, inbox_table.c.event_id == event_id
+        )
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).first() is not None
+
+    async def mark(self, group: str, event_id: str) -> None:
+        statement = (
+            self._insert(inbox_table)
+            .values(consumer_group=group, event_id=event_id, handled_at=dt.datetime.now(dt.UTC))
+            .on_conflict_do_nothing()
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(statement)
+
+    async def close(self) -> None:
+        if self._owns_engine:
+            await self.engine.dispose()

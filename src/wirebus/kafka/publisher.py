@@ -1,0 +1,139 @@
+"""``KafkaEventPublisher``: the aiokafka producer behind the ``EventPublisher`` port.
+
+Idempotent (``enable_idempotence=True``, ``acks="all"``), batching through
+``linger_ms`` and optional compression. ``publish`` returns once the broker
+acknowledged the record; a failure raises :class:`~wirebus.broker.PublishError`
+naming the topic and the reason.
+
+Example::
+
+    async with KafkaEventPublisher("127.0.0.1:9092", registry, source="shop") as publisher:
+        await publisher.publish(OrderPlaced(...))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from ..broker import EventEncoder, OutgoingRecord, PublishError
+from ..codec import EventRegistry
+from ..errors import ConfigurationError, LifecycleError
+
+__all__ = ["KafkaEventPublisher"]
+
+log = logging.getLogger(__name__)
+
+Compression = Literal["gzip", "snappy", "lz4", "zstd"]
+
+
+class KafkaEventPublisher:
+    """Publishes events to Kafka; an async context manager with an idempotent ``stop``."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        registry: EventRegistry,
+        *,
+        source: str,
+        linger_ms: int = 5,
+        compression: Compression | None = None,
+        max_batch_bytes: int = 1024 * 1024,
+        request_timeout_ms: int = 30_000,
+        client_id: str = "wirebus",
+    ) -> None:
+        if not bootstrap_servers:
+            raise ConfigurationError("bootstrap_servers must not be empty")
+        if linger_ms < 0:
+            raise ConfigurationError(f"linger_ms must be >= 0, not {linger_ms}")
+        self.encoder = EventEncoder(registry, source=source)
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "client_id": client_id,
+            "enable_idempotence": True,
+            "acks": "all",
+            "linger_ms": linger_ms,
+            "compression_type": compression,
+            "max_batch_size": max_batch_bytes,
+            "max_request_size": max_batch_bytes,
+            "request_timeout_ms": request_timeout_ms,
+        }
+        self._producer: AIOKafkaProducer | None = None
+        self._state = "new"
+
+    async def start(self) -> None:
+        """Connect to the cluster (raises ``PublishError`` if it cannot)."""
+        if self._state != "new":
+            raise LifecycleError(f"a {self._state} publisher cannot be started again")
+        self._state = "started"
+        producer = AIOKafkaProducer(**self._options)
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            self._state = "stopped"
+            raise PublishError(
+                "*", f"cannot connect to {self._options['bootstrap_servers']}: {exc}"
+            ) from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        """Flush pending records and disconnect (idempotent)."""
+        self._state = "stopped"
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------ publishing
+
+    async def publish(self, event: Any, *, subject: str | None = None) -> None:
+        """Encode ``event`` with a new ``ce_id`` and wait for the broker's ack."""
+        await self.send_records([self.encoder.record(event, subject=subject)])
+
+    async def publish_many(self, events: Iterable[Any]) -> None:
+        """Publish several events, batched; returns when all are acknowledged."""
+        await self.send_records(self.encoder.records(events))
+
+    async def send_records(self, records: Sequence[OutgoingRecord]) -> None:
+        """Send records as they are; all acknowledged, or ``PublishError``."""
+        producer = self._producer
+        if producer is None:
+            raise LifecycleError("the publisher is not started")
+        futures = []
+        for record in records:
+            try:
+                future = await producer.send(
+                    record.topic, value=record.value, key=record.key, headers=list(record.headers)
+                )
+            except KafkaError as exc:
+                raise PublishError(record.topic, _reason(exc)) from exc
+            futures.append((record.topic, future))
+        for topic, future in futures:
+            try:
+                await future
+            except KafkaError as exc:
+                raise PublishError(topic, _reason(exc)) from exc
+            except asyncio.CancelledError:
+                raise
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
