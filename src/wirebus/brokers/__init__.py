@@ -1,0 +1,1 @@
+"""Broker implementations other than Kafka (``wirebus.kafka``)."""

@@ -1,0 +1,12 @@
+"""Kafka through aiokafka: the event publisher and the consumer port.
+
+Needs the ``kafka`` extra (``pip install 'wirebus[kafka]'``); the root
+``wirebus`` package never imports it.
+"""
+
+from __future__ import annotations
+
+from .consumer import KafkaConsumer, ensure_topics
+from .publisher import KafkaEventPublisher
+
+__all__ = ["KafkaConsumer", "KafkaEventPublisher", "ensure_topics"]

@@ -1,0 +1,161 @@
+"""``KafkaConsumer``: the aiokafka consumer behind the ``ConsumerPort``.
+
+Auto-commit is off: the runner commits offsets only after their records
+reached an outcome. On rebalance, ``on_partitions_revoked`` waits for the
+runner's lock, so the batch in hand finishes and its offsets are committed
+before the partitions are given up. New groups start at the earliest offset.
+
+Example::
+
+    port = KafkaConsumer("127.0.0.1:9092", group="payments", topics=["shop.orders.v1"])
+    async with ConsumerRunner(port, processor) as runner:
+        await runner.run()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from ..broker import Record
+from ..consumer import TopicPartition as TP
+from ..errors import ConfigurationError
+
+__all__ = ["KafkaConsumer", "ensure_topics"]
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(
+    bootstrap_servers: str, topics: Iterable[str], *, partitions: int = 3, replication: int = 1
+) -> None:
+    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    wanted = sorted(set(topics))
+    if not wanted:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            new = [
+                NewTopic(t, num_partitions=partitions, replication_factor=replication)
+                for t in missing
+            ]
+            # Another process may create them at the same moment: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: KafkaConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        lock = self.owner._lock
+        if lock is not None:
+            async with lock:  # the runner commits under this lock before we give up
+                pass
+        log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned: %s", sorted(str(tp) for tp in assigned))
+
+
+class KafkaConsumer:
+    """One member of a consumer group, for :class:`~wirebus.consumer.ConsumerRunner`."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        group: str,
+        topics: Sequence[str],
+        max_records: int = 500,
+        create_topics: bool = True,
+        partitions: int = 3,
+        session_timeout_ms: int = 10_000,
+        max_poll_interval_ms: int = 300_000,
+    ) -> None:
+        if not group:
+            raise ConfigurationError("a consumer needs a group")
+        if not topics:
+            raise ConfigurationError("a consumer needs at least one topic")
+        self.bootstrap_servers = bootstrap_servers
+        self.group = group
+        self.topics = list(topics)
+        self.max_records = max_records
+        self.create_topics = create_topics
+        self.partitions = partitions
+        self._lock: asyncio.Lock | None = None
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(1000, session_timeout_ms // 3),
+            max_poll_interval_ms=max_poll_interval_ms,
+        )
+        self._started = False
+
+    def guard_rebalance(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+
+    async def start(self) -> None:
+        if self.create_topics:
+            await ensure_topics(self.bootstrap_servers, self.topics, partitions=self.partitions)
+        await self._consumer.start()
+        self._started = True
+        self._consumer.subscribe(self.topics, listener=_Listener(self))
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self._consumer.stop()
+
+    async def fetch(self, wait: float) -> Mapping[TP, Sequence[Record]]:
+        batch = await self._consumer.getmany(
+            timeout_ms=int(wait * 1000), max_records=self.max_records
+        )
+        return {
+            (tp.topic, tp.partition): [_record(m) for m in messages]
+            for tp, messages in batch.items()
+            if messages
+        }
+
+    async def commit(self, offsets: Mapping[TP, int]) -> None:
+        try:
+            await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        except KafkaError as exc:
+            # Lost the partitions in a rebalance: the new owner re-reads from
+            # the last commit, so these records are delivered again (the inbox
+            # drops the duplicates). Nothing is lost.
+            log.warning("commit of %s failed: %s", dict(offsets), exc)
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        tp = TopicPartition(*partition)
+        if tp in self._consumer.assignment():
+            self._consumer.seek(tp, offset)
+
+
+def _record(message: Any) -> Record:
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=tuple((k, v) for k, v in (message.headers or ())),
+        timestamp_ms=message.timestamp or 0,
+    )
