@@ -109,6 +109,7 @@ class EventProcessor:
         dead_letters: EventPublisher,
         retry: Retry | None = None,
         skip_unknown: bool = False,
+        routers: frozenset[str] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.mediator = mediator
@@ -118,6 +119,7 @@ class EventProcessor:
         self.dead_letters = dead_letters
         self.retry = retry or Retry()
         self.skip_unknown = skip_unknown
+        self.routers = routers
         self._sleep = sleep
 
     async def process(self, record: Record) -> Outcome:
@@ -137,7 +139,7 @@ class EventProcessor:
         except Exception as exc:  # upb DecodeError, ConversionError, ...
             undecodable = UndecodableEvent(f"value is not a valid {attributes.type}: {exc}")
             return await self._dead_letter(record, undecodable, 0)
-        handlers = self.mediator.event_handlers(type(event))
+        handlers = self.mediator.event_handlers(type(event), self.routers)
         if not handlers:
             return "ignored"
         if await self._guarded(self.inbox.seen(self.group, attributes.id)):

@@ -104,7 +104,9 @@ class Mediator:
         self._streams: dict[type, _Runner] = {}
         self._event_specs: dict[type, list[HandlerSpec]] = {}
         self._event_routes: dict[type, tuple[_Runner, ...]] = {}
-        self._event_handlers: dict[type, tuple[tuple[str, Retry | None, _Runner], ...]] = {}
+        self._event_handlers: dict[
+            tuple[type, frozenset[str] | None], tuple[tuple[str, Retry | None, _Runner], ...]
+        ] = {}
         for spec in specs:
             if spec.kind == "request":
                 self._requests[spec.message_type] = self._request_runner(spec)
@@ -179,20 +181,25 @@ class Mediator:
             name = type(event).__qualname__
             raise ExceptionGroup(f"{len(errors)} handler(s) of {name} failed", errors)
 
-    def event_handlers(self, event_type: type) -> tuple[tuple[str, Retry | None, _Runner], ...]:
+    def event_handlers(
+        self, event_type: type, routers: frozenset[str] | None = None
+    ) -> tuple[tuple[str, Retry | None, _Runner], ...]:
         """``(name, retry, run)`` of each handler of ``event_type``, for consumers.
 
+        ``routers`` keeps only the handlers of those routers (slices).
         ``run(event)`` returns the events the handler emitted; pass them to
         :meth:`dispatch` once it succeeded.
         """
-        found = self._event_handlers.get(event_type)
+        key = (event_type, routers)
+        found = self._event_handlers.get(key)
         if found is None:
             found = tuple(
                 (spec.name, spec.retry, self._event_runner(spec))
                 for base in event_type.__mro__
                 for spec in self._event_specs.get(base, ())
+                if routers is None or spec.router in routers
             )
-            self._event_handlers[event_type] = found
+            self._event_handlers[key] = found
         return found
 
     async def dispatch(self, events: Sequence[Any]) -> None:
