@@ -35,6 +35,20 @@ def describe_error(err: grpc.aio.AioRpcError) -> str:
     return "\n".join(parts)
 
 
+async def _until_paid(
+    orders: orders_pb2_grpc.OrderServiceStub, order_id: str, within: float = 10.0
+) -> orders_pb2.Order:
+    """GetOrder until the payments slice has captured the payment (events are asynchronous)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        order = await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id))
+        if order.status == orders_pb2.ORDER_STATUS_PAID:
+            return order
+        if asyncio.get_running_loop().time() > deadline:
+            return order
+        await asyncio.sleep(0.05)
+
+
 async def drive(address: str) -> int:
     """Run the script against ``address``; return the number of unexpected outcomes."""
     failures = 0
@@ -57,7 +71,7 @@ async def drive(address: str) -> int:
             metadata=metadata,
         )
         print(f"PlaceOrder -> order {placed.order_id}")
-        order = await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=placed.order_id))
+        order = await _until_paid(orders, placed.order_id)
         status_name = orders_pb2.OrderStatus.Name(order.status)
         print(
             f"GetOrder -> total {order.total_cents} cents, {status_name}"

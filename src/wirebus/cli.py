@@ -1,9 +1,13 @@
 """The ``wirebus`` command line.
 
 - ``wirebus serve MODULE:ATTR`` serves the app's gateway;
-- ``wirebus run MODULE:ATTR`` runs everything of the app in one process on
-  embedded defaults (today: the gateway with in-process event handlers);
-- ``wirebus describe MODULE:ATTR`` prints methods and events with their handlers.
+- ``wirebus run MODULE:ATTR`` runs everything of the app in one process:
+  gateway and consumers, on the embedded in-memory broker unless
+  ``WIREBUS_KAFKA_BOOTSTRAP`` names a Kafka cluster;
+- ``wirebus consume MODULE:ATTR --group G`` runs the app's event handlers on
+  Kafka records (``WIREBUS_KAFKA_BOOTSTRAP``);
+- ``wirebus dlq replay --topic T.dlq`` sends dead letters back;
+- ``wirebus describe MODULE:ATTR`` prints methods, events and topics.
 
 A bad module path or a wiring error prints one ``error:`` line and exits 2;
 SIGTERM or Ctrl-C stops the gateway gracefully.
@@ -25,7 +29,9 @@ import click
 
 from .app import App
 from .errors import ConfigurationError, WirebusError
-from .gateway import Gateway, GatewayConfig
+from .gateway import GatewayConfig
+from .runtime import Runtime
+from .settings import Settings
 
 __all__ = ["load_app", "main"]
 
@@ -86,21 +92,49 @@ def _run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
-async def _serve(app: App, config: GatewayConfig, label: str) -> None:
+async def _until_signal(runtime: Runtime, label: str) -> None:
+    """Run ``runtime`` until SIGTERM/SIGINT (or a consumer loop dies), then stop it."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with Gateway(app, config) as gateway:
-            click.echo(f"wirebus {label}: {app.name} serving on {gateway.address}", err=True)
-            await stop.wait()
-            click.echo(f"wirebus {label}: stopping (grace {config.grace_seconds:g}s)", err=True)
-    except ConfigurationError as exc:
+        async with runtime:
+            parts = []
+            if runtime.gateway is not None:
+                parts.append(f"serving on {runtime.gateway.address}")
+            if runtime.runner is not None:
+                parts.append(f"consuming {', '.join(runtime.topics)} as {runtime.group}")
+            broker = (
+                "Kafka"
+                if runtime.settings.kafka_bootstrap
+                else ("in-memory broker" if runtime.broker else "in-process events")
+            )
+            click.echo(
+                f"wirebus {label}: {runtime.app.name} {'; '.join(parts)} ({broker})", err=True
+            )
+            waiter = asyncio.ensure_future(stop.wait())
+            died = asyncio.ensure_future(runtime.wait())
+            await asyncio.wait({waiter, died}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (waiter, died):
+                task.cancel()
+            click.echo(f"wirebus {label}: stopping", err=True)
+    except WirebusError as exc:
         raise click.ClickException(_one_line(exc)) from None
     except OSError as exc:
-        raise click.ClickException(f"cannot serve on {config.host}:{config.port}: {exc}") from None
+        raise click.ClickException(f"cannot start: {exc}") from None
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _routers(slices: tuple[str, ...]) -> frozenset[str] | None:
+    return frozenset(slices) if slices else None
 
 
 _target = click.argument("target", metavar="MODULE:ATTR")
@@ -116,6 +150,10 @@ _grace = click.option(
     type=click.FloatRange(min=0),
     help="Seconds in-flight calls may take to finish on shutdown.",
 )
+_slices = click.option(
+    "--slice", "slices", multiple=True,
+    help="Only consume for the event handlers of this router (repeatable).",
+)  # fmt: skip
 _log_level = click.option(
     "--log-level",
     default="info",
@@ -139,12 +177,17 @@ def main() -> None:
 @_log_level
 def serve(target: str, app_dir: str, host: str, port: int, grace: float, log_level: str) -> None:
     """Serve the app's gRPC gateway."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    _logging(log_level)
     app = _checked(load_app(target, app_dir))
     config = GatewayConfig(host=host, port=port, grace_seconds=grace)
-    _run_async(lambda: _serve(app, config, "serve"))
+    runtime = Runtime(app, _settings(), gateway=config)
+    _run_async(lambda: _until_signal(runtime, "serve"))
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
 
 
 @main.command()
@@ -154,14 +197,88 @@ def serve(target: str, app_dir: str, host: str, port: int, grace: float, log_lev
 @_port
 @_grace
 @_log_level
-def run(target: str, app_dir: str, host: str, port: int, grace: float, log_level: str) -> None:
-    """Run everything of the app in one process on embedded defaults."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+@_slices
+def run(
+    target: str, app_dir: str, host: str, port: int, grace: float, log_level: str,
+    slices: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Run everything of the app in one process: gateway and event consumers.
+
+    Events travel through Kafka when WIREBUS_KAFKA_BOOTSTRAP is set, through
+    the embedded in-memory broker otherwise.
+    """
+    _logging(log_level)
     app = _checked(load_app(target, app_dir))
     config = GatewayConfig(host=host, port=port, grace_seconds=grace)
-    _run_async(lambda: _serve(app, config, "run"))
+    try:
+        runtime = Runtime(app, _settings(), gateway=config, consume=True, routers=_routers(slices))
+    except ConfigurationError as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    _run_async(lambda: _until_signal(runtime, "run"))
+
+
+@main.command()
+@_target
+@_app_dir
+@click.option("--group", required=True, help="Kafka consumer group of this consumer.")
+@_slices
+@click.option(
+    "--skip-unknown", is_flag=True, help="Skip unknown ce_type instead of dead-lettering."
+)
+@_log_level
+def consume(
+    target: str, app_dir: str, group: str, slices: tuple[str, ...], skip_unknown: bool,
+    log_level: str,
+) -> None:  # fmt: skip
+    """Run the app's event handlers on records from Kafka (needs WIREBUS_KAFKA_BOOTSTRAP)."""
+    _logging(log_level)
+    settings = _settings()
+    if settings.kafka_bootstrap is None:
+        raise click.ClickException("consume needs WIREBUS_KAFKA_BOOTSTRAP=host:port")
+    app = _checked(load_app(target, app_dir))
+    try:
+        runtime = Runtime(
+            app, settings, consume=True, group=group, routers=_routers(slices),
+            skip_unknown=skip_unknown,
+        )  # fmt: skip
+    except ConfigurationError as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    if not runtime.topics:
+        raise click.ClickException(f"{target} has no event handlers to consume for")
+    _run_async(lambda: _until_signal(runtime, "consume"))
+
+
+@main.group()
+def dlq() -> None:
+    """Dead-letter topics: replay records to their original topic."""
+
+
+@dlq.command("replay")
+@click.option("--topic", required=True, help="The dead-letter topic, e.g. shop.orders.v1.dlq.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Replay at most N records.")
+def dlq_replay(topic: str, limit: int | None) -> None:
+    """Send DLQ records back to their original topic (needs WIREBUS_KAFKA_BOOTSTRAP)."""
+    settings = _settings()
+    if settings.kafka_bootstrap is None:
+        raise click.ClickException("dlq replay needs WIREBUS_KAFKA_BOOTSTRAP=host:port")
+    bootstrap = settings.kafka_bootstrap
+
+    async def main() -> None:
+        from .codec import EventRegistry
+        from .dlq import REPLAY_GROUP, replay
+        from .kafka import KafkaConsumer, KafkaEventPublisher
+
+        port = KafkaConsumer(bootstrap, group=REPLAY_GROUP, topics=[topic], create_topics=False)
+        async with KafkaEventPublisher(
+            bootstrap, EventRegistry(), source="wirebus-dlq"
+        ) as publisher:
+            count = await replay(port, publisher, limit=limit)
+        click.echo(f"replayed {count} record(s) from {topic}")
+
+    try:
+        _run_async(main)
+    except WirebusError as exc:
+        raise click.ClickException(_one_line(exc)) from None
 
 
 @main.command()
