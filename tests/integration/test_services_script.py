@@ -7,71 +7,16 @@ the session fixture below starts them itself (and stops at the end only what it 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 import time
 import uuid
-import warnings
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-# Until pyproject's [tool.pytest.ini_options] markers lists "integration", reading the mark
-# warns (and filterwarnings = error would make that a collection error).
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-    pytestmark = pytest.mark.integration
+from tests.integration.conftest import SERVICE_NAMES, SERVICES, parse_env, run_services
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ROOT / "scripts" / "services"
-SERVICE_NAMES = ("kafka", "postgres")
-
-
-def run_services(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SERVICES), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-def running_services() -> set[str]:
-    status = run_services("status")
-    return {
-        line.split()[0]
-        for line in status.stdout.splitlines()
-        if len(line.split()) >= 2 and line.split()[1] == "running"
-    }
-
-
-def parse_env(text: str) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in text.splitlines():
-        match = re.fullmatch(r"export ([A-Z_][A-Z0-9_]*)=(\S+)", line)
-        assert match, f"not an 'export NAME=VALUE' line: {line!r}"
-        env[match[1]] = match[2]
-    return env
-
-
-@pytest.fixture(scope="session")
-def services() -> Iterator[dict[str, str]]:
-    """The services' environment (``scripts/services env``), starting them when needed."""
-    before = running_services()
-    if before != set(SERVICE_NAMES):
-        # the first start on a fresh machine downloads the broker jars: allow for that
-        started = run_services("start", timeout=900)
-        assert started.returncode == 0, f"scripts/services start failed: {started.stderr.strip()}"
-    env = run_services("env")
-    assert env.returncode == 0, env.stderr
-    yield parse_env(env.stdout)
-    if os.environ.get("WIREBUS_KEEP_SERVICES") != "1":
-        for name in set(SERVICE_NAMES) - before:
-            run_services("stop", name, timeout=120)
+pytestmark = pytest.mark.integration
 
 
 def test_status_shows_both_services_running(services: dict[str, str]) -> None:

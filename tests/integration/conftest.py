@@ -1,0 +1,82 @@
+"""The real Kafka broker and PostgreSQL of ``scripts/services``, for integration tests.
+
+The Makefile starts the services before the integration tests; when they are
+not running, the session fixture starts them itself (and stops at the end only
+what it started, unless ``WIREBUS_KEEP_SERVICES=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ROOT / "scripts" / "services"
+SERVICE_NAMES = ("kafka", "postgres")
+
+
+def run_services(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SERVICES), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def running_services() -> set[str]:
+    status = run_services("status")
+    return {
+        line.split()[0]
+        for line in status.stdout.splitlines()
+        if len(line.split()) >= 2 and line.split()[1] == "running"
+    }
+
+
+def parse_env(text: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"export ([A-Z_][A-Z0-9_]*)=(\S+)", line)
+        assert match, f"not an 'export NAME=VALUE' line: {line!r}"
+        env[match[1]] = match[2]
+    return env
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[dict[str, str]]:
+    """The services' environment (``scripts/services env``), starting them when needed."""
+    before = running_services()
+    if before != set(SERVICE_NAMES):
+        # the first start on a fresh machine downloads the broker jars: allow for that
+        started = run_services("start", timeout=900)
+        assert started.returncode == 0, f"scripts/services start failed: {started.stderr.strip()}"
+    env = run_services("env")
+    assert env.returncode == 0, env.stderr
+    yield parse_env(env.stdout)
+    if os.environ.get("WIREBUS_KEEP_SERVICES") != "1":
+        for name in set(SERVICE_NAMES) - before:
+            run_services("stop", name, timeout=120)
+
+
+@pytest.fixture
+def bootstrap(services: dict[str, str]) -> str:
+    return services["WIREBUS_KAFKA_BOOTSTRAP"]
+
+
+@pytest.fixture
+def database_url(services: dict[str, str]) -> str:
+    return services["WIREBUS_DATABASE_URL"]
+
+
+@pytest.fixture
+def fresh() -> str:
+    """A fresh name for topics and groups, unique per test."""
+    return f"it-{uuid.uuid4().hex[:10]}"
