@@ -1,0 +1,315 @@
+"""Protobuf events on a real Kafka broker: publisher, consumer runner, DLQ, inbox, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from shop.orders.v1 import orders_pb2
+
+from wirebus import App, Event, Router
+from wirebus.codec import EventRegistry
+from wirebus.consumer import ConsumerRunner, EventProcessor
+from wirebus.inbox import InMemoryInbox
+from wirebus.inbox.sqlalchemy import SqlAlchemyInbox
+from wirebus.kafka import KafkaConsumer, KafkaEventPublisher, ensure_topics
+from wirebus.retry import Retry
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHONPATH = f"{ROOT / 'gen' / 'python'}{os.pathsep}{ROOT}"
+T0 = dt.datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=dt.UTC)
+
+
+def placed_type(topic: str) -> type[Event]:
+    """An OrderPlaced dataclass on its own topic (so each test reads only its records)."""
+
+    class Placed(Event, proto=orders_pb2.OrderPlaced, key="order_id", topic=topic):
+        order_id: str
+        customer_id: str
+        total_cents: int
+        placed_at: dt.datetime
+
+    return Placed
+
+
+async def read_all(bootstrap: str, topic: str, count: int, within: float = 60) -> list[Any]:
+    """``count`` raw records of ``topic`` read from the beginning with aiokafka."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + within
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records.extend(messages)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def until(predicate: Callable[[], bool], within: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class Harness:
+    """An app with one recording handler, consumed by an in-process runner."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, *, inbox: Any = None) -> None:
+        self.bootstrap, self.topic, self.group = bootstrap, topic, group
+        self.Placed = placed_type(topic)
+        self.seen: list[tuple[str, int, int]] = []  # (order_id, total_cents, partition-less)
+        self.fail_times: dict[str, int] = {}
+        router = Router("it")
+        Placed = self.Placed
+
+        @router.handler(retry=Retry(attempts=2, initial_delay=0.01, jitter=False))
+        async def record(event: Placed) -> None:  # type: ignore[valid-type]
+            left = self.fail_times.get(event.order_id, 0)
+            if left:
+                self.fail_times[event.order_id] = left - 1
+                raise RuntimeError(f"handler refuses {event.order_id}")
+            self.seen.append((event.order_id, event.total_cents, 0))
+
+        self.app = App(name="it", routers=[router])
+        self.registry = self.app.registry()
+        self.inbox = inbox or InMemoryInbox()
+
+    def event(self, order_id: str, n: int = 0) -> Any:
+        return self.Placed(order_id=order_id, customer_id="c", total_cents=n, placed_at=T0)
+
+    def publisher(self) -> KafkaEventPublisher:
+        return KafkaEventPublisher(self.bootstrap, self.registry, source="it-tests")
+
+    async def run(self, stop_when: Callable[[], bool], within: float = 90) -> ConsumerRunner:
+        await ensure_topics(self.bootstrap, [self.topic, self.topic + ".dlq"])
+        async with KafkaEventPublisher(self.bootstrap, self.registry, source="it") as dlq:
+            mediator = self.app.mediator()
+            processor = EventProcessor(
+                mediator, self.registry, group=self.group, inbox=self.inbox, dead_letters=dlq
+            )
+            port = KafkaConsumer(self.bootstrap, group=self.group, topics=[self.topic])
+            runner = ConsumerRunner(port, processor, poll_timeout=0.2)
+            await runner.start()
+            task = asyncio.create_task(runner.run())
+            try:
+                await until(stop_when, within, "the consumer to catch up")
+            finally:
+                await runner.stop()
+                await asyncio.wait_for(task, 60)
+                await mediator.close()
+        return runner
+
+
+@pytest.fixture
+def harness(bootstrap: str, fresh: str) -> Harness:
+    return Harness(bootstrap, f"{fresh}.orders", f"{fresh}-group")
+
+
+async def test_published_record_is_bare_protobuf_with_cloudevents_headers(harness: Harness):
+    async with harness.publisher() as publisher:
+        await publisher.publish(harness.event("order-1", 700), subject="orders/order-1")
+    (record,) = await read_all(harness.bootstrap, harness.topic, 1)
+    assert record.key == b"order-1"
+    decoded = orders_pb2.OrderPlaced.FromString(record.value)
+    assert (decoded.order_id, decoded.total_cents) == ("order-1", 700)
+    assert decoded.SerializeToString() == record.value  # nothing around the message
+    headers = dict(record.headers)
+    assert headers["ce_specversion"] == b"1.0"
+    assert uuid.UUID(headers["ce_id"].decode()).version == 4
+    assert headers["ce_source"] == b"it-tests"
+    assert headers["ce_type"] == b"shop.orders.v1.OrderPlaced"
+    assert dt.datetime.fromisoformat(headers["ce_time"].decode().replace("Z", "+00:00")).tzinfo
+    assert headers["ce_time"].endswith(b"Z")
+    assert headers["content-type"] == b"application/protobuf"
+    assert headers["ce_dataschema"] == b"type.googleapis.com/shop.orders.v1.OrderPlaced"
+    assert headers["ce_subject"] == b"orders/order-1"
+
+
+async def test_round_trip_publish_consume_runs_the_handler_once_per_event(harness: Harness):
+    async with harness.publisher() as publisher:
+        await publisher.publish_many([harness.event(f"o{i}", i) for i in range(20)])
+    runner = await harness.run(lambda: len(harness.seen) >= 20)
+    assert sorted(o for o, _, _ in harness.seen) == sorted(f"o{i}" for i in range(20))
+    assert runner.outcomes == {"handled": 20}
+
+
+async def test_per_key_order_holds_over_1000_events_across_3_partitions(harness: Harness):
+    keys = [f"order-{k}" for k in range(25)]
+    events = [harness.event(keys[i % len(keys)], i) for i in range(1000)]
+    async with harness.publisher() as publisher:
+        await ensure_topics(harness.bootstrap, [harness.topic], partitions=3)
+        for start in range(0, 1000, 100):
+            await publisher.publish_many(events[start : start + 100])
+    stored = await read_all(harness.bootstrap, harness.topic, 1000)
+    assert {r.partition for r in stored} == {0, 1, 2}
+    await harness.run(lambda: len(harness.seen) >= 1000)
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for order_id, n, _ in harness.seen:
+        by_key[order_id].append(n)
+    for key, sequence in by_key.items():
+        assert sequence == sorted(sequence), f"{key} out of order"
+    assert sum(len(s) for s in by_key.values()) == 1000
+
+
+async def test_garbage_and_headerless_records_are_dead_lettered_and_later_records_handled(
+    harness: Harness,
+):
+    await ensure_topics(harness.bootstrap, [harness.topic, harness.topic + ".dlq"], partitions=1)
+    good = harness.registry.by_type(harness.Placed)
+    assert good is not None
+    async with harness.publisher() as publisher:
+        record = publisher.encoder.record(harness.event("before", 1))
+        garbage = type(record)(record.topic, b"k1", b"\xff\xfe not protobuf", record.headers)
+        headerless = type(record)(record.topic, b"k2", record.value, ())
+        await publisher.send_records([record, garbage, headerless])
+        await publisher.publish(harness.event("after", 2))
+    await harness.run(lambda: len(harness.seen) >= 2)
+    assert [o for o, _, _ in harness.seen] == ["before", "after"]
+    dead = await read_all(harness.bootstrap, harness.topic + ".dlq", 2)
+    assert [r.key for r in dead] == [b"k1", b"k2"]
+    first, second = (dict(r.headers) for r in dead)
+    assert dead[0].value == b"\xff\xfe not protobuf"
+    assert first["wirebus_error_type"] == b"UndecodableEvent"
+    assert first["wirebus_original_topic"] == harness.topic.encode()
+    assert first["wirebus_original_partition"] == b"0"
+    assert first["wirebus_original_offset"] == b"1"
+    assert first["wirebus_attempts"] == b"0"
+    assert first["ce_type"] == b"shop.orders.v1.OrderPlaced"  # original headers kept
+    assert second["wirebus_error_type"] == b"MalformedEvent"
+    assert b"ce_id" in second["wirebus_error_message"]
+    assert second["wirebus_original_offset"] == b"2"
+
+
+async def test_a_handler_failing_every_attempt_is_dead_lettered_with_attempts(harness: Harness):
+    harness.fail_times["stubborn"] = 99
+    async with harness.publisher() as publisher:
+        await publisher.publish_many([harness.event("stubborn", 1), harness.event("fine", 2)])
+    runner = await harness.run(
+        lambda: len(harness.seen) >= 1 and sum(harness.fail_times.values()) <= 97
+    )
+    (dead,) = await read_all(harness.bootstrap, harness.topic + ".dlq", 1)
+    headers = dict(dead.headers)
+    assert headers["wirebus_error_type"] == b"RuntimeError"
+    assert headers["wirebus_error_message"] == b"handler refuses stubborn"
+    assert headers["wirebus_attempts"] == b"2"
+    assert [o for o, _, _ in harness.seen] == ["fine"]
+    assert runner.outcomes == {"dead_lettered": 1, "handled": 1}
+
+
+async def test_dlq_replay_sends_the_record_back_with_its_ce_id(harness: Harness):
+    harness.fail_times["later"] = 2  # both attempts fail: dead-lettered
+    async with harness.publisher() as publisher:
+        await publisher.publish(harness.event("later", 5))
+    await harness.run(lambda: sum(harness.fail_times.values()) == 0)
+    (dead,) = await read_all(harness.bootstrap, harness.topic + ".dlq", 1)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "wirebus", "dlq", "replay", "--topic", harness.topic + ".dlq"],
+        env={**os.environ, "WIREBUS_KAFKA_BOOTSTRAP": harness.bootstrap, "PYTHONPATH": PYTHONPATH},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "replayed 1 record(s)" in result.stdout
+    original, replayed = await read_all(harness.bootstrap, harness.topic, 2)
+    assert replayed.value == original.value
+    assert replayed.key == b"later"
+    assert dict(replayed.headers)["ce_id"] == dict(dead.headers)["ce_id"]
+    assert not any(k.startswith("wirebus_") for k, _ in replayed.headers)
+    await harness.run(lambda: len(harness.seen) >= 1)  # the handler works now
+    assert [o for o, _, _ in harness.seen] == ["later"]
+
+
+async def test_the_postgres_inbox_drops_a_redelivered_event(
+    bootstrap: str, fresh: str, database_url: str
+):
+    inbox = SqlAlchemyInbox(database_url)
+    await inbox.create_schema()
+    harness = Harness(bootstrap, f"{fresh}.orders", f"{fresh}-group", inbox=inbox)
+    try:
+        async with harness.publisher() as publisher:
+            record = publisher.encoder.record(harness.event("once", 1))
+            await publisher.send_records([record, record])  # same ce_id twice
+            await publisher.publish(harness.event("marker", 2))
+        runner = await harness.run(lambda: len(harness.seen) >= 2)
+        assert [o for o, _, _ in harness.seen] == ["once", "marker"]
+        assert runner.outcomes == {"handled": 2, "duplicate": 1}
+    finally:
+        await inbox.close()
+
+
+def test_a_consumer_killed_and_restarted_loses_nothing(bootstrap: str, fresh: str, tmp_path: Path):
+    topic, out = f"{fresh}.orders", tmp_path / "handled.txt"
+    ids = [f"k{i}" for i in range(1500)]
+    Placed = placed_type(topic)
+    registry = EventRegistry()
+    registry.add(Placed)
+
+    async def produce() -> None:
+        await ensure_topics(bootstrap, [topic, topic + ".dlq"])
+        async with KafkaEventPublisher(bootstrap, registry, source="it") as publisher:
+            events = [Placed(order_id=i, customer_id="c", total_cents=1, placed_at=T0) for i in ids]
+            for start in range(0, len(events), 250):
+                await publisher.publish_many(events[start : start + 250])
+
+    asyncio.run(produce())
+    env = {
+        **os.environ,
+        "PYTHONPATH": PYTHONPATH,
+        "WIREBUS_KAFKA_BOOTSTRAP": bootstrap,
+        "WIREBUS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/inbox.db",
+        "RECORDER_TOPIC": topic,
+        "RECORDER_FILE": str(out),
+    }
+    command = [
+        sys.executable, "-m", "wirebus", "consume", "tests.integration.apps.recorder:app",
+        "--group", f"{fresh}-group", "--log-level", "warning",
+    ]  # fmt: skip
+
+    def handled() -> set[str]:
+        return set(out.read_text().split()) if out.exists() else set()
+
+    first = subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while len(handled()) < 200 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    assert 0 < len(handled()) < len(ids), "the kill should land mid-stream"
+
+    second = subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while handled() != set(ids) and time.monotonic() < deadline and second.poll() is None:
+            time.sleep(0.1)
+        assert handled() == set(ids), f"missing {len(set(ids) - handled())} events"
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, stderr = second.communicate(timeout=60)
+    assert second.returncode == 0, stderr
