@@ -1,0 +1,169 @@
+"""The shop on Kafka: slices in separate processes, and the topic as other tools see it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import grpc_tools
+import pytest
+from shop.orders.v1 import orders_pb2, orders_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHONPATH = f"{ROOT / 'gen' / 'python'}{os.pathsep}{ROOT}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as err:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "wirebus", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], log: Path) -> str:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    return log.read_text(errors="replace")
+
+
+def place_order(stub: orders_pb2_grpc.OrderServiceStub, customer: str) -> str:
+    reply = stub.PlaceOrder(
+        orders_pb2.PlaceOrderRequest(
+            customer_id=customer,
+            items=[orders_pb2.LineItem(sku="book", quantity=2, price_cents=1250)],
+        ),
+        timeout=30,
+    )
+    return reply.order_id
+
+
+def test_payments_consumer_process_captures_and_the_gateway_shows_paid(
+    bootstrap: str, fresh: str, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": PYTHONPATH,
+        "WIREBUS_KAFKA_BOOTSTRAP": bootstrap,
+        "WIREBUS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/inbox.db",
+    }
+    port = free_port()
+    app = "examples.shop.app:app"
+    gateway_log, payments_log = tmp_path / "gateway.log", tmp_path / "payments.log"
+    # the orders slice (gateway + its PaymentCaptured handler) and the payments slice
+    # run as two processes, as two teams would deploy them
+    gateway = start(["run", app, "--port", str(port), "--slice", "orders"], env, gateway_log)
+    payments = start(
+        ["consume", app, "--group", f"{fresh}-payments", "--slice", "payments"], env, payments_log
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            stub = orders_pb2_grpc.OrderServiceStub(channel)
+            order_id = place_order(stub, f"{fresh}-customer")
+            deadline = time.monotonic() + 60
+            while True:
+                order = stub.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id), timeout=10)
+                if order.status == orders_pb2.ORDER_STATUS_PAID or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert order.status == orders_pb2.ORDER_STATUS_PAID, payments_log.read_text()
+    finally:
+        payments_out = stop(payments, payments_log)
+        gateway_out = stop(gateway, gateway_log)
+    assert payments.returncode == 0, payments_out
+    assert gateway.returncode == 0, gateway_out
+    assert "consuming shop.orders.v1 as " in payments_out
+    assert "(Kafka)" in gateway_out
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
+def test_kcat_reads_the_topic_and_protoc_decodes_the_bare_value(
+    bootstrap: str, fresh: str, tmp_path: Path
+) -> None:
+    import asyncio
+    import datetime as dt
+
+    from wirebus import Event
+    from wirebus.codec import EventRegistry
+    from wirebus.kafka import KafkaEventPublisher
+
+    topic = f"{fresh}.orders"
+
+    class Placed(Event, proto=orders_pb2.OrderPlaced, key="order_id", topic=topic):
+        order_id: str
+        customer_id: str
+        total_cents: int
+        placed_at: dt.datetime
+
+    registry = EventRegistry()
+    registry.add(Placed)
+    event = Placed(
+        order_id="o-kcat",
+        customer_id="alice",
+        total_cents=2500,
+        placed_at=dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC),
+    )
+
+    async def publish() -> None:
+        async with KafkaEventPublisher(bootstrap, registry, source="kcat-test") as publisher:
+            await publisher.publish(event)
+
+    asyncio.run(publish())
+    value = tmp_path / "value.bin"
+    with value.open("wb") as out:
+        subprocess.run(
+            ["kcat", "-b", bootstrap, "-t", topic, "-C", "-c", "1", "-e", "-f", "%s", "-q"],
+            stdout=out,
+            check=True,
+            timeout=60,
+        )
+    headers = subprocess.run(
+        ["kcat", "-b", bootstrap, "-t", topic, "-C", "-c", "1", "-e", "-f", "%k|%h", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert headers.startswith("o-kcat|")
+    assert "ce_type=shop.orders.v1.OrderPlaced" in headers
+    assert "content-type=application/protobuf" in headers
+    assert value.read_bytes() == event.proto().SerializeToString()  # nothing around it
+
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    decoded = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'proto'}",
+            f"-I{include}",
+            "--decode=shop.orders.v1.OrderPlaced",
+            "shop/orders/v1/orders.proto",
+        ],
+        input=value.read_bytes(),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.decode()
+    assert 'order_id: "o-kcat"' in decoded
+    assert 'customer_id: "alice"' in decoded
+    assert "total_cents: 2500" in decoded
