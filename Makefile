@@ -12,7 +12,7 @@ export PYTHONPATH := $(CURDIR)/gen/python:$(CURDIR)
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install gen lint typecheck test test-unit demo bench docker clean
+.PHONY: install gen lint typecheck services services-stop test test-unit test-integration demo bench docker clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,18 @@ lint: gen
 typecheck: install
 	mypy src
 
-test: gen lint typecheck
-	pytest
+# A real Kafka (KRaft, jars from Maven Central) and PostgreSQL (Debian), on 127.0.0.1.
+services:
+	scripts/services start
+
+services-stop:
+	scripts/services stop
+
+test: gen lint typecheck services
+	eval "$$(scripts/services env)" && pytest
+
+test-integration: gen services
+	eval "$$(scripts/services env)" && pytest tests/integration
 
 test-unit: gen
 	pytest tests/unit -q
