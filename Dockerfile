@@ -7,7 +7,7 @@ COPY src ./src
 COPY proto ./proto
 RUN pip install --no-cache-dir '.[codegen]' \
  && buf generate \
- && pip wheel --no-cache-dir --wheel-dir /wheels '.[uvloop]'
+ && pip wheel --no-cache-dir --wheel-dir /wheels '.[uvloop,kafka,sql]'
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 wirebus
