@@ -28,8 +28,15 @@ sys.path.insert(0, str(HERE))
 
 from _common import machine_info, print_table  # noqa: E402
 
-BENCHES = ("mediator_vs_cqrs", "converter", "gateway_vs_raw")
-TIMEOUT_S = {"mediator_vs_cqrs": 300, "converter": 300, "gateway_vs_raw": 600}
+BENCHES = ("mediator_vs_cqrs", "converter", "gateway_vs_raw", "kafka_throughput")
+TIMEOUT_S = {
+    "mediator_vs_cqrs": 300,
+    "converter": 300,
+    "gateway_vs_raw": 600,
+    "kafka_throughput": 600,
+}
+# Benchmarks that need a service: run only when its environment variable is set.
+NEEDS_ENV = {"kafka_throughput": "WIREBUS_KAFKA_BOOTSTRAP"}
 
 
 def _env() -> dict[str, str]:
@@ -163,6 +170,29 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:
                     ),
                 ]
             )
+    k = results.get("kafka_throughput")
+    if k:
+        targets = {"pub_b": 0.9, "con_b": 0.8}
+        for r in k["rows"]:
+            base = r["ratio_to"]
+            target = targets.get(r["key"])
+            ratio = f"{r['ratio']:.2f} x {base}"
+            rows.append(
+                [
+                    "kafka",
+                    f"{r['key']} {r['label']}",
+                    f"{r['events_per_s']:,.0f} events/s",
+                    f"{r['cpu_us_per_event']:.1f} µs CPU/event, {r['events']:,} events,"
+                    f" median of {r['rounds']}",
+                    ""
+                    if r["key"] == base
+                    else (
+                        _ok(r["ratio"] >= target, f"{ratio}, target >= {target}")
+                        if target is not None
+                        else ratio
+                    ),
+                ]
+            )
     return rows
 
 
@@ -187,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="wirebus-bench-") as tmp:
         for name in names:
+            env_var = NEEDS_ENV.get(name)
+            if env_var and not os.environ.get(env_var):
+                print(f"\n=== {name}: skipped, {env_var} is not set", flush=True)
+                continue
             res = run(name, extra, Path(tmp))
             if res is None:
                 failed.append(name)
