@@ -16,7 +16,11 @@ import pytest
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'gen' / 'python'}{os.pathsep}{ROOT}"}
+# The unit tier runs on embedded defaults: no deployment settings leak in from
+# the shell (``make test`` exports the local Kafka and PostgreSQL for the
+# integration tier).
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("WIREBUS_")}
+ENV["PYTHONPATH"] = f"{ROOT / 'gen' / 'python'}{os.pathsep}{ROOT}"
 
 
 def wirebus(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
