@@ -1,0 +1,410 @@
+"""ConsumerRunner over the in-memory broker: order, commits, stop and interruptions.
+
+Every runner is stopped and awaited with a timeout, so a missed wake-up fails
+a test instead of hanging the suite.
+"""
+
+import asyncio
+import contextlib
+import datetime as dt
+import zlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import pytest
+from shop.orders.v1 import orders_pb2
+
+from wirebus import App, Event, LifecycleError, Router
+from wirebus.broker import OutgoingRecord, PublishError
+from wirebus.brokers.memory import InMemoryBroker
+from wirebus.cloudevents import Attributes
+from wirebus.consumer import ConsumerRunner, EventProcessor
+from wirebus.inbox import InMemoryInbox
+from wirebus.retry import Retry
+
+TIMEOUT = 5
+NOW = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
+TOPIC = "shop.orders.v1"
+GROUP = "g"
+
+
+class Cancelled(Event, proto=orders_pb2.OrderCancelled, key="order_id"):
+    order_id: str
+    reason: str
+    cancelled_at: dt.datetime
+
+
+class FlakyDeadLetters:
+    """Fails the first ``failures`` sends, then writes to the broker; notes commits seen."""
+
+    def __init__(self, broker: InMemoryBroker, failures: int) -> None:
+        self.broker = broker
+        self.failures = failures
+        self.calls = 0
+        self.committed_when_failing: list[int] = []
+
+    async def publish(self, event: Any, *, subject: str | None = None) -> None:
+        raise NotImplementedError
+
+    async def publish_many(self, events: Any) -> None:
+        raise NotImplementedError
+
+    async def send_records(self, records: Sequence[OutgoingRecord]) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            tp = (TOPIC, zlib.crc32(records[0].key or b"") % self.broker.partitions)
+            self.committed_when_failing.append(self.broker.committed(GROUP, tp))
+            raise PublishError(records[0].topic, "broker unreachable")
+        await self.broker.append(records)
+
+
+class FlakyInbox(InMemoryInbox):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.calls = 0
+
+    async def seen(self, group: str, event_id: str) -> bool:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise OSError("database restarting")
+        return await super().seen(group, event_id)
+
+
+def app_with(*handlers: Callable[..., Any]) -> App:
+    router = Router("test")
+    for h in handlers:
+        router.handler(h)
+    return App(name="test", routers=[router])
+
+
+def runner_for(
+    app: App,
+    broker: InMemoryBroker,
+    *,
+    dead_letters: Any = None,
+    inbox: InMemoryInbox | None = None,
+    retry: Retry | None = None,
+) -> ConsumerRunner:
+    processor = EventProcessor(
+        app.mediator(),
+        app.registry(),
+        group=GROUP,
+        inbox=inbox or InMemoryInbox(),
+        dead_letters=dead_letters or broker.publisher(app.registry(), source="test"),
+        retry=retry,
+        sleep=_no_sleep,
+    )
+    port = broker.consumer(group=GROUP, topics=[TOPIC])
+    return ConsumerRunner(port, processor, poll_timeout=0.05, failure_pause=0.01)
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def running(runner: ConsumerRunner) -> AsyncIterator[asyncio.Task[None]]:
+    await runner.start()
+    task = asyncio.create_task(runner.run())
+    try:
+        yield task
+    finally:
+        await runner.stop()
+        await asyncio.wait_for(task, TIMEOUT)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` until it is true; fail after ``TIMEOUT`` seconds."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.005)
+
+
+def cancelled(order_id: str, n: int = 0) -> Cancelled:
+    return Cancelled(order_id=order_id, reason=str(n), cancelled_at=NOW)
+
+
+def partition_of(key: str, broker: InMemoryBroker) -> tuple[str, int]:
+    return (TOPIC, zlib.crc32(key.encode()) % broker.partitions)
+
+
+def unknown_record(key: bytes) -> OutgoingRecord:
+    attrs = Attributes.new(source="elsewhere", type="shop.orders.v1.Unheard")
+    return OutgoingRecord(TOPIC, key, b"", tuple(attrs.headers()))
+
+
+# ---------------------------------------------------------------- order and commits
+
+
+async def test_records_of_each_partition_are_processed_in_order_and_committed() -> None:
+    seen: list[tuple[str, int]] = []
+
+    async def on_cancelled(event: Cancelled) -> None:
+        await asyncio.sleep(0)  # let partitions interleave
+        seen.append((event.order_id, int(event.reason)))
+
+    app = app_with(on_cancelled)
+    broker = InMemoryBroker(partitions=3)
+    publisher = broker.publisher(app.registry(), source="test")
+    keys = ["o-1", "o-2", "o-3", "o-4"]
+    for n in range(8):
+        await publisher.publish_many([cancelled(k, n) for k in keys])
+    runner = runner_for(app, broker)
+
+    async with running(runner):
+        await until(lambda: len(seen) == 32)
+
+    for key in keys:
+        assert [n for k, n in seen if k == key] == list(range(8))
+    for partition in range(3):
+        tp = (TOPIC, partition)
+        assert broker.committed(GROUP, tp) == sum(
+            1 for r in broker.records(TOPIC) if r.partition == partition
+        )
+    assert runner.outcomes == {"handled": 32}
+
+
+async def test_records_appended_while_running_are_processed() -> None:
+    seen: list[str] = []
+
+    async def on_cancelled(event: Cancelled) -> None:
+        seen.append(event.order_id)
+
+    app = app_with(on_cancelled)
+    broker = InMemoryBroker()
+    publisher = broker.publisher(app.registry(), source="test")
+
+    async with running(runner_for(app, broker)):
+        await asyncio.sleep(0.02)
+        await publisher.publish(cancelled("late"))
+        await until(lambda: seen == ["late"])
+
+    assert broker.committed(GROUP, partition_of("late", broker)) == 1
+
+
+async def test_an_offset_is_committed_only_after_its_record_reached_an_outcome() -> None:
+    entered = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def slow(event: Cancelled) -> None:
+        entered.set()
+        await gate.wait()
+
+    app = app_with(slow)
+    broker = InMemoryBroker()
+    await broker.publisher(app.registry(), source="test").publish(cancelled("o-1"))
+    tp = partition_of("o-1", broker)
+
+    async with running(runner_for(app, broker)):
+        await asyncio.wait_for(entered.wait(), TIMEOUT)
+        await asyncio.sleep(0.05)
+        assert broker.committed(GROUP, tp) == 0
+        gate.set()
+        await until(lambda: broker.committed(GROUP, tp) == 1)
+
+
+async def test_stop_finishes_the_batch_in_hand_commits_and_returns() -> None:
+    entered = asyncio.Event()
+    gate = asyncio.Event()
+    handled: list[str] = []
+
+    async def slow(event: Cancelled) -> None:
+        entered.set()
+        await gate.wait()
+        handled.append(event.order_id)
+
+    app = app_with(slow)
+    broker = InMemoryBroker()
+    await broker.publisher(app.registry(), source="test").publish(cancelled("o-1"))
+    runner = runner_for(app, broker)
+    await runner.start()
+    task = asyncio.create_task(runner.run())
+    await asyncio.wait_for(entered.wait(), TIMEOUT)
+
+    await runner.stop()
+    await asyncio.sleep(0.02)
+    assert not task.done()
+    gate.set()
+    await asyncio.wait_for(task, TIMEOUT)
+
+    assert handled == ["o-1"]
+    assert broker.committed(GROUP, partition_of("o-1", broker)) == 1
+
+
+async def test_stop_of_an_idle_runner_returns_promptly() -> None:
+    app = app_with()
+    runner = runner_for(app, InMemoryBroker())
+    await runner.start()
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.01)
+
+    await runner.stop()
+    await asyncio.wait_for(task, 1)
+
+    assert task.result() is None
+    assert runner.outcomes == {}
+
+
+async def test_a_new_runner_of_the_group_does_not_process_committed_records_again() -> None:
+    seen: list[str] = []
+
+    async def on_cancelled(event: Cancelled) -> None:
+        seen.append(event.order_id)
+
+    app = app_with(on_cancelled)
+    broker = InMemoryBroker()
+    publisher = broker.publisher(app.registry(), source="test")
+    await publisher.publish(cancelled("first"))
+    async with running(runner_for(app, broker)):
+        await until(lambda: seen == ["first"])
+
+    await publisher.publish(cancelled("second"))
+    async with running(runner_for(app, broker)):
+        await until(lambda: len(seen) == 2)
+        await asyncio.sleep(0.05)
+
+    assert seen == ["first", "second"]
+
+
+# ---------------------------------------------------------------- interruptions
+
+
+async def test_an_interrupted_record_is_not_committed_and_is_retried_until_dead_lettered() -> None:
+    handled: list[str] = []
+
+    async def on_cancelled(event: Cancelled) -> None:
+        handled.append(event.order_id)
+
+    app = app_with(on_cancelled)
+    broker = InMemoryBroker(partitions=1)
+    flaky = FlakyDeadLetters(broker, failures=3)
+    await broker.append([unknown_record(b"o-1")])
+    await broker.publisher(app.registry(), source="test").publish(cancelled("o-1"))
+    runner = runner_for(app, broker, dead_letters=flaky)
+
+    async with running(runner):
+        await until(lambda: runner.outcomes.get("handled") == 1)
+
+    assert flaky.calls == 4
+    assert flaky.committed_when_failing == [0, 0, 0]
+    assert len(broker.records(TOPIC + ".dlq")) == 1
+    assert handled == ["o-1"]
+    assert broker.committed(GROUP, (TOPIC, 0)) == 2
+    assert runner.outcomes == {"dead_lettered": 1, "handled": 1}
+
+
+async def test_records_behind_an_interrupted_one_wait_for_it() -> None:
+    order: list[str] = []
+
+    async def on_cancelled(event: Cancelled) -> None:
+        order.append(f"handled {event.order_id}")
+
+    class Recording(FlakyDeadLetters):
+        async def send_records(self, records: Sequence[OutgoingRecord]) -> None:
+            await super().send_records(records)
+            order.append("dead-lettered")
+
+    app = app_with(on_cancelled)
+    broker = InMemoryBroker(partitions=1)
+    await broker.append([unknown_record(b"k")])
+    await broker.publisher(app.registry(), source="test").publish(cancelled("k"))
+    runner = runner_for(app, broker, dead_letters=Recording(broker, failures=2))
+
+    async with running(runner):
+        await until(lambda: len(order) == 2)
+
+    assert order == ["dead-lettered", "handled k"]
+
+
+async def test_an_interrupted_record_is_handled_once_the_inbox_is_back() -> None:
+    handled: list[str] = []
+
+    async def on_cancelled(event: Cancelled) -> None:
+        handled.append(event.order_id)
+
+    app = app_with(on_cancelled)
+    broker = InMemoryBroker()
+    inbox = FlakyInbox(failures=2)
+    await broker.publisher(app.registry(), source="test").publish(cancelled("o-1"))
+    runner = runner_for(app, broker, inbox=inbox)
+
+    async with running(runner):
+        await until(lambda: runner.outcomes.get("handled") == 1)
+
+    assert inbox.calls == 3
+    assert handled == ["o-1"]
+    assert broker.committed(GROUP, partition_of("o-1", broker)) == 1
+    assert broker.records(TOPIC + ".dlq") == []
+
+
+async def test_other_partitions_commit_while_one_is_interrupted() -> None:
+    handled: list[str] = []
+
+    async def on_cancelled(event: Cancelled) -> None:
+        handled.append(event.order_id)
+
+    app = app_with(on_cancelled)
+    broker = InMemoryBroker(partitions=2)
+    # keys on two different partitions
+    bad_key, good_key = (
+        "a",
+        next(k for k in "bcdefgh" if partition_of(k, broker) != partition_of("a", broker)),
+    )
+    flaky = FlakyDeadLetters(broker, failures=1_000_000)
+    await broker.append([unknown_record(bad_key.encode())])
+    await broker.publisher(app.registry(), source="test").publish(cancelled(good_key))
+    runner = runner_for(app, broker, dead_letters=flaky)
+
+    async with running(runner):
+        await until(lambda: handled == [good_key] and flaky.calls >= 3)
+
+    assert broker.committed(GROUP, partition_of(good_key, broker)) == 1
+    assert broker.committed(GROUP, partition_of(bad_key, broker)) == 0
+
+
+async def test_an_always_failing_handler_is_dead_lettered_and_committed() -> None:
+    async def failing(event: Cancelled) -> None:
+        raise ConnectionError("down")
+
+    app = app_with(failing)
+    broker = InMemoryBroker()
+    await broker.publisher(app.registry(), source="test").publish(cancelled("o-1"))
+    runner = runner_for(app, broker, retry=Retry(attempts=2))
+
+    async with running(runner):
+        await until(lambda: runner.outcomes.get("dead_lettered") == 1)
+
+    [dead] = broker.records(TOPIC + ".dlq")
+    assert dead.header("wirebus_attempts") == b"2"
+    assert broker.committed(GROUP, partition_of("o-1", broker)) == 1
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+async def test_run_before_start_is_a_lifecycle_error() -> None:
+    runner = runner_for(app_with(), InMemoryBroker())
+    with pytest.raises(LifecycleError, match="start the consumer before running it"):
+        await runner.run()
+
+
+async def test_a_stopped_runner_cannot_start_again() -> None:
+    runner = runner_for(app_with(), InMemoryBroker())
+    async with running(runner):
+        pass
+    with pytest.raises(LifecycleError, match="cannot be started again"):
+        await runner.start()
+
+
+async def test_the_runner_is_an_async_context_manager() -> None:
+    broker = InMemoryBroker()
+    runner = runner_for(app_with(), broker)
+    async with runner as same:
+        assert same is runner
+        with pytest.raises(LifecycleError):
+            await runner.start()
+    with pytest.raises(LifecycleError, match="start the consumer before running it"):
+        await runner.run()
