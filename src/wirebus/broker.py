@@ -9,13 +9,15 @@ whichever publisher it runs with.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import datetime as dt
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import grpc
 
-from .cloudevents import Attributes
-from .codec import EventRegistry
+from .cloudevents import CONTENT_TYPE, SPECVERSION, Attributes, rfc3339
+from .codec import EventRegistry, EventType
 from .errors import ConfigurationError, WirebusError
 
 __all__ = [
@@ -90,13 +92,39 @@ class EventPublisher(Protocol):
 
 
 class EventEncoder:
-    """Turns events into records: protobuf bytes plus CloudEvents headers."""
+    """Turns events into records: protobuf bytes plus CloudEvents headers.
+
+    The headers that are the same for every event of a type (specversion,
+    source, type, content-type, dataschema) are encoded once per type; per
+    event only the id, and per batch the time, are new.
+    """
 
     def __init__(self, registry: EventRegistry, *, source: str) -> None:
         if not source:
             raise ConfigurationError("source= (the producing service's name) must not be empty")
         self.registry = registry
         self.source = source
+        self._fixed: dict[type, tuple[EventType, Headers, Headers]] = {}
+
+    def _kind(self, event_type: type) -> tuple[EventType, Headers, Headers]:
+        cached = self._fixed.get(event_type)
+        if cached is not None:
+            return cached
+        kind = self.registry.by_type(event_type)
+        if kind is None:
+            raise UnknownEventType(
+                f"{event_type.__qualname__} is not registered: add it to App(events=[...])"
+                " or handle it somewhere in the app"
+            )
+        before = (("ce_specversion", SPECVERSION.encode()),)
+        after = (
+            ("ce_source", self.source.encode()),
+            ("ce_type", kind.full_name.encode()),
+            ("content-type", CONTENT_TYPE.encode()),
+            ("ce_dataschema", kind.dataschema.encode()),
+        )
+        self._fixed[event_type] = cached = (kind, before, after)
+        return cached
 
     def record(
         self,
@@ -104,24 +132,42 @@ class EventEncoder:
         *,
         attributes: Attributes | None = None,
         subject: str | None = None,
+        event_id: str | None = None,
+        time: bytes | None = None,
     ) -> OutgoingRecord:
-        """Encode ``event``; new attributes (a fresh ``ce_id``) unless given."""
-        kind = self.registry.by_type(type(event))
-        if kind is None:
-            raise UnknownEventType(
-                f"{type(event).__qualname__} is not registered: add it to App(events=[...])"
-                " or handle it somewhere in the app"
+        """Encode ``event``: a fresh ``ce_id`` (or ``event_id``) unless ``attributes`` are given."""
+        kind, before, after = self._kind(type(event))
+        if attributes is not None:
+            headers = tuple(attributes.headers())
+        else:
+            headers = (
+                *before,
+                ("ce_id", (event_id or new_event_id()).encode()),
+                ("ce_time", time or now_rfc3339()),
+                *after,
             )
-        attrs = attributes or Attributes.new(
-            source=self.source, type=kind.full_name, dataschema=kind.dataschema, subject=subject
-        )
+            if subject is not None:
+                headers = (*headers, ("ce_subject", subject.encode()))
         return OutgoingRecord(
-            topic=kind.topic,
-            key=kind.key_bytes(event),
-            value=kind.encode(event),
-            headers=tuple(attrs.headers()),
+            topic=kind.topic, key=kind.key_bytes(event), value=kind.encode(event), headers=headers
         )
 
-    def records(self, events: Iterable[Any]) -> list[OutgoingRecord]:
-        """Encode several events."""
-        return [self.record(e) for e in events]
+    def records(self, events: Iterable[Any]) -> Iterator[OutgoingRecord]:
+        """Encode several events lazily (one timestamp for the batch)."""
+        time = now_rfc3339()
+        for event in events:
+            yield self.record(event, time=time)
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID string, cheaper than ``str(uuid.uuid4())``."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = "89ab"
+
+
+def now_rfc3339() -> bytes:
+    """The current UTC time as RFC 3339 bytes, for ``ce_time``."""
+    return rfc3339(dt.datetime.now(dt.UTC)).encode()

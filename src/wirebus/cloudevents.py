@@ -29,7 +29,7 @@ from collections.abc import Iterable
 
 from .errors import WirebusError
 
-__all__ = ["CONTENT_TYPE", "SPECVERSION", "Attributes", "MalformedEvent"]
+__all__ = ["CONTENT_TYPE", "SPECVERSION", "Attributes", "MalformedEvent", "rfc3339"]
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/protobuf"
@@ -80,7 +80,7 @@ class Attributes:
             ("ce_id", self.id.encode()),
             ("ce_source", self.source.encode()),
             ("ce_type", self.type.encode()),
-            ("ce_time", _rfc3339(self.time).encode()),
+            ("ce_time", rfc3339(self.time).encode()),
             ("content-type", _B_CONTENT_TYPE),
         ]
         for name, value in (
@@ -96,45 +96,57 @@ class Attributes:
     @classmethod
     def from_headers(cls, headers: Iterable[tuple[str, bytes | None]]) -> Attributes:
         """Read attributes from Kafka headers; raise :class:`MalformedEvent` if broken."""
-        values: dict[str, str] = {}
-        for name, raw in headers:
-            if raw is None:
-                continue
-            try:
-                values.setdefault(name, raw.decode())
-            except UnicodeDecodeError:
-                raise MalformedEvent(f"header {name} is not UTF-8") from None
-        missing = [
-            h for h in ("ce_specversion", "ce_id", "ce_source", "ce_type") if not values.get(h)
-        ]
+        raw: dict[str, bytes] = {}
+        for name, value in headers:
+            if value is not None and name not in raw:
+                raw[name] = value
+        missing = [h for h in _REQUIRED if not raw.get(h)]
         if missing:
             raise MalformedEvent(f"missing CloudEvents header(s): {', '.join(missing)}")
-        if values["ce_specversion"] != SPECVERSION:
-            raise MalformedEvent(f"unsupported ce_specversion {values['ce_specversion']!r}")
-        content_type = values.get("content-type", CONTENT_TYPE)
-        if content_type.split(";")[0].strip() not in (CONTENT_TYPE, "application/x-protobuf"):
-            raise MalformedEvent(f"content-type {content_type!r} is not {CONTENT_TYPE}")
+        if raw["ce_specversion"] != _B_SPECVERSION:
+            version = raw["ce_specversion"].decode(errors="replace")
+            raise MalformedEvent(f"unsupported ce_specversion {version!r}")
+        content_type = raw.get("content-type", _B_CONTENT_TYPE)
+        if content_type != _B_CONTENT_TYPE and (
+            content_type.split(b";")[0].strip() not in _CONTENT_TYPES
+        ):
+            shown = content_type.decode(errors="replace")
+            raise MalformedEvent(f"content-type {shown!r} is not {CONTENT_TYPE}")
+        text: dict[str, str] = {}
+        for name, value in raw.items():
+            if name in _TEXT:  # other headers (tracing, proxies) may be binary: not ours
+                try:
+                    text[name] = value.decode()
+                except UnicodeDecodeError:
+                    raise MalformedEvent(f"header {name} is not UTF-8") from None
         return cls(
-            id=values["ce_id"],
-            source=values["ce_source"],
-            type=values["ce_type"],
-            time=_parse_time(values.get("ce_time")),
-            dataschema=values.get("ce_dataschema"),
-            subject=values.get("ce_subject"),
-            traceparent=values.get("traceparent"),
-            tracestate=values.get("tracestate"),
+            id=text["ce_id"],
+            source=text["ce_source"],
+            type=text["ce_type"],
+            time=_parse_time(text["ce_time"]),
+            dataschema=text.get("ce_dataschema"),
+            subject=text.get("ce_subject"),
+            traceparent=text.get("traceparent"),
+            tracestate=text.get("tracestate"),
         )
 
 
-def _rfc3339(value: dt.datetime) -> str:
+_REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")
+_TEXT = frozenset(
+    ("ce_id", "ce_source", "ce_type", "ce_time", "ce_dataschema", "ce_subject", "traceparent",
+     "tracestate")
+)  # fmt: skip
+_CONTENT_TYPES = (_B_CONTENT_TYPE, b"application/x-protobuf")
+
+
+def rfc3339(value: dt.datetime) -> str:
+    """``value`` as RFC 3339 in UTC with microseconds and a ``Z``."""
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _parse_time(raw: str | None) -> dt.datetime:
-    if not raw:
-        raise MalformedEvent("missing CloudEvents header: ce_time")
+def _parse_time(raw: str) -> dt.datetime:
     try:
-        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        parsed = dt.datetime.fromisoformat(raw[:-1] + "+00:00" if raw[-1:] in "zZ" else raw)
     except ValueError:
         raise MalformedEvent(f"ce_time {raw!r} is not RFC 3339") from None
     if parsed.tzinfo is None:

@@ -51,11 +51,12 @@ class EventType:
     encode: Callable[[Any], bytes]
     decode: Callable[[bytes], Any]
     key: Callable[[Any], str] | None = None
+    key_field: str | None = None
 
     @property
     def dataschema(self) -> str:
         """The CloudEvents ``dataschema``: the message's type URL."""
-        return type_url(self.full_name)
+        return type_url(self.full_name)  # encoders cache the encoded headers per type
 
     def key_bytes(self, event: Any) -> bytes | None:
         """The Kafka record key of ``event`` (``None``: no key declared)."""
@@ -66,7 +67,7 @@ class EventRegistry:
     """Event types of one app by full name and by Python type (no globals)."""
 
     def __init__(self) -> None:
-        self._by_name: dict[str, EventType] = {}
+        self._by_name: dict[str, list[EventType]] = {}
         self._by_type: dict[type, EventType] = {}
 
     def add(
@@ -81,20 +82,27 @@ class EventRegistry:
         kind = _event_type(python_type, topic=topic, key=key, full_name=full_name)
         existing = self._by_type.get(python_type)
         if existing is not None:
-            if (existing.topic, existing.full_name) != (kind.topic, kind.full_name):
+            settings = (existing.topic, existing.full_name, existing.key_field)
+            if settings != (kind.topic, kind.full_name, kind.key_field):
                 raise ConfigurationError(
                     f"{python_type.__qualname__} is registered twice with different settings"
                 )
             return existing
         self._by_type[python_type] = kind
-        # The first registration of a name decodes it; more Python types may
-        # encode to the same name (a dataclass and its raw proto class).
-        self._by_name.setdefault(kind.full_name, kind)
+        # Several Python types may travel as one name (a slice's dataclass,
+        # another slice's dataclass, the raw proto class): consumers decode a
+        # record into each of them that has handlers.
+        self._by_name.setdefault(kind.full_name, []).append(kind)
         return kind
 
     def by_name(self, full_name: str) -> EventType | None:
-        """The type that decodes ``full_name``, if registered."""
-        return self._by_name.get(full_name)
+        """The first type registered for ``full_name``, if any."""
+        kinds = self._by_name.get(full_name)
+        return kinds[0] if kinds else None
+
+    def all_by_name(self, full_name: str) -> tuple[EventType, ...]:
+        """Every Python type that travels as ``full_name``, in registration order."""
+        return tuple(self._by_name.get(full_name, ()))
 
     def by_type(self, python_type: type) -> EventType | None:
         """The registration of a Python type, if any."""
@@ -130,6 +138,7 @@ def _event_type(
             encode=lambda e: to_proto(e).SerializeToString(),
             decode=lambda b: from_proto(parse(b)),
             key=key_getter,
+            key_field=key,
         )
     if isinstance(tp, type) and issubclass(tp, ProtoMessage):
         name = tp.DESCRIPTOR.full_name
@@ -140,6 +149,7 @@ def _event_type(
             encode=tp.SerializeToString,
             decode=tp.FromString,
             key=key_getter,
+            key_field=key,
         )
     if _is_betterproto(tp):
         if not full_name:
@@ -153,6 +163,7 @@ def _event_type(
             encode=bytes,
             decode=lambda b: tp().parse(b),  # type: ignore[attr-defined]
             key=key_getter,
+            key_field=key,
         )
     raise ConfigurationError(
         f"{tp.__qualname__} cannot travel: bind it to a protobuf class with proto=,"
@@ -173,6 +184,8 @@ def _package_topic(full_name: str) -> str:
 
 def _key_getter(tp: type, key: str) -> Callable[[Any], str]:
     fields = getattr(tp, "__dataclass_fields__", None)
+    if fields is None and isinstance(tp, type) and issubclass(tp, ProtoMessage):
+        fields = tp.DESCRIPTOR.fields_by_name
     if fields is not None and key not in fields:
         raise ConfigurationError(f"{tp.__qualname__}: key={key!r} names no field")
     get = operator.attrgetter(key)

@@ -128,22 +128,43 @@ class EventProcessor:
             attributes = Attributes.from_headers(record.headers)
         except MalformedEvent as exc:
             return await self._dead_letter(record, exc, 0)
-        kind = self.registry.by_name(attributes.type)
-        if kind is None:
+        kinds = self.registry.all_by_name(attributes.type)
+        if not kinds:
             if self.skip_unknown:
                 return "skipped"
             unknown = UnknownEventType(f"ce_type {attributes.type!r} is not registered")
             return await self._dead_letter(record, unknown, 0)
-        try:
-            event = kind.decode(record.value or b"")
-        except Exception as exc:  # upb DecodeError, ConversionError, ...
-            undecodable = UndecodableEvent(f"value is not a valid {attributes.type}: {exc}")
-            return await self._dead_letter(record, undecodable, 0)
-        handlers = self.mediator.event_handlers(type(event), self.routers)
-        if not handlers:
+        work = []
+        for kind in kinds:  # every Python type of this name that has handlers here
+            handlers = self.mediator.event_handlers(kind.python_type, self.routers)
+            if handlers:
+                work.append((kind, handlers))
+        if not work:
             return "ignored"
+        events = []
+        for kind, handlers in work:
+            try:
+                events.append((kind.decode(record.value or b""), handlers))
+            except Exception as exc:  # upb DecodeError, ConversionError, ...
+                undecodable = UndecodableEvent(f"value is not a valid {attributes.type}: {exc}")
+                return await self._dead_letter(record, undecodable, 0)
         if await self._guarded(self.inbox.seen(self.group, attributes.id)):
             return "duplicate"
+        for event, handlers in events:
+            outcome = await self._run_handlers(record, attributes, event, handlers)
+            if outcome is not None:
+                return outcome
+        await self._guarded(self.inbox.mark(self.group, attributes.id))
+        return "handled"
+
+    async def _run_handlers(
+        self,
+        record: Record,
+        attributes: Attributes,
+        event: Any,
+        handlers: tuple[tuple[str, Retry | None, Callable[[Any], Awaitable[Any]]], ...],
+    ) -> Outcome | None:
+        """Run each handler with its retries; the DLQ outcome if one gives up, else None."""
         for name, retry, run in handlers:
             failure = await self._run_with_retries(run, event, retry or self.retry)
             if failure is not None:
@@ -153,8 +174,7 @@ class EventProcessor:
                     name, attributes.type, attributes.id, attempts, exc_info=error,
                 )  # fmt: skip
                 return await self._dead_letter(record, error, attempts)
-        await self._guarded(self.inbox.mark(self.group, attributes.id))
-        return "handled"
+        return None
 
     async def _run_with_retries(
         self, run: Callable[[Any], Awaitable[Any]], event: Any, retry: Retry

@@ -48,7 +48,7 @@ async def replay(
     try:
         idle_since = time.monotonic()
         while limit is None or sent < limit:
-            batch = await port.fetch(0.5)
+            batch = await port.fetch(min(0.5, idle_seconds))
             if not batch:
                 if time.monotonic() - idle_since > idle_seconds:
                     break

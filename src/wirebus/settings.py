@@ -39,7 +39,7 @@ class Settings:
                     raise ConfigurationError(
                         f"WIREBUS_KAFKA_BOOTSTRAP: {server!r} is not host:port"
                     )
-        if "+" not in self.database_url.split("://", 1)[0]:
+        if not _is_async_url(self.database_url):
             raise ConfigurationError(
                 f"WIREBUS_DATABASE_URL must name an async driver (sqlite+aiosqlite://,"
                 f" postgresql+asyncpg://), not {self.database_url!r}"
@@ -53,3 +53,12 @@ class Settings:
             kafka_bootstrap=env.get("WIREBUS_KAFKA_BOOTSTRAP") or None,
             database_url=env.get("WIREBUS_DATABASE_URL") or DEFAULT_DATABASE_URL,
         )
+
+
+def _is_async_url(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return bool(make_url(url).get_dialect().is_async)
+    except Exception:  # unparsable, or a dialect/driver that is not installed
+        return False

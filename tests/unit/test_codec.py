@@ -349,21 +349,11 @@ def test_the_record_value_is_the_serialized_protobuf_message_only() -> None:
     assert record.value == event.proto().SerializeToString()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: codec.py:175 _key_getter only checks dataclass fields; a key naming no field"
-    " of a generated protobuf class fails later, on publish, with AttributeError",
-)
 def test_a_key_given_to_add_for_a_generated_class_must_name_a_field() -> None:
     with pytest.raises(ConfigurationError, match="names no field"):
         EventRegistry().add(orders_pb2.OrderCancelled, key="nope")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: codec.py:84 compares only (topic, full_name); a second registration with"
-    " another key= is silently ignored",
-)
 def test_registering_a_type_twice_with_another_key_is_a_configuration_error() -> None:
     registry = EventRegistry()
     registry.add(orders_pb2.OrderCancelled, key="order_id")

@@ -593,13 +593,6 @@ async def test_an_event_no_handler_of_the_slice_takes_is_ignored() -> None:
     assert await processor.process(record_of(shop_app, event)) == "ignored"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: app.py registry() adds events= before handled types and codec.py:92 lets the"
-    " first registration of a name decode it, so a raw proto class in events= shadows the"
-    " handled dataclass: the record decodes to the proto class and is 'ignored' (committed,"
-    " never handled)",
-)
 async def test_a_raw_proto_class_in_events_does_not_hide_the_handled_dataclass() -> None:
     from examples.shop.payments.handlers import router as payments
 

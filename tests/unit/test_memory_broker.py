@@ -249,11 +249,6 @@ async def test_every_waiting_consumer_is_woken() -> None:
     assert [values(b) for b in batches] == [{(TOPIC, 0): [b"x"]}] * 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: memory.py:151 InMemoryConsumer._available creates subscribed topics through"
-    " broker._partitions, so topics() ('Topics that hold or held records') lists empty ones",
-)
 async def test_topics_lists_only_topics_that_received_records() -> None:
     broker = InMemoryBroker()
     await broker.append([out(None, b"x", topic="written")])

@@ -81,11 +81,6 @@ def test_a_database_url_without_an_async_driver_is_rejected(url: str) -> None:
         Settings.from_env({"WIREBUS_DATABASE_URL": url})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: settings.py:43 only checks for a '+' in the scheme; a sync driver named"
-    " explicitly (postgresql+psycopg2, sqlite+pysqlite) passes and fails later, at start",
-)
 @pytest.mark.parametrize("url", ["postgresql+psycopg2://u@db/wirebus", "sqlite+pysqlite:///x.db"])
 def test_a_database_url_naming_a_sync_driver_is_rejected(url: str) -> None:
     with pytest.raises(ConfigurationError, match="must name an async driver"):

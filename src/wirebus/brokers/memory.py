@@ -111,7 +111,7 @@ class InMemoryEventPublisher:
         await self.broker.append([self.encoder.record(event, subject=subject)])
 
     async def publish_many(self, events: Iterable[Any]) -> None:
-        await self.broker.append(self.encoder.records(events))
+        await self.broker.append(list(self.encoder.records(events)))
 
     async def send_records(self, records: Sequence[OutgoingRecord]) -> None:
         await self.broker.append(records)
@@ -148,7 +148,7 @@ class InMemoryConsumer:
     def _available(self) -> dict[TopicPartition, list[Record]]:
         batch: dict[TopicPartition, list[Record]] = {}
         for topic in self.topics:
-            for index, log in enumerate(self.broker._partitions(topic)):
+            for index, log in enumerate(self.broker._topics.get(topic, ())):
                 tp = (topic, index)
                 position = self._positions.get(tp)
                 if position is None:

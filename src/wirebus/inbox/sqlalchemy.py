@@ -27,7 +27,7 @@ inbox_table = Table(
     "wirebus_inbox",
     metadata,
     Column("consumer_group", String(255), primary_key=True),
-    Column("event_id", String(64), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
     Column("handled_at", DateTime(timezone=True), nullable=False),
 )
 

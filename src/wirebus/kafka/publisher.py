@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -109,10 +109,14 @@ class KafkaEventPublisher:
         await self.send_records([self.encoder.record(event, subject=subject)])
 
     async def publish_many(self, events: Iterable[Any]) -> None:
-        """Publish several events, batched; returns when all are acknowledged."""
+        """Publish several events, batched; returns when all are acknowledged.
+
+        Each event is handed to the producer as soon as it is encoded, so
+        encoding overlaps with the producer's network I/O.
+        """
         await self.send_records(self.encoder.records(events))
 
-    async def send_records(self, records: Sequence[OutgoingRecord]) -> None:
+    async def send_records(self, records: Iterable[OutgoingRecord]) -> None:
         """Send records as they are; all acknowledged, or ``PublishError``."""
         producer = self._producer
         if producer is None:
@@ -121,7 +125,7 @@ class KafkaEventPublisher:
         for record in records:
             try:
                 future = await producer.send(
-                    record.topic, value=record.value, key=record.key, headers=list(record.headers)
+                    record.topic, value=record.value, key=record.key, headers=record.headers
                 )
             except KafkaError as exc:
                 raise PublishError(record.topic, _reason(exc)) from exc
