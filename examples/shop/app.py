@@ -15,13 +15,14 @@ from wirebus import App, current_call
 
 from .orders.handlers import router as orders_router
 from .orders.store import OrderStore
+from .orders.store import metadata as orders_metadata
 from .payments.handlers import router as payments_router
 
 log = logging.getLogger("examples.shop")
 
 
 class ShopProvider(Provider):
-    orders = provide(OrderStore, scope=Scope.APP)
+    orders = provide(OrderStore, scope=Scope.REQUEST)  # on the request's session
 
 
 async def log_with_correlation_id(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -48,4 +49,5 @@ app = App(
     routers=[orders_router, payments_router],
     providers=[ShopProvider()],
     behaviours=[log_with_correlation_id],
+    metadata=orders_metadata,
 )

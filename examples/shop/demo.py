@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import grpc
@@ -51,7 +52,11 @@ def main() -> int:
     address = f"127.0.0.1:{port}"
     command = [sys.executable, "-m", "wirebus", "run", "examples.shop.app:app", "--port", str(port)]
     print(f"$ wirebus run examples.shop.app:app --port {port}")
-    server = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    scratch = tempfile.TemporaryDirectory(prefix="wirebus-demo-")
+    # a fresh SQLite file per demo run, unless a database is configured
+    env.setdefault("WIREBUS_DATABASE_URL", f"sqlite+aiosqlite:///{scratch.name}/shop.db")
+    server = subprocess.Popen(command, env=env)
     try:
         asyncio.run(_wait_serving(address))
         print(f"--- driving the shop at {address}")
@@ -59,6 +64,7 @@ def main() -> int:
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=30)
+        scratch.cleanup()
     print(f"--- server stopped on SIGTERM with exit code {code}")
     if failures or code != 0:
         print(f"demo FAILED: {failures} unexpected outcome(s), server exit {code}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dishka import AsyncContainer, Provider, Scope, make_async_container
 from google.protobuf.descriptor import ServiceDescriptor
@@ -37,6 +37,9 @@ from .di import CallInfo, current_call
 from .errors import ConfigurationError
 from .gateway.binding import MethodRoute, resolve_routes, service_descriptors
 from .mediator import Behaviour, EventDispatch, Mediator
+
+if TYPE_CHECKING:
+    from .db import Database
 from .messages import proto_class_of
 from .router import HandlerSpec, Router
 
@@ -64,6 +67,8 @@ class App:
         allow_unbound: bool = False,
         events: Iterable[type] = (),
         source: str | None = None,
+        metadata: Any = None,
+        migrations: str | None = None,
     ) -> None:
         if event_dispatch not in ("sequential", "concurrent"):
             raise ConfigurationError(
@@ -73,6 +78,10 @@ class App:
             raise ConfigurationError(f"max_concurrency must be at least 1, not {max_concurrency}")
         self.name = name
         self.source = source or name
+        self.metadata = metadata
+        """The app's own SQLAlchemy ``MetaData``: it keeps state in a database."""
+        self.migrations = migrations
+        """The app's own Alembic script directory, run by ``wirebus db upgrade``."""
         self._published_events = list(events)
         self.event_dispatch: EventDispatch = event_dispatch
         self.max_concurrency = max_concurrency
@@ -137,16 +146,28 @@ class App:
                 registry.add(spec.message_type)
         return registry
 
-    def mediator(self, *, publisher: EventPublisher | None = None) -> Mediator:
+    def mediator(
+        self, *, publisher: EventPublisher | None = None, database: Database | None = None
+    ) -> Mediator:
         """Validate the wiring and build a mediator with a fresh dependency container.
 
-        With a ``publisher``, emitted events of registered types are published
-        to the broker instead of being handled in-process.
+        With a ``database``, handlers are transactional: the request's
+        ``AsyncSession`` and the outbox rows of the events it emits commit
+        together, for a relay to publish. An app with ``metadata=`` and no
+        ``database`` gets a private in-memory SQLite one for its state, with
+        no outbox. Without an outbox, emitted events of registered types go
+        to the ``publisher`` if given, and all others are handled in-process.
         """
         self.check()
         specs = self.specs
+        outbox = database is not None
+        if database is None and self.metadata is not None:
+            from .db import Database as _Database
+
+            database = _Database.in_memory(extra_metadata=[self.metadata])
+        registry = self.registry()
         holder: list[Mediator] = []
-        container = self._container(specs, holder)
+        container = self._container(specs, holder, database, registry, outbox)
         mediator = Mediator(
             specs,
             container=container,
@@ -154,7 +175,9 @@ class App:
             event_dispatch=self.event_dispatch,
             max_concurrency=self.max_concurrency,
             publisher=publisher,
-            registry=self.registry() if publisher is not None else None,
+            registry=registry if publisher is not None else None,
+            transactional=database is not None,
+            database=database,
         )
         holder.append(mediator)
         return mediator
@@ -193,7 +216,21 @@ class App:
 
     # ------------------------------------------------------------ DI
 
-    def _container(self, specs: Sequence[HandlerSpec], holder: list[Mediator]) -> AsyncContainer:
+    def _container(
+        self,
+        specs: Sequence[HandlerSpec],
+        holder: list[Mediator],
+        database: Database | None,
+        registry: EventRegistry,
+        outbox: bool,
+    ) -> AsyncContainer:
+        providers = list(self._providers)
+        if database is not None:
+            from .broker import EventEncoder
+            from .outbox.uow import DatabaseProvider
+
+            encoder = EventEncoder(registry, source=self.source)
+            providers.append(DatabaseProvider(database, encoder, outbox=outbox))
         internal = Provider(scope=Scope.REQUEST)
         internal.provide(current_call, provides=CallInfo)
         internal.provide(lambda: holder[0], provides=Mediator, scope=Scope.APP)
@@ -203,7 +240,7 @@ class App:
             if spec.params.deps:
                 _require(internal, spec)
         try:
-            return make_async_container(*self._providers, internal)
+            return make_async_container(*providers, internal)
         except Exception as exc:  # dishka's graph errors name the missing type and its user
             raise ConfigurationError(f"dependency wiring is incomplete: {exc}") from exc
 

@@ -90,6 +90,11 @@ class EventPublisher(Protocol):
     async def send_records(self, records: Sequence[OutgoingRecord]) -> None:
         """Publish records as they are (relay, DLQ replay); raise ``PublishError``."""
 
+    async def send_records_settled(
+        self, records: Sequence[OutgoingRecord]
+    ) -> list[BaseException | None]:
+        """Publish records; per record ``None`` (acknowledged) or its error (the relay)."""
+
 
 class EventEncoder:
     """Turns events into records: protobuf bytes plus CloudEvents headers.

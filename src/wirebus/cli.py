@@ -154,6 +154,10 @@ _slices = click.option(
     "--slice", "slices", multiple=True,
     help="Only consume for the event handlers of this router (repeatable).",
 )  # fmt: skip
+_relay = click.option(
+    "--relay/--no-relay", default=True, show_default=True,
+    help="Publish the outbox from this process (else run `wirebus relay` separately).",
+)  # fmt: skip
 _log_level = click.option(
     "--log-level",
     default="info",
@@ -175,12 +179,19 @@ def main() -> None:
 @_port
 @_grace
 @_log_level
-def serve(target: str, app_dir: str, host: str, port: int, grace: float, log_level: str) -> None:
+@_relay
+def serve(
+    target: str, app_dir: str, host: str, port: int, grace: float, log_level: str, relay: bool
+) -> None:
     """Serve the app's gRPC gateway."""
     _logging(log_level)
     app = _checked(load_app(target, app_dir))
     config = GatewayConfig(host=host, port=port, grace_seconds=grace)
-    runtime = Runtime(app, _settings(), gateway=config)
+    settings = _settings()
+    # Without Kafka the broker lives in this process: so must its consumers.
+    runtime = Runtime(
+        app, settings, gateway=config, consume=settings.kafka_bootstrap is None, relay=relay
+    )
     _run_async(lambda: _until_signal(runtime, "serve"))
 
 
@@ -198,9 +209,10 @@ def _logging(level: str) -> None:
 @_grace
 @_log_level
 @_slices
+@_relay
 def run(
     target: str, app_dir: str, host: str, port: int, grace: float, log_level: str,
-    slices: tuple[str, ...],
+    slices: tuple[str, ...], relay: bool,
 ) -> None:  # fmt: skip
     """Run everything of the app in one process: gateway and event consumers.
 
@@ -211,7 +223,9 @@ def run(
     app = _checked(load_app(target, app_dir))
     config = GatewayConfig(host=host, port=port, grace_seconds=grace)
     try:
-        runtime = Runtime(app, _settings(), gateway=config, consume=True, routers=_routers(slices))
+        runtime = Runtime(
+            app, _settings(), gateway=config, consume=True, routers=_routers(slices), relay=relay
+        )
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
     _run_async(lambda: _until_signal(runtime, "run"))
@@ -226,9 +240,10 @@ def run(
     "--skip-unknown", is_flag=True, help="Skip unknown ce_type instead of dead-lettering."
 )
 @_log_level
+@_relay
 def consume(
     target: str, app_dir: str, group: str, slices: tuple[str, ...], skip_unknown: bool,
-    log_level: str,
+    log_level: str, relay: bool,
 ) -> None:  # fmt: skip
     """Run the app's event handlers on records from Kafka (needs WIREBUS_KAFKA_BOOTSTRAP)."""
     _logging(log_level)
@@ -239,7 +254,7 @@ def consume(
     try:
         runtime = Runtime(
             app, settings, consume=True, group=group, routers=_routers(slices),
-            skip_unknown=skip_unknown,
+            skip_unknown=skip_unknown, relay=relay,
         )  # fmt: skip
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
@@ -291,3 +306,100 @@ def describe(target: str, app_dir: str) -> None:
         click.echo(app.describe())
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
+
+
+@main.command("relay")
+@_target
+@_app_dir
+@_log_level
+def relay_command(target: str, app_dir: str, log_level: str) -> None:
+    """Publish the app's outbox to Kafka until stopped (several may run on PostgreSQL)."""
+    _logging(log_level)
+    settings = _settings()
+    if settings.kafka_bootstrap is None:
+        raise click.ClickException("relay needs WIREBUS_KAFKA_BOOTSTRAP=host:port")
+    app = _checked(load_app(target, app_dir))
+    runtime = Runtime(app, settings, relay=True)
+    _run_async(lambda: _until_signal(runtime, "relay"))
+
+
+@main.group()
+def db() -> None:
+    """The database: schema management."""
+
+
+@db.command("upgrade")
+@_target
+@_app_dir
+def db_upgrade(target: str, app_dir: str) -> None:
+    """Bring the schema (wirebus's and the app's tables) up to date."""
+    app = _checked(load_app(target, app_dir))
+    settings = _settings()
+
+    async def main() -> None:
+        from .migrations import upgrade
+
+        applied = await upgrade(settings.database_url, app.metadata, app.migrations)
+        click.echo(f"database {_safe_url(settings.database_url)}: {applied}")
+
+    _run_db(main)
+
+
+@main.group()
+def outbox() -> None:
+    """The transactional outbox: lag and failed rows."""
+
+
+@outbox.command("status")
+def outbox_status() -> None:
+    """Pending and failed rows and the oldest pending row's age."""
+    settings = _settings()
+
+    async def main() -> None:
+        from .db import Database
+        from .outbox.relay import outbox_stats
+
+        database = Database(settings.database_url)
+        try:
+            stats = await outbox_stats(database)
+        finally:
+            await database.close()
+        oldest = stats.oldest_pending_seconds
+        age = "-" if oldest is None else f"{oldest:.1f}s"
+        click.echo(f"pending {stats.pending}  failed {stats.failed}  oldest pending {age}")
+
+    _run_db(main)
+
+
+@outbox.command("retry")
+def outbox_retry() -> None:
+    """Requeue every failed row for the relay."""
+    settings = _settings()
+
+    async def main() -> None:
+        from .db import Database
+        from .outbox.relay import retry_failed
+
+        database = Database(settings.database_url)
+        try:
+            count = await retry_failed(database)
+        finally:
+            await database.close()
+        click.echo(f"requeued {count} failed row(s)")
+
+    _run_db(main)
+
+
+def _run_db(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    try:
+        _run_async(main)
+    except WirebusError as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    except Exception as exc:  # the database refused: say so in one line
+        raise click.ClickException(f"database error: {type(exc).__name__}: {exc}") from None
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

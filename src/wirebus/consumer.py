@@ -37,7 +37,7 @@ from .broker import EventPublisher, OutgoingRecord, Record
 from .cloudevents import Attributes, MalformedEvent
 from .codec import EventRegistry
 from .errors import LifecycleError, WirebusError
-from .inbox import InboxStore
+from .inbox import InboxClaim, InboxStore, inbox_claim
 from .retry import Retry
 
 if TYPE_CHECKING:
@@ -110,6 +110,7 @@ class EventProcessor:
         retry: Retry | None = None,
         skip_unknown: bool = False,
         routers: frozenset[str] | None = None,
+        claim_inbox: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.mediator = mediator
@@ -120,6 +121,8 @@ class EventProcessor:
         self.retry = retry or Retry()
         self.skip_unknown = skip_unknown
         self.routers = routers
+        self.claim_inbox = claim_inbox
+        """The inbox is a table of the handlers' database: write it in their transaction."""
         self._sleep = sleep
 
     async def process(self, record: Record) -> Outcome:
@@ -150,11 +153,18 @@ class EventProcessor:
                 return await self._dead_letter(record, undecodable, 0)
         if await self._guarded(self.inbox.seen(self.group, attributes.id)):
             return "duplicate"
-        for event, handlers in events:
-            outcome = await self._run_handlers(record, attributes, event, handlers)
-            if outcome is not None:
-                return outcome
-        await self._guarded(self.inbox.mark(self.group, attributes.id))
+        only_one = len(events) == 1 and len(events[0][1]) == 1
+        claim = InboxClaim(self.group, attributes.id) if self.claim_inbox and only_one else None
+        token = inbox_claim.set(claim)
+        try:
+            for event, handlers in events:
+                outcome = await self._run_handlers(record, attributes, event, handlers)
+                if outcome is not None:
+                    return outcome
+        finally:
+            inbox_claim.reset(token)
+        if claim is None or not claim.written:  # else: committed with the handler's state
+            await self._guarded(self.inbox.mark(self.group, attributes.id))
         return "handled"
 
     async def _run_handlers(

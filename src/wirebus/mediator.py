@@ -92,7 +92,12 @@ class Mediator:
         max_concurrency: int = 16,
         publisher: EventPublisher | None = None,
         registry: EventRegistry | None = None,
+        transactional: bool = False,
+        database: Any = None,
     ) -> None:
+        self._transactional = transactional
+        self.database = database
+        """The ``wirebus.db.Database`` of a transactional mediator."""
         self._publisher = publisher
         self._registry = registry
         self._container = container
@@ -216,9 +221,15 @@ class Mediator:
 
     # ------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        """Prepare the database (schema, when it creates one); idempotent."""
         if self._closed:
             raise LifecycleError("this mediator was closed; build a new one with app.mediator()")
+        if self.database is not None:
+            await self.database.start()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
         return self
 
     async def __aexit__(
@@ -236,13 +247,16 @@ class Mediator:
         self._closed = True
         if self._container is not None:
             await self._container.close()
+        if self.database is not None:
+            await self.database.close()
 
     # ------------------------------------------------------------ compilation
 
     def _request_runner(self, spec: HandlerSpec) -> _Runner:
         invoke = self._invoker(spec)
-        returns_events = _returns_events(spec.params.returns)
-        direct = not spec.is_class and spec.params.plain and not returns_events
+        direct = (
+            not spec.is_class and spec.params.plain and not _returns_events(spec.params.returns)
+        )
         if direct and not self._behaviours:
             return typing.cast(_Runner, spec.target)  # nothing to add: call it as it is
         chain = self._chain(invoke)
@@ -255,8 +269,6 @@ class Mediator:
                 result = await chain(message)
             finally:
                 _context.reset(token)
-            if returns_events:
-                _collect(ctx, result)
             if ctx.events:
                 await dispatch(ctx.events)
             return result
@@ -287,15 +299,13 @@ class Mediator:
         held while cascaded events wait for slots of their own.
         """
         invoke = self._invoker(spec)
-        returns_events = _returns_events(spec.params.returns)
-        if not spec.is_class and spec.params.plain and spec.params.returns in (None, type(None)):
+        plain = not spec.is_class and spec.params.plain
+        if plain and spec.params.returns in (None, type(None)) and not self._transactional:
             return typing.cast(_Runner, spec.target)  # returns None: nothing to dispatch
 
         async def run(event: Any) -> list[Any]:
             ctx = Context()
-            result = await invoke(event, ctx)
-            if returns_events:
-                _collect(ctx, result)
+            await invoke(event, ctx)
             return ctx.events
 
         return run
@@ -325,8 +335,20 @@ class Mediator:
             fixed.append((p.call_info, lambda _ctx: current_call()))
         if p.mediator:
             fixed.append((p.mediator, lambda _ctx: self))
-        if not spec.is_class and not p.deps:
-            return _direct_call(target, p.context, p.call_info, p.mediator, self)
+        returns_events = _returns_events(p.returns)
+        can_emit = bool(p.context) or returns_events
+        transactional = self._transactional and spec.kind != "stream"
+        if not spec.is_class and not p.deps and not (transactional and can_emit):
+            direct = _direct_call(target, p.context, p.call_info, p.mediator, self)
+            if not returns_events:
+                return direct
+
+            async def collecting(message: Any, ctx: Context) -> Any:
+                result = await direct(message, ctx)
+                _collect(ctx, result)
+                return result
+
+            return collecting
         container = self._container
         if container is None:  # pragma: no cover - App always builds one
             raise LifecycleError(
@@ -334,6 +356,9 @@ class Mediator:
             )
         deps = p.deps
         is_class = spec.is_class
+        unit_of_work: Any = None
+        if transactional:  # only apps with a database import SQLAlchemy
+            from .outbox.uow import UnitOfWork as unit_of_work
         if spec.kind == "stream":
 
             async def invoke_stream(message: Any, ctx: Context) -> AsyncIterator[Any]:
@@ -353,7 +378,13 @@ class Mediator:
                 for name, tp in deps:
                     kwargs[name] = await scope.get(tp)
                 fn = (await scope.get(target)).handle if is_class else target
-                return await fn(message, **kwargs)
+                result = await fn(message, **kwargs)
+                if returns_events:
+                    _collect(ctx, result)
+                if transactional:  # state and outbox rows commit together, or neither
+                    uow = await scope.get(unit_of_work)
+                    ctx.events[:] = await uow.commit(ctx.events)
+                return result
 
         return invoke
 

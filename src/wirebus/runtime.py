@@ -2,13 +2,15 @@
 
 - a gateway (``serve``, ``run``), and/or
 - consumers of the app's event handlers (``run``, ``consume``),
-- the event publisher the mediator hands emitted events to: Kafka when
-  ``WIREBUS_KAFKA_BOOTSTRAP`` is set, otherwise (with consumers) the embedded
-  in-memory broker, otherwise none (events are handled in-process).
+- the database (``WIREBUS_DATABASE_URL``, a SQLite file by default): the
+  handlers' state, the outbox and the inbox; tables are created if missing,
+- a relay publishing the outbox (unless ``relay=False``: run ``wirebus relay``
+  separately), to Kafka when ``WIREBUS_KAFKA_BOOTSTRAP`` is set, otherwise to
+  the embedded in-memory broker.
 
 Shutdown order: the gateway stops taking calls and lets in-flight ones
-finish; consumers finish the batch in hand and commit; the publisher
-flushes; the inbox and the mediator close.
+finish; consumers finish the batch in hand and commit; the relay finishes
+its batch; the publisher flushes; the mediator and the database close.
 
 Example::
 
@@ -23,20 +25,21 @@ import asyncio
 import contextlib
 import logging
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 from .app import App
 from .brokers.memory import InMemoryBroker
 from .consumer import ConsumerPort, ConsumerRunner, EventProcessor
 from .errors import ConfigurationError
 from .gateway import Gateway, GatewayConfig
-from .inbox import InboxStore, InMemoryInbox
 from .retry import Retry
 from .settings import Settings
 
 if TYPE_CHECKING:
     from .broker import EventPublisher
+    from .db import Database
     from .mediator import Mediator
+    from .outbox.relay import Relay
 
 __all__ = ["Runtime"]
 
@@ -58,6 +61,7 @@ class Runtime:
         broker: InMemoryBroker | None = None,
         retry: Retry | None = None,
         skip_unknown: bool = False,
+        relay: bool = True,
     ) -> None:
         if routers is not None:
             known = {s.router for s in app.specs}
@@ -74,15 +78,17 @@ class Runtime:
         self.routers = routers
         self.retry = retry
         self.skip_unknown = skip_unknown
+        self.relay = relay
         self.broker = broker
-        if broker is None and consume and settings.kafka_bootstrap is None:
+        if broker is None and settings.kafka_bootstrap is None:
             self.broker = InMemoryBroker()
         self.gateway: Gateway | None = None
         self.runner: ConsumerRunner | None = None
         self.mediator: Mediator | None = None
-        self._publisher: Any = None
-        self._inbox: InboxStore | None = None
+        self.database: Database | None = None
+        self.relay_worker: Relay | None = None
         self._task: asyncio.Task[None] | None = None
+        self._relay_task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
 
     @property
@@ -100,9 +106,24 @@ class Runtime:
 
     async def start(self) -> None:
         """Start the parts in dependency order."""
+        from .db import Database
+        from .outbox.relay import Relay
+
+        extra = [self.app.metadata] if self.app.metadata is not None else []
+        self.database = Database(
+            self.settings.database_url, create_schema=True, extra_metadata=extra
+        )
+        await self.database.start()
+        self._stack.push_async_callback(self.database.close)
         publisher = await self._start_publisher()
-        self.mediator = self.app.mediator(publisher=publisher)
+        self.mediator = self.app.mediator(database=self.database)
+        await self.mediator.start()
         self._stack.push_async_callback(self.mediator.close)
+        if self.relay:
+            self.relay_worker = Relay(self.database, publisher)
+            await self.relay_worker.start()
+            self._relay_task = asyncio.create_task(self.relay_worker.run(), name="wirebus relay")
+            self._stack.push_async_callback(self._stop_relay)
         if self.consume and self.topics:
             await self._start_consumers(publisher)
         if self.gateway_config is not None:
@@ -110,7 +131,13 @@ class Runtime:
             await self.gateway.__aenter__()
             self._stack.push_async_callback(self.gateway.stop)
 
-    async def _start_publisher(self) -> EventPublisher | None:
+    async def _stop_relay(self) -> None:
+        if self.relay_worker is not None:
+            await self.relay_worker.stop()
+        if self._relay_task is not None:
+            await self._relay_task
+
+    async def _start_publisher(self) -> EventPublisher:
         bootstrap = self.settings.kafka_bootstrap
         if bootstrap is not None:
             from .kafka import KafkaEventPublisher
@@ -118,41 +145,36 @@ class Runtime:
             kafka = KafkaEventPublisher(bootstrap, self.app.registry(), source=self.app.source)
             await kafka.start()
             self._stack.push_async_callback(kafka.stop)
-            self._publisher = kafka
             return kafka
-        if self.broker is not None:
-            self._publisher = self.broker.publisher(self.app.registry(), source=self.app.source)
-            return self._publisher  # type: ignore[no-any-return]
-        return None
+        assert self.broker is not None
+        return self.broker.publisher(self.app.registry(), source=self.app.source)
 
-    async def _start_consumers(self, publisher: EventPublisher | None) -> None:
+    async def _start_consumers(self, publisher: EventPublisher) -> None:
         assert self.mediator is not None
-        assert publisher is not None
+        assert self.database is not None
+        from .inbox.sqlalchemy import SqlAlchemyInbox
+
         port: ConsumerPort
+        inbox = SqlAlchemyInbox(self.database.engine)  # the handlers' database: one transaction
         if self.settings.kafka_bootstrap is not None:
-            from .inbox.sqlalchemy import SqlAlchemyInbox
             from .kafka import KafkaConsumer
 
-            sql_inbox = SqlAlchemyInbox(self.settings.database_url)
-            await sql_inbox.create_schema()
-            self._inbox = sql_inbox
             port = KafkaConsumer(
                 self.settings.kafka_bootstrap, group=self.group, topics=self.topics
             )
         else:
             assert self.broker is not None
-            self._inbox = InMemoryInbox()
             port = self.broker.consumer(group=self.group, topics=self.topics)
-        self._stack.push_async_callback(self._inbox.close)
         processor = EventProcessor(
             self.mediator,
             self.app.registry(),
             group=self.group,
-            inbox=self._inbox,
+            inbox=inbox,
             dead_letters=publisher,
             retry=self.retry,
             skip_unknown=self.skip_unknown,
             routers=self.routers,
+            claim_inbox=True,
         )
         self.runner = ConsumerRunner(port, processor)
         await self.runner.start()

@@ -22,6 +22,7 @@ from examples.shop.orders.messages import (
     PlaceOrder,
 )
 from examples.shop.orders.store import OrderStore
+from examples.shop.orders.store import metadata as orders_metadata
 from wirebus import (
     App,
     Command,
@@ -367,7 +368,7 @@ async def test_a_placed_order_is_paid_once_payments_captured_it() -> None:
 
 
 async def test_without_the_payments_slice_a_placed_order_stays_pending() -> None:
-    app = App(routers=[orders_router], providers=[_store_provider()])
+    app = App(routers=[orders_router], providers=[_store_provider()], metadata=orders_metadata)
 
     async with app.mediator() as m:
         ref = await m.send(PlaceOrder(customer_id="c1", items=ITEMS))
@@ -377,8 +378,8 @@ async def test_without_the_payments_slice_a_placed_order_stays_pending() -> None
 
 
 def _store_provider() -> Provider:
-    p = Provider(scope=Scope.APP)
-    p.provide(OrderStore)
+    p = Provider(scope=Scope.REQUEST)
+    p.provide(OrderStore)  # on the request's session
     return p
 
 

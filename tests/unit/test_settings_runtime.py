@@ -3,6 +3,7 @@
 import asyncio
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,12 @@ from wirebus import ConfigurationError
 from wirebus.brokers.memory import InMemoryBroker
 from wirebus.runtime import Runtime
 from wirebus.settings import DEFAULT_DATABASE_URL, Settings
+
+
+def tmp_settings(tmp_path: Path) -> Settings:
+    """Embedded defaults, with the database in the test's own directory."""
+    return Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/wirebus.db")
+
 
 TIMEOUT = 5
 
@@ -100,8 +107,8 @@ def place_order() -> PlaceOrder:
     )
 
 
-async def test_an_order_is_paid_through_the_embedded_broker_and_consumers() -> None:
-    async with Runtime(shop_app, Settings(), gateway=None, consume=True) as runtime:
+async def test_an_order_is_paid_through_the_embedded_broker_and_consumers(tmp_path: Path) -> None:
+    async with Runtime(shop_app, tmp_settings(tmp_path), gateway=None, consume=True) as runtime:
         assert runtime.gateway is None
         assert isinstance(runtime.broker, InMemoryBroker)
         assert runtime.mediator is not None
@@ -129,21 +136,31 @@ async def test_an_order_is_paid_through_the_embedded_broker_and_consumers() -> N
         assert broker.topics() == ["shop.orders.v1", "shop.payments.v1"]
 
 
-async def test_without_a_broker_events_are_handled_in_process() -> None:
-    async with Runtime(shop_app, Settings()) as runtime:
-        assert runtime.broker is None
-        assert runtime.runner is None
+async def test_without_kafka_the_relay_publishes_the_outbox_to_the_embedded_broker(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/shop.db")
+    async with Runtime(shop_app, settings, consume=True) as runtime:
+        assert isinstance(runtime.broker, InMemoryBroker)
+        assert runtime.relay_worker is not None
         assert runtime.mediator is not None
 
         ref = await runtime.mediator.send(place_order())
-        order = await runtime.mediator.send(GetOrder(order_id=ref.order_id))
+        for _ in range(400):  # bounded: the relay and the consumers are asynchronous
+            order = await runtime.mediator.send(GetOrder(order_id=ref.order_id))
+            if order.status is OrderStatus.PAID:
+                break
+            await asyncio.sleep(0.025)
 
         assert order.status is OrderStatus.PAID
+        assert [r.topic for r in runtime.broker.records("shop.orders.v1")] == ["shop.orders.v1"]
 
 
-async def test_the_runtime_uses_the_broker_it_is_given() -> None:
+async def test_the_runtime_uses_the_broker_it_is_given(tmp_path: Path) -> None:
     broker = InMemoryBroker(partitions=1)
-    async with Runtime(shop_app, Settings(), consume=True, group="shop-test", broker=broker) as rt:
+    async with Runtime(
+        shop_app, tmp_settings(tmp_path), consume=True, group="shop-test", broker=broker
+    ) as rt:
         assert rt.broker is broker
         assert rt.mediator is not None
         ref = await rt.mediator.send(place_order())
@@ -186,8 +203,8 @@ def test_the_consumer_group_defaults_to_the_app_name() -> None:
     assert Runtime(shop_app, Settings(), consume=True, group="other").group == "other"
 
 
-def test_an_embedded_broker_is_made_only_to_consume_without_kafka() -> None:
-    assert Runtime(shop_app, Settings()).broker is None
+def test_an_embedded_broker_is_made_exactly_when_there_is_no_kafka() -> None:
+    assert isinstance(Runtime(shop_app, Settings()).broker, InMemoryBroker)
     assert isinstance(Runtime(shop_app, Settings(), consume=True).broker, InMemoryBroker)
     kafka = Settings(kafka_bootstrap="127.0.0.1:9092")
     assert Runtime(shop_app, kafka, consume=True).broker is None

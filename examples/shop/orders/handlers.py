@@ -89,7 +89,7 @@ async def cancel_order(cmd: CancelOrder, orders: OrderStore, ctx: Context) -> No
             reason="ORDER_ALREADY_CANCELLED",
             metadata={"order_id": cmd.order_id},
         )
-    await orders.replace(order, status=OrderStatus.CANCELLED)
+    await orders.set_status(order.order_id, OrderStatus.CANCELLED)
     ctx.emit(
         OrderCancelled(
             order_id=order.order_id, reason=cmd.reason, cancelled_at=dt.datetime.now(dt.UTC)
@@ -107,4 +107,4 @@ async def list_orders(query: ListOrders, orders: OrderStore) -> AsyncIterator[Or
 async def mark_paid(event: PaymentCaptured, orders: OrderStore) -> None:
     order = await orders.get(event.order_id)
     if order is not None and order.status is OrderStatus.PENDING:
-        await orders.replace(order, status=OrderStatus.PAID)
+        await orders.set_status(order.order_id, OrderStatus.PAID)

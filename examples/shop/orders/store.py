@@ -1,28 +1,97 @@
-"""Where the orders slice keeps its orders (in memory in this example)."""
+"""Where the orders slice keeps its orders: the request's SQLAlchemy session.
+
+The session belongs to the request's unit of work, so an order row and the
+OrderPlaced outbox row commit in one transaction (SQLite by default,
+PostgreSQL when WIREBUS_DATABASE_URL says so).
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import datetime as dt
+import json
 
-from .messages import OrderView
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .messages import LineItem, OrderStatus, OrderView
+
+metadata = MetaData()
+
+orders = Table(
+    "shop_orders",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("order_id", String(64), nullable=False, unique=True),
+    Column("customer_id", String(255), nullable=False, index=True),
+    Column("items", Text, nullable=False),
+    Column("total_cents", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("placed_at", DateTime(timezone=True), nullable=False),
+)
 
 
 class OrderStore:
-    """Orders by id, in insertion order; one instance per app (Scope.APP)."""
+    """Orders of one request's transaction (Scope.REQUEST)."""
 
-    def __init__(self) -> None:
-        self._orders: dict[str, OrderView] = {}
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
 
     async def add(self, order: OrderView) -> None:
-        self._orders[order.order_id] = order
+        await self.session.execute(
+            insert(orders).values(
+                order_id=order.order_id,
+                customer_id=order.customer_id,
+                items=json.dumps([[i.sku, i.quantity, i.price_cents] for i in order.items]),
+                total_cents=order.total_cents,
+                status=order.status.name,
+                placed_at=order.placed_at,
+            )
+        )
 
     async def get(self, order_id: str) -> OrderView | None:
-        return self._orders.get(order_id)
+        row = (
+            (await self.session.execute(select(orders).where(orders.c.order_id == order_id)))
+            .mappings()
+            .first()
+        )
+        return None if row is None else _view(row)
 
-    async def replace(self, order: OrderView, **changes: object) -> OrderView:
-        updated = dataclasses.replace(order, **changes)  # type: ignore[arg-type]
-        self._orders[order.order_id] = updated
-        return updated
+    async def set_status(self, order_id: str, status: OrderStatus) -> None:
+        await self.session.execute(
+            update(orders).where(orders.c.order_id == order_id).values(status=status.name)
+        )
 
     async def by_customer(self, customer_id: str) -> list[OrderView]:
-        return [o for o in self._orders.values() if o.customer_id == customer_id]
+        query = select(orders).where(orders.c.customer_id == customer_id).order_by(orders.c.seq)
+        return [_view(row) for row in (await self.session.execute(query)).mappings()]
+
+
+def _view(row: object) -> OrderView:
+    data = dict(row)  # type: ignore[call-overload]
+    placed_at = data["placed_at"]
+    if placed_at.tzinfo is None:  # SQLite returns naive datetimes
+        placed_at = placed_at.replace(tzinfo=dt.UTC)
+    return OrderView(
+        order_id=data["order_id"],
+        customer_id=data["customer_id"],
+        items=tuple(
+            LineItem(sku=s, quantity=q, price_cents=p) for s, q, p in json.loads(data["items"])
+        ),
+        total_cents=data["total_cents"],
+        status=OrderStatus[data["status"]],
+        placed_at=placed_at,
+    )

@@ -116,6 +116,12 @@ class InMemoryEventPublisher:
     async def send_records(self, records: Sequence[OutgoingRecord]) -> None:
         await self.broker.append(records)
 
+    async def send_records_settled(
+        self, records: Sequence[OutgoingRecord]
+    ) -> list[BaseException | None]:
+        await self.broker.append(records)
+        return [None] * len(records)
+
 
 class InMemoryConsumer:
     """``ConsumerPort`` of one group member; positions start at the committed offsets."""

@@ -130,6 +130,7 @@ class Gateway:
         self._state = "started"
         if self._mediator is None:
             self._mediator = self.app.mediator()
+        await self._mediator.start()
         cfg = self.config
         limit = cfg.max_message_bytes
         options = [

@@ -6,6 +6,6 @@
 
 from __future__ import annotations
 
-from .store import InboxStore, InMemoryInbox
+from .store import InboxClaim, InboxStore, InMemoryInbox, inbox_claim
 
-__all__ = ["InMemoryInbox", "InboxStore"]
+__all__ = ["InMemoryInbox", "InboxClaim", "InboxStore", "inbox_claim"]

@@ -14,22 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ..db import inbox_table, metadata
+
 __all__ = ["SqlAlchemyInbox", "inbox_table", "metadata"]
-
-metadata = MetaData()
-
-inbox_table = Table(
-    "wirebus_inbox",
-    metadata,
-    Column("consumer_group", String(255), primary_key=True),
-    Column("event_id", String(255), primary_key=True),
-    Column("handled_at", DateTime(timezone=True), nullable=False),
-)
 
 
 class SqlAlchemyInbox:

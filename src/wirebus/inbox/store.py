@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 from typing import Protocol
 
-__all__ = ["InMemoryInbox", "InboxStore"]
+__all__ = ["InMemoryInbox", "InboxClaim", "InboxStore", "inbox_claim"]
+
+
+@dataclasses.dataclass(slots=True)
+class InboxClaim:
+    """A consumer asks the handler's unit of work to record ``(group, event_id)``.
+
+    Set (through :data:`inbox_claim`) around an event's only handler: if the
+    handler commits a unit of work, the inbox row is written in that same
+    transaction and ``written`` turns true.
+    """
+
+    group: str
+    event_id: str
+    written: bool = False
+
+
+inbox_claim: contextvars.ContextVar[InboxClaim | None] = contextvars.ContextVar(
+    "wirebus_inbox_claim", default=None
+)
 
 
 class InboxStore(Protocol):

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from ..broker import EventEncoder, OutgoingRecord, PublishError
 from ..codec import EventRegistry
@@ -116,6 +116,32 @@ class KafkaEventPublisher:
         """
         await self.send_records(self.encoder.records(events))
 
+    async def send_records_settled(
+        self, records: Sequence[OutgoingRecord]
+    ) -> list[BaseException | None]:
+        """Send records; per record, ``None`` once acknowledged or the error it failed with.
+
+        Errors keep aiokafka's ``retriable`` flag (a broker that is down
+        fails every record retriably; a record that is too large does not).
+        """
+        producer = self._producer
+        if producer is None:
+            raise LifecycleError("the publisher is not started")
+        pending: list[tuple[str, Any]] = []
+        for record in records:
+            try:
+                future = await producer.send(
+                    record.topic, value=record.value, key=record.key, headers=list(record.headers)
+                )
+            except KafkaError as exc:
+                pending.append((record.topic, _publish_error(record.topic, exc)))
+            else:
+                pending.append((record.topic, future))
+        results: list[BaseException | None] = []
+        for topic, item in pending:
+            results.append(item if isinstance(item, BaseException) else await _settle(topic, item))
+        return results
+
     async def send_records(self, records: Iterable[OutgoingRecord]) -> None:
         """Send records as they are; all acknowledged, or ``PublishError``."""
         producer = self._producer
@@ -125,7 +151,7 @@ class KafkaEventPublisher:
         for record in records:
             try:
                 future = await producer.send(
-                    record.topic, value=record.value, key=record.key, headers=record.headers
+                    record.topic, value=record.value, key=record.key, headers=list(record.headers)
                 )
             except KafkaError as exc:
                 raise PublishError(record.topic, _reason(exc)) from exc
@@ -137,6 +163,22 @@ class KafkaEventPublisher:
                 raise PublishError(topic, _reason(exc)) from exc
             except asyncio.CancelledError:
                 raise
+
+
+async def _settle(topic: str, future: Any) -> BaseException | None:
+    try:
+        await future
+    except KafkaError as exc:
+        return _publish_error(topic, exc)
+    return None
+
+
+def _publish_error(topic: str, exc: KafkaError) -> PublishError:
+    """Wrap an aiokafka error; timeouts count as retriable (the broker is away)."""
+    error = PublishError(topic, _reason(exc))
+    error.retriable = bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
+    error.__cause__ = exc
+    return error
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,0 +1,159 @@
+"""``Database``: the SQLAlchemy async engine behind state, outbox and inbox.
+
+SQLite (``sqlite+aiosqlite://``) is the embedded default; PostgreSQL
+(``postgresql+asyncpg://``) is for production. wirebus's own tables
+(``wirebus_outbox``, ``wirebus_inbox``) live in :data:`metadata`; an app adds
+its own tables with ``App(metadata=...)``.
+
+Example::
+
+    database = Database("sqlite+aiosqlite:///shop.db", create_schema=True)
+    await database.start()
+    async with database.sessions() as session: ...
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import StaticPool
+
+from .errors import ConfigurationError
+
+__all__ = ["Database", "inbox_table", "metadata", "outbox_table"]
+
+metadata = MetaData()
+
+_BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
+
+outbox_table = Table(
+    "wirebus_outbox",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(255), nullable=False, unique=True),
+    Column("topic", String(255), nullable=False),
+    Column("key", LargeBinary, nullable=True),
+    Column("value", LargeBinary, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("available_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Index("wirebus_outbox_claim", "status", "shard", "id"),
+)
+
+inbox_table = Table(
+    "wirebus_inbox",
+    metadata,
+    Column("consumer_group", String(255), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("handled_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class Database:
+    """An async engine and session factory; ``start`` creates the schema if asked."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        create_schema: bool = False,
+        extra_metadata: Sequence[MetaData] = (),
+        pool_size: int = 10,
+    ) -> None:
+        try:
+            parsed = make_url(url)
+        except Exception:
+            raise ConfigurationError(f"not a database URL: {url!r}") from None
+        backend = parsed.get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise ConfigurationError(f"wirebus supports sqlite and postgresql, not {backend}")
+        self.url = url
+        self.dialect = backend
+        self.create_schema = create_schema
+        self.extra_metadata = tuple(extra_metadata)
+        if backend == "sqlite":
+            memory = parsed.database in (None, "", ":memory:")
+            self.engine: AsyncEngine = create_async_engine(
+                url,
+                poolclass=StaticPool if memory else None,
+                connect_args={"timeout": 30},
+            )
+        else:
+            self.engine = create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._started = False
+
+    @classmethod
+    def in_memory(cls, *, extra_metadata: Sequence[MetaData] = ()) -> Database:
+        """A private in-memory SQLite database with the schema created (tests, demos)."""
+        return cls(
+            "sqlite+aiosqlite:///:memory:", create_schema=True, extra_metadata=extra_metadata
+        )
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """The file of a file-backed SQLite database (``None`` otherwise)."""
+        if self.dialect != "sqlite":
+            return None
+        name = make_url(self.url).database
+        return None if name in (None, "", ":memory:") else name
+
+    async def start(self) -> None:
+        """Create the tables (when ``create_schema``) and enable SQLite's WAL."""
+        if self._started:
+            return
+        self._started = True
+        async with self.engine.begin() as conn:
+            if self.dialect == "sqlite" and "memory" not in self.url:
+                await conn.execute(text("PRAGMA journal_mode=WAL"))
+            if self.create_schema:
+                for meta in (metadata, *self.extra_metadata):
+                    await conn.run_sync(meta.create_all)
+
+    async def close(self) -> None:
+        """Dispose of the connection pool (idempotent)."""
+        await self.engine.dispose()
+
+    def session(self) -> AsyncSession:
+        """A new session (not yet in a transaction)."""
+        return self.sessions()
+
+    def asyncpg_dsn(self) -> str:
+        """The URL as a plain ``postgresql://`` DSN for a raw asyncpg connection."""
+        url = make_url(self.url).set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-aware now, for rows."""
+    return dt.datetime.now(dt.UTC)

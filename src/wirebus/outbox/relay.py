@@ -1,0 +1,395 @@
+"""``Relay``: publishes outbox rows in order, marks them only after the broker's ack.
+
+How order and exactly-one-publisher are kept
+---------------------------------------------
+Rows are spread over 64 *shards* by ``crc32(key)``, so all rows of one
+aggregate share a shard. On PostgreSQL each relay *leases* shards with
+session-level advisory locks (``pg_try_advisory_lock``) on a dedicated
+connection: a shard is relayed by one relay at a time, and a relay that
+dies loses its leases with its session. Relays count each other through
+``pg_stat_activity`` (``application_name = 'wirebus-relay'``) and keep a fair
+share, so several relays split the work and take over a dead one's shards.
+Within its shards a relay claims the oldest pending rows with
+``FOR UPDATE SKIP LOCKED`` in a transaction that lasts until the broker
+acknowledged and the rows are marked, so a crash mid-batch rolls the claim
+back and the next relay publishes the same rows again (duplicates only from
+that batch; consumers' inboxes drop them).
+
+No ``id > last_seen`` cursor is ever used: each pass asks for *pending* rows
+ordered by id, so a row whose transaction commits late (and whose id is
+lower than rows already published) is picked up on the next pass.
+
+Within a batch, a row that must wait (backing off after a failure) blocks
+the later rows of its key, and only those. A row that fails on its own
+(too large, topic refused) is retried with backoff and after ``max_attempts``
+marked ``failed`` with its error -- counted, and requeued by
+``wirebus outbox retry``. A broker that is unreachable fails every row with
+a retriable error: that counts against no row; the relay backs off and
+resumes by itself.
+
+SQLite runs one relay (no leases); the rest is the same. On PostgreSQL the
+relay wakes on ``NOTIFY wirebus_outbox`` (sent by the unit of work on commit)
+and polls every ``poll_interval`` seconds as a fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import logging
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..broker import EventPublisher
+from ..db import Database, outbox_table, utcnow
+from ..errors import ConfigurationError, LifecycleError
+from .rows import SHARDS, record_from_row
+from .uow import NOTIFY_CHANNEL
+
+__all__ = ["Relay", "RelayStats"]
+
+log = logging.getLogger(__name__)
+
+_LOCK_SPACE = 0x77697265  # "wire": the advisory-lock key space of the shards
+_APPLICATION = "wirebus-relay"
+_T = outbox_table
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RelayStats:
+    """Outbox lag: what waits to be published, and for how long."""
+
+    pending: int
+    failed: int
+    oldest_pending_seconds: float | None
+
+
+class Relay:
+    """Claims pending outbox rows and publishes them; ``async with`` or start/run/stop."""
+
+    def __init__(
+        self,
+        database: Database,
+        publisher: EventPublisher,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        max_attempts: int = 10,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        retention: dt.timedelta | None = None,
+    ) -> None:
+        if batch_size < 1 or max_attempts < 1 or poll_interval <= 0:
+            raise ConfigurationError("batch_size, max_attempts and poll_interval must be positive")
+        self.database = database
+        self.publisher = publisher
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.max_attempts = max_attempts
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.retention = retention
+        self.published = 0
+        self.failed = 0
+        self._shards: set[int] = set(range(SHARDS)) if not database.is_postgres else set()
+        self._lease: AsyncConnection | None = None
+        self._listener: Any = None
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._outage = 0
+        self._lock_file: Any = None
+        self._state = "new"
+
+    @property
+    def shards(self) -> frozenset[int]:
+        """The shards this relay currently relays."""
+        return frozenset(self._shards)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Connect (PostgreSQL: lease connection and LISTEN)."""
+        if self._state != "new":
+            raise LifecycleError(f"a {self._state} relay cannot be started again")
+        self._state = "started"
+        await self.database.start()
+        if self.database.is_postgres:
+            await self._connect_postgres()
+        else:
+            self._shards = set(range(SHARDS)) if self._sqlite_lock() else set()
+
+    def _sqlite_lock(self) -> bool:
+        """One relay per SQLite file: an exclusive lock on ``<file>-relay.lock``."""
+        path = self.database.sqlite_path
+        if path is None:  # in-memory: private to this process
+            return True
+        if self._lock_file is None:
+            self._lock_file = open(f"{path}-relay.lock", "a")  # noqa: SIM115 (held for life)
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    async def _connect_postgres(self) -> None:
+        import asyncpg
+
+        self._lease = await self.database.engine.connect()
+        await self._lease.execute(text(f"SET application_name = '{_APPLICATION}'"))
+        await self._lease.commit()
+        self._listener = await asyncpg.connect(self.database.asyncpg_dsn())
+        await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+
+    async def stop(self) -> None:
+        """Finish the batch in hand and disconnect (idempotent)."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Release leases and connections."""
+        self._state = "stopped"
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+        if self._lease is not None:
+            with contextlib.suppress(Exception):
+                await self._lease.close()  # ends the session: every lease is released
+            self._lease = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the SQLite relay lock
+            self._lock_file = None
+        self._shards.clear()
+
+    async def __aenter__(self) -> Relay:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+        await self.close()
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Relay until :meth:`stop`; failures back off and are retried, never raised."""
+        if self._state != "started":
+            raise LifecycleError("start the relay before running it")
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if self.database.is_postgres:
+                        await self._rebalance()
+                    elif not self._shards and self._sqlite_lock():  # standby takes over
+                        self._shards = set(range(SHARDS))
+                    relayed = await self.relay_once()
+                except Exception as exc:  # database gone, lease lost, ...: back off, go on
+                    log.warning("relay pass failed: %s: %s", type(exc).__name__, exc)
+                    await self._recover()
+                    await self._sleep(self._backoff(self._outage + 1))
+                    continue
+                if self._outage:
+                    await self._sleep(self._backoff(self._outage))
+                elif relayed < self.batch_size:
+                    await self._sleep(self.poll_interval)
+        finally:
+            await self.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def _recover(self) -> None:
+        if self.database.is_postgres:
+            await self.close()
+            self._state = "started"
+            with contextlib.suppress(Exception):
+                await self._connect_postgres()
+
+    # ------------------------------------------------------------ leases
+
+    async def _rebalance(self) -> None:
+        lease = self._lease
+        if lease is None:
+            raise LifecycleError("no lease connection")
+        live = (
+            await lease.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE application_name = :app AND datname = current_database()"
+                ),
+                {"app": _APPLICATION},
+            )
+        ).scalar_one()
+        fair = math.ceil(SHARDS / max(1, int(live)))
+        for shard in sorted(self._shards)[fair:]:
+            await lease.execute(
+                text("SELECT pg_advisory_unlock(:a, :b)"), {"a": _LOCK_SPACE, "b": shard}
+            )
+            self._shards.discard(shard)
+        if len(self._shards) < fair:
+            start = random.randrange(SHARDS)
+            for i in range(SHARDS):
+                shard = (start + i) % SHARDS
+                if shard in self._shards:
+                    continue
+                got = (
+                    await lease.execute(
+                        text("SELECT pg_try_advisory_lock(:a, :b)"), {"a": _LOCK_SPACE, "b": shard}
+                    )
+                ).scalar_one()
+                if got:
+                    self._shards.add(shard)
+                    if len(self._shards) >= fair:
+                        break
+        await lease.commit()
+
+    # ------------------------------------------------------------ one pass
+
+    async def relay_once(self) -> int:
+        """Publish one batch of pending rows; the number of rows handled."""
+        if not self._shards:
+            return 0
+        engine = self.database.engine
+        query = (
+            select(_T)
+            .where(_T.c.status == "pending", _T.c.shard.in_(sorted(self._shards)))
+            .order_by(_T.c.id)
+            .limit(self.batch_size)
+        )
+        if self.database.is_postgres:
+            async with engine.connect() as conn, conn.begin():
+                rows = (
+                    (await conn.execute(query.with_for_update(skip_locked=True))).mappings().all()
+                )
+                return await self._publish(conn, rows)
+        async with engine.connect() as conn:  # SQLite: one relay; read, publish, then write
+            rows = (await conn.execute(query)).mappings().all()
+            await conn.rollback()
+            async with conn.begin():
+                return await self._publish(conn, rows)
+
+    async def _publish(self, conn: AsyncConnection, rows: Sequence[Any]) -> int:
+        if not rows:
+            self._outage = 0
+            return 0
+        now = utcnow()
+        blocked: set[bytes] = set()
+        ready = []
+        for row in rows:
+            key = row["key"] if row["key"] is not None else row["event_id"].encode()
+            if key in blocked or _aware(row["available_at"]) > now:
+                blocked.add(key)  # later rows of this key wait behind it
+                continue
+            ready.append(row)
+        if not ready:
+            return len(rows)
+        results = await self.publisher.send_records_settled([record_from_row(r) for r in ready])
+        ok = [r["id"] for r, error in zip(ready, results, strict=True) if error is None]
+        failures = [(r, e) for r, e in zip(ready, results, strict=True) if e is not None]
+        if failures and not ok and all(_retriable(e) for _, e in failures):
+            self._outage += 1
+            log.warning(
+                "broker unavailable (%s); %d row(s) stay pending", failures[0][1], len(failures)
+            )
+            return len(rows)
+        self._outage = 0
+        if ok:
+            await self._mark_published(conn, ok, now)
+            self.published += len(ok)
+        for row, error in failures:
+            await self._mark_failed_attempt(conn, row, error, now)
+        return len(rows)
+
+    async def _mark_published(
+        self, conn: AsyncConnection, ids: list[int], now: dt.datetime
+    ) -> None:
+        if self.retention is None:
+            await conn.execute(delete(_T).where(_T.c.id.in_(ids)))
+        else:
+            await conn.execute(
+                update(_T).where(_T.c.id.in_(ids)).values(status="published", published_at=now)
+            )
+            await conn.execute(
+                delete(_T).where(
+                    _T.c.status == "published", _T.c.published_at < now - self.retention
+                )
+            )
+
+    async def _mark_failed_attempt(
+        self, conn: AsyncConnection, row: Any, error: BaseException, now: dt.datetime
+    ) -> None:
+        attempts = row["attempts"] + 1
+        message = f"{type(error).__name__}: {error}"[:2000]
+        if attempts >= self.max_attempts:
+            status, available = "failed", now
+            self.failed += 1
+            log.error(
+                "outbox row %s failed for good after %d attempts: %s",
+                row["event_id"],
+                attempts,
+                message,
+            )
+        else:
+            status = "pending"
+            available = now + dt.timedelta(seconds=self._backoff(attempts))
+        await conn.execute(
+            update(_T)
+            .where(_T.c.id == row["id"])
+            .values(status=status, attempts=attempts, last_error=message, available_at=available)
+        )
+
+    # ------------------------------------------------------------ operations
+
+    async def stats(self) -> RelayStats:
+        """Pending and failed counts and the oldest pending row's age."""
+        return await outbox_stats(self.database)
+
+
+async def outbox_stats(database: Database) -> RelayStats:
+    """Outbox lag of ``database`` (for metrics and ``wirebus outbox status``)."""
+    async with database.engine.connect() as conn:
+        pending, oldest = (
+            await conn.execute(
+                select(func.count(), func.min(_T.c.created_at)).where(_T.c.status == "pending")
+            )
+        ).one()
+        failed = (
+            await conn.execute(select(func.count()).where(_T.c.status == "failed"))
+        ).scalar_one()
+    age = None if oldest is None else (utcnow() - _aware(oldest)).total_seconds()
+    return RelayStats(pending=int(pending), failed=int(failed), oldest_pending_seconds=age)
+
+
+async def retry_failed(database: Database) -> int:
+    """Requeue every failed row (``wirebus outbox retry``); the number requeued."""
+    async with database.engine.begin() as conn:
+        result = await conn.execute(
+            update(_T)
+            .where(_T.c.status == "failed")
+            .values(status="pending", attempts=0, available_at=utcnow())
+        )
+    return int(result.rowcount or 0)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def _retriable(error: BaseException) -> bool:
+    return bool(getattr(error, "retriable", False)) or isinstance(
+        error, (TimeoutError, ConnectionError, OSError)
+    )

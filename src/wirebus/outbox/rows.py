@@ -1,0 +1,45 @@
+"""Outbox rows <-> records: what is stored is exactly what will be published."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+from ..broker import OutgoingRecord
+
+__all__ = ["SHARDS", "record_from_row", "row_from_record", "shard_of"]
+
+SHARDS = 64
+"""Rows are spread over this many shards by key; a relay leases whole shards."""
+
+
+def shard_of(key: bytes | None, event_id: str) -> int:
+    """One key's rows share a shard (so one relay keeps their order)."""
+    return zlib.crc32(key if key is not None else event_id.encode()) % SHARDS
+
+
+def row_from_record(record: OutgoingRecord, now: dt.datetime) -> dict[str, Any]:
+    """The ``wirebus_outbox`` row of a record encoded at commit time."""
+    headers = dict(record.headers)
+    event_id = headers["ce_id"].decode()
+    return {
+        "event_id": event_id,
+        "topic": record.topic,
+        "key": record.key,
+        "value": record.value,
+        "headers": json.dumps([[k, v.decode()] for k, v in record.headers]),
+        "shard": shard_of(record.key, event_id),
+        "status": "pending",
+        "attempts": 0,
+        "created_at": now,
+        "available_at": now,
+    }
+
+
+def record_from_row(row: Mapping[str, Any]) -> OutgoingRecord:
+    """The record a row publishes: the stored bytes, untouched."""
+    headers = tuple((k, v.encode()) for k, v in json.loads(row["headers"]))
+    return OutgoingRecord(topic=row["topic"], key=row["key"], value=row["value"], headers=headers)
