@@ -1,0 +1,228 @@
+// A TypeScript service against the running shop (`wirebus run examples.shop.app:app`):
+// a gRPC client (Connect's gRPC transport over HTTP/2) and a Kafka consumer (kafkajs)
+// of the events the gateway published for the order the client placed.
+//
+//   WIREBUS_GRPC_ADDRESS     host:port of the gateway, e.g. 127.0.0.1:50051
+//   WIREBUS_KAFKA_BOOTSTRAP  host:port of a Kafka broker, e.g. 127.0.0.1:9092
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, test } from "node:test";
+import { create, fromBinary, type DescMessage } from "@bufbuild/protobuf";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
+import { Kafka, logLevel, type IHeaders, type KafkaMessage } from "kafkajs";
+import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import {
+  LineItemSchema,
+  OrderPlacedSchema,
+  OrderService,
+  OrderStatus,
+  type Order,
+} from "../gen/shop/orders/v1/orders_pb.js";
+import { PaymentCapturedSchema } from "../gen/shop/payments/v1/payments_pb.js";
+
+const GRPC_ADDRESS = process.env.WIREBUS_GRPC_ADDRESS;
+const KAFKA_BOOTSTRAP = process.env.WIREBUS_KAFKA_BOOTSTRAP;
+const PAID_WITHIN_MS = 60_000;
+const EVENTS_WITHIN_MS = 30_000; // the client saw PAID: both events are on Kafka by now
+const CALL_TIMEOUT_MS = 10_000;
+
+const customerId = `ts-${randomUUID()}`;
+const items = [
+  create(LineItemSchema, { sku: "book", quantity: 2, priceCents: 1250n }),
+  create(LineItemSchema, { sku: "pen", quantity: 3, priceCents: 199n }),
+];
+const totalCents = 2n * 1250n + 3n * 199n;
+const placed: { orderId?: string; order?: Order } = {};
+
+async function rejection(call: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  assert.fail("the call succeeded");
+}
+
+describe("gRPC client", { skip: !GRPC_ADDRESS && "WIREBUS_GRPC_ADDRESS is not set" }, () => {
+  let sessions: Http2SessionManager;
+  let client: Client<typeof OrderService>;
+  const opts = { timeoutMs: CALL_TIMEOUT_MS };
+
+  before(() => {
+    const baseUrl = `http://${GRPC_ADDRESS}`;
+    sessions = new Http2SessionManager(baseUrl);
+    client = createClient(OrderService, createGrpcTransport({ baseUrl, sessionManager: sessions }));
+  });
+  after(() => sessions?.abort());
+
+  test("PlaceOrder, then GetOrder until the payment (via Kafka) made it PAID", async () => {
+    const reply = await client.placeOrder({ customerId, items }, opts);
+    assert.match(reply.orderId, /\S/);
+    placed.orderId = reply.orderId;
+
+    const deadline = Date.now() + PAID_WITHIN_MS;
+    let order = await client.getOrder({ orderId: reply.orderId }, opts);
+    while (order.status !== OrderStatus.PAID && Date.now() < deadline) {
+      assert.equal(order.status, OrderStatus.PENDING);
+      await sleep(200);
+      order = await client.getOrder({ orderId: reply.orderId }, opts);
+    }
+    assert.equal(OrderStatus[order.status], "PAID", `not PAID within ${PAID_WITHIN_MS} ms`);
+    assert.equal(order.orderId, reply.orderId);
+    assert.equal(order.customerId, customerId);
+    assert.equal(order.totalCents, totalCents);
+    assert.deepEqual(
+      order.items.map((i) => [i.sku, i.quantity, i.priceCents]),
+      items.map((i) => [i.sku, i.quantity, i.priceCents]),
+    );
+    assert.ok(order.placedAt, "placedAt is set");
+    const placedAt = timestampDate(order.placedAt).getTime();
+    assert.ok(Math.abs(Date.now() - placedAt) < 10 * 60_000, `placedAt ${placedAt} is not now`);
+    placed.order = order;
+  });
+
+  test("ListOrders streams the customer's orders, oldest first", async () => {
+    const second = await client.placeOrder(
+      { customerId, items: [create(LineItemSchema, { sku: "mug", quantity: 1, priceCents: 800n })] },
+      opts,
+    );
+    const streamed: string[] = [];
+    for await (const order of client.listOrders({ customerId }, opts)) {
+      assert.equal(order.customerId, customerId);
+      streamed.push(order.orderId);
+    }
+    assert.deepEqual(streamed, [placed.orderId, second.orderId]);
+  });
+
+  test("CancelOrder succeeds once, then FAILED_PRECONDITION", async () => {
+    const orderId = placed.orderId;
+    assert.ok(orderId, "PlaceOrder ran first");
+    await client.cancelOrder({ orderId, reason: "changed mind" }, opts);
+    assert.equal((await client.getOrder({ orderId }, opts)).status, OrderStatus.CANCELLED);
+    const err = await rejection(client.cancelOrder({ orderId, reason: "again" }, opts));
+    assert.equal(Code[err.code], "FailedPrecondition", err.message);
+    const [info] = err.findDetails(ErrorInfoSchema);
+    assert.equal(info?.reason, "ORDER_ALREADY_CANCELLED");
+  });
+
+  test("PlaceOrder without items: INVALID_ARGUMENT with a BadRequest field violation", async () => {
+    const err = await rejection(client.placeOrder({ customerId, items: [] }, opts));
+    assert.equal(Code[err.code], "InvalidArgument", err.message);
+    const [bad] = err.findDetails(BadRequestSchema);
+    assert.ok(bad, `no google.rpc.BadRequest in ${JSON.stringify(err.details)}`);
+    assert.deepEqual(
+      bad.fieldViolations.map((v) => v.field),
+      ["items"],
+    );
+    assert.match(bad.fieldViolations[0].description, /item/);
+  });
+
+  test("GetOrder of an unknown order: NOT_FOUND with ErrorInfo ORDER_NOT_FOUND", async () => {
+    const orderId = `missing-${randomUUID()}`;
+    const err = await rejection(client.getOrder({ orderId }, opts));
+    assert.equal(Code[err.code], "NotFound", err.message);
+    const [info] = err.findDetails(ErrorInfoSchema);
+    assert.ok(info, `no google.rpc.ErrorInfo in ${JSON.stringify(err.details)}`);
+    assert.equal(info.reason, "ORDER_NOT_FOUND");
+    assert.equal(info.domain, "shop");
+    assert.equal(info.metadata.order_id, orderId);
+  });
+});
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+
+function headerText(headers: IHeaders | undefined, name: string): string | undefined {
+  const value = headers?.[name];
+  const one = Array.isArray(value) ? value[0] : value;
+  return one === undefined ? undefined : one.toString();
+}
+
+/** The CloudEvents binary-mode headers wirebus writes, checked; returns the record's value. */
+function checkEvent(record: KafkaMessage, schema: DescMessage, orderId: string): Uint8Array {
+  const h = (name: string) => headerText(record.headers, name);
+  assert.equal(record.key?.toString(), orderId, "the key is the order id");
+  assert.equal(h("ce_specversion"), "1.0");
+  assert.match(h("ce_id") ?? "", UUID);
+  assert.equal(h("ce_source"), "shop");
+  assert.equal(h("ce_type"), schema.typeName);
+  const time = h("ce_time") ?? "";
+  assert.match(time, RFC3339);
+  assert.ok(Math.abs(Date.now() - Date.parse(time)) < 10 * 60_000, `ce_time ${time} is not now`);
+  assert.equal(h("content-type"), "application/protobuf");
+  assert.equal(h("ce_dataschema"), `type.googleapis.com/${schema.typeName}`);
+  assert.ok(record.value, "the record has a value");
+  return new Uint8Array(record.value);
+}
+
+describe("Kafka consumer", { skip: !KAFKA_BOOTSTRAP && "WIREBUS_KAFKA_BOOTSTRAP is not set" }, () => {
+  test("reads OrderPlaced and PaymentCaptured of the placed order", async (t) => {
+    if (!placed.orderId) return t.skip("the gRPC client placed no order");
+    const orderId = placed.orderId;
+    const wanted: string[] = [OrderPlacedSchema.typeName, PaymentCapturedSchema.typeName];
+    const kafka = new Kafka({
+      clientId: "wirebus-crosslang-ts",
+      brokers: [KAFKA_BOOTSTRAP!],
+      logLevel: logLevel.ERROR,
+      retry: { retries: 5 },
+    });
+    const consumer = kafka.consumer({ groupId: `wirebus-crosslang-ts-${randomUUID()}` });
+    const found = new Map<string, KafkaMessage>();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await consumer.connect();
+      await consumer.subscribe({ topics: ["shop.orders.v1", "shop.payments.v1"], fromBeginning: true });
+      await new Promise<void>((resolve, reject) => {
+        timer = setTimeout(
+          () => {
+            const got = [...found.keys()].join(", ") || "neither";
+            reject(new Error(`within ${EVENTS_WITHIN_MS} ms found only ${got} for ${orderId}`));
+          },
+          EVENTS_WITHIN_MS,
+        );
+        consumer
+          .run({
+            eachMessage: async ({ message }) => {
+              const type = headerText(message.headers, "ce_type");
+              if (message.key?.toString() !== orderId || !type || !wanted.includes(type)) return;
+              if (!found.has(type)) found.set(type, message);
+              if (found.size === wanted.length) resolve();
+            },
+          })
+          .catch(reject);
+      });
+    } finally {
+      clearTimeout(timer);
+      await consumer.disconnect();
+    }
+
+    const orderPlaced = fromBinary(
+      OrderPlacedSchema,
+      checkEvent(found.get(OrderPlacedSchema.typeName)!, OrderPlacedSchema, orderId),
+    );
+    assert.equal(orderPlaced.orderId, orderId);
+    assert.equal(orderPlaced.customerId, customerId);
+    assert.equal(orderPlaced.totalCents, totalCents);
+    assert.deepEqual(
+      orderPlaced.items.map((i) => [i.sku, i.quantity, i.priceCents]),
+      items.map((i) => [i.sku, i.quantity, i.priceCents]),
+    );
+    assert.deepEqual(orderPlaced.placedAt, placed.order?.placedAt, "the event's placedAt is the order's");
+
+    const captured = fromBinary(
+      PaymentCapturedSchema,
+      checkEvent(found.get(PaymentCapturedSchema.typeName)!, PaymentCapturedSchema, orderId),
+    );
+    assert.equal(captured.orderId, orderId);
+    assert.equal(captured.amountCents, totalCents);
+    assert.match(captured.paymentId, UUID);
+    assert.ok(captured.capturedAt && orderPlaced.placedAt);
+    assert.ok(
+      timestampDate(captured.capturedAt) >= timestampDate(orderPlaced.placedAt),
+      "captured after placed",
+    );
+  });
+});
