@@ -44,6 +44,7 @@ from .errors import (
 from .gateway import Gateway, GatewayConfig
 from .mediator import Behaviour, Mediator
 from .messages import Command, Event, Message, Query, Request
+from .retry import Retry
 from .router import Router
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "Query",
     "Request",
     "ResourceExhausted",
+    "Retry",
     "Router",
     "Unauthenticated",
     "Unavailable",

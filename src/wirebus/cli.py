@@ -21,9 +21,9 @@ import importlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -36,6 +36,8 @@ from .settings import Settings
 __all__ = ["load_app", "main"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def load_app(target: str, app_dir: str = ".") -> App:
@@ -356,14 +358,9 @@ def outbox_status() -> None:
     settings = _settings()
 
     async def main() -> None:
-        from .db import Database
         from .outbox.relay import outbox_stats
 
-        database = Database(settings.database_url)
-        try:
-            stats = await outbox_stats(database)
-        finally:
-            await database.close()
+        stats = await _on_database(settings, outbox_stats)
         oldest = stats.oldest_pending_seconds
         age = "-" if oldest is None else f"{oldest:.1f}s"
         click.echo(f"pending {stats.pending}  failed {stats.failed}  oldest pending {age}")
@@ -377,17 +374,22 @@ def outbox_retry() -> None:
     settings = _settings()
 
     async def main() -> None:
-        from .db import Database
         from .outbox.relay import retry_failed
 
-        database = Database(settings.database_url)
-        try:
-            count = await retry_failed(database)
-        finally:
-            await database.close()
+        count = await _on_database(settings, retry_failed)
         click.echo(f"requeued {count} failed row(s)")
 
     _run_db(main)
+
+
+async def _on_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    from .db import Database
+
+    database = Database(settings.database_url)
+    try:
+        return await work(database)
+    finally:
+        await database.close()
 
 
 def _run_db(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

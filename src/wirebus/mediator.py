@@ -29,11 +29,11 @@ import logging
 import types
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 import anyio
 
+from ._lifecycle import AsyncLifecycle
 from .di import Context, _context, current_call
 from .errors import HandlerNotFound, LifecycleError
 from .messages import Event, ProtoMessage, Request
@@ -75,7 +75,7 @@ _Invoke = Callable[[Any, Context], Any]
 _Runner = Callable[[Any], Awaitable[Any]]
 
 
-class Mediator:
+class Mediator(AsyncLifecycle):
     """Dispatches requests to their handler and events to theirs.
 
     Built by :meth:`wirebus.App.mediator`; an async context manager that
@@ -228,16 +228,8 @@ class Mediator:
         if self.database is not None:
             await self.database.start()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
+        """Same as :meth:`close` (``async with`` calls it)."""
         await self.close()
 
     async def close(self) -> None:

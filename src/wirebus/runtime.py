@@ -128,7 +128,7 @@ class Runtime:
             await self._start_consumers(publisher)
         if self.gateway_config is not None:
             self.gateway = Gateway(self.app, self.gateway_config, mediator=self.mediator)
-            await self.gateway.__aenter__()
+            await self.gateway.start()
             self._stack.push_async_callback(self.gateway.stop)
 
     async def _stop_relay(self) -> None:

@@ -34,6 +34,7 @@ EXPECTED = {
     "Query",
     "Request",
     "ResourceExhausted",
+    "Retry",
     "Router",
     "Unauthenticated",
     "Unavailable",

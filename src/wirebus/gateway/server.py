@@ -20,8 +20,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, Self
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import grpc.aio
@@ -31,6 +30,7 @@ from google.protobuf.message import Message as ProtoMessage
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from .._lifecycle import AsyncLifecycle
 from ..di import CallInfo, _call_factory
 from ..errors import ConfigurationError, ConversionError, LifecycleError
 from ..messages import converter_of, proto_class_of
@@ -78,7 +78,7 @@ class GatewayConfig:
             raise ConfigurationError(f"grace_seconds must be >= 0, not {self.grace_seconds}")
 
 
-class Gateway:
+class Gateway(AsyncLifecycle):
     """Serves an :class:`~wirebus.App`'s services over gRPC.
 
     ``start()``/``stop()`` or ``async with``; ``stop`` is idempotent and
@@ -146,6 +146,7 @@ class Gateway:
         if self._port == 0:
             raise LifecycleError(f"could not bind {cfg.host}:{cfg.port}")
         await server.start()
+        await self._set_serving()
         log.info("gateway serving %d methods on %s", len(self._routes), self.address)
 
     def _register(self, server: grpc.aio.Server, mediator: Mediator) -> None:
@@ -191,19 +192,6 @@ class Gateway:
         """Wait until the server terminates (after ``stop``)."""
         if self._server is not None:
             await self._server.wait_for_termination()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        await self._set_serving()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def _register_reflection_v1_descriptor() -> None:

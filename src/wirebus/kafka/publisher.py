@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from .._lifecycle import AsyncLifecycle
 from ..broker import EventEncoder, OutgoingRecord, PublishError
 from ..codec import EventRegistry
 from ..errors import ConfigurationError, LifecycleError
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 Compression = Literal["gzip", "snappy", "lz4", "zstd"]
 
 
-class KafkaEventPublisher:
+class KafkaEventPublisher(AsyncLifecycle):
     """Publishes events to Kafka; an async context manager with an idempotent ``stop``."""
 
     def __init__(
@@ -89,18 +89,6 @@ class KafkaEventPublisher:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------ publishing
 
