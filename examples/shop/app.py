@@ -14,9 +14,11 @@ from shop.orders.v1 import orders_pb2
 from wirebus import App, current_call
 
 from .orders.handlers import router as orders_router
+from .orders.messages import OrderCancelled, OrderPlaced
 from .orders.store import OrderStore
 from .orders.store import metadata as orders_metadata
 from .payments.handlers import router as payments_router
+from .payments.messages import PaymentCaptured
 
 log = logging.getLogger("examples.shop")
 
@@ -50,4 +52,5 @@ app = App(
     providers=[ShopProvider()],
     behaviours=[log_with_correlation_id],
     metadata=orders_metadata,
+    events=[OrderPlaced, OrderCancelled, PaymentCaptured],  # all travel, handled here or not
 )

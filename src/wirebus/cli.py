@@ -212,9 +212,12 @@ def _logging(level: str) -> None:
 @_log_level
 @_slices
 @_relay
+@click.option(
+    "--group", default=None, help="Consumer group of the consumers [default: the app's name]."
+)
 def run(
     target: str, app_dir: str, host: str, port: int, grace: float, log_level: str,
-    slices: tuple[str, ...], relay: bool,
+    slices: tuple[str, ...], relay: bool, group: str | None,
 ) -> None:  # fmt: skip
     """Run everything of the app in one process: gateway and event consumers.
 
@@ -226,8 +229,9 @@ def run(
     config = GatewayConfig(host=host, port=port, grace_seconds=grace)
     try:
         runtime = Runtime(
-            app, _settings(), gateway=config, consume=True, routers=_routers(slices), relay=relay
-        )
+            app, _settings(), gateway=config, consume=True, routers=_routers(slices), relay=relay,
+            group=group,
+        )  # fmt: skip
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
     _run_async(lambda: _until_signal(runtime, "run"))

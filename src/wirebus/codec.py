@@ -105,8 +105,16 @@ class EventRegistry:
         return tuple(self._by_name.get(full_name, ()))
 
     def by_type(self, python_type: type) -> EventType | None:
-        """The registration of a Python type, if any."""
-        return self._by_type.get(python_type)
+        """The registration of a Python type, if any.
+
+        An ``Event`` subclass bound to a protobuf class travels even when
+        nothing registered it: it is registered, with its declared topic
+        and key, the first time it is seen.
+        """
+        kind = self._by_type.get(python_type)
+        if kind is None and _travels(python_type):
+            kind = self.add(python_type)
+        return kind
 
     def __iter__(self) -> Iterator[EventType]:
         return iter(self._by_type.values())
@@ -195,3 +203,9 @@ def _key_getter(tp: type, key: str) -> Callable[[Any], str]:
 def _is_betterproto(tp: type) -> bool:
     betterproto = sys.modules.get("betterproto")
     return betterproto is not None and isinstance(tp, type) and issubclass(tp, betterproto.Message)
+
+
+def _travels(tp: type) -> bool:
+    from .messages import Event
+
+    return isinstance(tp, type) and issubclass(tp, Event) and converter_of(tp) is not None

@@ -64,6 +64,7 @@ outbox_table = Table(
     Column("available_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True), nullable=True),
     Index("wirebus_outbox_claim", "status", "shard", "id"),
+    Index("wirebus_outbox_key", "key", "status"),
 )
 
 inbox_table = Table(

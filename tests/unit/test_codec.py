@@ -305,10 +305,20 @@ def test_the_upb_decoder_reads_what_betterproto_wrote() -> None:
 # ---------------------------------------------------------------- encoder
 
 
-def test_encoding_an_unregistered_type_raises_unknown_event_type() -> None:
+def test_encoding_an_unregistered_raw_protobuf_class_raises_unknown_event_type() -> None:
     encoder = EventEncoder(EventRegistry(), source="shop")
     with pytest.raises(UnknownEventType, match="OrderPlaced is not registered"):
-        encoder.record(order_placed())
+        encoder.record(orders_pb2.OrderPlaced(order_id="o-1"))
+
+
+def test_a_proto_bound_event_travels_without_being_registered_first() -> None:
+    registry = EventRegistry()
+    record = EventEncoder(registry, source="shop").record(order_placed())
+
+    assert (record.topic, record.key) == ("shop.orders.v1", b"o-1")
+    kind = registry.by_name("shop.orders.v1.OrderPlaced")
+    assert kind is not None
+    assert kind.python_type is OrderPlaced
 
 
 def test_unknown_event_type_is_a_configuration_error() -> None:

@@ -45,7 +45,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..broker import EventPublisher
@@ -264,9 +264,19 @@ class Relay:
         if not self._shards:
             return 0
         engine = self.database.engine
+        # A row waiting out its backoff holds back the later rows of its key,
+        # and only those: they are not claimed, so they cannot fill the batch
+        # and starve other keys.
+        waiting = _T.alias("waiting")
+        held_back = exists().where(
+            waiting.c.key == _T.c.key,
+            waiting.c.status == "pending",
+            waiting.c.available_at > utcnow(),
+            waiting.c.id <= _T.c.id,
+        )
         query = (
             select(_T)
-            .where(_T.c.status == "pending", _T.c.shard.in_(sorted(self._shards)))
+            .where(_T.c.status == "pending", _T.c.shard.in_(sorted(self._shards)), ~held_back)
             .order_by(_T.c.id)
             .limit(self.batch_size)
         )
@@ -296,7 +306,7 @@ class Relay:
                 continue
             ready.append(row)
         if not ready:
-            return len(rows)
+            return 0
         results = await self.publisher.send_records_settled([record_from_row(r) for r in ready])
         ok = [r["id"] for r, error in zip(ready, results, strict=True) if error is None]
         failures = [(r, e) for r, e in zip(ready, results, strict=True) if e is not None]
@@ -305,14 +315,14 @@ class Relay:
             log.warning(
                 "broker unavailable (%s); %d row(s) stay pending", failures[0][1], len(failures)
             )
-            return len(rows)
+            return len(ready)
         self._outage = 0
         if ok:
             await self._mark_published(conn, ok, now)
             self.published += len(ok)
         for row, error in failures:
             await self._mark_failed_attempt(conn, row, error, now)
-        return len(rows)
+        return len(ready)
 
     async def _mark_published(
         self, conn: AsyncConnection, ids: list[int], now: dt.datetime

@@ -43,6 +43,7 @@ def _create_outbox() -> None:
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
     )  # fmt: skip
     op.create_index("wirebus_outbox_claim", "wirebus_outbox", ["status", "shard", "id"])
+    op.create_index("wirebus_outbox_key", "wirebus_outbox", ["key", "status"])
 
 
 def _create_inbox() -> None:
