@@ -28,15 +28,32 @@ sys.path.insert(0, str(HERE))
 
 from _common import machine_info, print_table  # noqa: E402
 
-BENCHES = ("mediator_vs_cqrs", "converter", "gateway_vs_raw", "kafka_throughput")
+BENCHES = (
+    "mediator_vs_cqrs",
+    "converter",
+    "gateway_vs_raw",
+    "kafka_throughput",
+    "relay_throughput",
+    "e2e_latency",
+)
 TIMEOUT_S = {
     "mediator_vs_cqrs": 300,
     "converter": 300,
     "gateway_vs_raw": 600,
     "kafka_throughput": 600,
+    "relay_throughput": 900,
+    "e2e_latency": 300,
 }
 # Benchmarks that need a service: run only when its environment variable is set.
 NEEDS_ENV = {"kafka_throughput": "WIREBUS_KAFKA_BOOTSTRAP"}
+# Benchmarks that need Kafka and PostgreSQL (a postgresql WIREBUS_DATABASE_URL).
+NEEDS_KAFKA_AND_POSTGRES = {"relay_throughput", "e2e_latency"}
+
+
+def _has_kafka_and_postgres() -> bool:
+    return bool(os.environ.get("WIREBUS_KAFKA_BOOTSTRAP")) and os.environ.get(
+        "WIREBUS_DATABASE_URL", ""
+    ).startswith("postgresql")
 
 
 def _env() -> dict[str, str]:
@@ -193,6 +210,39 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:
                     ),
                 ]
             )
+    rt = results.get("relay_throughput")
+    if rt:
+        for r in rt["rows"]:
+            detail = f"{r['cpu_us_per_event']:.1f} µs CPU/event, {r['events']:,} events"
+            if r.get("timed_out"):
+                detail += " (time limit)"
+            target = ""
+            if r["key"] == "relay":
+                target = _ok(r["ratio"] >= 0.8, f"{r['ratio']:.2f} x raw, target >= 0.8")
+            elif r["key"] != "raw" and r["ratio"] is not None:
+                target = f"{r['ratio']:.2f} x raw"
+            rows.append(
+                [
+                    "relay",
+                    f"{r['key']} {r['label']}",
+                    f"{r['events_per_s']:,.0f} events/s",
+                    detail,
+                    target,
+                ]
+            )
+    e = results.get("e2e_latency")
+    if e:
+        ms = e["e2e_ms"]
+        rows.append(
+            [
+                "e2e",
+                f"PlaceOrder at {e['rate_target']:.0f}/s -> OrderPlaced on Kafka",
+                f"p50 {ms['p50']:.0f} ms, p99 {ms['p99']:.0f} ms, max {ms['max']:.0f} ms",
+                f"{e['achieved_rate']:.0f} commands/s achieved, {e['ok']} ok,"
+                f" {sum(e['errors'].values())} errors, {e['missing']} missing",
+                "",
+            ]
+        )
     return rows
 
 
@@ -220,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
             env_var = NEEDS_ENV.get(name)
             if env_var and not os.environ.get(env_var):
                 print(f"\n=== {name}: skipped, {env_var} is not set", flush=True)
+                continue
+            if name in NEEDS_KAFKA_AND_POSTGRES and not _has_kafka_and_postgres():
+                print(
+                    f"\n=== {name}: skipped, needs WIREBUS_KAFKA_BOOTSTRAP and a postgresql"
+                    " WIREBUS_DATABASE_URL",
+                    flush=True,
+                )
                 continue
             res = run(name, extra, Path(tmp))
             if res is None:
