@@ -45,7 +45,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy import BigInteger, any_, cast, delete, exists, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..broker import EventPublisher
@@ -80,7 +81,7 @@ class Relay:
         database: Database,
         publisher: EventPublisher,
         *,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         poll_interval: float = 1.0,
         max_attempts: int = 10,
         initial_backoff: float = 0.5,
@@ -274,12 +275,10 @@ class Relay:
             waiting.c.available_at > utcnow(),
             waiting.c.id <= _T.c.id,
         )
-        query = (
-            select(_T)
-            .where(_T.c.status == "pending", _T.c.shard.in_(sorted(self._shards)), ~held_back)
-            .order_by(_T.c.id)
-            .limit(self.batch_size)
-        )
+        conditions = [_T.c.status == "pending", ~held_back]
+        if len(self._shards) < SHARDS:  # holding every shard: no filter to evaluate
+            conditions.append(_T.c.shard.in_(sorted(self._shards)))
+        query = select(_T).where(*conditions).order_by(_T.c.id).limit(self.batch_size)
         if self.database.is_postgres:
             async with engine.connect() as conn, conn.begin():
                 rows = (
@@ -327,11 +326,12 @@ class Relay:
     async def _mark_published(
         self, conn: AsyncConnection, ids: list[int], now: dt.datetime
     ) -> None:
+        chosen = self._ids(ids)
         if self.retention is None:
-            await conn.execute(delete(_T).where(_T.c.id.in_(ids)))
+            await conn.execute(delete(_T).where(chosen))
         else:
             await conn.execute(
-                update(_T).where(_T.c.id.in_(ids)).values(status="published", published_at=now)
+                update(_T).where(chosen).values(status="published", published_at=now)
             )
             await conn.execute(
                 delete(_T).where(
@@ -361,6 +361,12 @@ class Relay:
             .where(_T.c.id == row["id"])
             .values(status=status, attempts=attempts, last_error=message, available_at=available)
         )
+
+    def _ids(self, ids: list[int]) -> Any:
+        """``id`` in ``ids``: one array parameter on PostgreSQL, not one per id."""
+        if self.database.is_postgres:
+            return _T.c.id == any_(cast(ids, ARRAY(BigInteger)))
+        return _T.c.id.in_(ids)
 
     # ------------------------------------------------------------ operations
 

@@ -42,7 +42,13 @@ def _create_outbox() -> None:
         sa.Column("available_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
     )  # fmt: skip
-    op.create_index("wirebus_outbox_claim", "wirebus_outbox", ["status", "shard", "id"])
+    op.create_index(
+        "wirebus_outbox_pending",
+        "wirebus_outbox",
+        ["id"],
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
+    )
     op.create_index("wirebus_outbox_key", "wirebus_outbox", ["key", "status"])
 
 
@@ -57,5 +63,6 @@ def _create_inbox() -> None:
 
 def downgrade() -> None:
     op.drop_table("wirebus_inbox")
-    op.drop_index("wirebus_outbox_claim", table_name="wirebus_outbox")
+    op.drop_index("wirebus_outbox_key", table_name="wirebus_outbox")
+    op.drop_index("wirebus_outbox_pending", table_name="wirebus_outbox")
     op.drop_table("wirebus_outbox")
