@@ -157,8 +157,12 @@ class EventEncoder:
             topic=kind.topic, key=kind.key_bytes(event), value=kind.encode(event), headers=headers
         )
 
-    def records(self, events: Iterable[Any]) -> Iterator[OutgoingRecord]:
-        """Encode several events lazily (one timestamp for the batch)."""
+    def records(self, events: Iterable[Any]) -> list[OutgoingRecord]:
+        """Encode several events (one timestamp for the batch)."""
+        return list(self.iter_records(events))
+
+    def iter_records(self, events: Iterable[Any]) -> Iterator[OutgoingRecord]:
+        """Encode several events lazily, so a publisher can send while encoding."""
         time = now_rfc3339()
         for event in events:
             yield self.record(event, time=time)

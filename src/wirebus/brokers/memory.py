@@ -111,7 +111,7 @@ class InMemoryEventPublisher:
         await self.broker.append([self.encoder.record(event, subject=subject)])
 
     async def publish_many(self, events: Iterable[Any]) -> None:
-        await self.broker.append(list(self.encoder.records(events)))
+        await self.broker.append(self.encoder.records(events))
 
     async def send_records(self, records: Sequence[OutgoingRecord]) -> None:
         await self.broker.append(records)

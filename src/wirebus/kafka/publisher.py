@@ -102,7 +102,7 @@ class KafkaEventPublisher(AsyncLifecycle):
         Each event is handed to the producer as soon as it is encoded, so
         encoding overlaps with the producer's network I/O.
         """
-        await self.send_records(self.encoder.records(events))
+        await self.send_records(self.encoder.iter_records(events))
 
     async def send_records_settled(
         self, records: Sequence[OutgoingRecord]
