@@ -23,6 +23,7 @@ from .errors import ConfigurationError, WirebusError
 __all__ = [
     "EventEncoder",
     "EventPublisher",
+    "HeldBack",
     "OutgoingRecord",
     "PublishError",
     "Record",
@@ -42,6 +43,12 @@ class PublishError(WirebusError):
         super().__init__(f"publishing to {topic!r} failed: {reason}")
         self.topic = topic
         self.reason = reason
+
+
+class HeldBack(PublishError):
+    """Not sent: an earlier record of the same key failed in this call, and order comes first."""
+
+    retriable = True
 
 
 class UnknownEventType(ConfigurationError):

@@ -313,3 +313,24 @@ def test_a_consumer_killed_and_restarted_loses_nothing(bootstrap: str, fresh: st
         second.send_signal(signal.SIGTERM)
         _, stderr = second.communicate(timeout=60)
     assert second.returncode == 0, stderr
+
+
+async def test_a_record_refused_as_too_large_holds_back_later_records_of_its_key(
+    harness: Harness,
+):
+    from wirebus.broker import HeldBack, OutgoingRecord, PublishError
+
+    await ensure_topics(harness.bootstrap, [harness.topic])
+    big = OutgoingRecord(harness.topic, b"k1", b"x" * (2 * 1024 * 1024), ())
+    after = OutgoingRecord(harness.topic, b"k1", b"small", ())
+    other = OutgoingRecord(harness.topic, b"k2", b"small", ())
+    async with harness.publisher() as publisher:
+        results = await publisher.send_records_settled([big, after, other])
+    refused, held, sent = results
+    assert isinstance(refused, PublishError)
+    assert not refused.retriable  # too large: retrying the same bytes cannot help
+    assert "MessageSizeTooLarge" in str(refused)
+    assert isinstance(held, HeldBack)  # not sent, so it cannot overtake the refused one
+    assert sent is None
+    (record,) = await read_all(harness.bootstrap, harness.topic, 1)
+    assert record.key == b"k2"

@@ -283,12 +283,6 @@ async def test_two_relays_split_the_shards_and_publish_every_row_exactly_once(en
     assert per_key(records) == {k: [1, 2, 3, 4, 5] for k in keys}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: relay.py:146/166 take the lease connection from the engine's pool, and"
-    " close() only returns it there: the session lives on with its advisory locks (and"
-    " application_name), so no other relay can lease the shards until the pool is disposed",
-)
 async def test_when_one_relay_closes_the_other_takes_over_its_shards(env: Env) -> None:
     """A relay closed (or recovering via close+reconnect) while its process's pool lives on."""
     first = await env.relay(poll_interval=0.2)

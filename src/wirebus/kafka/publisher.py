@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from .._lifecycle import AsyncLifecycle
-from ..broker import EventEncoder, OutgoingRecord, PublishError
+from ..broker import EventEncoder, HeldBack, OutgoingRecord, PublishError
 from ..codec import EventRegistry
 from ..errors import ConfigurationError, LifecycleError
 
@@ -116,12 +116,19 @@ class KafkaEventPublisher(AsyncLifecycle):
         if producer is None:
             raise LifecycleError("the publisher is not started")
         pending: list[tuple[str, Any]] = []
+        refused: set[tuple[str, bytes]] = set()  # keys with a record refused at send()
         for record in records:
+            if record.key is not None and (record.topic, record.key) in refused:
+                reason = "an earlier record of its key was refused"
+                pending.append((record.topic, HeldBack(record.topic, reason)))
+                continue
             try:
                 future = await producer.send(
                     record.topic, value=record.value, key=record.key, headers=list(record.headers)
                 )
-            except KafkaError as exc:
+            except KafkaError as exc:  # refused before sending (too large, ...)
+                if record.key is not None:
+                    refused.add((record.topic, record.key))
                 pending.append((record.topic, _publish_error(record.topic, exc)))
             else:
                 pending.append((record.topic, future))

@@ -49,7 +49,7 @@ from sqlalchemy import BigInteger, any_, cast, delete, exists, func, select, tex
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..broker import EventPublisher
+from ..broker import EventPublisher, HeldBack
 from ..db import Database, outbox_table, utcnow
 from ..errors import ConfigurationError, LifecycleError
 from .rows import SHARDS, record_from_row
@@ -162,8 +162,12 @@ class Relay:
                 await self._listener.close()
             self._listener = None
         if self._lease is not None:
+            # Invalidate rather than return it to the pool: the PostgreSQL
+            # session must end, and every shard lease with it.
             with contextlib.suppress(Exception):
-                await self._lease.close()  # ends the session: every lease is released
+                await self._lease.invalidate()
+            with contextlib.suppress(Exception):
+                await self._lease.close()
             self._lease = None
         if self._lock_file is not None:
             self._lock_file.close()  # releases the SQLite relay lock
@@ -308,7 +312,13 @@ class Relay:
             return 0
         results = await self.publisher.send_records_settled([record_from_row(r) for r in ready])
         ok = [r["id"] for r, error in zip(ready, results, strict=True) if error is None]
-        failures = [(r, e) for r, e in zip(ready, results, strict=True) if e is not None]
+        # Held-back rows were not sent (an earlier row of their key failed):
+        # they stay pending, untouched, behind that row's backoff.
+        failures = [
+            (r, e)
+            for r, e in zip(ready, results, strict=True)
+            if e is not None and not isinstance(e, HeldBack)
+        ]
         if failures and not ok and all(_retriable(e) for _, e in failures):
             self._outage += 1
             log.warning(
