@@ -26,6 +26,7 @@ install: $(STAMP)
 # (wirebus' protoc-gen-grpc_python), all offline.  gen/ is not committed.
 gen: install
 	buf generate
+	buf generate --template buf.gen.betterproto.yaml
 
 lint: gen
 	buf lint
