@@ -1,3 +1,249 @@
-"""Fixtures of the cross-language suite: the real Kafka of ``scripts/services``."""
+"""What the cross-language drivers share: the shop server and running toolchain commands.
+
+- ``services`` (the real Kafka and PostgreSQL of ``scripts/services``) is re-exported
+  from ``tests/integration/conftest.py``;
+- ``shop_server(group)`` runs ``python -m wirebus run examples.shop.app:app --port P
+  --group G`` on that Kafka with a SQLite database of its own, waits for gRPC health
+  SERVING and, on exit, stops it with SIGTERM and asserts exit code 0;
+- ``run_tool`` runs a toolchain command and fails the test with its output (and the
+  end of the shop's log) unless it exits 0; ``tool_env`` builds its environment.
+
+Each language consumes as a group of its own (``shop-crosslang-<lang>``): any other
+``wirebus run`` of the shop in the same group on this Kafka would be handed some of
+the partitions, each process with its own order store, and the PaymentCaptured that
+marks an order PAID could go to the other one. So ``shop_server`` first waits
+(bounded) for its group to be empty. Then it moves the group's committed offsets
+to the ends of the shop's topics: other tests on this Kafka publish thousands of
+events between two runs, and working through that backlog (each OrderPlaced paid
+again) would take the shop longer than the languages wait for their order to be
+PAID. Each run handles only the events of its own orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.integration.conftest import services  # noqa: F401  (session fixture, re-exported)
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent  # the venv's bin, where buf is
+GOLDEN = ROOT / "tests" / "golden"
+SHOP_APP = "examples.shop.app:app"
+SHOP_TOPICS = ("shop.orders.v1", "shop.payments.v1")  # what the shop consumes
+SERVING_WITHIN = 60.0  # seconds
+GROUP_EMPTY_WITHIN = 90.0  # seconds
+LOG_TAIL_LINES = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class ShopServer:
+    """A running ``wirebus run`` of the shop."""
+
+    port: int
+    log: Path  # its stdout and stderr
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The end of the server's log, to show next to a failure."""
+        if not self.log.is_file():
+            return ""
+        text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join([f"\n--- last lines of {self.log}", *text])
+
+
+#: the type of the ``shop_server`` fixture: ``with shop_server(group) as server: ...``
+ShopServerFactory = Callable[[str], AbstractContextManager[ShopServer]]
+
+
+def tool_env(*path: Path, **extra: str) -> dict[str, str]:
+    """``os.environ`` with the venv's bin and then ``path`` in front of PATH, plus ``extra``."""
+    dirs = [str(VENV_BIN), *map(str, path), os.environ.get("PATH", "")]
+    return {**os.environ, "PATH": os.pathsep.join(dirs), **extra}
+
+
+def run_tool(
+    args: list[str],
+    *,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    timeout: float,
+    shop: ShopServer | None = None,
+    merge_stderr: bool = False,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args``; fail the test with its whole output (and the end of the shop's log)
+    if it times out or, with ``check``, exits non-zero. ``merge_stderr`` sends stderr to
+    stdout, interleaved."""
+    command = " ".join(args)
+    context = shop.log_tail() if shop is not None else ""
+    try:
+        done = subprocess.run(
+            args,
+            cwd=cwd,
+            env=env if env is not None else tool_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output
+        pytest.fail(f"{command} timed out after {timeout:g} s:\n{out or ''}{context}", False)
+    if check and done.returncode != 0:
+        streams = done.stdout if merge_stderr else f"{done.stdout}\n--- stderr:\n{done.stderr}"
+        pytest.fail(f"{command} exited {done.returncode}:\n{streams}{context}", pytrace=False)
+    return done
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def group_members(bootstrap: str, group: str) -> int:
+    """How many consumers are in the Kafka consumer group ``group`` now."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def members() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            responses = await admin.describe_consumer_groups([group])
+        finally:
+            await admin.close()
+        # DescribeGroups: (error_code, group_id, state, protocol_type, protocol, members)
+        return sum(len(found[5]) for response in responses for found in response.groups)
+
+    return asyncio.run(members())
+
+
+def skip_backlog(bootstrap: str, group: str) -> None:
+    """Commit the ends of the shop's topics as the (empty) group's offsets."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def commit_ends() -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # fetches the metadata partitions_for_topic reads
+            partitions = [
+                TopicPartition(topic, partition)
+                for topic in SHOP_TOPICS
+                for partition in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            if partitions:  # none on a fresh Kafka: then there is no backlog either
+                consumer.assign(partitions)
+                await consumer.commit(await consumer.end_offsets(partitions))
+        finally:
+            await consumer.stop()
+
+    asyncio.run(commit_ends())
+
+
+def wait_group_empty(bootstrap: str, group: str) -> None:
+    deadline = time.monotonic() + GROUP_EMPTY_WITHIN
+    while (members := group_members(bootstrap, group)) > 0:
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"{members} other consumer(s) stayed in Kafka group {group!r} at {bootstrap}"
+                f" for {GROUP_EMPTY_WITHIN:g} s: stop the other `wirebus run {SHOP_APP}`",
+                pytrace=False,
+            )
+        time.sleep(2)
+
+
+def wait_serving(server: ShopServer, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until the gateway's gRPC health check answers SERVING."""
+    deadline = time.monotonic() + SERVING_WITHIN
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"wirebus run exited early ({proc.returncode}):{server.log_tail()}")
+            with contextlib.suppress(grpc.RpcError):
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                pytest.fail(f"not SERVING within {SERVING_WITHIN:g} s:{server.log_tail()}")
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def run_shop(group: str, bootstrap: str, workdir: Path) -> Iterator[ShopServer]:
+    """``wirebus run examples.shop.app:app --group GROUP`` on Kafka, database in ``workdir``."""
+    wait_group_empty(bootstrap, group)
+    skip_backlog(bootstrap, group)
+    server = ShopServer(port=free_port(), log=workdir / "shop.log")
+    # this tree's wirebus, its generated code and the examples
+    pythonpath = [ROOT / "src", ROOT / "gen" / "python", ROOT]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), os.environ.get("PYTHONPATH", "")]),
+        "WIREBUS_KAFKA_BOOTSTRAP": bootstrap,
+        "WIREBUS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/shop.db",
+    }
+    command = [sys.executable, "-m", "wirebus", "run", SHOP_APP]
+    with server.log.open("wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [*command, "--port", str(server.port), "--group", group],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        wait_serving(server, proc)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait(10)
+    assert code == 0, f"wirebus run exited {code} on SIGTERM:{server.log_tail()}"
+
+
+@pytest.fixture(scope="session")
+def shop_server(
+    services: dict[str, str],  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ShopServerFactory:
+    """``shop_server(group)``: a context manager running the shop (see ``run_shop``)."""
+    bootstrap = services["WIREBUS_KAFKA_BOOTSTRAP"]
+
+    def start(group: str) -> AbstractContextManager[ShopServer]:
+        return run_shop(group, bootstrap, tmp_path_factory.mktemp(group))
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services: dict[str, str]) -> str:  # noqa: F811
+    return services["WIREBUS_KAFKA_BOOTSTRAP"]
