@@ -38,6 +38,8 @@ class PublishError(WirebusError):
 
     code = grpc.StatusCode.UNAVAILABLE
     retriable = True
+    producer_state = False
+    """The producer, not the record, is at fault (a new producer fixes it)."""
 
     def __init__(self, topic: str, reason: str) -> None:
         super().__init__(f"publishing to {topic!r} failed: {reason}")

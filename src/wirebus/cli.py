@@ -23,7 +23,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -135,6 +135,10 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
+def _start(start_at: str) -> Literal["earliest", "latest"]:
+    return "latest" if start_at == "latest" else "earliest"
+
+
 def _routers(slices: tuple[str, ...]) -> frozenset[str] | None:
     return frozenset(slices) if slices else None
 
@@ -159,6 +163,10 @@ _slices = click.option(
 _relay = click.option(
     "--relay/--no-relay", default=True, show_default=True,
     help="Publish the outbox from this process (else run `wirebus relay` separately).",
+)  # fmt: skip
+_start_at = click.option(
+    "--start-at", type=click.Choice(["earliest", "latest"]), default="earliest", show_default=True,
+    help="Where a consumer group with no committed offsets starts reading.",
 )  # fmt: skip
 _log_level = click.option(
     "--log-level",
@@ -215,9 +223,10 @@ def _logging(level: str) -> None:
 @click.option(
     "--group", default=None, help="Consumer group of the consumers [default: the app's name]."
 )
+@_start_at
 def run(
     target: str, app_dir: str, host: str, port: int, grace: float, log_level: str,
-    slices: tuple[str, ...], relay: bool, group: str | None,
+    slices: tuple[str, ...], relay: bool, group: str | None, start_at: str,
 ) -> None:  # fmt: skip
     """Run everything of the app in one process: gateway and event consumers.
 
@@ -230,7 +239,7 @@ def run(
     try:
         runtime = Runtime(
             app, _settings(), gateway=config, consume=True, routers=_routers(slices), relay=relay,
-            group=group,
+            group=group, start_at=_start(start_at),
         )  # fmt: skip
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
@@ -247,9 +256,10 @@ def run(
 )
 @_log_level
 @_relay
+@_start_at
 def consume(
     target: str, app_dir: str, group: str, slices: tuple[str, ...], skip_unknown: bool,
-    log_level: str, relay: bool,
+    log_level: str, relay: bool, start_at: str,
 ) -> None:  # fmt: skip
     """Run the app's event handlers on records from Kafka (needs WIREBUS_KAFKA_BOOTSTRAP)."""
     _logging(log_level)
@@ -261,6 +271,7 @@ def consume(
         runtime = Runtime(
             app, settings, consume=True, group=group, routers=_routers(slices),
             skip_unknown=skip_unknown, relay=relay,
+            start_at=_start(start_at),
         )  # fmt: skip
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None

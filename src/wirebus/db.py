@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -142,6 +144,18 @@ class Database:
         if self._started:
             return
         self._started = True
+        for attempt in range(3):
+            try:
+                await self._prepare()
+                return
+            except DBAPIError:
+                # Another process created the same tables a moment before us
+                # (two slices starting together): look again, then they exist.
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _prepare(self) -> None:
         async with self.engine.begin() as conn:
             if self.dialect == "sqlite" and "memory" not in self.url:
                 await conn.execute(text("PRAGMA journal_mode=WAL"))

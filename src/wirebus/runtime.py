@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from .app import App
 from .brokers.memory import InMemoryBroker
@@ -62,6 +62,7 @@ class Runtime:
         retry: Retry | None = None,
         skip_unknown: bool = False,
         relay: bool = True,
+        start_at: Literal["earliest", "latest"] = "earliest",
     ) -> None:
         if routers is not None:
             known = {s.router for s in app.specs}
@@ -79,6 +80,7 @@ class Runtime:
         self.retry = retry
         self.skip_unknown = skip_unknown
         self.relay = relay
+        self.start_at = start_at
         self.broker = broker
         if broker is None and settings.kafka_bootstrap is None:
             self.broker = InMemoryBroker()
@@ -160,7 +162,10 @@ class Runtime:
             from .kafka import KafkaConsumer
 
             port = KafkaConsumer(
-                self.settings.kafka_bootstrap, group=self.group, topics=self.topics
+                self.settings.kafka_bootstrap,
+                group=self.group,
+                topics=self.topics,
+                start_at=self.start_at,
             )
         else:
             assert self.broker is not None

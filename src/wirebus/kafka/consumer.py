@@ -3,7 +3,8 @@
 Auto-commit is off: the runner commits offsets only after their records
 reached an outcome. On rebalance, ``on_partitions_revoked`` waits for the
 runner's lock, so the batch in hand finishes and its offsets are committed
-before the partitions are given up. New groups start at the earliest offset.
+before the partitions are given up. A group with no committed offsets starts
+at the earliest offset (``start_at="latest"``: only new records).
 
 Example::
 
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -86,6 +87,7 @@ class KafkaConsumer:
         partitions: int = 3,
         session_timeout_ms: int = 10_000,
         max_poll_interval_ms: int = 300_000,
+        start_at: Literal["earliest", "latest"] = "earliest",
     ) -> None:
         if not group:
             raise ConfigurationError("a consumer needs a group")
@@ -102,7 +104,7 @@ class KafkaConsumer:
             bootstrap_servers=bootstrap_servers,
             group_id=group,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=start_at,  # only for a group with no committed offsets
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(1000, session_timeout_ms // 3),
             max_poll_interval_ms=max_poll_interval_ms,

@@ -19,7 +19,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 
 from .._lifecycle import AsyncLifecycle
 from ..broker import EventEncoder, HeldBack, OutgoingRecord, PublishError
@@ -135,7 +140,19 @@ class KafkaEventPublisher(AsyncLifecycle):
         results: list[BaseException | None] = []
         for topic, item in pending:
             results.append(item if isinstance(item, BaseException) else await _settle(topic, item))
+        if any(isinstance(r, PublishError) and r.producer_state for r in results):
+            await self._renew_producer()
         return results
+
+    async def _renew_producer(self) -> None:
+        """A new producer id after the broker lost our sequence state (restart mid-send)."""
+        log.warning("the broker rejected the producer's sequence state: starting a new producer")
+        old, self._producer = self._producer, None
+        if old is not None:
+            await old.stop()
+        producer = AIOKafkaProducer(**self._options)
+        await producer.start()
+        self._producer = producer
 
     async def send_records(self, records: Iterable[OutgoingRecord]) -> None:
         """Send records as they are; all acknowledged, or ``PublishError``."""
@@ -169,11 +186,19 @@ async def _settle(topic: str, future: Any) -> BaseException | None:
 
 
 def _publish_error(topic: str, exc: KafkaError) -> PublishError:
-    """Wrap an aiokafka error; timeouts count as retriable (the broker is away)."""
+    """Wrap an aiokafka error; timeouts and lost producer state count as retriable."""
     error = PublishError(topic, _reason(exc))
-    error.retriable = bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
+    error.producer_state = isinstance(exc, _PRODUCER_STATE)
+    error.retriable = (
+        bool(exc.retriable) or isinstance(exc, KafkaTimeoutError) or error.producer_state
+    )
     error.__cause__ = exc
     return error
+
+
+# The broker lost (or never had) this producer's sequence state, as after a
+# restart with requests in flight: the records are fine, the producer is not.
+_PRODUCER_STATE = (OutOfOrderSequenceNumber, UnknownProducerId)
 
 
 def _reason(exc: BaseException) -> str:

@@ -284,11 +284,17 @@ class Relay:
             conditions.append(_T.c.shard.in_(sorted(self._shards)))
         query = select(_T).where(*conditions).order_by(_T.c.id).limit(self.batch_size)
         if self.database.is_postgres:
-            async with engine.connect() as conn, conn.begin():
+            # Claim on the lease connection itself: if this relay's session
+            # dies (and its shards pass to another relay), its row locks die
+            # with its leases, so the new owner never skips them.
+            lease = self._lease
+            if lease is None:
+                raise LifecycleError("no lease connection")
+            async with lease.begin():
                 rows = (
-                    (await conn.execute(query.with_for_update(skip_locked=True))).mappings().all()
+                    (await lease.execute(query.with_for_update(skip_locked=True))).mappings().all()
                 )
-                return await self._publish(conn, rows)
+                return await self._publish(lease, rows)
         async with engine.connect() as conn:  # SQLite: one relay; read, publish, then write
             rows = (await conn.execute(query)).mappings().all()
             await conn.rollback()
@@ -310,6 +316,10 @@ class Relay:
             ready.append(row)
         if not ready:
             return 0
+        if self.database.is_postgres:
+            # Still the session that holds the leases? (A relay that stalled
+            # after claiming may have lost them; then it must not publish.)
+            await conn.execute(text("SELECT 1"))
         results = await self.publisher.send_records_settled([record_from_row(r) for r in ready])
         ok = [r["id"] for r, error in zip(ready, results, strict=True) if error is None]
         # Held-back rows were not sent (an earlier row of their key failed):
@@ -352,8 +362,10 @@ class Relay:
     async def _mark_failed_attempt(
         self, conn: AsyncConnection, row: Any, error: BaseException, now: dt.datetime
     ) -> None:
-        attempts = row["attempts"] + 1
         message = f"{type(error).__name__}: {error}"[:2000]
+        # Only a failure of the record itself spends an attempt; a retriable
+        # one (the broker busy or restarting) just waits, however often.
+        attempts = row["attempts"] + (0 if _retriable(error) else 1)
         if attempts >= self.max_attempts:
             status, available = "failed", now
             self.failed += 1
@@ -365,7 +377,7 @@ class Relay:
             )
         else:
             status = "pending"
-            available = now + dt.timedelta(seconds=self._backoff(attempts))
+            available = now + dt.timedelta(seconds=self._backoff(max(1, attempts)))
         await conn.execute(
             update(_T)
             .where(_T.c.id == row["id"])
