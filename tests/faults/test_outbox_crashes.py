@@ -620,14 +620,6 @@ async def test_relay_killed_twice_during_10000_commands_loses_nothing_and_keeps_
     )
 
 
-@pytest.mark.xfail(
-    strict=False,  # intermittent: only when produce requests are in flight as the broker stops
-    reason=(
-        "BUG: after a broker restart the relay's idempotent producer gets"
-        " OutOfOrderSequenceNumber on every send and never resets; src/wirebus/outbox/relay.py"
-        " counts it as a row failure and marks rows failed for good after max_attempts"
-    ),
-)
 async def test_kafka_down_for_10s_loses_nothing_and_keeps_order(world: World) -> None:
     plan = plan_of(40, 2_000, "agg")
     port = await world.gateway()
@@ -881,15 +873,6 @@ async def test_relay_recovers_from_a_failed_pass_and_keeps_publishing(world: Wor
         check_stream(reader.records, plan, max_duplicates=BATCH_SIZE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: src/wirebus/outbox/relay.py:286-291 (relay_once) claims and marks rows on a pooled"
-        " connection other than the lease session and never re-checks the lease: when the lease"
-        " session ends mid-batch, another relay leases the shard, SKIP LOCKED skips the claimed"
-        " rows and publishes later events of the same keys first"
-    ),
-)
 async def test_relay_that_loses_its_lease_mid_batch_does_not_break_per_key_order(
     world: World,
 ) -> None:
