@@ -168,6 +168,10 @@ _start_at = click.option(
     "--start-at", type=click.Choice(["earliest", "latest"]), default="earliest", show_default=True,
     help="Where a consumer group with no committed offsets starts reading.",
 )  # fmt: skip
+_metrics_port = click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), default=None,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (needs wirebus[metrics]).",
+)  # fmt: skip
 _log_level = click.option(
     "--log-level",
     default="info",
@@ -190,9 +194,11 @@ def main() -> None:
 @_grace
 @_log_level
 @_relay
+@_metrics_port
 def serve(
-    target: str, app_dir: str, host: str, port: int, grace: float, log_level: str, relay: bool
-) -> None:
+    target: str, app_dir: str, host: str, port: int, grace: float, log_level: str, relay: bool,
+    metrics_port: int | None,
+) -> None:  # fmt: skip
     """Serve the app's gRPC gateway."""
     _logging(log_level)
     app = _checked(load_app(target, app_dir))
@@ -200,8 +206,9 @@ def serve(
     settings = _settings()
     # Without Kafka the broker lives in this process: so must its consumers.
     runtime = Runtime(
-        app, settings, gateway=config, consume=settings.kafka_bootstrap is None, relay=relay
-    )
+        app, settings, gateway=config, consume=settings.kafka_bootstrap is None, relay=relay,
+        metrics_port=metrics_port,
+    )  # fmt: skip
     _run_async(lambda: _until_signal(runtime, "serve"))
 
 
@@ -224,9 +231,11 @@ def _logging(level: str) -> None:
     "--group", default=None, help="Consumer group of the consumers [default: the app's name]."
 )
 @_start_at
+@_metrics_port
 def run(
     target: str, app_dir: str, host: str, port: int, grace: float, log_level: str,
     slices: tuple[str, ...], relay: bool, group: str | None, start_at: str,
+    metrics_port: int | None,
 ) -> None:  # fmt: skip
     """Run everything of the app in one process: gateway and event consumers.
 
@@ -239,7 +248,7 @@ def run(
     try:
         runtime = Runtime(
             app, _settings(), gateway=config, consume=True, routers=_routers(slices), relay=relay,
-            group=group, start_at=_start(start_at),
+            group=group, start_at=_start(start_at), metrics_port=metrics_port,
         )  # fmt: skip
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
@@ -257,9 +266,10 @@ def run(
 @_log_level
 @_relay
 @_start_at
+@_metrics_port
 def consume(
     target: str, app_dir: str, group: str, slices: tuple[str, ...], skip_unknown: bool,
-    log_level: str, relay: bool, start_at: str,
+    log_level: str, relay: bool, start_at: str, metrics_port: int | None,
 ) -> None:  # fmt: skip
     """Run the app's event handlers on records from Kafka (needs WIREBUS_KAFKA_BOOTSTRAP)."""
     _logging(log_level)
@@ -271,7 +281,7 @@ def consume(
         runtime = Runtime(
             app, settings, consume=True, group=group, routers=_routers(slices),
             skip_unknown=skip_unknown, relay=relay,
-            start_at=_start(start_at),
+            start_at=_start(start_at), metrics_port=metrics_port,
         )  # fmt: skip
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
@@ -329,14 +339,15 @@ def describe(target: str, app_dir: str) -> None:
 @_target
 @_app_dir
 @_log_level
-def relay_command(target: str, app_dir: str, log_level: str) -> None:
+@_metrics_port
+def relay_command(target: str, app_dir: str, log_level: str, metrics_port: int | None) -> None:
     """Publish the app's outbox to Kafka until stopped (several may run on PostgreSQL)."""
     _logging(log_level)
     settings = _settings()
     if settings.kafka_bootstrap is None:
         raise click.ClickException("relay needs WIREBUS_KAFKA_BOOTSTRAP=host:port")
     app = _checked(load_app(target, app_dir))
-    runtime = Runtime(app, settings, relay=True)
+    runtime = Runtime(app, settings, relay=True, metrics_port=metrics_port)
     _run_async(lambda: _until_signal(runtime, "relay"))
 
 

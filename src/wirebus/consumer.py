@@ -252,12 +252,14 @@ class ConsumerRunner:
         *,
         poll_timeout: float = 0.5,
         failure_pause: float = 1.0,
+        metrics: Any = None,
     ) -> None:
         self.port = port
         self.processor = processor
         self.poll_timeout = poll_timeout
         self.failure_pause = failure_pause
         self.outcomes: dict[str, int] = {}
+        self.metrics = metrics
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._state = "new"
@@ -297,6 +299,8 @@ class ConsumerRunner:
                     failed[tp] = record.offset
                     return
                 self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+                if self.metrics is not None:
+                    self.metrics.records.labels(outcome).inc()
                 done[tp] = record.offset + 1
 
         async with self._lock:

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .app import App
 from .brokers.memory import InMemoryBroker
@@ -63,6 +63,7 @@ class Runtime:
         skip_unknown: bool = False,
         relay: bool = True,
         start_at: Literal["earliest", "latest"] = "earliest",
+        metrics_port: int | None = None,
     ) -> None:
         if routers is not None:
             known = {s.router for s in app.specs}
@@ -81,6 +82,9 @@ class Runtime:
         self.skip_unknown = skip_unknown
         self.relay = relay
         self.start_at = start_at
+        self.metrics_port = metrics_port
+        self.metrics: Any = None
+        self._metrics_task: asyncio.Task[None] | None = None
         self.broker = broker
         if broker is None and settings.kafka_bootstrap is None:
             self.broker = InMemoryBroker()
@@ -117,12 +121,14 @@ class Runtime:
         )
         await self.database.start()
         self._stack.push_async_callback(self.database.close)
+        if self.metrics_port is not None:
+            await self._start_metrics()
         publisher = await self._start_publisher()
         self.mediator = self.app.mediator(database=self.database)
         await self.mediator.start()
         self._stack.push_async_callback(self.mediator.close)
         if self.relay:
-            self.relay_worker = Relay(self.database, publisher)
+            self.relay_worker = Relay(self.database, publisher, metrics=self.metrics)
             await self.relay_worker.start()
             self._relay_task = asyncio.create_task(self.relay_worker.run(), name="wirebus relay")
             self._stack.push_async_callback(self._stop_relay)
@@ -132,6 +138,28 @@ class Runtime:
             self.gateway = Gateway(self.app, self.gateway_config, mediator=self.mediator)
             await self.gateway.start()
             self._stack.push_async_callback(self.gateway.stop)
+
+    async def _start_metrics(self) -> None:
+        from .metrics import Metrics
+        from .outbox.relay import outbox_stats
+
+        assert self.database is not None
+        assert self.metrics_port is not None
+        database = self.database
+        self.metrics = Metrics()
+        self.metrics.serve(self.metrics_port)
+        self._stack.callback(self.metrics.close)
+        self._metrics_task = asyncio.create_task(
+            self.metrics.refresh_forever(lambda: outbox_stats(database))
+        )
+        self._stack.push_async_callback(self._stop_metrics)
+        log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
+
+    async def _stop_metrics(self) -> None:
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._metrics_task
 
     async def _stop_relay(self) -> None:
         if self.relay_worker is not None:
@@ -181,7 +209,7 @@ class Runtime:
             routers=self.routers,
             claim_inbox=True,
         )
-        self.runner = ConsumerRunner(port, processor)
+        self.runner = ConsumerRunner(port, processor, metrics=self.metrics)
         await self.runner.start()
         self._task = asyncio.create_task(self.runner.run(), name=f"wirebus consumer {self.group}")
         self._stack.push_async_callback(self._stop_consumers)

@@ -87,6 +87,7 @@ class Relay:
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
         retention: dt.timedelta | None = None,
+        metrics: Any = None,
     ) -> None:
         if batch_size < 1 or max_attempts < 1 or poll_interval <= 0:
             raise ConfigurationError("batch_size, max_attempts and poll_interval must be positive")
@@ -98,6 +99,8 @@ class Relay:
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.retention = retention
+        self.metrics = metrics
+        """A ``wirebus.metrics.Metrics`` to count published and failed rows in, if any."""
         self.published = 0
         self.failed = 0
         self._shards: set[int] = set(range(SHARDS)) if not database.is_postgres else set()
@@ -339,6 +342,8 @@ class Relay:
         if ok:
             await self._mark_published(conn, ok, now)
             self.published += len(ok)
+            if self.metrics is not None:
+                self.metrics.published.inc(len(ok))
         for row, error in failures:
             await self._mark_failed_attempt(conn, row, error, now)
         return len(ready)
@@ -369,6 +374,8 @@ class Relay:
         if attempts >= self.max_attempts:
             status, available = "failed", now
             self.failed += 1
+            if self.metrics is not None:
+                self.metrics.failed.inc()
             log.error(
                 "outbox row %s failed for good after %d attempts: %s",
                 row["event_id"],
