@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -135,7 +136,24 @@ def group_members(bootstrap: str, group: str) -> int:
         # DescribeGroups: (error_code, group_id, state, protocol_type, protocol, members)
         return sum(len(found[5]) for response in responses for found in response.groups)
 
-    return asyncio.run(members())
+    return asyncio.run(_patiently(members))
+
+
+def _patiently(step: Any, within: float = 60.0) -> Any:
+    """Run ``step()`` again while a fresh broker's group coordinator is still starting."""
+    from aiokafka.errors import KafkaError
+
+    async def attempt() -> Any:
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                return await step()
+            except KafkaError as exc:  # GroupCoordinatorNotAvailable on a brand-new broker
+                if not exc.retriable or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1.0)
+
+    return attempt()
 
 
 def skip_backlog(bootstrap: str, group: str) -> None:
@@ -160,7 +178,7 @@ def skip_backlog(bootstrap: str, group: str) -> None:
         finally:
             await consumer.stop()
 
-    asyncio.run(commit_ends())
+    asyncio.run(_patiently(commit_ends))
 
 
 def wait_group_empty(bootstrap: str, group: str) -> None:

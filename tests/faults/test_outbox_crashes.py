@@ -556,7 +556,16 @@ async def crash_mid_batch(world: World, relay: Child, reader: Reader, at: int) -
     try:
         frozen = await freeze_mid_batch(conn, relay, reader, sent=True)
         relay.kill()
-        return Crash(at, frozen.in_flight, frozen.published, frozen.probes)
+        # The frozen relay's COMMIT may already have been on its way when it was
+        # stopped; rows it did commit are published and must not come again.
+        # Only rows still in the outbox after the kill are owed a republish.
+        await asyncio.sleep(0.5)  # the killed backend's transaction ends
+        rows = await conn.fetch(
+            "SELECT event_id FROM wirebus_outbox WHERE event_id = ANY($1::text[])",
+            list(frozen.published),
+        )
+        still_pending = {r["event_id"] for r in rows}
+        return Crash(at, frozen.in_flight, frozen.published & still_pending, frozen.probes)
     finally:
         if relay.alive:
             os.kill(relay.popen.pid, signal.SIGCONT)
