@@ -194,8 +194,10 @@ def _check_deadline(deadline: float, what: str) -> None:
 # ---------------------------------------------------------------- publisher rows
 
 
-async def pub_a(bootstrap: str, topic: str, ctx: dict[str, Any]) -> dict[str, Any]:
-    raw = [(r.key, r.value, list(r.headers)) for r in encode(ctx["events"], topic)]
+async def raw_producer(
+    bootstrap: str, topic: str, raw: list[tuple[bytes | None, bytes, list[Any]]]
+) -> dict[str, Any]:
+    """The baseline: a raw AIOKafkaProducer sending pre-serialized records, batched."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, client_id="bench-raw", **PRODUCER_OPTIONS
     )
@@ -213,6 +215,11 @@ async def pub_a(bootstrap: str, topic: str, ctx: dict[str, Any]) -> dict[str, An
     finally:
         await producer.stop()
     return w.result(len(raw))
+
+
+async def pub_a(bootstrap: str, topic: str, ctx: dict[str, Any]) -> dict[str, Any]:
+    raw = [(r.key, r.value, list(r.headers)) for r in encode(ctx["events"], topic)]
+    return await raw_producer(bootstrap, topic, raw)
 
 
 async def pub_h(bootstrap: str, topic: str, ctx: dict[str, Any]) -> dict[str, Any]:

@@ -68,8 +68,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_info, print_table, run_loop, write_json
-from aiokafka import AIOKafkaProducer
-from kafka_throughput import ITEMS, PLACED_AT, PRODUCER_OPTIONS, Window, delete_topics
+from kafka_throughput import (
+    ITEMS,
+    PLACED_AT,
+    Window,
+    delete_topics,
+    raw_producer,
+)
 from shop.orders.v1 import orders_pb2
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import make_url
@@ -198,23 +203,7 @@ async def pending(database: Database) -> int:
 async def row_raw(bootstrap: str, database: Database, topic: str, n: int) -> dict[str, Any]:
     raw = await read_rows(database)
     assert len(raw) == n, (len(raw), n)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, client_id="bench-raw", **PRODUCER_OPTIONS
-    )
-    await producer.start()
-    try:
-        send = producer.send
-        warm = [await send(topic, value=v, key=k, headers=h) for k, v, h in raw[:WARMUP]]
-        await asyncio.gather(*warm)
-        with Window() as w:
-            futures = []
-            for k, v, h in raw:
-                futures.append(await send(topic, value=v, key=k, headers=h))
-            for f in futures:
-                await f
-    finally:
-        await producer.stop()
-    return w.result(len(raw))
+    return await raw_producer(bootstrap, topic, raw)
 
 
 async def row_relay(
