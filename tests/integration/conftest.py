@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,3 +82,35 @@ def database_url(services: dict[str, str]) -> str:
 def fresh() -> str:
     """A fresh name for topics and groups, unique per test."""
     return f"it-{uuid.uuid4().hex[:10]}"
+
+
+async def read_records(
+    bootstrap: str, topic: str, count: int, *, within: float = 60, grace: float = 0.0
+) -> list[Any]:
+    """``count`` raw records of ``topic`` from the beginning (aiokafka, a fresh group).
+
+    ``grace`` seconds more are read after that, to catch records beyond
+    ``count`` (duplicates) when a test must prove there are none.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + within
+        while len(records) < count and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(messages)
+        if grace:
+            for messages in (await consumer.getmany(timeout_ms=int(grace * 1000))).values():
+                records.extend(messages)
+    finally:
+        await consumer.stop()
+    return records

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from shop.orders.v1 import orders_pb2
 
+from tests.integration.conftest import read_records
 from wirebus import App, Event, Router
 from wirebus.codec import EventRegistry
 from wirebus.consumer import ConsumerRunner, EventProcessor
@@ -44,28 +44,6 @@ def placed_type(topic: str) -> type[Event]:
         placed_at: dt.datetime
 
     return Placed
-
-
-async def read_all(bootstrap: str, topic: str, count: int, within: float = 60) -> list[Any]:
-    """``count`` raw records of ``topic`` read from the beginning with aiokafka."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"reader-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + within
-        while len(records) < count and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for messages in batch.values():
-                records.extend(messages)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def until(predicate: Callable[[], bool], within: float = 60, what: str = "") -> None:
@@ -133,7 +111,7 @@ def harness(bootstrap: str, fresh: str) -> Harness:
 async def test_published_record_is_bare_protobuf_with_cloudevents_headers(harness: Harness):
     async with harness.publisher() as publisher:
         await publisher.publish(harness.event("order-1", 700), subject="orders/order-1")
-    (record,) = await read_all(harness.bootstrap, harness.topic, 1)
+    (record,) = await read_records(harness.bootstrap, harness.topic, 1)
     assert record.key == b"order-1"
     decoded = orders_pb2.OrderPlaced.FromString(record.value)
     assert (decoded.order_id, decoded.total_cents) == ("order-1", 700)
@@ -165,7 +143,7 @@ async def test_per_key_order_holds_over_1000_events_across_3_partitions(harness:
         await ensure_topics(harness.bootstrap, [harness.topic], partitions=3)
         for start in range(0, 1000, 100):
             await publisher.publish_many(events[start : start + 100])
-    stored = await read_all(harness.bootstrap, harness.topic, 1000)
+    stored = await read_records(harness.bootstrap, harness.topic, 1000)
     assert {r.partition for r in stored} == {0, 1, 2}
     await harness.run(lambda: len(harness.seen) >= 1000)
     by_key: dict[str, list[int]] = defaultdict(list)
@@ -190,7 +168,7 @@ async def test_garbage_and_headerless_records_are_dead_lettered_and_later_record
         await publisher.publish(harness.event("after", 2))
     await harness.run(lambda: len(harness.seen) >= 2)
     assert [o for o, _, _ in harness.seen] == ["before", "after"]
-    dead = await read_all(harness.bootstrap, harness.topic + ".dlq", 2)
+    dead = await read_records(harness.bootstrap, harness.topic + ".dlq", 2)
     assert [r.key for r in dead] == [b"k1", b"k2"]
     first, second = (dict(r.headers) for r in dead)
     assert dead[0].value == b"\xff\xfe not protobuf"
@@ -212,7 +190,7 @@ async def test_a_handler_failing_every_attempt_is_dead_lettered_with_attempts(ha
     runner = await harness.run(
         lambda: len(harness.seen) >= 1 and sum(harness.fail_times.values()) <= 97
     )
-    (dead,) = await read_all(harness.bootstrap, harness.topic + ".dlq", 1)
+    (dead,) = await read_records(harness.bootstrap, harness.topic + ".dlq", 1)
     headers = dict(dead.headers)
     assert headers["wirebus_error_type"] == b"RuntimeError"
     assert headers["wirebus_error_message"] == b"handler refuses stubborn"
@@ -226,7 +204,7 @@ async def test_dlq_replay_sends_the_record_back_with_its_ce_id(harness: Harness)
     async with harness.publisher() as publisher:
         await publisher.publish(harness.event("later", 5))
     await harness.run(lambda: sum(harness.fail_times.values()) == 0)
-    (dead,) = await read_all(harness.bootstrap, harness.topic + ".dlq", 1)
+    (dead,) = await read_records(harness.bootstrap, harness.topic + ".dlq", 1)
     result = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "wirebus", "dlq", "replay", "--topic", harness.topic + ".dlq"],
@@ -237,7 +215,7 @@ async def test_dlq_replay_sends_the_record_back_with_its_ce_id(harness: Harness)
     )
     assert result.returncode == 0, result.stderr
     assert "replayed 1 record(s)" in result.stdout
-    original, replayed = await read_all(harness.bootstrap, harness.topic, 2)
+    original, replayed = await read_records(harness.bootstrap, harness.topic, 2)
     assert replayed.value == original.value
     assert replayed.key == b"later"
     assert dict(replayed.headers)["ce_id"] == dict(dead.headers)["ce_id"]
@@ -332,5 +310,5 @@ async def test_a_record_refused_as_too_large_holds_back_later_records_of_its_key
     assert "MessageSizeTooLarge" in str(refused)
     assert isinstance(held, HeldBack)  # not sent, so it cannot overtake the refused one
     assert sent is None
-    (record,) = await read_all(harness.bootstrap, harness.topic, 1)
+    (record,) = await read_records(harness.bootstrap, harness.topic, 1)
     assert record.key == b"k2"

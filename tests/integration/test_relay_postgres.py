@@ -18,11 +18,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 from shop.orders.v1 import orders_pb2
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from tests.integration.conftest import read_records
 from wirebus import Event
 from wirebus.broker import EventEncoder
 from wirebus.codec import EventRegistry
@@ -169,29 +169,6 @@ async def env(pg_url: str, bootstrap: str, fresh: str) -> AsyncIterator[Env]:
         await environment.close()
 
 
-async def read_all(bootstrap: str, topic: str, count: int, within: float = 30) -> list[Any]:
-    """Every record of ``topic`` from the beginning: ``count`` of them, then a short grace."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"reader-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + within
-        while len(records) < count and time.monotonic() < deadline:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                records.extend(messages)
-        for messages in (await consumer.getmany(timeout_ms=1000)).values():  # any extra?
-            records.extend(messages)
-    finally:
-        await consumer.stop()
-    return records
-
-
 async def until(predicate: Callable[[], Any], what: str, within: float = 20) -> float:
     """Wait for ``predicate`` (sync or async); the seconds it took."""
     started = time.monotonic()
@@ -228,7 +205,7 @@ async def test_publishes_the_stored_records_in_per_key_order(env: Env) -> None:
     assert await env.rows() == []
     assert relay.published == len(stored)
 
-    records = await read_all(env.bootstrap, env.topic, len(stored))
+    records = await read_records(env.bootstrap, env.topic, len(stored), grace=1.0)
     assert len(records) == len(stored)
     assert per_key(records) == {k: list(range(1, 9)) for k in keys}
     partitions: dict[bytes, set[int]] = defaultdict(set)
@@ -251,7 +228,7 @@ async def test_notify_wakes_the_relay_long_before_its_poll_interval(env: Env) ->
     await until(env.drained, "the NOTIFY-woken relay", within=10)
     assert time.monotonic() - started < 5
 
-    records = await read_all(env.bootstrap, env.topic, 1)
+    records = await read_records(env.bootstrap, env.topic, 1, grace=1.0)
     assert [seq(r.value) for r in records] == [("woken", 1)]
 
 
@@ -276,7 +253,7 @@ async def test_two_relays_split_the_shards_and_publish_every_row_exactly_once(en
     assert second.published > 0
     assert first.published + second.published == total
 
-    records = await read_all(env.bootstrap, env.topic, total)
+    records = await read_records(env.bootstrap, env.topic, total, grace=1.0)
     ce_ids = [dict(r.headers)["ce_id"] for r in records]
     assert len(ce_ids) == total
     assert len(set(ce_ids)) == total  # no duplicates: neither relay crashed
@@ -301,7 +278,7 @@ async def test_when_one_relay_closes_the_other_takes_over_its_shards(env: Env) -
     )
     await env.emit(*(ev(f"after-{i}", 1) for i in range(20)))
     await until(env.drained, "the survivor to publish")
-    records = await read_all(env.bootstrap, env.topic, 20)
+    records = await read_records(env.bootstrap, env.topic, 20, grace=1.0)
     assert len(records) == 20
 
 
@@ -336,7 +313,7 @@ async def test_a_row_locked_by_an_open_transaction_is_skipped_not_waited_on(env:
         await transaction.rollback()
         await holder.close()
     await until(env.drained, "the row once its lock is gone")
-    records = await read_all(env.bootstrap, env.topic, 2)
+    records = await read_records(env.bootstrap, env.topic, 2, grace=1.0)
     assert sorted(seq(r.value) for r in records) == [("free", 1), ("locked", 1)]
 
 
@@ -364,6 +341,6 @@ async def test_a_late_committing_row_with_a_lower_id_is_published(env: Env) -> N
     finally:
         await slow.close()
     await until(env.drained, "the late row")
-    records = await read_all(env.bootstrap, env.topic, 3)
+    records = await read_records(env.bootstrap, env.topic, 3, grace=1.0)
     assert sorted(seq(r.value) for r in records) == [("early", 1), ("early", 2), ("late", 1)]
     assert all(r["id"] != late_id for r in await env.rows())
