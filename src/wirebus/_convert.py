@@ -337,6 +337,16 @@ def compile_converter(
         from_parts.append(f"{f.name}={from_expr}")
     c.ns["_P"], c.ns["_C"] = proto_cls, cls
     qual = cls.__qualname__
+    setters = _slot_setters(cls)
+    if setters is None:
+        build = [f"    return _C({', '.join(from_parts)})"]
+    else:  # fill the slots directly: a frozen dataclass's __init__ costs ~3x more
+        c.ns["_new"] = object.__new__
+        build = ["    o = _new(_C)"]
+        for name, part in zip(setters, from_parts, strict=True):
+            c.ns[f"_set_{name}"] = setters[name]
+            build.append(f"    _set_{name}(o, {part.split('=', 1)[1]})")
+        build.append("    return o")
     source = "\n".join(
         [
             "def to_proto(self):",
@@ -345,7 +355,7 @@ def compile_converter(
             "    except (TypeError, ValueError, KeyError, AttributeError) as exc:",
             f"        raise _ConversionError({qual + '.proto(): '!r} + repr(exc)) from exc",
             "def from_proto(m):",
-            f"    return _C({', '.join(from_parts)})",
+            *build,
         ]
     )
     exec(compile(source, f"<wirebus converter {qual}>", "exec"), c.ns)
@@ -353,6 +363,31 @@ def compile_converter(
 
 
 # ---------------------------------------------------------------- small helpers
+
+
+def _slot_setters(cls: type) -> dict[str, Callable[[Any, Any], None]] | None:
+    """Per field, the slot's setter, when building ``cls`` may skip ``__init__``.
+
+    Only for a slotted dataclass whose ``__init__`` is the generated one, with
+    every field in ``__init__`` and no ``__post_init__``: then ``__init__``
+    does nothing but store the arguments, which the slot setters do for less.
+    """
+    init = getattr(cls, "__init__", None)
+    code = getattr(init, "__code__", None)
+    if (
+        code is None
+        or code.co_filename != "<string>"  # written by dataclasses, not by the user
+        or hasattr(cls, "__post_init__")
+        or not dataclasses.is_dataclass(cls)
+    ):
+        return None
+    setters: dict[str, Callable[[Any, Any], None]] = {}
+    for f in dataclasses.fields(cls):
+        slot = cls.__dict__.get(f.name)
+        if not f.init or not isinstance(slot, types.MemberDescriptorType):
+            return None
+        setters[f.name] = slot.__set__
+    return setters
 
 
 def _unwrap_optional(hint: Any) -> tuple[Any, bool]:

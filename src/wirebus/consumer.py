@@ -35,7 +35,7 @@ import anyio
 
 from .broker import EventPublisher, OutgoingRecord, Record
 from .cloudevents import Attributes, MalformedEvent
-from .codec import EventRegistry
+from .codec import EventRegistry, EventType
 from .errors import LifecycleError, WirebusError
 from .inbox import InboxClaim, InboxStore, inbox_claim
 from .retry import Retry
@@ -60,6 +60,7 @@ DLQ_SUFFIX = ".dlq"
 Outcome = Literal["handled", "duplicate", "ignored", "skipped", "dead_lettered"]
 TopicPartition = tuple[str, int]
 _MAX_ERROR_MESSAGE = 2000
+Handlers = tuple[tuple[str, "Retry | None", Callable[[Any], Awaitable[Any]]], ...]
 
 
 class ProcessingInterrupted(WirebusError):
@@ -124,55 +125,106 @@ class EventProcessor:
         self.claim_inbox = claim_inbox
         """The inbox is a table of the handlers' database: write it in their transaction."""
         self._sleep = sleep
+        self._plans: dict[str, list[tuple[EventType, Handlers]]] = {}
 
     async def process(self, record: Record) -> Outcome:
         """Handle, acknowledge, skip or dead-letter ``record``."""
+        outcomes: list[Outcome] = []
+        await self.process_batch([record], lambda _record, outcome: outcomes.append(outcome))
+        return outcomes[0]
+
+    async def process_batch(
+        self, records: Sequence[Record], on_outcome: Callable[[Record, Outcome], None]
+    ) -> None:
+        """Take the records of one partition, in order, each to an outcome.
+
+        ``on_outcome`` is called after each record. The inbox is asked once
+        for the whole batch which events it has seen, and told once at the
+        end which ones were handled (also when processing is interrupted, for
+        those handled before). Raises :class:`ProcessingInterrupted` at the
+        first record that cannot reach an outcome; the records before it
+        have theirs.
+        """
+        parsed: list[Attributes | MalformedEvent] = []
+        for record in records:
+            try:
+                parsed.append(Attributes.from_headers(record.headers))
+            except MalformedEvent as exc:
+                parsed.append(exc)
+        ids = [a.id for a in parsed if isinstance(a, Attributes)]
+        seen = await self._guarded(self.inbox.seen_many(self.group, ids)) if ids else set()
+        handled: list[str] = []
         try:
-            attributes = Attributes.from_headers(record.headers)
-        except MalformedEvent as exc:
-            return await self._dead_letter(record, exc, 0)
-        kinds = self.registry.all_by_name(attributes.type)
-        if not kinds:
-            if self.skip_unknown:
-                return "skipped"
-            unknown = UnknownEventType(f"ce_type {attributes.type!r} is not registered")
-            return await self._dead_letter(record, unknown, 0)
-        work = []
-        for kind in kinds:  # every Python type of this name that has handlers here
-            handlers = self.mediator.event_handlers(kind.python_type, self.routers)
-            if handlers:
-                work.append((kind, handlers))
-        if not work:
-            return "ignored"
+            for record, attributes in zip(records, parsed, strict=True):
+                if isinstance(attributes, MalformedEvent):
+                    outcome = await self._dead_letter(record, attributes, 0)
+                else:
+                    outcome, mark = await self._handle(record, attributes, seen)
+                    if outcome == "handled":
+                        seen.add(attributes.id)  # a copy later in this batch is a duplicate
+                        if mark:
+                            handled.append(attributes.id)
+                on_outcome(record, outcome)
+        finally:
+            if handled:
+                await self._guarded(self.inbox.mark_many(self.group, handled))
+
+    def _plan(self, event_type: str) -> list[tuple[EventType, Handlers]]:
+        """Per registered Python type of this ``ce_type``, the handlers it has here."""
+        plan = self._plans.get(event_type)
+        if plan is None:
+            plan = []
+            for kind in self.registry.all_by_name(event_type):
+                handlers = self.mediator.event_handlers(kind.python_type, self.routers)
+                if handlers:
+                    plan.append((kind, handlers))
+            self._plans[event_type] = plan
+        return plan
+
+    async def _handle(
+        self, record: Record, attributes: Attributes, seen: set[str]
+    ) -> tuple[Outcome, bool]:
+        """The event's outcome, and whether the inbox must still be told it was handled.
+
+        Checked in this order: known type, decodable value, not seen before.
+        """
+        plan = self._plan(attributes.type)
+        if not plan:
+            if not self.registry.all_by_name(attributes.type):
+                if self.skip_unknown:
+                    return "skipped", False
+                unknown = UnknownEventType(f"ce_type {attributes.type!r} is not registered")
+                return await self._dead_letter(record, unknown, 0), False
+            return "ignored", False
         events = []
-        for kind, handlers in work:
+        for kind, handlers in plan:
             try:
                 events.append((kind.decode(record.value or b""), handlers))
             except Exception as exc:  # upb DecodeError, ConversionError, ...
                 undecodable = UndecodableEvent(f"value is not a valid {attributes.type}: {exc}")
-                return await self._dead_letter(record, undecodable, 0)
-        if await self._guarded(self.inbox.seen(self.group, attributes.id)):
-            return "duplicate"
-        only_one = len(events) == 1 and len(events[0][1]) == 1
-        claim = InboxClaim(self.group, attributes.id) if self.claim_inbox and only_one else None
+                return await self._dead_letter(record, undecodable, 0), False
+        if attributes.id in seen:
+            return "duplicate", False
+        claim = None
+        if self.claim_inbox and len(events) == 1 and len(events[0][1]) == 1:
+            claim = InboxClaim(self.group, attributes.id)
         token = inbox_claim.set(claim)
         try:
             for event, handlers in events:
                 outcome = await self._run_handlers(record, attributes, event, handlers)
                 if outcome is not None:
-                    return outcome
+                    return outcome, False
         finally:
             inbox_claim.reset(token)
-        if claim is None or not claim.written:  # else: committed with the handler's state
-            await self._guarded(self.inbox.mark(self.group, attributes.id))
-        return "handled"
+        # With a claim the unit of work wrote the inbox row with the handler's state.
+        return "handled", claim is None or not claim.written
 
     async def _run_handlers(
         self,
         record: Record,
         attributes: Attributes,
         event: Any,
-        handlers: tuple[tuple[str, Retry | None, Callable[[Any], Awaitable[Any]]], ...],
+        handlers: Handlers,
     ) -> Outcome | None:
         """Run each handler with its retries; the DLQ outcome if one gives up, else None."""
         for name, retry, run in handlers:
@@ -290,18 +342,22 @@ class ConsumerRunner:
         done: dict[TopicPartition, int] = {}
         failed: dict[TopicPartition, int] = {}
 
+        counts = self.outcomes
+        metrics = self.metrics
+
         async def partition(tp: TopicPartition, records: Sequence[Record]) -> None:
-            for record in records:
-                try:
-                    outcome = await self.processor.process(record)
-                except ProcessingInterrupted as exc:
-                    log.error("%s[%d]@%d interrupted: %s", tp[0], tp[1], record.offset, exc)
-                    failed[tp] = record.offset
-                    return
-                self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-                if self.metrics is not None:
-                    self.metrics.records.labels(outcome).inc()
+            def reached(record: Record, outcome: Outcome) -> None:
+                counts[outcome] = counts.get(outcome, 0) + 1
+                if metrics is not None:
+                    metrics.records.labels(outcome).inc()
                 done[tp] = record.offset + 1
+
+            try:
+                await self.processor.process_batch(records, reached)
+            except ProcessingInterrupted as exc:
+                offset = done.get(tp, records[0].offset)
+                log.error("%s[%d]@%d interrupted: %s", tp[0], tp[1], offset, exc)
+                failed[tp] = offset
 
         async with self._lock:
             async with anyio.create_task_group() as tg:

@@ -64,11 +64,11 @@ class FlakyInbox(InMemoryInbox):
         self.failures = failures
         self.calls = 0
 
-    async def seen(self, group: str, event_id: str) -> bool:
+    async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
         self.calls += 1
         if self.calls <= self.failures:
             raise OSError("database restarting")
-        return await super().seen(group, event_id)
+        return await super().seen_many(group, event_ids)
 
 
 def app_with(*handlers: Callable[..., Any]) -> App:

@@ -541,7 +541,7 @@ async def test_a_failing_dead_letter_publisher_interrupts_malformed_records_too(
 
 async def test_an_unreachable_inbox_interrupts_processing() -> None:
     class DownInbox(InMemoryInbox):
-        async def seen(self, group: str, event_id: str) -> bool:
+        async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
             raise OSError("connection refused")
 
     async def on_cancelled(event: Cancelled) -> None:

@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -60,6 +61,31 @@ class SqlAlchemyInbox:
         async with self.engine.begin() as conn:
             await conn.execute(statement)
 
+    async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        async with self.engine.connect() as conn:
+            for chunk in _chunks(event_ids):
+                query = select(inbox_table.c.event_id).where(
+                    inbox_table.c.consumer_group == group, inbox_table.c.event_id.in_(chunk)
+                )
+                found.update((await conn.execute(query)).scalars())
+        return found
+
+    async def mark_many(self, group: str, event_ids: Sequence[str]) -> None:
+        if not event_ids:
+            return
+        now = dt.datetime.now(dt.UTC)
+        async with self.engine.begin() as conn:
+            for chunk in _chunks(event_ids):
+                rows = [{"consumer_group": group, "event_id": e, "handled_at": now} for e in chunk]
+                await conn.execute(self._insert(inbox_table).values(rows).on_conflict_do_nothing())
+
     async def close(self) -> None:
         if self._owns_engine:
             await self.engine.dispose()
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    """Slices of ``items`` small enough for one statement's parameters."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+from collections.abc import Sequence
 from typing import Protocol
 
 __all__ = ["InMemoryInbox", "InboxClaim", "InboxStore", "inbox_claim"]
@@ -37,6 +38,12 @@ class InboxStore(Protocol):
     async def mark(self, group: str, event_id: str) -> None:
         """Record that ``group`` handled ``event_id`` (idempotent)."""
 
+    async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
+        """Those of ``event_ids`` that ``group`` has handled already (one round trip)."""
+
+    async def mark_many(self, group: str, event_ids: Sequence[str]) -> None:
+        """Record several handled events at once (idempotent)."""
+
     async def close(self) -> None:
         """Release connections (idempotent)."""
 
@@ -52,6 +59,13 @@ class InMemoryInbox:
 
     async def mark(self, group: str, event_id: str) -> None:
         self._seen.add((group, event_id))
+
+    async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
+        seen = self._seen
+        return {event_id for event_id in event_ids if (group, event_id) in seen}
+
+    async def mark_many(self, group: str, event_ids: Sequence[str]) -> None:
+        self._seen.update((group, event_id) for event_id in event_ids)
 
     async def close(self) -> None:
         return None

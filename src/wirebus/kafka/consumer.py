@@ -153,11 +153,11 @@ class KafkaConsumer:
 
 def _record(message: Any) -> Record:
     return Record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple((k, v) for k, v in (message.headers or ())),
-        timestamp_ms=message.timestamp or 0,
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        tuple(message.headers or ()),
+        message.timestamp or 0,
     )
