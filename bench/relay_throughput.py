@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         default=1,
         help="rounds of raw + relay (default 1: a 50,000-row relay round takes minutes)",
     )
-    ap.add_argument("--batch-size", type=int, default=500, help="Relay batch_size")
+    ap.add_argument("--batch-size", type=int, default=2000, help="Relay batch_size (its default)")
     ap.add_argument("--rows", default=",".join(ROWS), help="subset of raw,relay,cqrs")
     ap.add_argument(
         "--cqrs-timeout",

@@ -75,6 +75,14 @@ outbox_table = Table(
         sqlite_where=text("status = 'pending'"),
     ),
     Index("wirebus_outbox_key", "key", "status"),
+    # Rows backing off after a failure (available_at in the future): found
+    # without scanning the backlog, so the claim can leave their keys out.
+    Index(
+        "wirebus_outbox_waiting",
+        "available_at",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
 )
 
 inbox_table = Table(

@@ -45,14 +45,14 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, any_, cast, delete, exists, func, select, text, update
+from sqlalchemy import BigInteger, any_, cast, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..broker import EventPublisher, HeldBack
 from ..db import Database, outbox_table, utcnow
 from ..errors import ConfigurationError, LifecycleError
-from .rows import SHARDS, record_from_row
+from .rows import SHARDS, records_from_rows
 from .uow import NOTIFY_CHANNEL
 
 __all__ = ["Relay", "RelayStats"]
@@ -271,21 +271,6 @@ class Relay:
         """Publish one batch of pending rows; the number of rows handled."""
         if not self._shards:
             return 0
-        engine = self.database.engine
-        # A row waiting out its backoff holds back the later rows of its key,
-        # and only those: they are not claimed, so they cannot fill the batch
-        # and starve other keys.
-        waiting = _T.alias("waiting")
-        held_back = exists().where(
-            waiting.c.key == _T.c.key,
-            waiting.c.status == "pending",
-            waiting.c.available_at > utcnow(),
-            waiting.c.id <= _T.c.id,
-        )
-        conditions = [_T.c.status == "pending", ~held_back]
-        if len(self._shards) < SHARDS:  # holding every shard: no filter to evaluate
-            conditions.append(_T.c.shard.in_(sorted(self._shards)))
-        query = select(_T).where(*conditions).order_by(_T.c.id).limit(self.batch_size)
         if self.database.is_postgres:
             # Claim on the lease connection itself: if this relay's session
             # dies (and its shards pass to another relay), its row locks die
@@ -293,16 +278,85 @@ class Relay:
             lease = self._lease
             if lease is None:
                 raise LifecycleError("no lease connection")
+            if self.retention is None:
+                return await self._relay_deleting(lease)
             async with lease.begin():
+                query = await self._claim_query(lease)
                 rows = (
                     (await lease.execute(query.with_for_update(skip_locked=True))).mappings().all()
                 )
                 return await self._publish(lease, rows)
-        async with engine.connect() as conn:  # SQLite: one relay; read, publish, then write
-            rows = (await conn.execute(query)).mappings().all()
+        async with self.database.engine.connect() as conn:  # SQLite: one relay
+            rows = (await conn.execute(await self._claim_query(conn))).mappings().all()
             await conn.rollback()
             async with conn.begin():
                 return await self._publish(conn, rows)
+
+    async def _claim_query(self, conn: AsyncConnection) -> Any:
+        """The oldest pending rows of this relay's shards that may go now.
+
+        A row waiting out its backoff holds back every other row of its key
+        (none of them is claimed, so they cannot fill the batch and starve
+        other keys); the keys waiting are asked first, through the partial
+        index on ``available_at``, so that the claim itself stays a walk of
+        the pending ids that stops after a batch, however large the backlog.
+        """
+        now = utcnow()
+        waiting = (
+            (
+                await conn.execute(
+                    select(_T.c.key)
+                    .distinct()
+                    .where(_T.c.status == "pending", _T.c.available_at > now, _T.c.key.is_not(None))
+                )
+            )
+            .scalars()
+            .all()
+        )
+        conditions = [_T.c.status == "pending", _T.c.available_at <= now]
+        if waiting:
+            conditions.append(or_(_T.c.key.is_(None), _T.c.key.not_in(waiting)))
+        if len(self._shards) < SHARDS:  # holding every shard: no filter to evaluate
+            conditions.append(_T.c.shard.in_(sorted(self._shards)))
+        return select(_T).where(*conditions).order_by(_T.c.id).limit(self.batch_size)
+
+    async def _relay_deleting(self, lease: AsyncConnection) -> int:
+        """PostgreSQL without retention: claim by deleting, commit once acknowledged.
+
+        ``DELETE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``
+        claims and removes the rows in one statement (one write per row, no
+        second round trip); the transaction stays open until the broker
+        acknowledged every record, so a crash or a failure rolls the rows
+        back. If any record failed, the claim is rolled back and the rows are
+        settled one by one in a new transaction, as on the general path (the
+        shard leases keep other relays away from them meanwhile).
+        """
+        transaction = await lease.begin()
+        try:
+            query = (await self._claim_query(lease)).with_only_columns(_T.c.id)
+            claim = (
+                delete(_T)
+                .where(_T.c.id.in_(query.with_for_update(skip_locked=True)))
+                .returning(*_T.c)
+            )
+            rows = sorted((await lease.execute(claim)).mappings().all(), key=_by_id)
+            if not rows:
+                await transaction.commit()
+                self._outage = 0
+                return 0
+            results = await self.publisher.send_records_settled(records_from_rows(rows))
+            if all(result is None for result in results):
+                await transaction.commit()
+                self._outage = 0
+                self._count_published(len(rows))
+                return len(rows)
+            await transaction.rollback()
+        except BaseException:
+            if transaction.is_active:
+                await transaction.rollback()
+            raise
+        async with lease.begin():
+            return await self._settle(lease, rows, results, utcnow())
 
     async def _publish(self, conn: AsyncConnection, rows: Sequence[Any]) -> int:
         if not rows:
@@ -323,7 +377,17 @@ class Relay:
             # Still the session that holds the leases? (A relay that stalled
             # after claiming may have lost them; then it must not publish.)
             await conn.execute(text("SELECT 1"))
-        results = await self.publisher.send_records_settled([record_from_row(r) for r in ready])
+        results = await self.publisher.send_records_settled(records_from_rows(ready))
+        return await self._settle(conn, ready, results, now)
+
+    async def _settle(
+        self,
+        conn: AsyncConnection,
+        ready: Sequence[Any],
+        results: Sequence[BaseException | None],
+        now: dt.datetime,
+    ) -> int:
+        """Mark what was acknowledged, count failures against their rows; rows handled."""
         ok = [r["id"] for r, error in zip(ready, results, strict=True) if error is None]
         # Held-back rows were not sent (an earlier row of their key failed):
         # they stay pending, untouched, behind that row's backoff.
@@ -341,12 +405,15 @@ class Relay:
         self._outage = 0
         if ok:
             await self._mark_published(conn, ok, now)
-            self.published += len(ok)
-            if self.metrics is not None:
-                self.metrics.published.inc(len(ok))
+            self._count_published(len(ok))
         for row, error in failures:
             await self._mark_failed_attempt(conn, row, error, now)
         return len(ready)
+
+    def _count_published(self, count: int) -> None:
+        self.published += count
+        if self.metrics is not None:
+            self.metrics.published.inc(count)
 
     async def _mark_published(
         self, conn: AsyncConnection, ids: list[int], now: dt.datetime
@@ -428,6 +495,10 @@ async def retry_failed(database: Database) -> int:
             .values(status="pending", attempts=0, available_at=utcnow())
         )
     return int(result.rowcount or 0)
+
+
+def _by_id(row: Any) -> int:
+    return int(row["id"])
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
