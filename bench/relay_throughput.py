@@ -231,6 +231,8 @@ async def row_relay(
                     task.result()
                     raise RuntimeError("the relay stopped early")
                 if time.perf_counter() > deadline:
+                    for t in asyncio.all_tasks():  # what it is stuck on
+                        t.print_stack(file=sys.stderr)
                     raise TimeoutError(f"the relay did not drain {n} rows in {ROW_TIMEOUT_S} s")
                 await asyncio.sleep(POLL_S)
         finally:
