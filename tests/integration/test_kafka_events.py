@@ -312,3 +312,17 @@ async def test_a_record_refused_as_too_large_holds_back_later_records_of_its_key
     assert sent is None
     (record,) = await read_records(harness.bootstrap, harness.topic, 1)
     assert record.key == b"k2"
+
+
+async def test_each_key_lands_on_the_partition_the_java_client_would_choose(harness: Harness):
+    from wirebus.kafka.partitioner import partition_for
+
+    await ensure_topics(harness.bootstrap, [harness.topic], partitions=3)
+    events = [harness.event(f"order-{i}", i) for i in range(300)]
+    async with harness.publisher() as publisher:
+        await publisher.publish_many(events[:10])  # a few: through the producer's own batches
+        await publisher.publish_many(events[10:])  # many: as batches of our own
+    stored = await read_records(harness.bootstrap, harness.topic, 300)
+    assert len(stored) == 300
+    for record in stored:
+        assert record.partition == partition_for(record.key, [0, 1, 2]), record.key

@@ -233,3 +233,45 @@ def test_a_lower_case_z_in_ce_time_is_utc() -> None:
 def test_a_binary_header_that_is_not_an_attribute_does_not_make_the_event_malformed() -> None:
     headers = [*valid_headers(), ("x-binary-span", b"\x00\xff\xfe\x01")]
     assert Attributes.from_headers(headers) == attributes()
+
+
+def test_the_fast_reader_and_the_general_one_agree() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    text = st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s)
+
+    @given(
+        ident=text,
+        source=text,
+        kind=text,
+        seconds=st.integers(0, 4_000_000_000),
+        schema=st.none() | text,
+        subject=st.none() | text,
+    )
+    def agree(ident, source, kind, seconds, schema, subject) -> None:  # type: ignore[no-untyped-def]
+        original = Attributes(
+            id=ident,
+            source=source,
+            type=kind,
+            time=dt.datetime.fromtimestamp(seconds, dt.UTC),
+            dataschema=schema,
+            subject=subject,
+        )
+        headers = original.headers()
+        assert Attributes.from_headers(headers) == original
+        assert Attributes._from_any_headers(headers) == original
+
+    agree()
+
+
+def test_a_repeated_header_is_read_by_the_general_reader_first_value_winning() -> None:
+    headers = [*valid_headers(), ("ce_id", b"second")]
+    assert Attributes.from_headers(headers).id == attributes().id
+
+
+def test_a_cached_time_does_not_hide_a_malformed_one() -> None:
+    Attributes.from_headers(valid_headers())  # caches this ce_time
+    with pytest.raises(MalformedEvent, match="ce_time"):
+        Attributes.from_headers(replaced("ce_time", b"yesterday"))
+    assert Attributes.from_headers(valid_headers()).time == TIME

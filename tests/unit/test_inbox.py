@@ -86,3 +86,24 @@ async def test_the_sqlalchemy_inbox_does_not_dispose_an_engine_it_was_given(tmp_
         assert [tuple(r) for r in rows] == [("g", "e")]
     finally:
         await engine.dispose()
+
+
+async def test_batch_calls_answer_like_the_single_ones(inbox: InboxStore) -> None:
+    await inbox.mark("payments", "e-1")
+
+    # which of a batch were seen, in one call; an empty batch is fine
+    assert await inbox.seen_many("payments", ["e-1", "e-2", "e-3"]) == {"e-1"}
+    assert await inbox.seen_many("payments", []) == set()
+
+    # marking a batch (with one already marked, and a repeat) is idempotent
+    await inbox.mark_many("payments", ["e-1", "e-2", "e-2"])
+    await inbox.mark_many("payments", [])
+    assert await inbox.seen("payments", "e-2")
+    assert await inbox.seen_many("payments", ["e-1", "e-2", "e-3"]) == {"e-1", "e-2"}
+    assert await inbox.seen_many("shipping", ["e-1", "e-2"]) == set()
+
+
+async def test_batches_larger_than_one_statement_are_split(inbox: InboxStore) -> None:
+    ids = [f"e-{i}" for i in range(1234)]
+    await inbox.mark_many("payments", ids[::2])
+    assert await inbox.seen_many("payments", ids) == set(ids[::2])

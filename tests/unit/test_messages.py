@@ -243,3 +243,38 @@ def test_every_shop_message_survives_serialising_to_bytes_and_back(message: Mess
     data = message.proto().SerializeToString()
 
     assert type(message).from_proto(proto_cls.FromString(data)) == message
+
+
+def test_from_proto_fills_the_fields_without_init_when_that_is_all_init_does() -> None:
+    captured = PaymentCaptured(
+        payment_id="p-1",
+        order_id="o-1",
+        amount_cents=250,
+        captured_at=dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+    )
+    back = PaymentCaptured.from_proto(captured.proto())
+    assert back == captured
+    assert hash(back) == hash(captured)  # a proper frozen instance
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        back.order_id = "changed"  # type: ignore[misc]
+
+
+def test_from_proto_still_runs_post_init() -> None:
+    checked: list[str] = []
+
+    class Checked(Event, proto=payments_pb2.PaymentCaptured, key="order_id"):
+        payment_id: str
+        order_id: str
+        amount_cents: int
+        captured_at: dt.datetime
+
+        def __post_init__(self) -> None:
+            checked.append(self.payment_id)
+            if self.amount_cents < 0:
+                raise ValueError("a capture is never negative")
+
+    message = payments_pb2.PaymentCaptured(payment_id="p-2", order_id="o-2", amount_cents=-1)
+    message.captured_at.FromDatetime(dt.datetime(2025, 1, 2, tzinfo=dt.UTC))
+    with pytest.raises(ValueError, match="never negative"):
+        Checked.from_proto(message)
+    assert checked == ["p-2"]
