@@ -22,7 +22,7 @@ Rows (N = 50,000, ``--quick`` 5,000; ``--rounds`` 3, median reported):
           (idempotent, ``acks=all``, ``linger_ms=5``, 1 MiB batches), all futures
           awaited at the end: the Kafka half of relaying, with no database work
   relay   ``wirebus.outbox.Relay(Database, KafkaEventPublisher)`` (defaults:
-          batch 500) drains the table: from ``run()`` until ``pending == 0``
+          batch 2,000, its default; --batch-size) drains the table: from ``run()`` until ``pending == 0``
           (``relay.published == N``, then ``outbox_stats`` confirms it). Claims
           rows ``FOR UPDATE SKIP LOCKED``, publishes, deletes them, commits.
   cqrs    python-cqrs 5.3.0: ``SqlAlchemyOutboxedEventRepository`` (its own
@@ -99,7 +99,7 @@ SOURCE = "bench"
 
 ROWS = {
     "raw": "raw AIOKafkaProducer, the table's pre-serialized rows",
-    "relay": "wirebus Relay draining wirebus_outbox (batch 500)",
+    "relay": "wirebus Relay draining wirebus_outbox (--batch-size)",
     "cqrs": "python-cqrs SqlAlchemy outbox + EventProducer + KafkaMessageBroker",
 }
 

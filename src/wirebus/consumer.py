@@ -12,6 +12,11 @@ outcome, never raising for bad input:
    goes to ``<topic>.dlq`` with headers saying why;
 6. the inbox records the event.
 
+The runner hands each partition's fetched records to
+``EventProcessor.process_batch``: the inbox is asked once per batch which
+events it has seen and told once which were handled (a crash in between
+redelivers them: at-least-once, as between a handler and its inbox row).
+
 Only infrastructure failures (the DLQ or the inbox unreachable) raise
 :class:`ProcessingInterrupted`; the runner then keeps the offset uncommitted,
 seeks back and retries after a pause, so nothing is lost.
