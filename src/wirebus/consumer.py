@@ -179,11 +179,13 @@ class EventProcessor:
         plan = self._plans.get(event_type)
         if plan is None:
             plan = []
-            for kind in self.registry.all_by_name(event_type):
+            kinds = self.registry.all_by_name(event_type)
+            for kind in kinds:
                 handlers = self.mediator.event_handlers(kind.python_type, self.routers)
                 if handlers:
                     plan.append((kind, handlers))
-            self._plans[event_type] = plan
+            if kinds:  # only registered names: a topic's garbage must not grow the cache
+                self._plans[event_type] = plan
         return plan
 
     async def _handle(

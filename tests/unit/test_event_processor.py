@@ -238,6 +238,16 @@ async def test_an_unknown_ce_type_is_skipped_with_skip_unknown() -> None:
     assert broker.records(DLQ) == []
 
 
+async def test_many_distinct_unknown_ce_types_do_not_grow_the_processor() -> None:
+    app = app_of(router_with())
+    processor = processor_for(app, InMemoryBroker(), skip_unknown=True)
+    for n in range(50):
+        attrs = Attributes.new(source="elsewhere", type=f"garbage.T{n}")
+        record = Record(TOPIC, 0, n, None, b"", tuple(attrs.headers()))
+        assert await processor.process(record) == "skipped"
+    assert processor._plans == {}  # nothing remembered per unknown name
+
+
 async def test_a_value_that_does_not_decode_is_dead_lettered() -> None:
     async def on_cancelled(event: Cancelled) -> None:
         raise AssertionError("must not be called")

@@ -302,22 +302,18 @@ class Relay:
         the pending ids that stops after a batch, however large the backlog.
         """
         now = utcnow()
-        waiting = (
-            (
-                await conn.execute(
-                    select(_T.c.key)
-                    .distinct()
-                    .where(_T.c.status == "pending", _T.c.available_at > now, _T.c.key.is_not(None))
-                )
-            )
-            .scalars()
-            .all()
+        mine = []
+        if len(self._shards) < SHARDS:  # holding every shard: no filter to evaluate
+            mine.append(_T.c.shard.in_(sorted(self._shards)))
+        waiting_keys = (
+            select(_T.c.key)
+            .distinct()
+            .where(_T.c.status == "pending", _T.c.available_at > now, _T.c.key.is_not(None), *mine)
         )
-        conditions = [_T.c.status == "pending", _T.c.available_at <= now]
+        waiting = (await conn.execute(waiting_keys)).scalars().all()
+        conditions = [_T.c.status == "pending", _T.c.available_at <= now, *mine]
         if waiting:
             conditions.append(or_(_T.c.key.is_(None), _T.c.key.not_in(waiting)))
-        if len(self._shards) < SHARDS:  # holding every shard: no filter to evaluate
-            conditions.append(_T.c.shard.in_(sorted(self._shards)))
         return select(_T).where(*conditions).order_by(_T.c.id).limit(self.batch_size)
 
     async def _relay_deleting(self, lease: AsyncConnection) -> int:

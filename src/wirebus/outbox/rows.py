@@ -10,7 +10,7 @@ from typing import Any
 
 from ..broker import OutgoingRecord
 
-__all__ = ["SHARDS", "record_from_row", "records_from_rows", "row_from_record", "shard_of"]
+__all__ = ["SHARDS", "records_from_rows", "row_from_record", "shard_of"]
 
 SHARDS = 64
 """Rows are spread over this many shards by key; a relay leases whole shards."""
@@ -50,9 +50,3 @@ def records_from_rows(rows: Sequence[Mapping[Any, Any]]) -> list[OutgoingRecord]
         )
         for row, pairs in zip(rows, headers, strict=True)
     ]
-
-
-def record_from_row(row: Mapping[str, Any]) -> OutgoingRecord:
-    """The record a row publishes: the stored bytes, untouched."""
-    headers = tuple((k, v.encode()) for k, v in json.loads(row["headers"]))
-    return OutgoingRecord(topic=row["topic"], key=row["key"], value=row["value"], headers=headers)
