@@ -42,16 +42,17 @@ import fcntl
 import logging
 import math
 import random
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, any_, cast, delete, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import func, select, update
 
 from ..broker import EventPublisher, HeldBack
 from ..db import Database, outbox_table, utcnow
 from ..errors import ConfigurationError, LifecycleError
+from ._postgres import PgLease
+from ._sqlite import SqlMarks, claim
 from .rows import SHARDS, records_from_rows
 from .uow import NOTIFY_CHANNEL
 
@@ -59,9 +60,8 @@ __all__ = ["Relay", "RelayStats"]
 
 log = logging.getLogger(__name__)
 
-_LOCK_SPACE = 0x77697265  # "wire": the advisory-lock key space of the shards
-_APPLICATION = "wirebus-relay"
 _T = outbox_table
+_REBALANCE_EVERY = 1.0  # seconds between two looks at how many relays run
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,6 +71,14 @@ class RelayStats:
     pending: int
     failed: int
     oldest_pending_seconds: float | None
+
+
+class _Marks(Protocol):
+    async def mark_published(self, ids: list[int], now: dt.datetime) -> None: ...
+
+    async def mark_attempt(
+        self, row_id: int, status: str, attempts: int, message: str, available: dt.datetime
+    ) -> None: ...
 
 
 class Relay:
@@ -104,7 +112,8 @@ class Relay:
         self.published = 0
         self.failed = 0
         self._shards: set[int] = set(range(SHARDS)) if not database.is_postgres else set()
-        self._lease: AsyncConnection | None = None
+        self._lease: PgLease | None = None
+        self._rebalanced = -math.inf
         self._listener: Any = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -146,10 +155,10 @@ class Relay:
     async def _connect_postgres(self) -> None:
         import asyncpg
 
-        self._lease = await self.database.engine.connect()
-        await self._lease.execute(text(f"SET application_name = '{_APPLICATION}'"))
-        await self._lease.commit()
-        self._listener = await asyncpg.connect(self.database.asyncpg_dsn())
+        dsn = self.database.asyncpg_dsn()
+        self._lease = await PgLease.connect(dsn, retention=self.retention)
+        self._rebalanced = -math.inf
+        self._listener = await asyncpg.connect(dsn)
         await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
 
     async def stop(self) -> None:
@@ -165,12 +174,7 @@ class Relay:
                 await self._listener.close()
             self._listener = None
         if self._lease is not None:
-            # Invalidate rather than return it to the pool: the PostgreSQL
-            # session must end, and every shard lease with it.
-            with contextlib.suppress(Exception):
-                await self._lease.invalidate()
-            with contextlib.suppress(Exception):
-                await self._lease.close()
+            await self._lease.close()  # the session ends, and every shard lease with it
             self._lease = None
         if self._lock_file is not None:
             self._lock_file.close()  # releases the SQLite relay lock
@@ -227,43 +231,15 @@ class Relay:
             with contextlib.suppress(Exception):
                 await self._connect_postgres()
 
-    # ------------------------------------------------------------ leases
-
     async def _rebalance(self) -> None:
-        lease = self._lease
-        if lease is None:
+        """Take a fair share of the shards (relays counted at most once a second)."""
+        if self._lease is None:
             raise LifecycleError("no lease connection")
-        live = (
-            await lease.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE application_name = :app AND datname = current_database()"
-                ),
-                {"app": _APPLICATION},
-            )
-        ).scalar_one()
-        fair = math.ceil(SHARDS / max(1, int(live)))
-        for shard in sorted(self._shards)[fair:]:
-            await lease.execute(
-                text("SELECT pg_advisory_unlock(:a, :b)"), {"a": _LOCK_SPACE, "b": shard}
-            )
-            self._shards.discard(shard)
-        if len(self._shards) < fair:
-            start = random.randrange(SHARDS)
-            for i in range(SHARDS):
-                shard = (start + i) % SHARDS
-                if shard in self._shards:
-                    continue
-                got = (
-                    await lease.execute(
-                        text("SELECT pg_try_advisory_lock(:a, :b)"), {"a": _LOCK_SPACE, "b": shard}
-                    )
-                ).scalar_one()
-                if got:
-                    self._shards.add(shard)
-                    if len(self._shards) >= fair:
-                        break
-        await lease.commit()
+        now = time.monotonic()
+        if self._shards and now - self._rebalanced < _REBALANCE_EVERY:
+            return
+        self._rebalanced = now
+        await self._lease.rebalance(self._shards)
 
     # ------------------------------------------------------------ one pass
 
@@ -271,76 +247,49 @@ class Relay:
         """Publish one batch of pending rows; the number of rows handled."""
         if not self._shards:
             return 0
-        if self.database.is_postgres:
-            # Claim on the lease connection itself: if this relay's session
-            # dies (and its shards pass to another relay), its row locks die
-            # with its leases, so the new owner never skips them.
-            lease = self._lease
-            if lease is None:
-                raise LifecycleError("no lease connection")
-            if self.retention is None:
-                return await self._relay_deleting(lease)
-            async with lease.begin():
-                query = await self._claim_query(lease)
-                rows = (
-                    (await lease.execute(query.with_for_update(skip_locked=True))).mappings().all()
-                )
-                return await self._publish(lease, rows)
+        if self._lease is not None:
+            return await self._relay_postgres(self._lease)
         async with self.database.engine.connect() as conn:  # SQLite: one relay
-            rows = (await conn.execute(await self._claim_query(conn))).mappings().all()
+            rows = await claim(conn, utcnow(), self.batch_size)
             await conn.rollback()
+            if not rows:
+                self._outage = 0
+                return 0
+            results = await self.publisher.send_records_settled(records_from_rows(rows))
             async with conn.begin():
-                return await self._publish(conn, rows)
+                return await self._settle(SqlMarks(conn, self.retention), rows, results, utcnow())
 
-    async def _claim_query(self, conn: AsyncConnection) -> Any:
-        """The oldest pending rows of this relay's shards that may go now.
+    async def _relay_postgres(self, lease: PgLease) -> int:
+        """Claim on the lease session, publish, and commit once acknowledged.
 
-        A row waiting out its backoff holds back every other row of its key
-        (none of them is claimed, so they cannot fill the batch and starve
-        other keys); the keys waiting are asked first, through the partial
-        index on ``available_at``, so that the claim itself stays a walk of
-        the pending ids that stops after a batch, however large the backlog.
+        The claim runs on the lease connection itself: if this relay's
+        session dies (and its shards pass to another relay), its row locks die
+        with its leases, so the new owner never skips them. Without retention
+        the rows are claimed by deleting them and the transaction stays open
+        until the broker acknowledged every record, so a crash or a failure
+        rolls the rows back. If any record failed, the claim is rolled back
+        and the rows are settled one by one in a new transaction (the shard
+        leases keep other relays away from them meanwhile).
         """
-        now = utcnow()
-        mine = []
-        if len(self._shards) < SHARDS:  # holding every shard: no filter to evaluate
-            mine.append(_T.c.shard.in_(sorted(self._shards)))
-        waiting_keys = (
-            select(_T.c.key)
-            .distinct()
-            .where(_T.c.status == "pending", _T.c.available_at > now, _T.c.key.is_not(None), *mine)
-        )
-        waiting = (await conn.execute(waiting_keys)).scalars().all()
-        conditions = [_T.c.status == "pending", _T.c.available_at <= now, *mine]
-        if waiting:
-            conditions.append(or_(_T.c.key.is_(None), _T.c.key.not_in(waiting)))
-        return select(_T).where(*conditions).order_by(_T.c.id).limit(self.batch_size)
-
-    async def _relay_deleting(self, lease: AsyncConnection) -> int:
-        """PostgreSQL without retention: claim by deleting, commit once acknowledged.
-
-        ``DELETE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``
-        claims and removes the rows in one statement (one write per row, no
-        second round trip); the transaction stays open until the broker
-        acknowledged every record, so a crash or a failure rolls the rows
-        back. If any record failed, the claim is rolled back and the rows are
-        settled one by one in a new transaction, as on the general path (the
-        shard leases keep other relays away from them meanwhile).
-        """
-        transaction = await lease.begin()
+        deleting = self.retention is None
+        transaction = lease.transaction()
+        await transaction.start()
         try:
-            query = (await self._claim_query(lease)).with_only_columns(_T.c.id)
-            claim = (
-                delete(_T)
-                .where(_T.c.id.in_(query.with_for_update(skip_locked=True)))
-                .returning(*_T.c)
-            )
-            rows = sorted((await lease.execute(claim)).mappings().all(), key=_by_id)
+            rows = await lease.claim(self._shards, utcnow(), self.batch_size, delete=deleting)
             if not rows:
                 await transaction.commit()
                 self._outage = 0
                 return 0
+            if not deleting:
+                # Still the session that holds the leases? (A relay that
+                # stalled after claiming may have lost them; then it must not
+                # publish.)
+                await lease.ping()
             results = await self.publisher.send_records_settled(records_from_rows(rows))
+            if not deleting:
+                handled = await self._settle(lease, rows, results, utcnow())
+                await transaction.commit()
+                return handled
             if all(result is None for result in results):
                 await transaction.commit()
                 self._outage = 0
@@ -348,37 +297,23 @@ class Relay:
                 return len(rows)
             await transaction.rollback()
         except BaseException:
-            if transaction.is_active:
+            with contextlib.suppress(Exception):
+                await transaction.rollback()  # no-op once committed or rolled back
+            raise
+        transaction = lease.transaction()
+        await transaction.start()
+        try:
+            handled = await self._settle(lease, rows, results, utcnow())
+            await transaction.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
                 await transaction.rollback()
             raise
-        async with lease.begin():
-            return await self._settle(lease, rows, results, utcnow())
-
-    async def _publish(self, conn: AsyncConnection, rows: Sequence[Any]) -> int:
-        if not rows:
-            self._outage = 0
-            return 0
-        now = utcnow()
-        blocked: set[bytes] = set()
-        ready = []
-        for row in rows:
-            key = row["key"] if row["key"] is not None else row["event_id"].encode()
-            if key in blocked or _aware(row["available_at"]) > now:
-                blocked.add(key)  # later rows of this key wait behind it
-                continue
-            ready.append(row)
-        if not ready:
-            return 0
-        if self.database.is_postgres:
-            # Still the session that holds the leases? (A relay that stalled
-            # after claiming may have lost them; then it must not publish.)
-            await conn.execute(text("SELECT 1"))
-        results = await self.publisher.send_records_settled(records_from_rows(ready))
-        return await self._settle(conn, ready, results, now)
+        return handled
 
     async def _settle(
         self,
-        conn: AsyncConnection,
+        marks: _Marks,
         ready: Sequence[Any],
         results: Sequence[BaseException | None],
         now: dt.datetime,
@@ -400,10 +335,10 @@ class Relay:
             return len(ready)
         self._outage = 0
         if ok:
-            await self._mark_published(conn, ok, now)
+            await marks.mark_published(ok, now)
             self._count_published(len(ok))
         for row, error in failures:
-            await self._mark_failed_attempt(conn, row, error, now)
+            await self._mark_failed_attempt(marks, row, error, now)
         return len(ready)
 
     def _count_published(self, count: int) -> None:
@@ -411,24 +346,8 @@ class Relay:
         if self.metrics is not None:
             self.metrics.published.inc(count)
 
-    async def _mark_published(
-        self, conn: AsyncConnection, ids: list[int], now: dt.datetime
-    ) -> None:
-        chosen = self._ids(ids)
-        if self.retention is None:
-            await conn.execute(delete(_T).where(chosen))
-        else:
-            await conn.execute(
-                update(_T).where(chosen).values(status="published", published_at=now)
-            )
-            await conn.execute(
-                delete(_T).where(
-                    _T.c.status == "published", _T.c.published_at < now - self.retention
-                )
-            )
-
     async def _mark_failed_attempt(
-        self, conn: AsyncConnection, row: Any, error: BaseException, now: dt.datetime
+        self, marks: _Marks, row: Any, error: BaseException, now: dt.datetime
     ) -> None:
         message = f"{type(error).__name__}: {error}"[:2000]
         # Only a failure of the record itself spends an attempt; a retriable
@@ -448,17 +367,7 @@ class Relay:
         else:
             status = "pending"
             available = now + dt.timedelta(seconds=self._backoff(max(1, attempts)))
-        await conn.execute(
-            update(_T)
-            .where(_T.c.id == row["id"])
-            .values(status=status, attempts=attempts, last_error=message, available_at=available)
-        )
-
-    def _ids(self, ids: list[int]) -> Any:
-        """``id`` in ``ids``: one array parameter on PostgreSQL, not one per id."""
-        if self.database.is_postgres:
-            return _T.c.id == any_(cast(ids, ARRAY(BigInteger)))
-        return _T.c.id.in_(ids)
+        await marks.mark_attempt(row["id"], status, attempts, message, available)
 
     # ------------------------------------------------------------ operations
 
@@ -491,10 +400,6 @@ async def retry_failed(database: Database) -> int:
             .values(status="pending", attempts=0, available_at=utcnow())
         )
     return int(result.rowcount or 0)
-
-
-def _by_id(row: Any) -> int:
-    return int(row["id"])
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
