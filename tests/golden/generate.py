@@ -59,9 +59,7 @@ def messages() -> list[tuple[str, Message]]:
         ),
         (
             "order_cancelled",
-            o.OrderCancelled(
-                order_id="ord-0001", reason="changed mind", cancelled_at=PLACED_AT
-            ),
+            o.OrderCancelled(order_id="ord-0001", reason="changed mind", cancelled_at=PLACED_AT),
         ),
         (
             "payment_captured",

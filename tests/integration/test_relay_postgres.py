@@ -29,6 +29,7 @@ from wirebus.codec import EventRegistry
 from wirebus.db import Database, outbox_table, utcnow
 from wirebus.kafka import KafkaEventPublisher, ensure_topics
 from wirebus.outbox import Relay, UnitOfWork
+from wirebus.outbox.relay import retry_failed
 from wirebus.outbox.rows import SHARDS, row_from_record
 
 pytestmark = pytest.mark.integration
@@ -97,15 +98,22 @@ class Env:
         self.databases.append(db)
         return db
 
-    async def publisher(self) -> KafkaEventPublisher:
-        publisher = KafkaEventPublisher(self.bootstrap, self.registry, source="it-relay")
+    async def publisher(self, **options: Any) -> KafkaEventPublisher:
+        publisher = KafkaEventPublisher(self.bootstrap, self.registry, source="it-relay", **options)
         await publisher.start()
         self.publishers.append(publisher)
         return publisher
 
-    async def relay(self, *, run: bool = True, db: Database | None = None, **kwargs: Any) -> Relay:
+    async def relay(
+        self,
+        *,
+        run: bool = True,
+        db: Database | None = None,
+        publisher: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Relay:
         """A started relay (its own Kafka producer), running in a task unless ``run=False``."""
-        relay = Relay(db or self.database(), await self.publisher(), **kwargs)
+        relay = Relay(db or self.database(), await self.publisher(**(publisher or {})), **kwargs)
         await relay.start()
         task = asyncio.create_task(relay.run()) if run else None
         self.relays.append((relay, task))
@@ -344,3 +352,80 @@ async def test_a_late_committing_row_with_a_lower_id_is_published(env: Env) -> N
     records = await read_records(env.bootstrap, env.topic, 3, grace=1.0)
     assert sorted(seq(r.value) for r in records) == [("early", 1), ("early", 2), ("late", 1)]
     assert all(r["id"] != late_id for r in await env.rows())
+
+
+async def test_retention_keeps_published_rows_marked_and_purges_them_once_expired(
+    env: Env,
+) -> None:
+    relay = await env.relay(run=False, retention=dt.timedelta(hours=1))
+    assert relay.shards == frozenset(range(SHARDS))  # leased on start
+    await env.emit(ev("kept", 1), ev("kept", 2))
+    assert await relay.relay_once() == 2
+    rows = await env.rows()
+    assert [(r["status"], r["attempts"]) for r in rows] == [("published", 0)] * 2
+    assert all(r["published_at"] is not None for r in rows)
+    assert await relay.relay_once() == 0  # published rows are not relayed again
+
+    async with env.db.engine.begin() as conn:
+        await conn.execute(
+            outbox_table.update().values(published_at=utcnow() - dt.timedelta(hours=2))
+        )
+    await env.emit(ev("kept", 3))
+    assert await relay.relay_once() == 1
+    assert [(seq(r["value"]), r["status"]) for r in await env.rows()] == [
+        (("kept", 3), "published")
+    ]
+    records = await read_records(env.bootstrap, env.topic, 3, grace=1.0)
+    assert [seq(r.value) for r in records] == [("kept", 1), ("kept", 2), ("kept", 3)]
+
+
+@pytest.mark.parametrize("retention", [None, dt.timedelta(hours=1)], ids=["deleting", "keeping"])
+async def test_a_record_too_large_backs_off_blocks_only_its_key_then_fails_for_good(
+    env: Env, retention: dt.timedelta | None
+) -> None:
+    """Kafka refuses the record (larger than the producer's limit): the PostgreSQL path."""
+    relay = await env.relay(
+        run=False,
+        retention=retention,
+        publisher={"max_batch_bytes": 16 * 1024},
+        initial_backoff=60,
+        max_backoff=60,
+        max_attempts=2,
+    )
+    huge = Placed(order_id="bad", customer_id="x" * 64 * 1024, total_cents=1)
+    await env.emit(huge, ev("good", 1), ev("bad", 2), ev("good", 2))
+
+    started = utcnow()
+    assert await relay.relay_once() == 4
+    by_key = defaultdict(list)
+    for row in await env.rows():
+        if row["status"] == "pending":
+            by_key[row["key"]].append(row)
+    first, second = by_key[b"bad"]
+    assert not by_key[b"good"]
+    assert first["attempts"] == 1
+    assert "MessageSizeTooLargeError" in first["last_error"]
+    assert 29 <= (first["available_at"] - started).total_seconds() <= 61
+    assert (second["attempts"], second["last_error"]) == (0, None)  # held back, not tried
+
+    # the key waits behind its backoff; other keys go on
+    await env.emit(ev("bad", 3), ev("good", 3))
+    assert await relay.relay_once() == 1
+    async with env.db.engine.begin() as conn:  # the backoff is over
+        await conn.execute(outbox_table.update().values(available_at=utcnow()))
+    await relay.relay_once()
+    failed = [r for r in await env.rows() if r["status"] == "failed"]
+    assert [(r["event_id"], r["attempts"]) for r in failed] == [(first["event_id"], 2)]
+    assert relay.failed == 1
+
+    # failed for good: it no longer holds its key back
+    assert await relay.relay_once() == 2
+    records = await read_records(env.bootstrap, env.topic, 5, grace=1.0)
+    assert per_key(records) == {"good": [1, 2, 3], "bad": [2, 3]}
+
+    assert await retry_failed(env.db) == 1
+    (requeued,) = [r for r in await env.rows() if r["status"] != "published"]
+    assert (requeued["status"], requeued["attempts"]) == ("pending", 0)
+    assert await relay.relay_once() == 1  # refused again: attempt 1 of a fresh count
+    (again,) = [r for r in await env.rows() if r["status"] != "published"]
+    assert (again["status"], again["attempts"]) == ("pending", 1)

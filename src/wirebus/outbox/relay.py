@@ -129,7 +129,7 @@ class Relay:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Connect (PostgreSQL: lease connection and LISTEN)."""
+        """Connect (PostgreSQL: lease connection, first shards and LISTEN)."""
         if self._state != "new":
             raise LifecycleError(f"a {self._state} relay cannot be started again")
         self._state = "started"
@@ -158,6 +158,7 @@ class Relay:
         dsn = self.database.asyncpg_dsn()
         self._lease = await PgLease.connect(dsn, retention=self.retention)
         self._rebalanced = -math.inf
+        await self._rebalance()
         self._listener = await asyncpg.connect(dsn)
         await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
 
