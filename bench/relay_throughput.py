@@ -55,7 +55,6 @@ import dataclasses
 import datetime as dt
 import gc
 import io
-import json
 import os
 import pstats
 import statistics
@@ -85,7 +84,7 @@ from wirebus.codec import EventRegistry
 from wirebus.db import Database, outbox_table, utcnow
 from wirebus.kafka import KafkaEventPublisher, ensure_topics
 from wirebus.outbox import Relay
-from wirebus.outbox.rows import row_from_record
+from wirebus.outbox.rows import row_from_record, unpack_headers
 
 KAFKA_ENV = "WIREBUS_KAFKA_BOOTSTRAP"
 DB_ENV = "WIREBUS_DATABASE_URL"
@@ -182,10 +181,7 @@ async def read_rows(
         result = await conn.execute(
             select(t.c.key, t.c.value, t.c.headers).where(t.c.status == "pending").order_by(t.c.id)
         )
-        return [
-            (key, value, [(k, v.encode()) for k, v in json.loads(headers)])
-            for key, value, headers in result
-        ]
+        return [(key, value, list(unpack_headers(headers))) for key, value, headers in result]
 
 
 async def pending(database: Database) -> int:

@@ -29,7 +29,13 @@ from wirebus.db import Database, outbox_table, utcnow
 from wirebus.errors import ConfigurationError, LifecycleError
 from wirebus.outbox import Relay, UnitOfWork
 from wirebus.outbox.relay import retry_failed
-from wirebus.outbox.rows import SHARDS, row_from_record
+from wirebus.outbox.rows import (
+    SHARDS,
+    pack_headers,
+    records_from_rows,
+    row_from_record,
+    unpack_headers,
+)
 
 TOPIC = "test.relay.v1"
 T0 = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -166,7 +172,7 @@ async def test_publishes_pending_rows_in_id_order_with_the_stored_bytes_and_dele
     for record, row in zip(published, stored, strict=True):
         assert record.key == row["key"]
         assert record.value == row["value"]
-        assert [[k, v.decode()] for k, v in record.headers] == json.loads(row["headers"])
+        assert record.headers == unpack_headers(row["headers"])
         assert record.header("ce_id").decode() == row["event_id"]
     assert await rows(db) == []  # retention None: published rows are deleted
 
@@ -533,3 +539,40 @@ def test_rows_keep_exactly_the_encoded_record() -> None:
     assert row["created_at"] == row["available_at"] == T0
     assert 0 <= row["shard"] < SHARDS
     assert row_from_record(ENCODER.record(ev("k", 2)), T0)["shard"] == row["shard"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (("ce_id", b"1"), ("ce_type", b"a.b.C"), ("empty", b"")),
+        (),
+        (("ce_subject", "naïve/ü".encode()),),
+        (("odd", b"has\x1fthe separator"), ("ce_id", b"2")),  # stored as JSON
+        (("odd", b"\x1estarts with the marker"),),
+    ],
+    ids=["cloudevents", "none", "utf-8", "separator-in-value", "marker-in-value"],
+)
+def test_stored_headers_read_back_exactly(headers: tuple[tuple[str, bytes], ...]) -> None:
+    text = pack_headers(headers)
+    assert unpack_headers(text) == headers
+    row = (1, "e", TOPIC, b"k", b"v", text, 0)
+    assert records_from_rows([row]) == [OutgoingRecord(TOPIC, b"k", b"v", headers)]
+
+
+async def test_a_row_written_with_json_headers_by_an_older_version_is_relayed(
+    tmp_path: Path,
+) -> None:
+    db = db_at(tmp_path)
+    record = ENCODER.record(ev("old", 1))
+    legacy = row_from_record(record, utcnow())
+    legacy["headers"] = json.dumps([[k, v.decode()] for k, v in record.headers])
+    await db.start()
+    async with db.engine.begin() as conn:
+        await conn.execute(outbox_table.insert(), legacy)
+    await emit(db, ev("old", 2))
+    broker = InMemoryBroker()
+    async with Relay(db, FakePublisher(broker)) as relay:
+        assert await relay.relay_once() == 2
+    first, second = broker.records(TOPIC)
+    assert (first.value, first.headers) == (record.value, record.headers)
+    assert seq(second) == ("old", 2)

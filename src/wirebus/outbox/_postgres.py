@@ -22,7 +22,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from .rows import SHARDS
+from .rows import CLAIMED, ID, SHARDS
 
 __all__ = ["APPLICATION", "PgLease"]
 
@@ -31,7 +31,7 @@ APPLICATION = "wirebus-relay"
 
 LOCK_SPACE = 0x77697265  # "wire": the advisory-lock key space of the shards
 TABLE = "wirebus_outbox"
-COLUMNS = "id, event_id, topic, key, value, headers, attempts"
+COLUMNS = ", ".join(CLAIMED)
 
 _LIVE = (
     "SELECT count(*) FROM pg_stat_activity"
@@ -98,40 +98,49 @@ class PgLease:
 
     # ------------------------------------------------------------ claims
 
-    async def claim(
-        self, shards: set[int], now: dt.datetime, limit: int, *, delete: bool
-    ) -> Sequence[Any]:
-        """The oldest pending rows of ``shards`` that may go now, locked (and deleted).
+    async def waiting_keys(self, shards: set[int], now: dt.datetime) -> list[bytes]:
+        """Keys with a row waiting out its backoff (found through the partial index).
 
-        Call inside a transaction. A row waiting out its backoff holds back
-        every other row of its key: the keys waiting are asked first (through
-        the partial index on ``available_at``) and left out, so the claim
-        itself stays a walk of the pending ids that stops after ``limit``
-        rows, however large the backlog. With ``delete`` the rows are claimed
-        by deleting them (``DELETE ... RETURNING``: one write per row); the
-        transaction then decides whether they are gone. Rows come back in id
-        order.
+        A row waiting out its backoff holds back every other row of its key;
+        these keys are left out of a claim, so that the claim itself stays a
+        walk of the pending ids that stops after its limit, however large the
+        backlog.
         """
-        conn = self.connection
-        args: list[Any] = [now]
-        mine = ""
-        if len(shards) < SHARDS:  # holding every shard: no filter to evaluate
-            args.append(sorted(shards))
-            mine = f" AND shard = ANY(${len(args)}::int[])"
-        waiting = await conn.fetch(
+        args, mine = _shard_filter(shards, [now])
+        rows = await self.connection.fetch(
             f"SELECT DISTINCT key FROM {TABLE} WHERE status = 'pending' AND available_at > $1"
             f" AND key IS NOT NULL{mine}",
             *args,
         )
-        others = ""
+        return [row[0] for row in rows]
+
+    async def claim(
+        self,
+        shards: set[int],
+        now: dt.datetime,
+        limit: int,
+        *,
+        waiting: Sequence[bytes] = (),
+        delete: bool,
+    ) -> Sequence[Any]:
+        """The oldest pending rows of ``shards`` that may go now, locked (and deleted).
+
+        Call inside a transaction; rows of the ``waiting`` keys are left out.
+        With ``delete`` the rows are claimed by deleting them (``DELETE ...
+        RETURNING``: one write per row); the transaction then decides whether
+        they are gone. Rows come back in id order, their columns as in
+        ``rows.CLAIMED``.
+        """
+        args, mine = _shard_filter(shards, [now])
         if waiting:
-            args.append([row[0] for row in waiting])
-            others = f" AND (key IS NULL OR key <> ALL(${len(args)}::bytea[]))"
+            args.append(list(waiting))
+            mine += f" AND (key IS NULL OR key <> ALL(${len(args)}::bytea[]))"
         args.append(limit)
         pick = (
-            f"FROM {TABLE} WHERE status = 'pending' AND available_at <= $1{mine}{others}"
+            f"FROM {TABLE} WHERE status = 'pending' AND available_at <= $1{mine}"
             f" ORDER BY id LIMIT ${len(args)} FOR UPDATE SKIP LOCKED"
         )
+        conn = self.connection
         if not delete:
             return list(await conn.fetch(f"SELECT {COLUMNS} {pick}", *args))
         rows = await conn.fetch(
@@ -159,5 +168,13 @@ class PgLease:
         await self.connection.execute(_ATTEMPT, row_id, status, attempts, message, available)
 
 
+def _shard_filter(shards: set[int], args: list[Any]) -> tuple[list[Any], str]:
+    """The condition on ``shard`` (none when holding every shard) and its argument."""
+    if len(shards) >= SHARDS:
+        return args, ""
+    args.append(sorted(shards))
+    return args, f" AND shard = ANY(${len(args)}::int[])"
+
+
 def _by_id(row: Any) -> int:
-    return int(row[0])
+    return int(row[ID])

@@ -10,23 +10,16 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..db import outbox_table
+from .rows import CLAIMED
 
 __all__ = ["SqlMarks", "claim"]
 
 _T = outbox_table
-_COLUMNS = (
-    _T.c.id,
-    _T.c.event_id,
-    _T.c.topic,
-    _T.c.key,
-    _T.c.value,
-    _T.c.headers,
-    _T.c.attempts,
-)
+_COLUMNS = [_T.c[name] for name in CLAIMED]
 
 
 async def claim(conn: AsyncConnection, now: dt.datetime, limit: int) -> Sequence[Any]:
-    """The oldest pending rows that may go now, in id order.
+    """The oldest pending rows that may go now, in id order (columns as in ``CLAIMED``).
 
     A row waiting out its backoff holds back every other row of its key (none
     of them is claimed, so they cannot fill the batch and starve other keys).
@@ -41,7 +34,7 @@ async def claim(conn: AsyncConnection, now: dt.datetime, limit: int) -> Sequence
     if waiting:
         conditions.append(or_(_T.c.key.is_(None), _T.c.key.not_in(waiting)))
     query = select(*_COLUMNS).where(*conditions).order_by(_T.c.id).limit(limit)
-    return (await conn.execute(query)).mappings().all()
+    return (await conn.execute(query)).all()
 
 
 class SqlMarks:

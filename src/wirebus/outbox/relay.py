@@ -53,7 +53,7 @@ from ..db import Database, outbox_table, utcnow
 from ..errors import ConfigurationError, LifecycleError
 from ._postgres import PgLease
 from ._sqlite import SqlMarks, claim
-from .rows import SHARDS, records_from_rows
+from .rows import ATTEMPTS, EVENT_ID, ID, SHARDS, records_from_rows
 from .uow import NOTIFY_CHANNEL
 
 __all__ = ["Relay", "RelayStats"]
@@ -261,7 +261,7 @@ class Relay:
                 return await self._settle(SqlMarks(conn, self.retention), rows, results, utcnow())
 
     async def _relay_postgres(self, lease: PgLease) -> int:
-        """Claim on the lease session, publish, and commit once acknowledged.
+        """One transaction on the lease session: claim, publish, commit once acknowledged.
 
         The claim runs on the lease connection itself: if this relay's
         session dies (and its shards pass to another relay), its row locks die
@@ -276,7 +276,11 @@ class Relay:
         transaction = lease.transaction()
         await transaction.start()
         try:
-            rows = await lease.claim(self._shards, utcnow(), self.batch_size, delete=deleting)
+            now = utcnow()
+            waiting = await lease.waiting_keys(self._shards, now)
+            rows = await lease.claim(
+                self._shards, now, self.batch_size, waiting=waiting, delete=deleting
+            )
             if not rows:
                 await transaction.commit()
                 self._outage = 0
@@ -320,7 +324,7 @@ class Relay:
         now: dt.datetime,
     ) -> int:
         """Mark what was acknowledged, count failures against their rows; rows handled."""
-        ok = [r["id"] for r, error in zip(ready, results, strict=True) if error is None]
+        ok = [r[ID] for r, error in zip(ready, results, strict=True) if error is None]
         # Held-back rows were not sent (an earlier row of their key failed):
         # they stay pending, untouched, behind that row's backoff.
         failures = [
@@ -353,7 +357,7 @@ class Relay:
         message = f"{type(error).__name__}: {error}"[:2000]
         # Only a failure of the record itself spends an attempt; a retriable
         # one (the broker busy or restarting) just waits, however often.
-        attempts = row["attempts"] + (0 if _retriable(error) else 1)
+        attempts = row[ATTEMPTS] + (0 if _retriable(error) else 1)
         if attempts >= self.max_attempts:
             status, available = "failed", now
             self.failed += 1
@@ -361,14 +365,14 @@ class Relay:
                 self.metrics.failed.inc()
             log.error(
                 "outbox row %s failed for good after %d attempts: %s",
-                row["event_id"],
+                row[EVENT_ID],
                 attempts,
                 message,
             )
         else:
             status = "pending"
             available = now + dt.timedelta(seconds=self._backoff(max(1, attempts)))
-        await marks.mark_attempt(row["id"], status, attempts, message, available)
+        await marks.mark_attempt(row[ID], status, attempts, message, available)
 
     # ------------------------------------------------------------ operations
 
