@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Column,
     DateTime,
@@ -29,10 +31,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
     text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -85,6 +88,22 @@ outbox_table = Table(
     ),
 )
 
+NOTIFY_CHANNEL = "wirebus_outbox"
+"""The PostgreSQL channel relays LISTEN on: a NOTIFY on it means new outbox rows."""
+
+# PostgreSQL: an insert into the outbox notifies the relays from the server
+# itself (a statement trigger; notifications are delivered on commit and
+# merged within a transaction), so a unit of work needs no NOTIFY round trip.
+OUTBOX_NOTIFY_DDL = (
+    "CREATE OR REPLACE FUNCTION wirebus_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS"
+    f" $$ BEGIN PERFORM pg_notify('{NOTIFY_CHANNEL}', ''); RETURN NULL; END $$",
+    "CREATE TRIGGER wirebus_outbox_notify AFTER INSERT ON wirebus_outbox"
+    " FOR EACH STATEMENT EXECUTE FUNCTION wirebus_outbox_notify()",
+)
+for _statement in OUTBOX_NOTIFY_DDL:
+    _ddl = DDL(_statement)  # type: ignore[no-untyped-call]
+    event.listen(outbox_table, "after_create", _ddl.execute_if(dialect="postgresql"))
+
 inbox_table = Table(
     "wirebus_inbox",
     metadata,
@@ -124,8 +143,16 @@ class Database:
                 connect_args={"timeout": 30},
             )
         else:
-            self.engine = create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
+            # No pool_pre_ping: on asyncpg it costs three round trips per
+            # checkout (BEGIN, a ping, ROLLBACK), a third of a small command.
+            # A connection the server closed (restart, terminated backend,
+            # idle timeout) is known without asking: asyncpg sees the socket
+            # close and the checkout below replaces it.
+            self.engine = create_async_engine(url, pool_size=pool_size)
+            event.listen(self.engine.sync_engine, "checkout", _replace_closed)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.outbox_notifies = False
+        """PostgreSQL: inserting outbox rows notifies the relays (the trigger exists)."""
         self._started = False
 
     @classmethod
@@ -170,6 +197,10 @@ class Database:
             if self.create_schema:
                 for meta in (metadata, *self.extra_metadata):
                     await conn.run_sync(meta.create_all)
+            if self.dialect == "postgresql":
+                self.outbox_notifies = bool(
+                    (await conn.execute(text(_HAS_NOTIFY_TRIGGER))).scalar_one()
+                )
 
     async def close(self) -> None:
         """Dispose of the connection pool (idempotent)."""
@@ -183,6 +214,19 @@ class Database:
         """The URL as a plain ``postgresql://`` DSN for a raw asyncpg connection."""
         url = make_url(self.url).set(drivername="postgresql")
         return url.render_as_string(hide_password=False)
+
+
+def _replace_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Pool checkout: a connection whose server side is gone is replaced, not handed out."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the database closed this connection")
+
+
+_HAS_NOTIFY_TRIGGER = (
+    "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'wirebus_outbox_notify'"
+    " AND tgrelid = to_regclass('wirebus_outbox'))"
+)
 
 
 def utcnow() -> dt.datetime:

@@ -9,6 +9,7 @@ OrderPlaced dataclass with ``EventRegistry.add(..., topic=fresh)``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 import uuid
@@ -28,6 +29,7 @@ from wirebus.broker import EventEncoder
 from wirebus.codec import EventRegistry
 from wirebus.db import Database, outbox_table, utcnow
 from wirebus.kafka import KafkaEventPublisher, ensure_topics
+from wirebus.migrations import WIREBUS_VERSION_TABLE, upgrade
 from wirebus.outbox import Relay, UnitOfWork
 from wirebus.outbox.relay import retry_failed
 from wirebus.outbox.rows import SHARDS, row_from_record
@@ -429,3 +431,70 @@ async def test_a_record_too_large_backs_off_blocks_only_its_key_then_fails_for_g
     assert await relay.relay_once() == 1  # refused again: attempt 1 of a fresh count
     (again,) = [r for r in await env.rows() if r["status"] != "published"]
     assert (again["status"], again["attempts"]) == ("pending", 1)
+
+
+# ---------------------------------------------------------------- the NOTIFY trigger
+
+
+async def _triggers(url: str) -> list[str]:
+    conn = await asyncpg.connect(plain_dsn(url))
+    try:
+        rows = await conn.fetch(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass('wirebus_outbox')"
+            " AND NOT tgisinternal"
+        )
+        return [r[0] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def _notified_on_insert(env: Env, db: Database, uow_notifies: bool) -> bool:
+    """Whether a LISTENer hears a commit of ``db``'s unit of work (NOTIFY or trigger)."""
+    heard = asyncio.Event()
+    listener = await asyncpg.connect(plain_dsn(env.url))
+    try:
+        await listener.add_listener("wirebus_outbox", lambda *_: heard.set())
+        uow = UnitOfWork(db, env.encoder)
+        try:
+            await uow.commit([ev("heard", 1)])
+        finally:
+            await uow.close()
+        assert db.outbox_notifies is not uow_notifies
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(heard.wait(), 5)
+        return heard.is_set()
+    finally:
+        await listener.close()
+
+
+async def test_inserting_outbox_rows_notifies_the_relays_from_the_server(env: Env) -> None:
+    """create_all makes the trigger: the unit of work sends no NOTIFY of its own."""
+    assert await _triggers(env.url) == ["wirebus_outbox_notify"]
+    assert env.db.outbox_notifies
+    assert await _notified_on_insert(env, env.db, uow_notifies=False)
+
+
+async def test_a_schema_without_the_trigger_is_notified_by_the_unit_of_work(env: Env) -> None:
+    """A database not yet upgraded: the unit of work still wakes the relays, and
+    ``wirebus db upgrade`` adds the trigger."""
+    conn = await asyncpg.connect(plain_dsn(env.url))
+    try:
+        await conn.execute("DROP TRIGGER wirebus_outbox_notify ON wirebus_outbox")
+        await conn.execute(f"UPDATE {WIREBUS_VERSION_TABLE} SET version_num = '0002'")
+    except asyncpg.UndefinedTableError:  # create_all made the tables: no version row yet
+        pass
+    finally:
+        await conn.close()
+    old = Database(env.url)
+    env.databases.append(old)
+    await old.start()
+    assert await _notified_on_insert(env, old, uow_notifies=True)
+
+    await upgrade(env.url)
+    assert await _triggers(env.url) == ["wirebus_outbox_notify"]
+    upgraded = Database(env.url)
+    env.databases.append(upgraded)
+    await upgraded.start()
+    assert await _notified_on_insert(env, upgraded, uow_notifies=False)
+    await upgrade(env.url)  # again: nothing to do, nothing doubled
+    assert await _triggers(env.url) == ["wirebus_outbox_notify"]

@@ -169,6 +169,62 @@ def test_a_handler_returning_another_message_than_the_method_answers_fails_start
         Gateway(app_with(router))
 
 
+def _dbapi_disconnect() -> Exception:
+    """What SQLAlchemy raises when the database closed the connection under a query."""
+    from sqlalchemy.exc import DBAPIError
+
+    class ConnectionDoesNotExistError(Exception):  # asyncpg's, by name
+        pass
+
+    try:
+        raise ConnectionDoesNotExistError("connection was closed in the middle of operation")
+    except ConnectionDoesNotExistError as driver:
+        return DBAPIError("INSERT ...", {}, driver, connection_invalidated=True)
+
+
+class _Wrapped(Exception):
+    pass
+
+
+def _caused_by(cause: BaseException) -> Exception:
+    try:
+        raise _Wrapped("while handling") from cause
+    except _Wrapped as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        _dbapi_disconnect(),
+        ConnectionResetError(104, "Connection reset by peer"),
+        ConnectionRefusedError(111, "Connection refused"),
+        _caused_by(ConnectionResetError(104, "reset")),
+    ],
+    ids=["sqlalchemy-invalidated", "reset", "refused", "as-a-cause"],
+)
+async def test_a_lost_connection_is_unavailable_so_clients_retry(serve, caplog, error):
+    async with serve(failing_app(error)) as channel:
+        with (
+            caplog.at_level(logging.WARNING, logger="wirebus.gateway.errors"),
+            pytest.raises(grpc.aio.AioRpcError) as caught,
+        ):
+            await orders_pb2_grpc.OrderServiceStub(channel).GetOrder(orders_pb2.GetOrderRequest())
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.details() == "a service this method needs is unavailable; try again"
+    info = error_info(caught.value)
+    assert info is not None
+    assert info.reason == "CONNECTION_LOST"
+    assert any("connection lost" in r.getMessage() for r in caplog.records)
+
+
+async def test_other_os_errors_stay_internal(serve):
+    async with serve(failing_app(FileNotFoundError(2, "No such file", "/srv/x"))) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await orders_pb2_grpc.OrderServiceStub(channel).GetOrder(orders_pb2.GetOrderRequest())
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+
+
 async def test_a_handler_returning_the_wrong_type_at_run_time_is_internal(serve):
     router = Router()
 

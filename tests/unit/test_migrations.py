@@ -86,7 +86,7 @@ async def test_upgrade_creates_wirebus_and_app_tables_on_a_fresh_file(tmp_path: 
     assert columns == OUTBOX_COLUMNS
     assert indexes  # the claim index (names: see test_the_migrated_schema_matches_create_all)
     assert found["tables"]["wirebus_inbox"][0] == ["consumer_group", "event_id", "handled_at"]
-    assert found["versions"] == ["0002"]
+    assert found["versions"] == ["0003"]
     assert "app_gadgets" in summary
     assert "app_widgets" in summary
 
@@ -108,7 +108,7 @@ async def test_running_upgrade_twice_is_a_no_op(tmp_path: Path) -> None:
     first = schema(path)
     summary = await upgrade(url_of(path), app_metadata)
     assert schema(path) == first
-    assert first["versions"] == ["0002"]
+    assert first["versions"] == ["0003"]
     assert "none missing" in summary
 
 
@@ -146,7 +146,7 @@ async def test_upgrade_adopts_tables_created_by_create_all(tmp_path: Path) -> No
     summary = await upgrade(url_of(path), app_metadata)
 
     after = schema(path)
-    assert after["versions"] == ["0002"]
+    assert after["versions"] == ["0003"]
     assert {k: v for k, v in after["tables"].items() if k != WIREBUS_VERSION_TABLE} == before[
         "tables"
     ]
@@ -185,4 +185,4 @@ async def test_a_database_at_0001_gains_the_waiting_index(tmp_path: Path) -> Non
 
     after = schema(path)
     assert "wirebus_outbox_waiting" in after["tables"]["wirebus_outbox"][1]
-    assert after["versions"] == ["0002"]
+    assert after["versions"] == ["0003"]

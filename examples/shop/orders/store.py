@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     insert,
     select,
     update,
@@ -44,6 +45,20 @@ orders = Table(
 )
 
 
+# Built once: building a statement per call (``insert(orders).values(...)``)
+# costs more CPU than executing it.
+_INSERT = insert(orders)
+_BY_ID = select(orders).where(orders.c.order_id == bindparam("order_id"))
+_SET_STATUS = (
+    update(orders)
+    .where(orders.c.order_id == bindparam("order_id"))
+    .values(status=bindparam("status"))
+)
+_BY_CUSTOMER = (
+    select(orders).where(orders.c.customer_id == bindparam("customer_id")).order_by(orders.c.seq)
+)
+
+
 class OrderStore:
     """Orders of one request's transaction (Scope.REQUEST)."""
 
@@ -52,32 +67,27 @@ class OrderStore:
 
     async def add(self, order: OrderView) -> None:
         await self.session.execute(
-            insert(orders).values(
-                order_id=order.order_id,
-                customer_id=order.customer_id,
-                items=json.dumps([[i.sku, i.quantity, i.price_cents] for i in order.items]),
-                total_cents=order.total_cents,
-                status=order.status.name,
-                placed_at=order.placed_at,
-            )
+            _INSERT,
+            {
+                "order_id": order.order_id,
+                "customer_id": order.customer_id,
+                "items": json.dumps([[i.sku, i.quantity, i.price_cents] for i in order.items]),
+                "total_cents": order.total_cents,
+                "status": order.status.name,
+                "placed_at": order.placed_at,
+            },
         )
 
     async def get(self, order_id: str) -> OrderView | None:
-        row = (
-            (await self.session.execute(select(orders).where(orders.c.order_id == order_id)))
-            .mappings()
-            .first()
-        )
+        row = (await self.session.execute(_BY_ID, {"order_id": order_id})).mappings().first()
         return None if row is None else _view(row)
 
     async def set_status(self, order_id: str, status: OrderStatus) -> None:
-        await self.session.execute(
-            update(orders).where(orders.c.order_id == order_id).values(status=status.name)
-        )
+        await self.session.execute(_SET_STATUS, {"order_id": order_id, "status": status.name})
 
     async def by_customer(self, customer_id: str) -> list[OrderView]:
-        query = select(orders).where(orders.c.customer_id == customer_id).order_by(orders.c.seq)
-        return [_view(row) for row in (await self.session.execute(query)).mappings()]
+        result = await self.session.execute(_BY_CUSTOMER, {"customer_id": customer_id})
+        return [_view(row) for row in result.mappings()]
 
 
 def _view(row: object) -> OrderView:

@@ -49,12 +49,11 @@ from typing import Any, Protocol
 from sqlalchemy import func, select, update
 
 from ..broker import EventPublisher, HeldBack
-from ..db import Database, outbox_table, utcnow
+from ..db import NOTIFY_CHANNEL, Database, outbox_table, utcnow
 from ..errors import ConfigurationError, LifecycleError
 from ._postgres import PgLease
 from ._sqlite import SqlMarks, claim
 from .rows import ATTEMPTS, EVENT_ID, ID, SHARDS, records_from_rows
-from .uow import NOTIFY_CHANNEL
 
 __all__ = ["Relay", "RelayStats"]
 

@@ -31,13 +31,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..broker import EventEncoder, now_rfc3339
-from ..db import Database, inbox_table, outbox_table, utcnow
+from ..db import NOTIFY_CHANNEL, Database, inbox_table, outbox_table, utcnow
 from ..inbox import inbox_claim
 from .rows import row_from_record
 
 __all__ = ["NOTIFY_CHANNEL", "DatabaseProvider", "UnitOfWork"]
 
-NOTIFY_CHANNEL = "wirebus_outbox"
+# Built once: building statements per commit costs more CPU than running them.
+_INSERT_OUTBOX = insert(outbox_table)
+_NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 class UnitOfWork:
@@ -71,9 +73,11 @@ class UnitOfWork:
         if outbound:
             now, time = utcnow(), now_rfc3339()
             rows = [row_from_record(self.encoder.record(e, time=time), now) for e in outbound]
-            await session.execute(insert(outbox_table), rows)
-            if self.database.is_postgres:  # delivered to LISTENing relays on commit
-                await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+            await session.execute(_INSERT_OUTBOX, rows[0] if len(rows) == 1 else rows)
+            database = self.database
+            if database.is_postgres and not database.outbox_notifies:
+                # No trigger (a schema not yet upgraded): notify the relays here.
+                await session.execute(_NOTIFY)
         if claim is not None and not claim.written:
             dialect_insert = pg_insert if self.database.is_postgres else sqlite_insert
             await session.execute(
