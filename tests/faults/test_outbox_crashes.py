@@ -925,3 +925,94 @@ async def test_relay_that_loses_its_lease_mid_batch_does_not_break_per_key_order
             await driver.run(plan)
         await reader.wait_for_all(expected_pairs(plan), within=60)
         check_stream(reader.records, plan, max_duplicates=BATCH_SIZE)
+
+
+async def test_database_closing_every_connection_mid_stream_fails_only_commands_in_flight(
+    world: World,
+) -> None:
+    """PostgreSQL ends every session of the app (as on a restart or a failover) while
+    commands flow: the commands in flight fail with UNAVAILABLE, the gateway and the
+    relay go on with new connections (no restart), and state rows and events still
+    match one for one."""
+    port = await world.gateway()
+    relay = await world.relay()
+    answered: dict[str, int] = {}  # aggregate -> last sequence acknowledged
+    failed: list[tuple[str, int, grpc.StatusCode]] = []
+    killed = asyncio.Event()
+    stop = asyncio.Event()
+    terminated = 0
+
+    async with (
+        Reader(world.bootstrap, world.topic) as reader,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        stub = orders_pb2_grpc.OrderServiceStub(channel)
+
+        async def aggregate(name: str) -> None:
+            seq = 1
+            while not stop.is_set():
+                try:
+                    await stub.PlaceOrder(step(name, seq), timeout=30)
+                except grpc.aio.AioRpcError as exc:
+                    # The outcome of this command is unknown (its commit may have
+                    # been in flight): this aggregate sends nothing more.
+                    failed.append((name, seq, exc.code()))
+                    return
+                answered[name] = seq
+                seq += 1
+                await asyncio.sleep(0.005)
+
+        async def close_every_session() -> None:
+            nonlocal terminated
+            await asyncio.sleep(2)
+            terminated = await world.scalar(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            killed.set()
+            await asyncio.sleep(3)
+            stop.set()
+
+        async def after_the_kill() -> None:
+            await killed.wait()
+            await asyncio.sleep(0.2)
+            async with asyncio.TaskGroup() as wave:
+                for i in range(8):
+                    wave.create_task(aggregate(f"after-{i}"))
+
+        async with asyncio.TaskGroup() as group:
+            for i in range(16):
+                group.create_task(aggregate(f"before-{i:02d}"))
+            group.create_task(close_every_session())
+            group.create_task(after_the_kill())
+
+        assert terminated >= 3, f"only {terminated} session(s) to end: gateway and relay?"
+        assert failed, "no command was in flight when the sessions ended"
+        assert {code for _, _, code in failed} == {grpc.StatusCode.UNAVAILABLE}, failed
+        assert all(name.startswith("before-") for name, _, _ in failed), (
+            f"commands failed after the gateway had new connections: {failed}"
+        )
+        after = {name: n for name, n in answered.items() if name.startswith("after-")}
+        assert len(after) == 8, f"the gateway did not recover: {after}"
+        assert all(n >= 5 for n in after.values()), after
+
+        conn = await asyncpg.connect(world.dsn)
+        try:
+            rows = await conn.fetch("SELECT aggregate_id, seq FROM sequencer_state")
+        finally:
+            await conn.close()
+        stored = {(r["aggregate_id"], int(r["seq"])) for r in rows}
+        acknowledged = {(a, s) for a, n in answered.items() for s in range(1, n + 1)}
+        assert acknowledged <= stored, "an acknowledged command left no state"
+        assert len(stored - acknowledged) <= len(failed), "state nobody asked for"
+        await reader.wait_for_all(stored, within=60)
+        await asyncio.sleep(1)
+        assert reader.pairs() == stored, "state rows and events differ"
+    assert relay.alive, f"the relay died\n{relay.tail()}"
+    assert "relay pass failed" in relay.output()  # it lost its session, and recovered
+    assert "connection lost" in world.children[0].output()
+    assert await outbox_counts(world) == {}
+    print(
+        f"\nsessions ended: {terminated}; failed in flight: {len(failed)};"
+        f" acknowledged: {len(acknowledged)} ({sum(after.values())} after the kill)"
+    )
