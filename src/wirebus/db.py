@@ -50,6 +50,9 @@ __all__ = ["Database", "inbox_table", "metadata", "outbox_table"]
 
 metadata = MetaData()
 
+WAITING_ROWS = text("status = 'pending' AND last_error IS NOT NULL")
+"""The rows the ``wirebus_outbox_waiting`` index holds (a query must say so to use it)."""
+
 _BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
 
 outbox_table = Table(
@@ -80,11 +83,13 @@ outbox_table = Table(
     Index("wirebus_outbox_key", "key", "status"),
     # Rows backing off after a failure (available_at in the future): found
     # without scanning the backlog, so the claim can leave their keys out.
+    # Only rows that ever failed (a failure always records last_error) are in
+    # it, so it stays small and a new row costs no entry in it.
     Index(
         "wirebus_outbox_waiting",
         "available_at",
-        postgresql_where=text("status = 'pending'"),
-        sqlite_where=text("status = 'pending'"),
+        postgresql_where=WAITING_ROWS,
+        sqlite_where=WAITING_ROWS,
     ),
 )
 

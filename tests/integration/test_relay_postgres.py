@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import time
 import uuid
 from collections import defaultdict
@@ -31,6 +32,7 @@ from wirebus.db import Database, outbox_table, utcnow
 from wirebus.kafka import KafkaEventPublisher, ensure_topics
 from wirebus.migrations import WIREBUS_VERSION_TABLE, upgrade
 from wirebus.outbox import Relay, UnitOfWork
+from wirebus.outbox._postgres import PgLease, claim_statement
 from wirebus.outbox.relay import retry_failed
 from wirebus.outbox.rows import SHARDS, row_from_record
 
@@ -498,3 +500,48 @@ async def test_a_schema_without_the_trigger_is_notified_by_the_unit_of_work(env:
     assert await _notified_on_insert(env, upgraded, uow_notifies=False)
     await upgrade(env.url)  # again: nothing to do, nothing doubled
     assert await _triggers(env.url) == ["wirebus_outbox_notify"]
+
+
+# ---------------------------------------------------------------- the claim's plan
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        nodes.extend(_plan_nodes(child))
+    return nodes
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no-statistics", "analyzed"])
+@pytest.mark.parametrize("delete", [True, False], ids=["deleting", "keeping"])
+async def test_a_claim_walks_the_pending_ids_and_stops_after_its_batch(
+    env: Env, analyzed: bool, delete: bool
+) -> None:
+    """However long the backlog and whatever the planner knows: no sort of the backlog,
+    no scan of the table; the rows read are the batch."""
+    now = utcnow()
+    rows = [row_from_record(env.encoder.record(ev(f"k{i % 50}", i)), now) for i in range(5000)]
+    async with env.db.engine.begin() as conn:
+        await conn.execute(outbox_table.insert(), rows)
+    lease = await PgLease.connect(plain_dsn(env.url))
+    try:
+        if analyzed:
+            await lease.connection.execute("ANALYZE wirebus_outbox")
+        sql, args = claim_statement(set(range(SHARDS)), utcnow(), 100, delete=delete)
+        transaction = lease.transaction()
+        await transaction.start()
+        try:
+            (explained,) = await lease.connection.fetchrow(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args
+            )
+        finally:
+            await transaction.rollback()
+    finally:
+        await lease.close()
+    nodes = _plan_nodes(json.loads(explained)[0]["Plan"])
+    kinds = [n["Node Type"] for n in nodes]
+    assert "Sort" not in kinds, kinds
+    assert "Seq Scan" not in kinds, kinds
+    scans = [n for n in nodes if n.get("Index Name") == "wirebus_outbox_pending"]
+    assert scans, kinds
+    assert all(n["Actual Rows"] <= 100 for n in scans), scans

@@ -549,8 +549,16 @@ def test_rows_keep_exactly_the_encoded_record() -> None:
         (("ce_subject", "naïve/ü".encode()),),
         (("odd", b"has\x1fthe separator"), ("ce_id", b"2")),  # stored as JSON
         (("odd", b"\x1estarts with the marker"),),
+        (("na\x1fme", b"v"),),
     ],
-    ids=["cloudevents", "none", "utf-8", "separator-in-value", "marker-in-value"],
+    ids=[
+        "cloudevents",
+        "none",
+        "utf-8",
+        "separator-in-value",
+        "marker-in-value",
+        "separator-in-name",
+    ],
 )
 def test_stored_headers_read_back_exactly(headers: tuple[tuple[str, bytes], ...]) -> None:
     text = pack_headers(headers)
@@ -576,3 +584,17 @@ async def test_a_row_written_with_json_headers_by_an_older_version_is_relayed(
     first, second = broker.records(TOPIC)
     assert (first.value, first.headers) == (record.value, record.headers)
     assert seq(second) == ("old", 2)
+
+
+def test_headers_read_back_share_repeated_pairs_and_the_sharing_is_bounded() -> None:
+    from wirebus.outbox import rows as outbox_rows
+
+    first = unpack_headers(pack_headers((("ce_type", b"a.B"), ("ce_id", b"1"))))
+    second = unpack_headers(pack_headers((("ce_type", b"a.B"), ("ce_id", b"2"))))
+    assert first[0] is second[0]  # the repeated header is kept once
+    assert first[1] == ("ce_id", b"1")
+    assert second[1] == ("ce_id", b"2")
+    for n in range(2 * outbox_rows._CACHE_MAX):  # a header unique per event, not known as such
+        text = pack_headers((("ce_subject", f"orders/{n}".encode()),))
+        assert unpack_headers(text) == (("ce_subject", f"orders/{n}".encode()),)
+    assert len(outbox_rows._pairs) <= outbox_rows._CACHE_MAX

@@ -22,12 +22,21 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from ..db import WAITING_ROWS
 from .rows import CLAIMED, ID, SHARDS
 
-__all__ = ["APPLICATION", "PgLease"]
+__all__ = ["APPLICATION", "PgLease", "claim_statement"]
 
 APPLICATION = "wirebus-relay"
 """``application_name`` of relay sessions: relays count each other by it."""
+
+SESSION_SETTINGS = {"application_name": APPLICATION, "enable_sort": "off"}
+"""The lease session's settings. ``enable_sort = off``: a claim must walk the
+pending rows in id order and stop after its limit. Without statistics (a
+fresh table, or a queue table that churned since autovacuum last analyzed it)
+the planner otherwise chose to fetch every pending row and sort them all --
+a claim that costs as much as the backlog is long (37 ms for 2,000 of 50,000
+rows, against 4 ms walking the index). The relay's queries need no sort."""
 
 LOCK_SPACE = 0x77697265  # "wire": the advisory-lock key space of the shards
 TABLE = "wirebus_outbox"
@@ -62,7 +71,7 @@ class PgLease:
     async def connect(cls, dsn: str, *, retention: dt.timedelta | None = None) -> PgLease:
         import asyncpg
 
-        connection = await asyncpg.connect(dsn, server_settings={"application_name": APPLICATION})
+        connection = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
         return cls(connection, retention=retention)
 
     async def close(self) -> None:
@@ -108,7 +117,7 @@ class PgLease:
         """
         args, mine = _shard_filter(shards, [now])
         rows = await self.connection.fetch(
-            f"SELECT DISTINCT key FROM {TABLE} WHERE status = 'pending' AND available_at > $1"
+            f"SELECT DISTINCT key FROM {TABLE} WHERE {WAITING_ROWS.text} AND available_at > $1"
             f" AND key IS NOT NULL{mine}",
             *args,
         )
@@ -131,21 +140,10 @@ class PgLease:
         they are gone. Rows come back in id order, their columns as in
         ``rows.CLAIMED``.
         """
-        args, mine = _shard_filter(shards, [now])
-        if waiting:
-            args.append(list(waiting))
-            mine += f" AND (key IS NULL OR key <> ALL(${len(args)}::bytea[]))"
-        args.append(limit)
-        pick = (
-            f"FROM {TABLE} WHERE status = 'pending' AND available_at <= $1{mine}"
-            f" ORDER BY id LIMIT ${len(args)} FOR UPDATE SKIP LOCKED"
-        )
-        conn = self.connection
+        sql, args = claim_statement(shards, now, limit, waiting=waiting, delete=delete)
+        rows = await self.connection.fetch(sql, *args)
         if not delete:
-            return list(await conn.fetch(f"SELECT {COLUMNS} {pick}", *args))
-        rows = await conn.fetch(
-            f"DELETE FROM {TABLE} WHERE id IN (SELECT id {pick}) RETURNING {COLUMNS}", *args
-        )
+            return list(rows)
         return sorted(rows, key=_by_id)  # RETURNING keeps no order
 
     async def ping(self) -> None:
@@ -166,6 +164,31 @@ class PgLease:
         self, row_id: int, status: str, attempts: int, message: str, available: dt.datetime
     ) -> None:
         await self.connection.execute(_ATTEMPT, row_id, status, attempts, message, available)
+
+
+def claim_statement(
+    shards: set[int],
+    now: dt.datetime,
+    limit: int,
+    *,
+    waiting: Sequence[bytes] = (),
+    delete: bool,
+) -> tuple[str, list[Any]]:
+    """The SQL and arguments of :meth:`PgLease.claim`."""
+    args, mine = _shard_filter(shards, [now])
+    if waiting:
+        args.append(list(waiting))
+        mine += f" AND (key IS NULL OR key <> ALL(${len(args)}::bytea[]))"
+    args.append(limit)
+    pick = (
+        f"FROM {TABLE} WHERE status = 'pending' AND available_at <= $1{mine}"
+        f" ORDER BY id LIMIT ${len(args)} FOR UPDATE SKIP LOCKED"
+    )
+    if not delete:
+        return f"SELECT {COLUMNS} {pick}", args
+    # "= ANY(ARRAY(...))", not "IN (...)": the delete then finds the rows by
+    # primary key, where the planner may otherwise join against the whole table.
+    return f"DELETE FROM {TABLE} WHERE id = ANY(ARRAY(SELECT id {pick})) RETURNING {COLUMNS}", args
 
 
 def _shard_filter(shards: set[int], args: list[Any]) -> tuple[list[Any], str]:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..db import outbox_table
+from ..db import WAITING_ROWS, outbox_table
 from .rows import CLAIMED
 
 __all__ = ["SqlMarks", "claim"]
@@ -27,7 +27,7 @@ async def claim(conn: AsyncConnection, now: dt.datetime, limit: int) -> Sequence
     waiting_keys = (
         select(_T.c.key)
         .distinct()
-        .where(_T.c.status == "pending", _T.c.available_at > now, _T.c.key.is_not(None))
+        .where(WAITING_ROWS, _T.c.available_at > now, _T.c.key.is_not(None))
     )
     waiting = (await conn.execute(waiting_keys)).scalars().all()
     conditions = [_T.c.status == "pending", _T.c.available_at <= now]
