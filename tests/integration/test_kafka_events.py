@@ -326,3 +326,28 @@ async def test_each_key_lands_on_the_partition_the_java_client_would_choose(harn
     assert len(stored) == 300
     for record in stored:
         assert record.partition == partition_for(record.key, [0, 1, 2]), record.key
+
+
+async def test_a_producer_renewed_while_the_broker_is_away_is_started_by_a_later_send(
+    harness: Harness,
+):
+    """After the broker lost the producer's sequence state, the publisher starts a new
+    producer; if the broker cannot be reached for that, sends fail retriably (nothing
+    is lost, the relay backs off) until a later send starts it."""
+    from wirebus.broker import OutgoingRecord, PublishError
+
+    await ensure_topics(harness.bootstrap, [harness.topic])
+    record = OutgoingRecord(harness.topic, b"k", b"v", ())
+    async with harness.publisher() as publisher:
+        reachable = publisher._options["bootstrap_servers"]
+        publisher._options["bootstrap_servers"] = "127.0.0.1:1"  # the broker is away
+        publisher._options["request_timeout_ms"] = 2000
+        await publisher._renew_producer()  # cannot connect: no producer yet
+        (away,) = await publisher.send_records_settled([record])
+        assert isinstance(away, PublishError)
+        assert away.retriable
+
+        publisher._options["bootstrap_servers"] = reachable  # the broker is back
+        assert await publisher.send_records_settled([record]) == [None]
+    (published,) = await read_records(harness.bootstrap, harness.topic, 1)
+    assert published.value == b"v"

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -149,10 +150,13 @@ class KafkaEventPublisher(AsyncLifecycle):
         key, and a batch refused by the producer the later records of its
         partition, so no record overtakes an earlier one of the same key.
         """
-        producer = self._producer
-        if producer is None:
-            raise LifecycleError("the publisher is not started")
         outcomes: list[tuple[str, Any]] = []
+        try:
+            producer = await self._current_producer()
+        except KafkaError as exc:  # a producer to renew, and the broker still away
+            for record in records:
+                outcomes.append((record.topic, _publish_error(record.topic, exc)))
+            return outcomes
         partitions: dict[str, list[int] | PublishError] = {}
         open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
         stopped: dict[tuple[str, int], PublishError] = {}
@@ -249,14 +253,36 @@ class KafkaEventPublisher(AsyncLifecycle):
             return _publish_error(topic, exc)
 
     async def _renew_producer(self) -> None:
-        """A new producer id after the broker lost our sequence state (restart mid-send)."""
+        """A new producer id after the broker lost our sequence state (restart mid-send).
+
+        If the new producer cannot connect yet, the next send tries again:
+        its records fail retriably meanwhile, as with the broker away.
+        """
         log.warning("the broker rejected the producer's sequence state: starting a new producer")
         old, self._producer = self._producer, None
         if old is not None:
-            await old.stop()
-        producer = AIOKafkaProducer(**self._options)
-        await producer.start()
-        self._producer = producer
+            with contextlib.suppress(Exception):
+                await old.stop()
+        with contextlib.suppress(KafkaError):
+            await self._current_producer()
+
+    async def _current_producer(self) -> AIOKafkaProducer:
+        """The producer; after a renewal that could not connect, a new attempt."""
+        if self._state != "started":
+            raise LifecycleError("the publisher is not started")
+        if self._producer is None:
+            producer = AIOKafkaProducer(**self._options)
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            if self._state != "started":  # stopped meanwhile
+                await producer.stop()
+                raise LifecycleError("the publisher is not started")
+            self._producer = producer
+        return self._producer
 
 
 _OWN_BATCH_MIN = 32
