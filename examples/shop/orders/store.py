@@ -49,10 +49,10 @@ orders = Table(
 # costs more CPU than executing it.
 _INSERT = insert(orders)
 _BY_ID = select(orders).where(orders.c.order_id == bindparam("order_id"))
-_SET_STATUS = (
+_SET_STATUS = (  # an UPDATE's parameters may not share a column's name
     update(orders)
-    .where(orders.c.order_id == bindparam("order_id"))
-    .values(status=bindparam("status"))
+    .where(orders.c.order_id == bindparam("b_order_id"))
+    .values(status=bindparam("b_status"))
 )
 _BY_CUSTOMER = (
     select(orders).where(orders.c.customer_id == bindparam("customer_id")).order_by(orders.c.seq)
@@ -83,7 +83,7 @@ class OrderStore:
         return None if row is None else _view(row)
 
     async def set_status(self, order_id: str, status: OrderStatus) -> None:
-        await self.session.execute(_SET_STATUS, {"order_id": order_id, "status": status.name})
+        await self.session.execute(_SET_STATUS, {"b_order_id": order_id, "b_status": status.name})
 
     async def by_customer(self, customer_id: str) -> list[OrderView]:
         result = await self.session.execute(_BY_CUSTOMER, {"customer_id": customer_id})
