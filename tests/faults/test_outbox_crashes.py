@@ -669,7 +669,15 @@ async def test_kafka_down_for_10s_loses_nothing_and_keeps_order(world: World) ->
         started = time.monotonic()
         await reader.wait_for_all(expected_pairs(plan), within=150)
         drained = time.monotonic() - started
-        verdict = check_stream(reader.records, plan, max_duplicates=BATCH_SIZE)
+        try:
+            verdict = check_stream(reader.records, plan, max_duplicates=BATCH_SIZE)
+        except AssertionError as failed:  # what the relay saw of the outage, to explain it
+            warnings = [
+                line
+                for line in relay.output().splitlines()
+                if "wirebus" in line and ("WARNING" in line or "ERROR" in line)
+            ]
+            raise AssertionError(f"{failed}\nrelay warnings:\n" + "\n".join(warnings)) from None
     assert relay.alive, f"the relay died during the outage\n{relay.tail()}"
     assert await outbox_counts(world) == {}, "rows left (or failed) in the outbox"
     print(

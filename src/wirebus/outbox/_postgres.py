@@ -130,17 +130,19 @@ class PgLease:
         limit: int,
         *,
         waiting: Sequence[bytes] = (),
+        after: int | None = None,
         delete: bool,
     ) -> Sequence[Any]:
         """The oldest pending rows of ``shards`` that may go now, locked (and deleted).
 
-        Call inside a transaction; rows of the ``waiting`` keys are left out.
+        Call inside a transaction; rows of the ``waiting`` keys, and rows up to
+        id ``after``, are left out.
         With ``delete`` the rows are claimed by deleting them (``DELETE ...
         RETURNING``: one write per row); the transaction then decides whether
         they are gone. Rows come back in id order, their columns as in
         ``rows.CLAIMED``.
         """
-        sql, args = claim_statement(shards, now, limit, waiting=waiting, delete=delete)
+        sql, args = claim_statement(shards, now, limit, waiting=waiting, after=after, delete=delete)
         rows = await self.connection.fetch(sql, *args)
         if not delete:
             return list(rows)
@@ -172,6 +174,7 @@ def claim_statement(
     limit: int,
     *,
     waiting: Sequence[bytes] = (),
+    after: int | None = None,
     delete: bool,
 ) -> tuple[str, list[Any]]:
     """The SQL and arguments of :meth:`PgLease.claim`."""
@@ -179,6 +182,9 @@ def claim_statement(
     if waiting:
         args.append(list(waiting))
         mine += f" AND (key IS NULL OR key <> ALL(${len(args)}::bytea[]))"
+    if after is not None:
+        args.append(after)
+        mine += f" AND id > ${len(args)}"
     args.append(limit)
     pick = (
         f"FROM {TABLE} WHERE status = 'pending' AND available_at <= $1{mine}"

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 _T = outbox_table
 _REBALANCE_EVERY = 1.0  # seconds between two looks at how many relays run
+_CHUNKS = 4  # a PostgreSQL transaction claims its rows in this many chunks
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -267,38 +268,70 @@ class Relay:
         with its leases, so the new owner never skips them. Without retention
         the rows are claimed by deleting them and the transaction stays open
         until the broker acknowledged every record, so a crash or a failure
-        rolls the rows back. If any record failed, the claim is rolled back
-        and the rows are settled one by one in a new transaction (the shard
-        leases keep other relays away from them meanwhile).
+        rolls the rows back.
+
+        A transaction takes up to ``batch_size`` rows in a few chunks: the
+        next chunk is claimed while the broker takes the one before (the
+        database and the broker work at the same time), and sent only once
+        that one is acknowledged in full, so no record overtakes an earlier
+        one of its key. After a failure no further chunk is sent; the claim
+        is rolled back and the rows sent are settled one by one in a new
+        transaction (the shard leases keep other relays away meanwhile).
         """
         deleting = self.retention is None
+        chunk = max(1, math.ceil(self.batch_size / _CHUNKS))
+        sent: list[Any] = []
+        results: list[BaseException | None] = []
         transaction = lease.transaction()
         await transaction.start()
         try:
             now = utcnow()
             waiting = await lease.waiting_keys(self._shards, now)
-            rows = await lease.claim(
-                self._shards, now, self.batch_size, waiting=waiting, delete=deleting
-            )
-            if not rows:
-                await transaction.commit()
-                self._outage = 0
-                return 0
-            if not deleting:
+            rows = await lease.claim(self._shards, now, chunk, waiting=waiting, delete=deleting)
+            if rows and not deleting:
                 # Still the session that holds the leases? (A relay that
                 # stalled after claiming may have lost them; then it must not
                 # publish.)
                 await lease.ping()
-            results = await self.publisher.send_records_settled(records_from_rows(rows))
+            while rows:
+                sending = asyncio.ensure_future(
+                    self.publisher.send_records_settled(records_from_rows(rows))
+                )
+                room = self.batch_size - len(sent) - len(rows)
+                ahead: Sequence[Any] = ()
+                try:
+                    if room > 0 and len(rows) == chunk:
+                        ahead = await lease.claim(
+                            self._shards,
+                            now,
+                            min(chunk, room),
+                            waiting=waiting,
+                            # claimed rows are gone (deleting) or locked by
+                            # this very transaction, which SKIP LOCKED does
+                            # not skip: leave them out by id
+                            after=None if deleting else rows[-1][ID],
+                            delete=deleting,
+                        )
+                finally:
+                    outcome = await sending  # even if the claim failed: its rows are out
+                sent.extend(rows)
+                results.extend(outcome)
+                if any(result is not None for result in outcome):
+                    break  # nothing more is sent; the rows claimed ahead stay pending
+                rows = ahead
+            if not sent:
+                await transaction.commit()
+                self._outage = 0
+                return 0
             if not deleting:
-                handled = await self._settle(lease, rows, results, utcnow())
+                handled = await self._settle(lease, sent, results, utcnow())
                 await transaction.commit()
                 return handled
             if all(result is None for result in results):
                 await transaction.commit()
                 self._outage = 0
-                self._count_published(len(rows))
-                return len(rows)
+                self._count_published(len(sent))
+                return len(sent)
             await transaction.rollback()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -307,7 +340,7 @@ class Relay:
         transaction = lease.transaction()
         await transaction.start()
         try:
-            handled = await self._settle(lease, rows, results, utcnow())
+            handled = await self._settle(lease, sent, results, utcnow())
             await transaction.commit()
         except BaseException:
             with contextlib.suppress(Exception):
