@@ -545,3 +545,77 @@ async def test_a_claim_walks_the_pending_ids_and_stops_after_its_batch(
     scans = [n for n in nodes if n.get("Index Name") == "wirebus_outbox_pending"]
     assert scans, kinds
     assert all(n["Actual Rows"] <= 100 for n in scans), scans
+
+
+# ---------------------------------------------------------------- waking and backing off
+
+
+class Hooked:
+    """A publisher that runs ``before`` on each send, then sends (or fails, if it says so)."""
+
+    def __init__(self, inner: KafkaEventPublisher) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.before: Callable[[], Any] = lambda: None
+        self.broker_away = False
+
+    async def send_records_settled(self, records: Any) -> list[BaseException | None]:
+        from wirebus.broker import PublishError
+
+        self.calls += 1
+        result = self.before()
+        if asyncio.iscoroutine(result):
+            await result
+        records = list(records)
+        if self.broker_away:
+            errors: list[BaseException | None] = []
+            for record in records:
+                error = PublishError(record.topic, "KafkaConnectionError: broker away")
+                error.retriable = True
+                errors.append(error)
+            return errors
+        return await self.inner.send_records_settled(records)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_rows_committed_while_a_pass_runs_wake_the_next_pass(env: Env) -> None:
+    """Their NOTIFY arrives during the pass; it is not lost to the 30 s poll."""
+    hooked = Hooked(await env.publisher())
+    relay = Relay(env.database(), hooked, poll_interval=30)  # type: ignore[arg-type]
+    await relay.start()
+    task = asyncio.create_task(relay.run())
+    env.relays.append((relay, task))
+
+    async def commit_another_once() -> None:
+        hooked.before = lambda: None
+        await env.emit(ev("during", 2))  # committed (and notified) mid-pass
+
+    hooked.before = commit_another_once
+    await env.emit(ev("during", 1))
+    await until(env.drained, "both rows, the second one without waiting for the poll", 10)
+    records = await read_records(env.bootstrap, env.topic, 2, grace=1.0)
+    assert [seq(r.value) for r in records] == [("during", 1), ("during", 2)]
+
+
+async def test_while_the_broker_is_away_new_rows_do_not_cut_the_backoff_short(env: Env) -> None:
+    hooked = Hooked(await env.publisher())
+    hooked.broker_away = True
+    relay = Relay(  # type: ignore[arg-type]
+        env.database(), hooked, poll_interval=0.05, initial_backoff=2, max_backoff=2
+    )
+    await relay.start()
+    task = asyncio.create_task(relay.run())
+    env.relays.append((relay, task))
+    await env.emit(ev("away", 0))
+    await until(lambda: hooked.calls >= 1, "the first attempt")
+    started = hooked.calls
+    for n in range(1, 21):  # 20 commits, each notifying the relay, over ~2 s
+        await env.emit(ev("away", n))
+        await asyncio.sleep(0.1)
+    assert hooked.calls - started <= 3, f"{hooked.calls - started} attempts in 2 s of backoff"
+    hooked.broker_away = False
+    await until(env.drained, "every row once the broker is back", 15)
+    records = await read_records(env.bootstrap, env.topic, 21, grace=1.0)
+    assert [seq(r.value) for r in records] == [("away", n) for n in range(21)]

@@ -198,6 +198,9 @@ class Relay:
             raise LifecycleError("start the relay before running it")
         try:
             while not self._stopping.is_set():
+                # From here on a NOTIFY wakes the next idle wait: rows
+                # committed while this pass runs are not left to the poll.
+                self._wake.clear()
                 try:
                     if self.database.is_postgres:
                         await self._rebalance()
@@ -207,19 +210,24 @@ class Relay:
                 except Exception as exc:  # database gone, lease lost, ...: back off, go on
                     log.warning("relay pass failed: %s: %s", type(exc).__name__, exc)
                     await self._recover()
-                    await self._sleep(self._backoff(self._outage + 1))
+                    await self._pause(self._backoff(self._outage + 1))
                     continue
-                if self._outage:
-                    await self._sleep(self._backoff(self._outage))
+                if self._outage:  # the broker is away: new rows do not cut the backoff short
+                    await self._pause(self._backoff(self._outage))
                 elif relayed < self.batch_size:
-                    await self._sleep(self.poll_interval)
+                    await self._idle(self.poll_interval)
         finally:
             await self.close()
 
-    async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
+    async def _idle(self, seconds: float) -> None:
+        """Until new rows are notified (or were, since the pass began), at most ``seconds``."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _pause(self, seconds: float) -> None:
+        """``seconds``, or until the relay is stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
