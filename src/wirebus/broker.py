@@ -8,9 +8,10 @@ whichever publisher it runs with.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import grpc
@@ -20,16 +21,19 @@ from .codec import EventRegistry, EventType
 from .errors import ConfigurationError, WirebusError
 
 __all__ = [
+    "ConsumerPort",
     "EventEncoder",
     "EventPublisher",
     "HeldBack",
     "OutgoingRecord",
     "PublishError",
     "Record",
+    "TopicPartition",
     "UnknownEventType",
 ]
 
 Headers = tuple[tuple[str, bytes], ...]
+TopicPartition = tuple[str, int]
 
 
 class PublishError(WirebusError):
@@ -104,6 +108,28 @@ class EventPublisher(Protocol):
         self, records: Sequence[OutgoingRecord]
     ) -> list[BaseException | None]:
         """Publish records; per record ``None`` (acknowledged) or its error (the relay)."""
+
+
+class ConsumerPort(Protocol):
+    """What the runner needs from a broker's consumer (Kafka or in-memory)."""
+
+    async def start(self) -> None:
+        """Join the group and subscribe."""
+
+    async def stop(self) -> None:
+        """Leave the group (idempotent)."""
+
+    async def fetch(self, wait: float) -> Mapping[TopicPartition, Sequence[Record]]:
+        """The next records per partition, waiting at most ``wait`` seconds."""
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition)."""
+
+    async def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Read ``partition`` again from ``offset``."""
+
+    def guard_rebalance(self, lock: asyncio.Lock) -> None:
+        """Hold ``lock`` while giving up partitions, so in-flight work commits first."""
 
 
 class EventEncoder:

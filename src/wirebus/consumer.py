@@ -34,11 +34,11 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
 
-from .broker import EventPublisher, OutgoingRecord, Record
+from .broker import ConsumerPort, EventPublisher, OutgoingRecord, Record, TopicPartition
 from .cloudevents import Attributes, MalformedEvent
 from .codec import EventRegistry, EventType
 from .errors import LifecycleError, WirebusError
@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 
 DLQ_SUFFIX = ".dlq"
 Outcome = Literal["handled", "duplicate", "ignored", "skipped", "dead_lettered"]
-TopicPartition = tuple[str, int]
 _MAX_ERROR_MESSAGE = 2000
 Handlers = tuple[tuple[str, "Retry | None", Callable[[Any], Awaitable[Any]]], ...]
 
@@ -277,28 +276,6 @@ class EventProcessor:
             return await step
         except Exception as exc:
             raise ProcessingInterrupted(f"{type(exc).__name__}: {exc}") from exc
-
-
-class ConsumerPort(Protocol):
-    """What the runner needs from a broker's consumer (Kafka or in-memory)."""
-
-    async def start(self) -> None:
-        """Join the group and subscribe."""
-
-    async def stop(self) -> None:
-        """Leave the group (idempotent)."""
-
-    async def fetch(self, wait: float) -> Mapping[TopicPartition, Sequence[Record]]:
-        """The next records per partition, waiting at most ``wait`` seconds."""
-
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Commit ``offsets`` (the next offset to read, per partition)."""
-
-    async def seek(self, partition: TopicPartition, offset: int) -> None:
-        """Read ``partition`` again from ``offset``."""
-
-    def guard_rebalance(self, lock: asyncio.Lock) -> None:
-        """Hold ``lock`` while giving up partitions, so in-flight work commits first."""
 
 
 class ConsumerRunner:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .broker import EventPublisher, OutgoingRecord, Record
-from .consumer import ConsumerPort
+from .broker import ConsumerPort, EventPublisher, OutgoingRecord, Record
 
 __all__ = ["REPLAY_GROUP", "replay", "replay_record"]
 

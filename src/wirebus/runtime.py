@@ -28,8 +28,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .app import App
+from .broker import ConsumerPort
 from .brokers.memory import InMemoryBroker
-from .consumer import ConsumerPort, ConsumerRunner, EventProcessor
+from .consumer import ConsumerRunner, EventProcessor
 from .errors import ConfigurationError
 from .gateway import Gateway, GatewayConfig
 from .retry import Retry

@@ -24,9 +24,8 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..broker import EventEncoder, OutgoingRecord, Record
+from ..broker import EventEncoder, OutgoingRecord, Record, TopicPartition
 from ..codec import EventRegistry
-from ..consumer import TopicPartition
 from ..errors import ConfigurationError
 
 __all__ = ["InMemoryBroker", "InMemoryConsumer", "InMemoryEventPublisher"]

@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ..broker import Record
-from ..consumer import TopicPartition as TP
+from ..broker import TopicPartition as TP
 from ..errors import ConfigurationError
 
 __all__ = ["KafkaConsumer", "ensure_topics"]
