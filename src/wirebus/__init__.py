@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 from .app import App
-from .di import CallInfo, Context, current_call, current_context
+from .context import CallInfo, Context, current_call, current_context
 from .errors import (
     Aborted,
     AlreadyExists,
@@ -42,8 +42,9 @@ from .errors import (
     WirebusError,
 )
 from .gateway import Gateway, GatewayConfig
-from .mediator import Behaviour, Mediator
+from .mediator import Mediator
 from .messages import Command, Event, Message, Query, Request
+from .pipeline import Behaviour, CallNext, Stage
 from .retry import Retry
 from .router import Router
 
@@ -52,6 +53,7 @@ __all__ = [
     "AlreadyExists",
     "App",
     "Behaviour",
+    "CallNext",
     "CallInfo",
     "Command",
     "ConfigurationError",
@@ -76,6 +78,7 @@ __all__ = [
     "ResourceExhausted",
     "Retry",
     "Router",
+    "Stage",
     "Unauthenticated",
     "Unavailable",
     "WirebusError",

@@ -23,25 +23,27 @@ Example::
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterable, Sequence
+import typing
+from collections.abc import Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from dishka import AsyncContainer, Provider, Scope, make_async_container
+from dishka import Provider
 from google.protobuf.descriptor import ServiceDescriptor
 
 from .broker import EventPublisher
 from .codec import EventRegistry
-from .di import CallInfo, current_call
+from .di import build_container
 from .errors import ConfigurationError
 from .gateway.binding import MethodRoute, resolve_routes, service_descriptors
-from .mediator import Behaviour, EventDispatch, Mediator
+from .mediator import EventDispatch, Mediator, _returns_events
+from .messages import proto_class_of
+from .pipeline import Behaviour, Pipeline, Stage
+from .router import HandlerSpec, Router
+from .sink import EventSink
 
 if TYPE_CHECKING:
     from .db import Database
-from .messages import proto_class_of
-from .router import HandlerSpec, Router
 
 __all__ = ["App"]
 
@@ -90,6 +92,7 @@ class App:
         self._routers: list[Router] = []
         self._providers = list(providers)
         self._behaviours = list(behaviours)
+        self._registry: EventRegistry | None = None
         for router in routers:
             self.include_router(router)
 
@@ -100,6 +103,7 @@ class App:
         if any(r is router for r in self._routers):
             raise ConfigurationError(f"router {router.name!r} is included twice")
         self._routers.append(router)
+        self._registry = None  # rebuilt, with this router's events, when next asked for
 
     def add_behaviour(self, behaviour: Behaviour) -> None:
         """Append a pipeline behaviour; the first added is the outermost."""
@@ -134,58 +138,94 @@ class App:
         return resolve_routes(self._services, self.specs, allow_unbound=self.allow_unbound)
 
     def registry(self) -> EventRegistry:
-        """Every event that travels as protobuf: the handled ones and ``events=``.
+        """Every event that travels as protobuf, built once and read-only.
 
-        Event dataclasses not bound to a protobuf class stay in-process.
+        The events of ``events=``, the handled ones, and those a handler's
+        return annotation declares. Event dataclasses not bound to a
+        protobuf class stay in-process.
         """
-        registry = EventRegistry()
-        for tp in self._published_events:
-            registry.add(tp)
-        for spec in self.specs:
-            if spec.kind == "event" and proto_class_of(spec.message_type) is not None:
-                registry.add(spec.message_type)
-        return registry
+        if self._registry is None:
+            registry = EventRegistry()
+            for tp in self._published_events:
+                registry.add(tp)
+            for spec in self.specs:
+                if spec.kind == "event" and proto_class_of(spec.message_type) is not None:
+                    registry.add(spec.message_type)
+                for tp in _declared_events(spec.params.returns):
+                    if proto_class_of(tp) is not None:
+                        registry.add(tp)
+            registry.freeze()
+            self._registry = registry
+        return self._registry
 
     def mediator(
-        self, *, publisher: EventPublisher | None = None, database: Database | None = None
+        self,
+        *,
+        publisher: EventPublisher | None = None,
+        database: Database | None = None,
+        owns_database: bool = True,
     ) -> Mediator:
         """Validate the wiring and build a mediator with a fresh dependency container.
 
-        With a ``database``, handlers are transactional: the request's
+        With a ``database``, the pipeline gets a unit of work: the call's
         ``AsyncSession`` and the outbox rows of the events it emits commit
         together, for a relay to publish. An app with ``metadata=`` and no
         ``database`` gets a private in-memory SQLite one for its state, with
-        no outbox. Without an outbox, emitted events of registered types go
-        to the ``publisher`` if given, and all others are handled in-process.
+        no outbox. Without an outbox, travelling events go to the
+        ``publisher`` if given; all others are handled in-process.
+        ``owns_database=False`` leaves starting and closing the database to
+        the caller (the runtime owns it).
         """
         self.check()
         specs = self.specs
+        registry = self.registry()
+        sink = EventSink(registry, publisher=publisher)
+        owns: list[Any] = []
         outbox = database is not None
-        if database is None and self.metadata is not None:
+        if database is not None:
+            if owns_database:
+                owns.append(database)  # started with the mediator, closed with it
+        elif self.metadata is not None:
             from .db import Database as _Database
 
             database = _Database.in_memory(extra_metadata=[self.metadata])
-        registry = self.registry()
+            owns.append(database)
+        stages: list[Behaviour | Stage] = list(self._behaviours)
+        providers = list(self._providers)
+        if database is not None:
+            from .broker import EventEncoder
+            from .outbox.uow import DatabaseProvider, UnitOfWorkStage
+
+            encoder = EventEncoder(registry, source=self.source)
+            stages.append(UnitOfWorkStage(database, encoder, sink, outbox=outbox))
+            providers.append(DatabaseProvider(database))
         holder: list[Mediator] = []
-        container = self._container(specs, holder, database, registry, outbox)
+        container = build_container(providers, specs, lambda: holder[0])
         mediator = Mediator(
             specs,
             container=container,
-            behaviours=self._behaviours,
+            pipeline=Pipeline(stages),
+            sink=sink,
             event_dispatch=self.event_dispatch,
             max_concurrency=self.max_concurrency,
-            publisher=publisher,
-            registry=registry if publisher is not None else None,
-            transactional=database is not None,
-            database=database,
+            owns=owns,
         )
         holder.append(mediator)
         return mediator
 
-    def describe(self) -> str:
-        """Each RPC method with its handler and each event with its handlers."""
+    def describe(self, *, database: bool = False) -> str:
+        """The pipeline, each RPC method with its handler, each event with its handlers.
+
+        ``database=True`` describes the app as it runs with a database (the
+        runtime always has one): with the unit-of-work stage.
+        """
         routes = self.check()
-        lines = [f"app {self.name}", "methods:"]
+        stages = [Stage.of(b).name for b in self._behaviours]
+        if database:
+            stages.append("unit of work")
+        lines = [f"app {self.name}", "pipeline (outermost first):"]
+        lines.append("  " + " -> ".join([*stages, "handler"]))
+        lines.append("methods:")
         for route in routes:
             handler = route.spec.name if route.spec else "(unbound: UNIMPLEMENTED)"
             lines.append(f"  {route.path} [{route.arity}] -> {handler}")
@@ -214,52 +254,10 @@ class App:
             lines.append(f"  {spec.message_type.__qualname__} [{spec.kind}] -> {spec.name}")
         return "\n".join(lines)
 
-    # ------------------------------------------------------------ DI
 
-    def _container(
-        self,
-        specs: Sequence[HandlerSpec],
-        holder: list[Mediator],
-        database: Database | None,
-        registry: EventRegistry,
-        outbox: bool,
-    ) -> AsyncContainer:
-        providers = list(self._providers)
-        if database is not None:
-            from .broker import EventEncoder
-            from .outbox.uow import DatabaseProvider
-
-            encoder = EventEncoder(registry, source=self.source)
-            providers.append(DatabaseProvider(database, encoder, outbox=outbox))
-        internal = Provider(scope=Scope.REQUEST)
-        internal.provide(current_call, provides=CallInfo)
-        internal.provide(lambda: holder[0], provides=Mediator, scope=Scope.APP)
-        for spec in specs:
-            if spec.is_class:
-                internal.provide(spec.target, scope=Scope.REQUEST)
-            if spec.params.deps:
-                _require(internal, spec)
-        try:
-            return make_async_container(*providers, internal)
-        except Exception as exc:  # dishka's graph errors name the missing type and its user
-            raise ConfigurationError(f"dependency wiring is incomplete: {exc}") from exc
-
-
-class _Needs:
-    """Marker types whose factories make dishka validate each handler's dependencies."""
-
-
-def _require(provider: Provider, spec: HandlerSpec) -> None:
-    marker = type(f"Handler[{spec.name}]", (_Needs,), {})
-    params = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=tp)
-        for name, tp in spec.params.deps
-    ]
-
-    def needs(**_: Any) -> Any:  # never called: only its signature is read
-        return None
-
-    needs.__signature__ = inspect.Signature(params, return_annotation=marker)  # type: ignore[attr-defined]
-    needs.__annotations__ = {**dict(spec.params.deps), "return": marker}
-    needs.__qualname__ = needs.__name__ = f"handler {spec.name}"
-    provider.provide(needs, provides=marker, scope=Scope.REQUEST)
+def _declared_events(annotation: Any) -> list[type]:
+    """Event classes a handler's return annotation names."""
+    if not _returns_events(annotation):
+        return []
+    candidates = typing.get_args(annotation) or (annotation,)
+    return [c for c in candidates if isinstance(c, type)]

@@ -69,6 +69,11 @@ class EventRegistry:
     def __init__(self) -> None:
         self._by_name: dict[str, list[EventType]] = {}
         self._by_type: dict[type, EventType] = {}
+        self._frozen = False
+
+    def freeze(self) -> None:
+        """Refuse further registrations (an app's registry is read-only once built)."""
+        self._frozen = True
 
     def add(
         self,
@@ -79,6 +84,11 @@ class EventRegistry:
         full_name: str | None = None,
     ) -> EventType:
         """Register ``python_type``; idempotent for the same type and settings."""
+        if self._frozen and python_type not in self._by_type:
+            raise ConfigurationError(
+                f"cannot register {python_type.__qualname__}: this registry is frozen"
+                " (an app's events are fixed when it is built: add it to App(events=[...]))"
+            )
         kind = _event_type(python_type, topic=topic, key=key, full_name=full_name)
         existing = self._by_type.get(python_type)
         if existing is not None:
@@ -105,16 +115,8 @@ class EventRegistry:
         return tuple(self._by_name.get(full_name, ()))
 
     def by_type(self, python_type: type) -> EventType | None:
-        """The registration of a Python type, if any.
-
-        An ``Event`` subclass bound to a protobuf class travels even when
-        nothing registered it: it is registered, with its declared topic
-        and key, the first time it is seen.
-        """
-        kind = self._by_type.get(python_type)
-        if kind is None and _travels(python_type):
-            kind = self.add(python_type)
-        return kind
+        """The registration of a Python type, if any (a lookup never registers)."""
+        return self._by_type.get(python_type)
 
     def __iter__(self) -> Iterator[EventType]:
         return iter(self._by_type.values())
@@ -205,7 +207,8 @@ def _is_betterproto(tp: type) -> bool:
     return betterproto is not None and isinstance(tp, type) and issubclass(tp, betterproto.Message)
 
 
-def _travels(tp: type) -> bool:
+def declared_travelling(tp: type) -> bool:
+    """Whether ``tp`` is an ``Event`` bound to a protobuf class (so it must travel)."""
     from .messages import Event
 
     return isinstance(tp, type) and issubclass(tp, Event) and converter_of(tp) is not None

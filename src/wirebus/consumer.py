@@ -42,11 +42,11 @@ from .broker import ConsumerPort, EventPublisher, OutgoingRecord, Record, TopicP
 from .cloudevents import Attributes, MalformedEvent
 from .codec import EventRegistry, EventType
 from .errors import LifecycleError, WirebusError
-from .inbox import InboxClaim, InboxStore, inbox_claim
+from .inbox import InboxClaim, InboxStore
 from .retry import Retry
 
 if TYPE_CHECKING:
-    from .mediator import Mediator
+    from .mediator import EventRunner, Mediator
 
 __all__ = [
     "ConsumerPort",
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 DLQ_SUFFIX = ".dlq"
 Outcome = Literal["handled", "duplicate", "ignored", "skipped", "dead_lettered"]
 _MAX_ERROR_MESSAGE = 2000
-Handlers = tuple[tuple[str, "Retry | None", Callable[[Any], Awaitable[Any]]], ...]
+Handlers = tuple[tuple[str, "Retry | None", "EventRunner"], ...]
 
 
 class ProcessingInterrupted(WirebusError):
@@ -214,14 +214,10 @@ class EventProcessor:
         claim = None
         if self.claim_inbox and len(events) == 1 and len(events[0][1]) == 1:
             claim = InboxClaim(self.group, attributes.id)
-        token = inbox_claim.set(claim)
-        try:
-            for event, handlers in events:
-                outcome = await self._run_handlers(record, attributes, event, handlers)
-                if outcome is not None:
-                    return outcome, False
-        finally:
-            inbox_claim.reset(token)
+        for event, handlers in events:
+            outcome = await self._run_handlers(record, attributes, event, handlers, claim)
+            if outcome is not None:
+                return outcome, False
         # With a claim the unit of work wrote the inbox row with the handler's state.
         return "handled", claim is None or not claim.written
 
@@ -231,10 +227,15 @@ class EventProcessor:
         attributes: Attributes,
         event: Any,
         handlers: Handlers,
+        claim: InboxClaim | None,
     ) -> Outcome | None:
-        """Run each handler with its retries; the DLQ outcome if one gives up, else None."""
+        """Run each handler with its retries; the DLQ outcome if one gives up, else None.
+
+        ``claim`` (only when there is one handler) goes with the event, for
+        the handler's unit of work to record in its transaction.
+        """
         for name, retry, run in handlers:
-            failure = await self._run_with_retries(run, event, retry or self.retry)
+            failure = await self._run_with_retries(run, event, retry or self.retry, claim)
             if failure is not None:
                 error, attempts = failure
                 log.error(
@@ -245,13 +246,13 @@ class EventProcessor:
         return None
 
     async def _run_with_retries(
-        self, run: Callable[[Any], Awaitable[Any]], event: Any, retry: Retry
+        self, run: EventRunner, event: Any, retry: Retry, claim: InboxClaim | None
     ) -> tuple[Exception, int] | None:
         attempt = 0
         while True:
             attempt += 1
             try:
-                emitted = await run(event)
+                emitted = await run(event, claim)
                 if emitted:
                     await self.mediator.dispatch(emitted)
                 return None

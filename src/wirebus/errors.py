@@ -17,7 +17,8 @@ status ``code`` it maps to; the gateway turns it into a status with
     │   ├── Aborted                   ABORTED              (retriable)
     │   └── Unavailable               UNAVAILABLE          (retriable)
     ├── ConfigurationError            wiring is wrong; raised at definition or start-up
-    │   └── ConversionSchemaError     a dataclass cannot be mapped to its proto
+    │   ├── ConversionSchemaError     a dataclass cannot be mapped to its proto
+    │   └── UnregisteredEvent         a travelling event the app has no topic for
     ├── ConversionError               a value cannot be converted at run time
     ├── HandlerNotFound               send/stream with no handler registered (UNIMPLEMENTED)
     └── LifecycleError                start after stop, stop before start misuse
@@ -54,6 +55,7 @@ __all__ = [
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
+    "UnregisteredEvent",
     "WirebusError",
 ]
 
@@ -87,6 +89,10 @@ class HandlerNotFound(WirebusError):
     """No handler is registered for the message sent."""
 
     code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class UnregisteredEvent(ConfigurationError):
+    """An event bound to a protobuf class (so it travels) that the app did not register."""
 
 
 class LifecycleError(WirebusError):

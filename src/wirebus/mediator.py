@@ -1,11 +1,15 @@
 """The mediator: request dispatch, streaming dispatch and in-process events.
 
-Every runner is compiled once when the mediator is built: a handler that
-takes only its message and emits nothing is called directly (a dict lookup
-and an await); otherwise a small closure creates the call's ``Context``,
-resolves the handler's parameters, runs the pipeline behaviours and, once
-the handler has returned, dispatches the events it emitted. A handler that
-raises publishes nothing.
+Every runner is compiled once when the mediator is built: the pipeline's
+stages (``wirebus.pipeline``) folded around an invoker that resolves the
+handler's parameters; a handler that takes only its message, emits nothing
+and has no stage around it is called directly (a dict lookup and an await).
+What a handler emits goes to the :class:`~wirebus.sink.EventSink` once its
+work succeeded; a handler that raises emits nothing.
+
+The mediator knows nothing of databases, brokers or transports: a unit of
+work, validation or tracing are stages the runtime puts in the pipeline, and
+where events go is the sink's decision.
 
 Event handlers run sequentially in registration order, or concurrently in an
 anyio task group bounded by ``max_concurrency``. ``publish()`` runs every
@@ -34,52 +38,54 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 import anyio
 
 from ._lifecycle import AsyncLifecycle
-from .di import Context, _context, current_call
+from .context import Context, _context, current_call
 from .errors import HandlerNotFound, LifecycleError
 from .messages import Event, ProtoMessage, Request
+from .pipeline import Behaviour, CallNext, Pipeline, new_channel, run_stream
+from .sink import EventSink
 
 if TYPE_CHECKING:
     from dishka import AsyncContainer
 
-    from .broker import EventPublisher
     from .codec import EventRegistry
+    from .inbox import InboxClaim
     from .retry import Retry
     from .router import HandlerSpec
 
-__all__ = ["Behaviour", "EventDispatch", "Mediator"]
+__all__ = ["Behaviour", "CallNext", "EventDispatch", "EventRunner", "Mediator"]
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
-CallNext = Callable[[Any], Awaitable[Any]]
-
-
-class Behaviour(Protocol):
-    """A pipeline behaviour: wraps every request, outermost first.
-
-    Example::
-
-        async def timing(request: Any, call_next: CallNext) -> Any:
-            started = time.perf_counter()
-            try:
-                return await call_next(request)
-            finally:
-                log.info("%s took %.3fs", type(request).__name__, time.perf_counter() - started)
-    """
-
-    def __call__(self, request: Any, call_next: CallNext, /) -> Awaitable[Any]: ...
-
 
 EventDispatch = Literal["sequential", "concurrent"]
 _Invoke = Callable[[Any, Context], Any]
 _Runner = Callable[[Any], Awaitable[Any]]
 
 
+class EventRunner(Protocol):
+    """Runs one event handler through the pipeline; returns the events it left to deliver."""
+
+    def __call__(
+        self, event: Any, inbox: InboxClaim | None = None, /
+    ) -> Awaitable[Sequence[Any]]: ...
+
+
+class _Resource(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+_NONE: tuple[Any, ...] = ()
+
+
 class Mediator(AsyncLifecycle):
     """Dispatches requests to their handler and events to theirs.
 
     Built by :meth:`wirebus.App.mediator`; an async context manager that
-    closes the app's dependency container on exit.
+    closes the app's dependency container (and anything it was given to own)
+    on exit.
     """
 
     def __init__(
@@ -87,30 +93,33 @@ class Mediator(AsyncLifecycle):
         specs: Sequence[HandlerSpec],
         *,
         container: AsyncContainer | None = None,
-        behaviours: Sequence[Behaviour] = (),
+        pipeline: Pipeline | Iterable[Behaviour] = (),
+        sink: EventSink | None = None,
+        registry: EventRegistry | None = None,
         event_dispatch: EventDispatch = "sequential",
         max_concurrency: int = 16,
-        publisher: EventPublisher | None = None,
-        registry: EventRegistry | None = None,
-        transactional: bool = False,
-        database: Any = None,
+        owns: Sequence[_Resource] = (),
     ) -> None:
-        self._transactional = transactional
-        self.database = database
-        """The ``wirebus.db.Database`` of a transactional mediator."""
-        self._publisher = publisher
-        self._registry = registry
+        self.pipeline = pipeline if isinstance(pipeline, Pipeline) else Pipeline(pipeline)
+        """The stages around every handler, outermost first."""
+        if sink is None:
+            from .codec import EventRegistry
+
+            sink = EventSink(registry if registry is not None else EventRegistry())
+        self.sink = sink
+        """Where emitted events go."""
+        sink.bind(self.publish)
         self._container = container
-        self._behaviours = tuple(behaviours)
+        self._owns = tuple(owns)
         self._concurrent = event_dispatch == "concurrent"
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._closed = False
         self._requests: dict[type, _Runner] = {}
         self._streams: dict[type, _Runner] = {}
         self._event_specs: dict[type, list[HandlerSpec]] = {}
-        self._event_routes: dict[type, tuple[_Runner, ...]] = {}
+        self._event_routes: dict[type, tuple[EventRunner, ...]] = {}
         self._event_handlers: dict[
-            tuple[type, frozenset[str] | None], tuple[tuple[str, Retry | None, _Runner], ...]
+            tuple[type, frozenset[str] | None], tuple[tuple[str, Retry | None, EventRunner], ...]
         ] = {}
         for spec in specs:
             if spec.kind == "request":
@@ -129,7 +138,7 @@ class Mediator(AsyncLifecycle):
     async def send(self, request: ProtoMessage) -> Any: ...
 
     async def send(self, request: Any) -> Any:
-        """Run ``request`` through the behaviours and its one handler; return its result."""
+        """Run ``request`` through the pipeline and its one handler; return its result."""
         try:
             run = self._requests[type(request)]
         except KeyError:
@@ -157,8 +166,13 @@ class Mediator(AsyncLifecycle):
         except KeyError:
             raise self._not_found(request, "stream") from None
         iterator: AsyncIterator[Any] = await run(request)
-        async for item in iterator:
-            yield item
+        try:
+            async for item in iterator:
+                yield item
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def publish(self, event: Any) -> None:
         """Hand ``event`` to every handler of its type (and of its base classes).
@@ -181,19 +195,21 @@ class Mediator(AsyncLifecycle):
                     errors.append(exc)
                 else:
                     if emitted:
-                        await self._dispatch_emitted(emitted)
+                        await self.sink.deliver(emitted)
         if errors:
             name = type(event).__qualname__
             raise ExceptionGroup(f"{len(errors)} handler(s) of {name} failed", errors)
 
     def event_handlers(
         self, event_type: type, routers: frozenset[str] | None = None
-    ) -> tuple[tuple[str, Retry | None, _Runner], ...]:
+    ) -> tuple[tuple[str, Retry | None, EventRunner], ...]:
         """``(name, retry, run)`` of each handler of ``event_type``, for consumers.
 
         ``routers`` keeps only the handlers of those routers (slices).
-        ``run(event)`` returns the events the handler emitted; pass them to
-        :meth:`dispatch` once it succeeded.
+        ``run(event, inbox)`` runs the handler through the pipeline (a unit of
+        work there records ``inbox``, the consumed event's claim, with the
+        handler's state) and returns the events left to deliver: pass them
+        to :meth:`dispatch` once it succeeded.
         """
         key = (event_type, routers)
         found = self._event_handlers.get(key)
@@ -208,12 +224,12 @@ class Mediator(AsyncLifecycle):
         return found
 
     async def dispatch(self, events: Sequence[Any]) -> None:
-        """Hand emitted events on: registered ones to the publisher, if any; the rest in-process.
+        """Hand emitted events to the sink (publisher or in-process handlers).
 
         A publisher failure raises (the events were not delivered); failing
         in-process handlers are logged.
         """
-        await self._dispatch_emitted(events)
+        await self.sink.deliver(events)
 
     def handles(self, message_type: type) -> bool:
         """Whether a request or streaming handler is registered for ``message_type``."""
@@ -222,37 +238,38 @@ class Mediator(AsyncLifecycle):
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Prepare the database (schema, when it creates one); idempotent."""
+        """Start what this mediator owns (idempotent)."""
         if self._closed:
             raise LifecycleError("this mediator was closed; build a new one with app.mediator()")
-        if self.database is not None:
-            await self.database.start()
+        for resource in self._owns:
+            await resource.start()
 
     async def stop(self) -> None:
         """Same as :meth:`close` (``async with`` calls it)."""
         await self.close()
 
     async def close(self) -> None:
-        """Close the dependency container (idempotent)."""
+        """Close the dependency container and what this mediator owns (idempotent)."""
         if self._closed:
             return
         self._closed = True
         if self._container is not None:
             await self._container.close()
-        if self.database is not None:
-            await self.database.close()
+        for resource in reversed(self._owns):
+            await resource.close()
 
     # ------------------------------------------------------------ compilation
 
     def _request_runner(self, spec: HandlerSpec) -> _Runner:
         invoke = self._invoker(spec)
+        behaviours = self.pipeline.behaviours("request")
         direct = (
             not spec.is_class and spec.params.plain and not _returns_events(spec.params.returns)
         )
-        if direct and not self._behaviours:
+        if direct and not behaviours:
             return typing.cast(_Runner, spec.target)  # nothing to add: call it as it is
-        chain = self._chain(invoke)
-        dispatch = self._dispatch_emitted
+        chain = self.pipeline.wrap("request", _innermost(invoke))
+        deliver = self.sink.deliver
 
         async def run(message: Any) -> Any:
             ctx = Context()
@@ -262,59 +279,85 @@ class Mediator(AsyncLifecycle):
             finally:
                 _context.reset(token)
             if ctx.events:
-                await dispatch(ctx.events)
+                await deliver(ctx.take_events())
             return result
 
         return run
 
     def _stream_runner(self, spec: HandlerSpec) -> _Runner:
         invoke = self._invoker(spec)
-        dispatch = self._dispatch_emitted
+        deliver = self.sink.deliver
+        if not self.pipeline.behaviours("stream"):
+
+            async def direct_stream(message: Any) -> AsyncIterator[Any]:
+                ctx = Context()
+                async for item in invoke(message, ctx):
+                    if ctx.events:  # what was emitted before an item leaves with it
+                        await deliver(ctx.take_events())
+                    yield item
+                if ctx.events:
+                    await deliver(ctx.take_events())
+
+            async def open_direct(message: Any) -> AsyncIterator[Any]:
+                return direct_stream(message)
+
+            return open_direct
+
+        async def innermost(message: Any) -> None:
+            ctx = typing.cast(Context, _context.get())
+            channel = ctx.stream
+            async for item in invoke(message, ctx):
+                for hook in tuple(ctx.item_hooks):
+                    await hook()  # a unit of work commits what led to this item
+                if ctx.events:
+                    await deliver(ctx.take_events())
+                await channel.put(item)
+
+        chain = self.pipeline.wrap("stream", innermost)
+
+        async def whole(message: Any) -> None:
+            await chain(message)
+            ctx = typing.cast(Context, _context.get())
+            if ctx.events:
+                await deliver(ctx.take_events())
 
         async def open_stream(message: Any) -> AsyncIterator[Any]:
             ctx = Context()
-            iterator: AsyncIterator[Any] = invoke(message, ctx)
-            async for item in iterator:
-                yield item
-            if ctx.events:
-                await dispatch(ctx.events)
+            ctx.stream = channel = new_channel()
+            return run_stream(whole, message, ctx, channel)
 
-        async def start(message: Any) -> AsyncIterator[Any]:
-            return open_stream(message)
+        return open_stream
 
-        return self._chain(lambda m, _ctx: start(m)) if self._behaviours else start
+    def _event_runner(self, spec: HandlerSpec) -> EventRunner:
+        """``run(event, inbox) -> events to deliver``; the caller delivers them.
 
-    def _event_runner(self, spec: HandlerSpec) -> _Runner:
-        """``run(event) -> emitted events``; the caller dispatches them.
-
-        Dispatching outside the runner keeps a concurrency slot from being
+        Delivering outside the runner keeps a concurrency slot from being
         held while cascaded events wait for slots of their own.
         """
         invoke = self._invoker(spec)
         plain = not spec.is_class and spec.params.plain
-        if plain and spec.params.returns in (None, type(None)) and not self._transactional:
-            return typing.cast(_Runner, spec.target)  # returns None: nothing to dispatch
+        behaviours = self.pipeline.behaviours("event")
+        if plain and spec.params.returns in (None, type(None)) and not behaviours:
+            target = spec.target
 
-        async def run(event: Any) -> list[Any]:
-            ctx = Context()
-            await invoke(event, ctx)
+            async def call(event: Any, inbox: InboxClaim | None = None) -> Sequence[Any]:
+                await target(event)
+                return _NONE
+
+            return call
+
+        chain = self.pipeline.wrap("event", _innermost(invoke))
+
+        async def run(event: Any, inbox: InboxClaim | None = None) -> Sequence[Any]:
+            ctx = Context(inbox=inbox)
+            token = _context.set(ctx)
+            try:
+                await chain(event)
+            finally:
+                _context.reset(token)
             return ctx.events
 
         return run
-
-    def _chain(self, invoke: _Invoke) -> _Runner:
-        """Fold the behaviours around ``invoke``; the innermost reads the call's context."""
-
-        def innermost(message: Any) -> Awaitable[Any]:
-            ctx = _context.get()
-            return typing.cast(
-                Awaitable[Any], invoke(message, ctx if ctx is not None else Context())
-            )
-
-        call: CallNext = innermost
-        for behaviour in reversed(self._behaviours):
-            call = _wrap(behaviour, call)
-        return call
 
     def _invoker(self, spec: HandlerSpec) -> _Invoke:
         """``invoke(message, ctx)``: call the handler with its parameters resolved."""
@@ -328,9 +371,7 @@ class Mediator(AsyncLifecycle):
         if p.mediator:
             fixed.append((p.mediator, lambda _ctx: self))
         returns_events = _returns_events(p.returns)
-        can_emit = bool(p.context) or returns_events
-        transactional = self._transactional and spec.kind != "stream"
-        if not spec.is_class and not p.deps and not (transactional and can_emit):
+        if not spec.is_class and not p.deps:
             direct = _direct_call(target, p.context, p.call_info, p.mediator, self)
             if not returns_events:
                 return direct
@@ -348,9 +389,6 @@ class Mediator(AsyncLifecycle):
             )
         deps = p.deps
         is_class = spec.is_class
-        unit_of_work: Any = None
-        if transactional:  # only apps with a database import SQLAlchemy
-            from .outbox.uow import UnitOfWork as unit_of_work
         if spec.kind == "stream":
 
             async def invoke_stream(message: Any, ctx: Context) -> AsyncIterator[Any]:
@@ -371,29 +409,26 @@ class Mediator(AsyncLifecycle):
                     kwargs[name] = await scope.get(tp)
                 fn = (await scope.get(target)).handle if is_class else target
                 result = await fn(message, **kwargs)
-                if returns_events:
-                    _collect(ctx, result)
-                if transactional:  # state and outbox rows commit together, or neither
-                    uow = await scope.get(unit_of_work)
-                    ctx.events[:] = await uow.commit(ctx.events)
-                return result
+            if returns_events:
+                _collect(ctx, result)
+            return result
 
         return invoke
 
     # ------------------------------------------------------------ events
 
-    def _route_event(self, event_type: type) -> tuple[_Runner, ...]:
+    def _route_event(self, event_type: type) -> tuple[EventRunner, ...]:
         """Handlers of ``event_type`` and of its bases, compiled and cached."""
         runners = tuple(run for _, _, run in self.event_handlers(event_type))
         self._event_routes[event_type] = runners
         return runners
 
     async def _publish_concurrently(
-        self, runners: Sequence[_Runner], event: Any
+        self, runners: Sequence[EventRunner], event: Any
     ) -> list[Exception]:
         errors: list[Exception] = []
 
-        async def one(runner: _Runner) -> None:
+        async def one(runner: EventRunner) -> None:
             try:
                 async with self._limiter:
                     emitted = await runner(event)
@@ -401,29 +436,12 @@ class Mediator(AsyncLifecycle):
                 errors.append(exc)
                 return
             if emitted:
-                await self._dispatch_emitted(emitted)
+                await self.sink.deliver(emitted)
 
         async with anyio.create_task_group() as tg:
             for runner in runners:
                 tg.start_soon(one, runner)
         return errors
-
-    async def _dispatch_emitted(self, events: Iterable[Any]) -> None:
-        if self._publisher is not None and self._registry is not None:
-            by_type = self._registry.by_type
-            outbound = [e for e in events if by_type(type(e)) is not None]
-            if outbound:
-                await self._publisher.publish_many(outbound)
-                events = [e for e in events if by_type(type(e)) is None]
-        for event in events:
-            try:
-                await self.publish(event)
-            except ExceptionGroup as group:
-                log.error(
-                    "event handlers failed for %s after the request succeeded",
-                    type(event).__qualname__,
-                    exc_info=group,
-                )
 
     @staticmethod
     def _not_found(request: Any, verb: str) -> HandlerNotFound:
@@ -436,11 +454,14 @@ class Mediator(AsyncLifecycle):
         )
 
 
-def _wrap(behaviour: Behaviour, call_next: CallNext) -> CallNext:
-    def call(message: Any) -> Awaitable[Any]:
-        return behaviour(message, call_next)
+def _innermost(invoke: _Invoke) -> CallNext:
+    """The handler as the pipeline's last stage: it reads the call's context."""
 
-    return call
+    def innermost(message: Any) -> Awaitable[Any]:
+        ctx = _context.get()
+        return typing.cast(Awaitable[Any], invoke(message, ctx if ctx is not None else Context()))
+
+    return innermost
 
 
 def _returns_events(annotation: Any) -> bool:

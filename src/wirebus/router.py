@@ -40,10 +40,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, Literal, Protocol, TypeVar, overload
 
-from .di import HandlerParams, analyse
 from .errors import ConfigurationError
 from .messages import Event
 from .retry import Retry
+from .signature import HandlerParams, analyse
 
 __all__ = ["HandlerKind", "HandlerSpec", "Router"]
 

@@ -311,14 +311,18 @@ def test_encoding_an_unregistered_raw_protobuf_class_raises_unknown_event_type()
         encoder.record(orders_pb2.OrderPlaced(order_id="o-1"))
 
 
-def test_a_proto_bound_event_travels_without_being_registered_first() -> None:
+def test_a_lookup_never_registers_and_a_frozen_registry_refuses_new_types() -> None:
     registry = EventRegistry()
-    record = EventEncoder(registry, source="shop").record(order_placed())
+    assert registry.by_type(OrderPlaced) is None
+    assert registry.by_name("shop.orders.v1.OrderPlaced") is None  # the lookup added nothing
+    with pytest.raises(UnknownEventType, match="OrderPlaced is not registered"):
+        EventEncoder(registry, source="shop").record(order_placed())
 
-    assert (record.topic, record.key) == ("shop.orders.v1", b"o-1")
-    kind = registry.by_name("shop.orders.v1.OrderPlaced")
-    assert kind is not None
-    assert kind.python_type is OrderPlaced
+    registry.add(OrderPlaced)
+    registry.freeze()
+    assert registry.add(OrderPlaced) is registry.by_type(OrderPlaced)  # the same: idempotent
+    with pytest.raises(ConfigurationError, match="frozen"):
+        registry.add(orders_pb2.OrderCancelled)
 
 
 def test_unknown_event_type_is_a_configuration_error() -> None:

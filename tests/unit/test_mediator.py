@@ -27,6 +27,7 @@ from wirebus import (
     NotFound,
     Query,
     Router,
+    Stage,
     current_call,
     current_context,
 )
@@ -168,13 +169,14 @@ async def test_stream_without_a_streaming_handler_raises_handler_not_found() -> 
             [i async for i in m.stream(CountTo(upto=1))]
 
 
-async def test_events_emitted_by_a_stream_are_published_after_the_stream_is_exhausted() -> None:
+async def test_events_a_stream_emits_leave_with_its_next_item_and_at_its_end() -> None:
     seen: list[str] = []
 
     async def count(q: CountTo, ctx: Context) -> AsyncIterator[int]:
         ctx.emit(Happened(n=q.upto))
         yield 1
         yield 2
+        ctx.emit(Happened(n=q.upto + 1))
 
     async def on_happened(e: Happened) -> None:
         seen.append(f"event {e.n}")
@@ -183,7 +185,7 @@ async def test_events_emitted_by_a_stream_are_published_after_the_stream_is_exha
         async for i in m.stream(CountTo(upto=7)):
             seen.append(f"item {i}")
 
-    assert seen == ["item 1", "item 2", "event 7"]
+    assert seen == ["event 7", "item 1", "item 2", "event 8"]
 
 
 # ---------------------------------------------------------------- publish
@@ -416,14 +418,16 @@ async def test_a_failing_event_handler_does_not_fail_the_send_that_emitted_it_an
     async def also_on_happened(e: Happened) -> None:
         ran.append("second handler")
 
-    caplog.set_level(logging.ERROR, logger="wirebus.mediator")
+    caplog.set_level(logging.ERROR, logger="wirebus.sink")
     async with app_with(ping, on_happened, also_on_happened).mediator() as m:
         assert await m.send(Ping()) == "pong"
 
     assert ran == ["second handler"]
-    [record] = [r for r in caplog.records if r.name == "wirebus.mediator"]
+    [record] = [r for r in caplog.records if r.name == "wirebus.sink"]
     assert record.levelno == logging.ERROR
-    assert "event handlers failed for Happened after the request succeeded" in record.getMessage()
+    assert "event handlers failed for Happened after the work that emitted it succeeded" in (
+        record.getMessage()
+    )
     assert record.exc_info is not None
     assert "event handler broke" in caplog.text
 
@@ -584,7 +588,8 @@ async def test_a_behaviour_reads_the_calls_context_and_its_emitted_events_are_pu
     async def on_happened(e: Happened) -> None:
         got.append(e.n)
 
-    async with app_with(ping, on_happened, behaviours=[audit]).mediator() as m:
+    requests_only = Stage("audit", audit, kinds=frozenset({"request"}))
+    async with app_with(ping, on_happened, behaviours=[requests_only]).mediator() as m:
         await m.send(Ping())
 
     assert got == [1, 2]

@@ -422,5 +422,9 @@ async def test_the_shop_logs_each_request_with_a_correlation_id(
     async with shop_app.mediator() as m:
         await m.send(PlaceOrder(customer_id="c1", items=ITEMS))
 
-    [message] = [r.getMessage() for r in caplog.records if r.name == "examples.shop"]
-    assert re.fullmatch(r"\[\w+\] PlaceOrder ok in [0-9.]+ ms", message)
+    # the behaviour wraps the in-process event handlers too: payments on OrderPlaced,
+    # then orders on the PaymentCaptured that one emitted
+    lines = [r.getMessage() for r in caplog.records if r.name == "examples.shop"]
+    assert len(lines) == 3, lines
+    for line, name in zip(lines, ["PlaceOrder", "OrderPlaced", "PaymentCaptured"], strict=True):
+        assert re.fullmatch(rf"\[\w+\] {name} ok in [0-9.]+ ms", line), line

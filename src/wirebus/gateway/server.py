@@ -31,7 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from .._lifecycle import AsyncLifecycle
-from ..di import CallInfo, _call_factory
+from ..context import CallInfo, bind_call
 from ..errors import ConfigurationError, ConversionError, LifecycleError
 from ..messages import converter_of, proto_class_of
 from .binding import MethodRoute
@@ -272,7 +272,7 @@ def _method_handler(
         open_stream = mediator.stream_runner(route.spec.message_type)
 
         async def unary_stream(request: bytes, context: _Context) -> AsyncIterator[bytes]:
-            _call_factory.set(functools.partial(CallInfo.from_grpc, path, context))
+            bind_call(functools.partial(CallInfo.from_grpc, path, context))
             try:
                 message = decode(request)
             except (DecodeError, ConversionError) as exc:
@@ -291,7 +291,7 @@ def _method_handler(
     run: Callable[[Any], Awaitable[Any]] = mediator.runner(route.spec.message_type)
 
     async def unary_unary(request: bytes, context: _Context) -> bytes:
-        _call_factory.set(functools.partial(CallInfo.from_grpc, path, context))
+        bind_call(functools.partial(CallInfo.from_grpc, path, context))
         try:
             message = decode(request)
         except (DecodeError, ConversionError) as exc:

@@ -6,6 +6,6 @@
 
 from __future__ import annotations
 
-from .store import InboxClaim, InboxStore, InMemoryInbox, inbox_claim
+from .store import InboxClaim, InboxStore, InMemoryInbox
 
-__all__ = ["InMemoryInbox", "InboxClaim", "InboxStore", "inbox_claim"]
+__all__ = ["InMemoryInbox", "InboxClaim", "InboxStore"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..db import inbox_table, metadata
 
-__all__ = ["SqlAlchemyInbox", "inbox_table", "metadata"]
+__all__ = ["SqlAlchemyInbox", "inbox_table", "mark_handled", "metadata"]
 
 
 class SqlAlchemyInbox:
@@ -38,7 +39,6 @@ class SqlAlchemyInbox:
         dialect = self.engine.dialect.name
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"the inbox supports sqlite and postgresql, not {dialect}")
-        self._insert = sqlite_insert if dialect == "sqlite" else pg_insert
 
     async def create_schema(self) -> None:
         """Create the table if it does not exist (migrations come with ``wirebus db``)."""
@@ -53,13 +53,7 @@ class SqlAlchemyInbox:
             return (await conn.execute(query)).first() is not None
 
     async def mark(self, group: str, event_id: str) -> None:
-        statement = (
-            self._insert(inbox_table)
-            .values(consumer_group=group, event_id=event_id, handled_at=dt.datetime.now(dt.UTC))
-            .on_conflict_do_nothing()
-        )
-        async with self.engine.begin() as conn:
-            await conn.execute(statement)
+        await self.mark_many(group, [event_id])
 
     async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -74,15 +68,27 @@ class SqlAlchemyInbox:
     async def mark_many(self, group: str, event_ids: Sequence[str]) -> None:
         if not event_ids:
             return
-        now = dt.datetime.now(dt.UTC)
         async with self.engine.begin() as conn:
-            for chunk in _chunks(event_ids):
-                rows = [{"consumer_group": group, "event_id": e, "handled_at": now} for e in chunk]
-                await conn.execute(self._insert(inbox_table).values(rows).on_conflict_do_nothing())
+            await mark_handled(conn, self.engine.dialect.name, group, event_ids)
 
     async def close(self) -> None:
         if self._owns_engine:
             await self.engine.dispose()
+
+
+async def mark_handled(
+    executor: Any, dialect: str, group: str, event_ids: Sequence[str]
+) -> None:
+    """Insert inbox rows for ``event_ids`` on ``executor`` (a connection or session).
+
+    The one place that writes the inbox table: the inbox store marks through
+    it in a transaction of its own, a unit of work in the handler's.
+    """
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    now = dt.datetime.now(dt.UTC)
+    for chunk in _chunks(event_ids):
+        rows = [{"consumer_group": group, "event_id": e, "handled_at": now} for e in chunk]
+        await executor.execute(insert(inbox_table).values(rows).on_conflict_do_nothing())
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 from collections.abc import Sequence
 from typing import Protocol
 
-__all__ = ["InMemoryInbox", "InboxClaim", "InboxStore", "inbox_claim"]
+__all__ = ["InMemoryInbox", "InboxClaim", "InboxStore"]
 
 
 @dataclasses.dataclass(slots=True)
 class InboxClaim:
     """A consumer asks the handler's unit of work to record ``(group, event_id)``.
 
-    Set (through :data:`inbox_claim`) around an event's only handler: if the
-    handler commits a unit of work, the inbox row is written in that same
-    transaction and ``written`` turns true.
+    Passed with the event to its only handler (``run(event, claim)``): if the
+    pipeline has a unit of work, the inbox row is written in that same
+    transaction as the handler's state and ``written`` turns true.
     """
 
     group: str
     event_id: str
     written: bool = False
 
-
-inbox_claim: contextvars.ContextVar[InboxClaim | None] = contextvars.ContextVar(
-    "wirebus_inbox_claim", default=None
-)
 
 
 class InboxStore(Protocol):

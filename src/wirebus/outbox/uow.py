@@ -1,15 +1,22 @@
-"""``UnitOfWork``: one request's transaction, with its outbox rows.
+"""The unit of work: a pipeline stage that gives each call one transaction with its outbox rows.
 
-The request scope provides the handler's ``AsyncSession`` from its unit of
-work. When the handler returns, the mediator commits the unit of work: the
-emitted events that travel (registered with the app) are encoded once --
-``ce_id`` fixed here, stable across every later publish attempt -- and
-inserted into ``wirebus_outbox`` in the same transaction as the handler's own
-changes. If the handler raises or the commit fails, neither persists.
+The runtime puts :class:`UnitOfWorkStage` innermost in the pipeline when the
+app has a database. For each call it opens a :class:`UnitOfWork`; the
+handler's ``AsyncSession`` (injected by type) is that unit of work's session.
+When the handler returns, the stage asks the event sink which emitted
+events travel, and commits them -- encoded once, ``ce_id`` fixed here,
+stable across every later publish attempt -- as ``wirebus_outbox`` rows in
+the same transaction as the handler's own changes, with the inbox row of the
+consumed event being handled, if any. If the handler raises or the commit
+fails, none of it persists. Events that stay in-process are left to the
+sink, to be handed on after the commit.
 
-A consumer may also claim an inbox row for the event it is handling; it is
-written in the same transaction, so a redelivery after a crash is either
-fully handled or not at all.
+A streaming handler's unit of work commits each time the handler yields an
+item (what it changed and emitted before that item) and once at the end;
+if the stream fails or is cancelled, the work since its last item is rolled
+back. A stream can last as long as its client likes: one transaction for
+its whole life would hold a pooled connection and keep its events from the
+relay for as long.
 
 Example (a handler using the session)::
 
@@ -21,21 +28,25 @@ Example (a handler using the session)::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 from dishka import Provider, Scope, provide
 from sqlalchemy import insert, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..broker import EventEncoder, now_rfc3339
-from ..db import NOTIFY_CHANNEL, Database, inbox_table, outbox_table, utcnow
-from ..inbox import inbox_claim
+from ..context import Context, current_context
+from ..db import NOTIFY_CHANNEL, Database, outbox_table, utcnow
+from ..errors import LifecycleError
+from ..inbox import InboxClaim
+from ..inbox.sqlalchemy import mark_handled
+from ..pipeline import CallNext
+from ..sink import EventSink
 from .rows import row_from_record
 
-__all__ = ["NOTIFY_CHANNEL", "DatabaseProvider", "UnitOfWork"]
+__all__ = ["NOTIFY_CHANNEL", "DatabaseProvider", "UnitOfWork", "UnitOfWorkStage"]
 
 # Built once: building statements per commit costs more CPU than running them.
 _INSERT_OUTBOX = insert(outbox_table)
@@ -43,32 +54,26 @@ _NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 class UnitOfWork:
-    """The session of one request and the commit that adds its outbox rows."""
+    """The session of one call and the commit that adds its outbox and inbox rows."""
 
-    def __init__(self, database: Database, encoder: EventEncoder, *, outbox: bool = True) -> None:
+    def __init__(self, database: Database, encoder: EventEncoder) -> None:
         self.database = database
         self.encoder = encoder
-        self.outbox = outbox
         self._session: AsyncSession | None = None
 
     @property
     def session(self) -> AsyncSession:
-        """The request's session, opened on first use."""
+        """The call's session, opened on first use."""
         if self._session is None:
             self._session = self.database.session()
         return self._session
 
-    async def commit(self, events: Sequence[Any]) -> list[Any]:
-        """Write travelling events as outbox rows and commit; return the in-process rest."""
-        by_type = self.encoder.registry.by_type
-        if self.outbox:
-            outbound = [e for e in events if by_type(type(e)) is not None]
-            local = [e for e in events if by_type(type(e)) is None]
-        else:  # no relay behind this database: events stay in-process, after the commit
-            outbound, local = [], list(events)
-        claim = inbox_claim.get()
-        if not outbound and self._session is None and claim is None:
-            return local
+    async def commit(self, outbound: Sequence[Any], inbox: InboxClaim | None = None) -> None:
+        """Write ``outbound`` events as outbox rows, and ``inbox``'s row, then commit."""
+        if inbox is not None and inbox.written:
+            inbox = None
+        if not outbound and self._session is None and inbox is None:
+            return  # nothing was touched: no transaction to open
         session = self.session
         if outbound:
             now, time = utcnow(), now_rfc3339()
@@ -78,17 +83,12 @@ class UnitOfWork:
             if database.is_postgres and not database.outbox_notifies:
                 # No trigger (a schema not yet upgraded): notify the relays here.
                 await session.execute(_NOTIFY)
-        if claim is not None and not claim.written:
-            dialect_insert = pg_insert if self.database.is_postgres else sqlite_insert
-            await session.execute(
-                dialect_insert(inbox_table)
-                .values(consumer_group=claim.group, event_id=claim.event_id, handled_at=utcnow())
-                .on_conflict_do_nothing()
-            )
+        if inbox is not None:
+            dialect = "postgresql" if self.database.is_postgres else "sqlite"
+            await mark_handled(session, dialect, inbox.group, [inbox.event_id])
         await session.commit()
-        if claim is not None:
-            claim.written = True
-        return local
+        if inbox is not None:
+            inbox.written = True
 
     async def close(self) -> None:
         """Close the session; anything not committed is rolled back."""
@@ -97,27 +97,70 @@ class UnitOfWork:
             self._session = None
 
 
-class DatabaseProvider(Provider):
-    """Provides ``Database`` (app), ``UnitOfWork`` and ``AsyncSession`` (request)."""
+class UnitOfWorkStage:
+    """Pipeline stage: one :class:`UnitOfWork` per call, committed when the handler succeeds.
 
-    def __init__(self, database: Database, encoder: EventEncoder, *, outbox: bool = True) -> None:
+    ``outbox=False`` (a database with no relay behind it) commits state
+    only and leaves every event to the sink.
+    """
+
+    stage_name = "unit of work"
+
+    def __init__(
+        self, database: Database, encoder: EventEncoder, sink: EventSink, *, outbox: bool = True
+    ) -> None:
+        self.database = database
+        self.encoder = encoder
+        self.sink = sink
+        self.outbox = outbox
+
+    async def __call__(self, message: Any, call_next: CallNext) -> Any:
+        ctx = current_context()
+        if ctx is None:  # pragma: no cover - the mediator always binds one
+            raise LifecycleError("the unit of work runs only inside the mediator's pipeline")
+        outer = ctx.unit_of_work
+        uow = UnitOfWork(self.database, self.encoder)
+        ctx.unit_of_work = uow
+        hook = functools.partial(self._commit, uow, ctx)
+        ctx.item_hooks.append(hook)
+        try:
+            result = await call_next(message)
+            await self._commit(uow, ctx)
+            return result
+        finally:
+            ctx.item_hooks.remove(hook)
+            ctx.unit_of_work = outer
+            await uow.close()
+
+    async def _commit(self, uow: UnitOfWork, ctx: Context) -> None:
+        if self.outbox and ctx.events:
+            outbound, ctx.events = self.sink.split(ctx.events)
+        else:
+            outbound = []
+        await uow.commit(outbound, ctx.inbox)
+
+
+class DatabaseProvider(Provider):
+    """Provides ``Database`` (app), the call's ``UnitOfWork`` and its ``AsyncSession``."""
+
+    def __init__(self, database: Database) -> None:
         super().__init__()
         self._database = database
-        self._encoder = encoder
-        self._outbox = outbox
 
     @provide(scope=Scope.APP)
     def database(self) -> Database:
         return self._database
 
     @provide(scope=Scope.REQUEST)
-    async def unit_of_work(self, database: Database) -> AsyncIterator[UnitOfWork]:
-        await database.start()  # idempotent: a mediator used without start() still works
-        uow = UnitOfWork(database, self._encoder, outbox=self._outbox)
-        try:
-            yield uow
-        finally:
-            await uow.close()
+    def unit_of_work(self) -> UnitOfWork:
+        ctx = current_context()
+        uow = ctx.unit_of_work if ctx is not None else None
+        if uow is None:
+            raise LifecycleError(
+                "no unit of work is open: a handler that takes an AsyncSession runs only"
+                " through a mediator built with a database"
+            )
+        return uow  # type: ignore[no-any-return]
 
     @provide(scope=Scope.REQUEST)
     def session(self, uow: UnitOfWork) -> AsyncSession:

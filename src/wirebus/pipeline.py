@@ -1,0 +1,212 @@
+"""The request pipeline: named stages, outermost first, around every handler.
+
+One pipeline wraps every kind of handler -- requests, streams and event
+handlers (in-process and in consumers). The order is explicit and printed by
+``wirebus describe``::
+
+    tracing -> authentication -> validation -> the app's behaviours -> unit of work -> handler
+
+The runtime adds the stages it needs (a unit of work only when the app has a
+database); the mediator runs whatever it is given and knows nothing of
+databases, brokers or transports.
+
+A behaviour is ``async def behaviour(message, call_next)``. Around a stream,
+``await call_next(message)`` returns once the whole stream has ended (its
+items flow to the caller meanwhile, one at a time), so a behaviour sees a
+stream's end, its errors and its cancellation just as a request's.
+
+Example::
+
+    async def timing(message: Any, call_next: CallNext) -> Any:
+        started = time.perf_counter()
+        try:
+            return await call_next(message)
+        finally:
+            log.info("%s took %.3fs", type(message).__name__, time.perf_counter() - started)
+
+    app = App(..., behaviours=[timing])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Literal, Protocol
+
+from .context import Context, _context
+
+__all__ = ["Behaviour", "CallNext", "Pipeline", "Stage", "new_channel", "run_stream"]
+
+class CallNext(Protocol):
+    """What a behaviour calls to run the rest of the pipeline (and the handler).
+
+    Example::
+
+        async def audit(message: Any, call_next: CallNext) -> Any:
+            result = await call_next(message)
+            log.info("handled %s", type(message).__name__)
+            return result
+    """
+
+    def __call__(self, message: Any, /) -> Awaitable[Any]: ...
+
+HandlerKind = Literal["request", "stream", "event"]
+ALL_KINDS: frozenset[HandlerKind] = frozenset(("request", "stream", "event"))
+
+
+class Behaviour(Protocol):
+    """A pipeline behaviour: wraps every handler call, outermost first.
+
+    Example::
+
+        async def timing(message: Any, call_next: CallNext) -> Any:
+            started = time.perf_counter()
+            try:
+                return await call_next(message)
+            finally:
+                log.info("%s took %.3fs", type(message).__name__, time.perf_counter() - started)
+    """
+
+    def __call__(self, message: Any, call_next: CallNext, /) -> Awaitable[Any]: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stage:
+    """One named stage of the pipeline and the handler kinds it wraps."""
+
+    name: str
+    behaviour: Behaviour
+    kinds: frozenset[HandlerKind] = ALL_KINDS
+
+    @classmethod
+    def of(cls, behaviour: Behaviour | Stage) -> Stage:
+        """A stage for ``behaviour`` (a ``Stage`` is kept as it is)."""
+        if isinstance(behaviour, Stage):
+            return behaviour
+        name = getattr(behaviour, "stage_name", None) or _name(behaviour)
+        kinds = getattr(behaviour, "kinds", None) or ALL_KINDS
+        return cls(name=name, behaviour=behaviour, kinds=frozenset(kinds))
+
+
+class Pipeline:
+    """Stages in order, outermost first (immutable)."""
+
+    def __init__(self, stages: Iterable[Behaviour | Stage] = ()) -> None:
+        self.stages: tuple[Stage, ...] = tuple(Stage.of(s) for s in stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def then(self, *stages: Behaviour | Stage) -> Pipeline:
+        """This pipeline with ``stages`` added innermost."""
+        return Pipeline((*self.stages, *stages))
+
+    def behaviours(self, kind: HandlerKind) -> tuple[Behaviour, ...]:
+        """The behaviours that wrap a handler of ``kind``, outermost first."""
+        return tuple(s.behaviour for s in self.stages if kind in s.kinds)
+
+    def wrap(self, kind: HandlerKind, innermost: CallNext) -> CallNext:
+        """Fold the behaviours of ``kind`` around ``innermost``."""
+        call = innermost
+        for behaviour in reversed(self.behaviours(kind)):
+            call = _wrap(behaviour, call)
+        return call
+
+    def describe(self, kind: HandlerKind = "request") -> list[str]:
+        """Stage names for ``kind``, outermost first, ending with the handler."""
+        return [s.name for s in self.stages if kind in s.kinds] + ["handler"]
+
+
+def _wrap(behaviour: Behaviour, call_next: CallNext) -> CallNext:
+    def call(message: Any) -> Awaitable[Any]:
+        return behaviour(message, call_next)
+
+    return call
+
+
+def _name(behaviour: object) -> str:
+    target: object = behaviour if hasattr(behaviour, "__qualname__") else type(behaviour)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
+
+
+# ---------------------------------------------------------------- streams
+
+
+class _End:
+    __slots__ = ()
+
+
+_END = _End()
+
+
+async def run_stream(
+    chain: CallNext, message: Any, ctx: Context, channel: _Channel
+) -> AsyncIterator[Any]:
+    """Run ``chain`` (whose innermost stage feeds ``channel``) as an async iterator.
+
+    The chain runs in a task of its own so every behaviour's ``await
+    call_next`` spans the whole stream; the handler is at most one item
+    ahead of the caller (bounded buffering follows the caller's pace, and so
+    gRPC flow control). Closing the iterator early (the client cancelled)
+    cancels the chain, so the handler's generator is closed and every
+    behaviour sees the cancellation.
+    """
+
+    async def produce() -> None:
+        token = _context.set(ctx)
+        try:
+            await chain(message)
+            channel.finish(None)
+        except BaseException as exc:
+            channel.finish(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            _context.reset(token)
+
+    task = asyncio.ensure_future(produce())
+    try:
+        while True:
+            item = await channel.get()
+            if item is _END:
+                break
+            yield item
+        error = channel.error
+        if error is not None:
+            raise error
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class _Channel:
+    """One item at a time from a stream's task to its caller, then the end or an error."""
+
+    __slots__ = ("_credit", "_items", "error")
+
+    def __init__(self) -> None:
+        self._items: asyncio.Queue[Any] = asyncio.Queue()
+        self._credit = asyncio.Semaphore(1)
+        self.error: BaseException | None = None
+
+    async def put(self, item: Any) -> None:
+        await self._credit.acquire()  # wait until the caller took the one before
+        self._items.put_nowait(item)
+
+    async def get(self) -> Any:
+        item = await self._items.get()
+        self._credit.release()
+        return item
+
+    def finish(self, error: BaseException | None) -> None:
+        self.error = error
+        self._items.put_nowait(_END)
+
+
+def new_channel() -> _Channel:
+    """A channel for :func:`run_stream`."""
+    return _Channel()
