@@ -32,12 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any, Literal, Protocol
 
 from .context import Context, _context
 
 __all__ = ["Behaviour", "CallNext", "Pipeline", "Stage", "new_channel", "run_stream"]
+
 
 class CallNext(Protocol):
     """What a behaviour calls to run the rest of the pipeline (and the handler).
@@ -51,6 +52,7 @@ class CallNext(Protocol):
     """
 
     def __call__(self, message: Any, /) -> Awaitable[Any]: ...
+
 
 HandlerKind = Literal["request", "stream", "event"]
 ALL_KINDS: frozenset[HandlerKind] = frozenset(("request", "stream", "event"))

@@ -74,9 +74,7 @@ class EventSink:
             self._travels[event_type] = known
         return known
 
-    def split(
-        self, events: Iterable[Any], *, strict: bool = True
-    ) -> tuple[list[Any], list[Any]]:
+    def split(self, events: Iterable[Any], *, strict: bool = True) -> tuple[list[Any], list[Any]]:
         """``(travelling, in_process)`` of ``events``, order kept within each."""
         travelling: list[Any] = []
         local: list[Any] = []

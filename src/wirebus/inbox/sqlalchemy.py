@@ -76,9 +76,7 @@ class SqlAlchemyInbox:
             await self.engine.dispose()
 
 
-async def mark_handled(
-    executor: Any, dialect: str, group: str, event_ids: Sequence[str]
-) -> None:
+async def mark_handled(executor: Any, dialect: str, group: str, event_ids: Sequence[str]) -> None:
     """Insert inbox rows for ``event_ids`` on ``executor`` (a connection or session).
 
     The one place that writes the inbox table: the inbox store marks through

@@ -23,7 +23,6 @@ class InboxClaim:
     written: bool = False
 
 
-
 class InboxStore(Protocol):
     """Records ``(consumer group, ce_id)`` pairs of handled events."""
 
