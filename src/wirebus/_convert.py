@@ -286,11 +286,13 @@ def _timedelta_from(d: Any) -> dt.timedelta:
 
 # ---------------------------------------------------------------- entry points
 
-_CACHE: dict[tuple[type, type], Converter] = {}
-
 
 def converter_for(cls: type, proto_cls: type[ProtoMessage]) -> Converter:
-    """The converter of a nested dataclass: its own binding if it has one."""
+    """The converter of a nested dataclass: its own binding if it has one.
+
+    An unbound dataclass is compiled for each class that nests it (at class
+    definition, not per message): no module-level cache keeps classes alive.
+    """
     bound = getattr(cls, "__wirebus_converter__", None)
     if isinstance(bound, Converter):
         if getattr(cls, "__wirebus_proto__", None) is not proto_cls:
@@ -299,10 +301,7 @@ def converter_for(cls: type, proto_cls: type[ProtoMessage]) -> Converter:
                 f" not {proto_cls.DESCRIPTOR.full_name}"
             )
         return bound
-    key = (cls, proto_cls)
-    if key not in _CACHE:
-        _CACHE[key] = compile_converter(cls, proto_cls)
-    return _CACHE[key]
+    return compile_converter(cls, proto_cls)
 
 
 def compile_converter(

@@ -9,8 +9,9 @@
 - ``wirebus dlq replay --topic T.dlq`` sends dead letters back;
 - ``wirebus describe MODULE:ATTR`` prints methods, events and topics.
 
-A bad module path or a wiring error prints one ``error:`` line and exits 2;
-SIGTERM or Ctrl-C stops the gateway gracefully.
+A bad module path or a wiring error prints one ``Error:`` line; so does an app
+whose generated protobuf code is missing (exit 2), saying to run ``buf
+generate``. SIGTERM or Ctrl-C stops the gateway gracefully.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import logging
 import signal
 import sys
@@ -27,6 +29,7 @@ from typing import Any, Literal, TypeVar
 
 import click
 
+from ._missing_codegen import missing_codegen_hint
 from .app import App
 from .errors import ConfigurationError, WirebusError
 from .gateway import GatewayConfig
@@ -38,6 +41,12 @@ __all__ = ["load_app", "main"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class _SetupError(click.ClickException):
+    """The checkout is not ready to run the app (generated code missing): exit 2."""
+
+    exit_code = 2
 
 
 def load_app(target: str, app_dir: str = ".") -> App:
@@ -53,6 +62,9 @@ def load_app(target: str, app_dir: str = ".") -> App:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        hint = missing_codegen_hint(exc, module_name, _app_roots(module_name, path))
+        if hint is not None:
+            raise _SetupError(f"cannot import {module_name!r}: {hint}") from None
         raise click.ClickException(f"cannot import {module_name!r}: {exc}") from None
     except WirebusError as exc:
         raise click.ClickException(f"{module_name}: {_one_line(exc)}") from None
@@ -67,6 +79,18 @@ def load_app(target: str, app_dir: str = ".") -> App:
     if not isinstance(app, App):
         raise click.ClickException(f"{target} is a {type(app).__name__}, not a wirebus.App")
     return app
+
+
+def _app_roots(module_name: str, app_dir: str) -> list[Path]:
+    """Where the app lives: ``--app-dir`` and the directory of its module's file."""
+    roots = [Path(app_dir)]
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin:
+        roots.append(Path(spec.origin).parent)
+    return roots
 
 
 def _one_line(exc: BaseException) -> str:

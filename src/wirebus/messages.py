@@ -1,7 +1,13 @@
 """Message bases: ``Command``, ``Query``, ``Event`` and plain ``Message`` values.
 
 A subclass is made a frozen, slotted, keyword-only dataclass automatically and
-may be bound to a generated protobuf class with the ``proto=`` class keyword.
+is bound to a generated protobuf class by naming it as the last type argument
+(``Message[P]``, ``Event[P]``, ``Command[R, P]``, ``Query[R, P]``), which also
+types ``proto() -> P`` and ``from_proto(m: P) -> Self`` for mypy. The
+``proto=`` class keyword binds as well (and must agree with the type argument
+when both are given); without a type argument ``proto()`` is typed with the
+base ``google.protobuf.message.Message``.
+
 Binding checks every field against the proto when the class is defined and
 compiles ``proto()`` / ``from_proto()`` once; define either method in the
 class body to write it by hand instead.
@@ -11,17 +17,18 @@ Example::
     from wirebus import Command, Message
     from shop.orders.v1 import orders_pb2
 
-    class LineItem(Message, proto=orders_pb2.LineItem):
+    class LineItem(Message[orders_pb2.LineItem]):
         sku: str
         quantity: int
         price_cents: int
 
-    class PlaceOrder(Command["OrderRef"], proto=orders_pb2.PlaceOrderRequest):
+    class PlaceOrder(Command["OrderRef", orders_pb2.PlaceOrderRequest]):
         customer_id: str
         items: tuple[LineItem, ...]
 
     cmd = PlaceOrder.from_proto(orders_pb2.PlaceOrderRequest(customer_id="c1"))
-    assert PlaceOrder.from_proto(cmd.proto()) == cmd
+    request: orders_pb2.PlaceOrderRequest = cmd.proto()   # typed, no cast
+    assert PlaceOrder.from_proto(request) == cmd
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ import dataclasses
 import sys
 import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, Self, TypeVar, dataclass_transform
+from typing import Any, ClassVar, Generic, Self, dataclass_transform
 
 from google.protobuf.message import Message as ProtoMessage
+from typing_extensions import TypeVar
 
 from ._convert import Converter, compile_converter
 from .errors import ConfigurationError
@@ -40,8 +48,9 @@ from .errors import ConfigurationError
 __all__ = ["Command", "Event", "Message", "ProtoMessage", "Query", "Request"]
 
 R = TypeVar("R")
-
-_BASES: set[str] = set()
+# Covariant so that a PlaceOrder (a Request[OrderRef, PlaceOrderRequest]) is a
+# Request[OrderRef] wherever the library takes one (``Mediator.send``).
+P = TypeVar("P", bound=ProtoMessage, default=ProtoMessage, covariant=True)
 
 
 @dataclass_transform(frozen_default=True, kw_only_default=True)
@@ -69,11 +78,32 @@ class _MessageMeta(type):
         )
         if key is not None or topic is not None:
             _declare_routing(cls, key, topic)
+        proto = _agreed_proto(cls, proto, namespace.get("__orig_bases__", ()))
         if proto is not None:
             # sys._getframe(1) runs the class statement: its locals let
             # classes defined inside functions name each other in annotations.
             _bind(cls, proto, namespace, dict(sys._getframe(1).f_locals))
         return cls
+
+
+def _agreed_proto(
+    cls: type, keyword: type[ProtoMessage] | None, orig_bases: tuple[Any, ...]
+) -> type[ProtoMessage] | None:
+    """The class bound by ``proto=`` or by the ``P`` type argument; both must agree."""
+    argument = None
+    for base in orig_bases:
+        params = getattr(typing.get_origin(base), "__parameters__", ())
+        args = typing.get_args(base)
+        if P in params and params.index(P) < len(args):
+            arg = args[params.index(P)]
+            if isinstance(arg, type) and issubclass(arg, ProtoMessage) and arg is not ProtoMessage:
+                argument = arg
+    if keyword is not None and argument is not None and keyword is not argument:
+        raise ConfigurationError(
+            f"{cls.__qualname__}: proto={keyword.__qualname__} disagrees with the type"
+            f" argument {argument.__qualname__}; name one protobuf class"
+        )
+    return keyword or argument
 
 
 def _declare_routing(cls: type, key: str | None, topic: str | None) -> None:
@@ -116,12 +146,12 @@ def _bind(
     )
 
 
-class Message(metaclass=_MessageMeta):
-    """A value object; bound to a protobuf class with ``proto=`` it converts both ways.
+class Message(Generic[P], metaclass=_MessageMeta):
+    """A value object; bound to its protobuf class ``P`` it converts both ways.
 
     Example::
 
-        class LineItem(Message, proto=orders_pb2.LineItem):
+        class LineItem(Message[orders_pb2.LineItem]):
             sku: str
             quantity: int
             price_cents: int
@@ -131,29 +161,30 @@ class Message(metaclass=_MessageMeta):
     __wirebus_base__: ClassVar[bool] = True
     __wirebus_proto__: ClassVar[type[ProtoMessage] | None] = None
 
-    def proto(self) -> ProtoMessage:
+    def proto(self) -> P:
         """This value as its bound protobuf message."""
         raise ConfigurationError(f"{type(self).__qualname__} is not bound to a protobuf class")
 
+    # A constructor, like __init__: P in a parameter does not break covariance.
     @classmethod
-    def from_proto(cls, message: ProtoMessage) -> Self:
+    def from_proto(cls, message: P) -> Self:  # type: ignore[misc]
         """Build this class from its bound protobuf message."""
         raise ConfigurationError(f"{cls.__qualname__} is not bound to a protobuf class")
 
 
-class Request(Message, Generic[R]):
-    """Base of commands and queries; ``R`` is what the handler returns."""
+class Request(Message[P], Generic[R, P]):
+    """Base of commands and queries; ``R`` is what the handler returns, ``P`` the proto."""
 
     __slots__ = ()
     __wirebus_base__ = True
 
 
-class Command(Request[R]):
+class Command(Request[R, P]):
     """A request to change state; its handler may emit events.
 
     Example::
 
-        class CancelOrder(Command[None], proto=orders_pb2.CancelOrderRequest):
+        class CancelOrder(Command[None, orders_pb2.CancelOrderRequest]):
             order_id: str
             reason: str = ""
     """
@@ -162,12 +193,12 @@ class Command(Request[R]):
     __wirebus_base__ = True
 
 
-class Query(Request[R]):
+class Query(Request[R, P]):
     """A request to read state; it changes nothing and emits no events.
 
     Example::
 
-        class GetOrder(Query[OrderView], proto=orders_pb2.GetOrderRequest):
+        class GetOrder(Query[OrderView, orders_pb2.GetOrderRequest]):
             order_id: str
     """
 
@@ -175,7 +206,7 @@ class Query(Request[R]):
     __wirebus_base__ = True
 
 
-class Event(Message):
+class Event(Message[P]):
     """Something that happened; handled by zero or more event handlers.
 
     ``key=`` names the field whose value keys the Kafka record (one
@@ -184,7 +215,7 @@ class Event(Message):
 
     Example::
 
-        class OrderPlaced(Event, proto=orders_pb2.OrderPlaced, key="order_id"):
+        class OrderPlaced(Event[orders_pb2.OrderPlaced], key="order_id"):
             order_id: str
             total_cents: int
     """

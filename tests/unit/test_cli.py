@@ -20,14 +20,19 @@ ROOT = Path(__file__).resolve().parents[2]
 # the shell (``make test`` exports the local Kafka and PostgreSQL for the
 # integration tier).
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("WIREBUS_")}
-ENV["PYTHONPATH"] = f"{ROOT / 'gen' / 'python'}{os.pathsep}{ROOT}"
+# This checkout's src first: an installed (editable) wirebus may be another one.
+ENV["PYTHONPATH"] = os.pathsep.join(str(p) for p in (ROOT / "src", ROOT / "gen" / "python", ROOT))
+# The same, as if `buf generate` had never run.
+ENV_WITHOUT_GEN = {**ENV, "PYTHONPATH": os.pathsep.join(str(p) for p in (ROOT / "src", ROOT))}
 
 
-def wirebus(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def wirebus(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] = ENV
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "wirebus", *args],
         cwd=cwd,
-        env=ENV,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -98,6 +103,93 @@ def test_an_import_that_raises_is_reported_without_a_traceback(tmp_path):
     assert result.returncode != 0
     assert "RuntimeError: boom at import" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return errors[0]
+
+
+def write_buf_workspace(root: Path) -> None:
+    """A project with protos and a buf template, whose code was never generated."""
+    (root / "buf.yaml").write_text("version: v2\nmodules:\n  - path: proto\n")
+    (root / "buf.gen.yaml").write_text(
+        "version: v2\nplugins:\n"
+        "  - protoc_builtin: python\n    out: build/gen-py\n"
+        "  - local: protoc-gen-go\n    out: build/gen-go\n"
+    )
+    (root / "proto" / "acme" / "v1").mkdir(parents=True)
+    (root / "proto" / "acme" / "v1" / "things.proto").write_text(
+        'syntax = "proto3";\npackage acme.v1;\nmessage Thing {}\n'
+    )
+    (root / "acme_app.py").write_text(
+        "from acme.v1 import things_pb2\nfrom wirebus import App\napp = App(services=[])\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["serve", "describe"])
+def test_missing_generated_code_says_to_run_buf_generate_and_exits_2(tmp_path, command):
+    write_buf_workspace(tmp_path)
+
+    result = wirebus(command, "acme_app:app", cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    error = one_error_line(result)
+    assert "cannot import 'acme_app'" in error
+    assert "generated module 'acme' is missing" in error
+    assert "run `buf generate`" in error
+    assert "build/gen-py on PYTHONPATH" in error
+
+
+def test_missing_generated_code_is_found_from_the_app_dir_too(tmp_path):
+    write_buf_workspace(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    result = wirebus("describe", "acme_app:app", "--app-dir", str(tmp_path), cwd=elsewhere)
+
+    assert result.returncode == 2, result.stderr
+    error = one_error_line(result)
+    assert f"run `buf generate` in {tmp_path}" in error
+    assert f"{tmp_path / 'build' / 'gen-py'} on PYTHONPATH" in error
+
+
+def test_a_missing_module_of_a_top_level_proto_file_is_generated_code_too(tmp_path):
+    write_buf_workspace(tmp_path)
+    (tmp_path / "proto" / "things.proto").write_text('syntax = "proto3";\nmessage Top {}\n')
+    (tmp_path / "top_app.py").write_text("import things_pb2\n")
+
+    result = wirebus("describe", "top_app:app", cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert "generated module 'things_pb2' is missing" in one_error_line(result)
+
+
+def test_the_shop_without_its_generated_code_says_to_run_buf_generate():
+    result = wirebus("serve", "examples.shop.app:app", env=ENV_WITHOUT_GEN)
+
+    assert result.returncode == 2, result.stderr
+    error = one_error_line(result)
+    assert "generated module 'shop' is missing: run `buf generate`" in error
+    assert "gen/python on PYTHONPATH" in error
+
+
+@pytest.mark.parametrize("in_buf_workspace", [False, True])
+def test_a_missing_module_that_no_proto_generates_is_an_ordinary_import_error(
+    tmp_path, in_buf_workspace
+):
+    if in_buf_workspace:
+        write_buf_workspace(tmp_path)
+    (tmp_path / "typo_app.py").write_text("import no_such_dependency\n")
+
+    result = wirebus("describe", "typo_app:app", cwd=tmp_path)
+
+    assert result.returncode == 1
+    error = one_error_line(result)
+    assert "cannot import 'typo_app': No module named 'no_such_dependency'" in error
+    assert "buf generate" not in error
 
 
 @pytest.mark.parametrize("command", ["serve", "run"])

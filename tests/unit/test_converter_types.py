@@ -10,8 +10,10 @@ test must resolve their annotations eagerly.)
 import dataclasses
 import datetime as dt
 import enum
+import gc
 import types
 import uuid
+import weakref
 from decimal import Decimal
 
 import pytest
@@ -608,6 +610,26 @@ def test_a_plain_unbound_dataclass_is_compiled_against_the_fields_message_type()
     back = PlainShape.from_proto(pb.Shape.FromString(m.SerializeToString()))
     assert back == value
     assert type(back.origin) is PlainPoint
+
+
+def test_classes_defined_in_a_function_are_not_kept_alive_by_the_converter() -> None:
+    def define() -> "weakref.ref[type]":
+        @dataclasses.dataclass(frozen=True)
+        class LocalPoint:
+            x: int
+            y: int
+
+        class LocalShape(Message, proto=pb.Shape):
+            name: str
+            origin: LocalPoint
+
+        assert LocalShape(name="s", origin=LocalPoint(x=1, y=2)).proto().origin.x == 1
+        return weakref.ref(LocalPoint)
+
+    point_class = define()
+    gc.collect()
+
+    assert point_class() is None  # no module-level cache of nested converters
 
 
 def test_a_generated_message_class_as_field_type_passes_through_unchanged() -> None:

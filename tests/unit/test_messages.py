@@ -4,7 +4,9 @@ shop example's messages convert to and from their protobuf classes.
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 
+import mypy.api
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -104,6 +106,115 @@ def test_proto_must_be_a_generated_message_class() -> None:
 
         class Wrong(Message, proto=dict):  # type: ignore[arg-type]
             a: int
+
+
+# ---------------------------------------------------------------- binding by type argument
+
+
+def test_the_proto_type_argument_binds_the_class_like_proto_keyword() -> None:
+    class Item(Message[orders_pb2.LineItem]):
+        sku: str
+        quantity: int
+        price_cents: int
+
+    class Place(Command[None, orders_pb2.PlaceOrderRequest]):
+        customer_id: str
+        items: tuple[Item, ...]
+
+    place = Place(customer_id="c", items=(Item(sku="A", quantity=1, price_cents=2),))
+
+    assert place.proto() == orders_pb2.PlaceOrderRequest(
+        customer_id="c", items=[orders_pb2.LineItem(sku="A", quantity=1, price_cents=2)]
+    )
+    assert Place.from_proto(place.proto()) == place
+
+
+def test_an_event_bound_by_type_argument_keeps_its_routing_keywords() -> None:
+    class Cancelled(Event[orders_pb2.OrderCancelled], key="order_id", topic="orders"):
+        order_id: str
+        reason: str
+        cancelled_at: dt.datetime
+
+    at = dt.datetime(2025, 1, 2, tzinfo=UTC)
+    event = Cancelled(order_id="o", reason="r", cancelled_at=at)
+
+    assert Cancelled.from_proto(event.proto()) == event
+    assert (Cancelled.__wirebus_key__, Cancelled.__wirebus_topic__) == ("order_id", "orders")
+
+
+def test_a_proto_keyword_that_disagrees_with_the_type_argument_is_refused() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"Ref: proto=LineItem disagrees with the type argument"
+    ):
+
+        class Ref(Message[orders_pb2.PlaceOrderResponse], proto=orders_pb2.LineItem):
+            order_id: str
+
+
+def test_the_same_class_named_twice_is_one_binding() -> None:
+    class Ref(Message[orders_pb2.PlaceOrderResponse], proto=orders_pb2.PlaceOrderResponse):
+        order_id: str
+
+    assert Ref.from_proto(orders_pb2.PlaceOrderResponse(order_id="o")) == Ref(order_id="o")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TYPED_USE = """
+from shop.orders.v1 import orders_pb2
+from wirebus import Command, Event, Mediator, Message
+
+class OrderRef(Message[orders_pb2.PlaceOrderResponse]):
+    order_id: str
+
+class PlaceOrder(Command[OrderRef, orders_pb2.PlaceOrderRequest]):
+    customer_id: str
+
+class Legacy(Command[OrderRef], proto=orders_pb2.PlaceOrderRequest):
+    customer_id: str
+
+class Placed(Event[orders_pb2.OrderPlaced], key="order_id"):
+    order_id: str
+
+cmd = PlaceOrder(customer_id="c")
+reveal_type(cmd.proto())
+reveal_type(PlaceOrder.from_proto)
+reveal_type(Placed(order_id="o").proto())
+reveal_type(Legacy(customer_id="c").proto())
+wrong: orders_pb2.GetOrderRequest = cmd.proto()
+PlaceOrder.from_proto(orders_pb2.GetOrderRequest())
+
+async def send(mediator: Mediator) -> None:
+    reveal_type(await mediator.send(cmd))
+"""
+
+
+def test_proto_and_from_proto_are_typed_with_the_bound_class_under_mypy_strict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "typed_use.py").write_text(TYPED_USE)
+    monkeypatch.chdir(ROOT)  # the project's config: strict, mypy_path = "src"
+    monkeypatch.setenv("MYPYPATH", str(ROOT / "gen" / "python"))
+
+    out, err, status = mypy.api.run(
+        ["--config-file", "pyproject.toml", "--cache-dir", str(ROOT / ".mypy_cache"),
+         "--no-error-summary", "--hide-error-context", str(tmp_path / "typed_use.py")]
+    )  # fmt: skip
+
+    lines = [line.split(": ", 1)[1] for line in out.splitlines()]
+    assert lines == [
+        'note: Revealed type is "shop.orders.v1.orders_pb2.PlaceOrderRequest"',
+        'note: Revealed type is "def (message: shop.orders.v1.orders_pb2.PlaceOrderRequest)'
+        ' -> typed_use.PlaceOrder"',
+        'note: Revealed type is "shop.orders.v1.orders_pb2.OrderPlaced"',
+        'note: Revealed type is "google.protobuf.message.Message"',
+        'error: Incompatible types in assignment (expression has type "PlaceOrderRequest",'
+        ' variable has type "GetOrderRequest")  [assignment]',
+        'error: Argument 1 to "from_proto" of "Message" has incompatible type'
+        ' "GetOrderRequest"; expected "PlaceOrderRequest"  [arg-type]',
+        'note: Revealed type is "typed_use.OrderRef"',
+    ], out + err
+    assert status == 1
 
 
 # ---------------------------------------------------------------- the shop's messages
