@@ -307,11 +307,12 @@ class Mediator(AsyncLifecycle):
             ctx = typing.cast(Context, _context.get())
             channel = ctx.stream
             async for item in invoke(message, ctx):
+                await channel.demand()  # the caller asks for this item
                 for hook in tuple(ctx.item_hooks):
                     await hook()  # a unit of work commits what led to this item
                 if ctx.events:
                     await deliver(ctx.take_events())
-                await channel.put(item)
+                channel.send(item)
 
         chain = self.pipeline.wrap("stream", innermost)
 

@@ -150,8 +150,8 @@ async def run_stream(
 
     The chain runs in a task of its own so every behaviour's ``await
     call_next`` spans the whole stream; the handler is at most one item
-    ahead of the caller (bounded buffering follows the caller's pace, and so
-    gRPC flow control). Closing the iterator early (the client cancelled)
+    ahead of the caller, and an item leaves only when the caller asks for
+    it (so the stream follows the caller's pace, and gRPC flow control). Closing the iterator early (the client cancelled)
     cancels the chain, so the handler's generator is closed and every
     behaviour sees the cancellation.
     """
@@ -186,23 +186,32 @@ async def run_stream(
 
 
 class _Channel:
-    """One item at a time from a stream's task to its caller, then the end or an error."""
+    """Items of a stream's task, handed over only when the caller asks for the next one.
 
-    __slots__ = ("_credit", "_items", "error")
+    The handler runs until it has its next item, then waits for the caller's
+    demand (``demand()``); only then does the item's work commit and the
+    item leave (``send()``). A caller that stops asking (a cancelled client)
+    leaves the handler's work towards the next item uncommitted.
+    """
+
+    __slots__ = ("_demand", "_items", "error")
 
     def __init__(self) -> None:
         self._items: asyncio.Queue[Any] = asyncio.Queue()
-        self._credit = asyncio.Semaphore(1)
+        self._demand = asyncio.Semaphore(0)
         self.error: BaseException | None = None
 
-    async def put(self, item: Any) -> None:
-        await self._credit.acquire()  # wait until the caller took the one before
+    async def demand(self) -> None:
+        """Wait until the caller asks for an item."""
+        await self._demand.acquire()
+
+    def send(self, item: Any) -> None:
+        """Hand over the item the caller asked for."""
         self._items.put_nowait(item)
 
     async def get(self) -> Any:
-        item = await self._items.get()
-        self._credit.release()
-        return item
+        self._demand.release()
+        return await self._items.get()
 
     def finish(self, error: BaseException | None) -> None:
         self.error = error
