@@ -35,6 +35,7 @@ from wirebus.outbox import Relay, UnitOfWork
 from wirebus.outbox._postgres import PgLease, claim_statement
 from wirebus.outbox.relay import retry_failed
 from wirebus.outbox.rows import SHARDS, row_from_record
+from wirebus.testing.outbox_suite import OutboxHarness, OutboxStoreSuite, SqlOutboxHarness
 
 pytestmark = pytest.mark.integration
 
@@ -244,34 +245,6 @@ async def test_notify_wakes_the_relay_long_before_its_poll_interval(env: Env) ->
     assert [seq(r.value) for r in records] == [("woken", 1)]
 
 
-async def test_two_relays_split_the_shards_and_publish_every_row_exactly_once(env: Env) -> None:
-    first = await env.relay(poll_interval=0.2, batch_size=20)
-    second = await env.relay(poll_interval=0.2, batch_size=20)
-
-    def split() -> bool:
-        a, b = first.shards, second.shards
-        return bool(a) and bool(b) and not (a & b) and (a | b) == frozenset(range(SHARDS))
-
-    await until(split, "the two relays to split the 64 shards")
-    assert len(first.shards) < SHARDS
-    assert len(second.shards) < SHARDS
-
-    keys = [f"k{i}" for i in range(40)]
-    for n in range(1, 6):
-        await env.emit(*(ev(k, n) for k in keys))
-    total = len(keys) * 5
-    await until(env.drained, "both relays to drain the outbox")
-    assert first.published > 0
-    assert second.published > 0
-    assert first.published + second.published == total
-
-    records = await read_records(env.bootstrap, env.topic, total, grace=1.0)
-    ce_ids = [dict(r.headers)["ce_id"] for r in records]
-    assert len(ce_ids) == total
-    assert len(set(ce_ids)) == total  # no duplicates: neither relay crashed
-    assert per_key(records) == {k: [1, 2, 3, 4, 5] for k in keys}
-
-
 async def test_when_one_relay_closes_the_other_takes_over_its_shards(env: Env) -> None:
     """A relay closed (or recovering via close+reconnect) while its process's pool lives on."""
     first = await env.relay(poll_interval=0.2)
@@ -333,56 +306,6 @@ async def _keys_left(env: Env, keys: list[bytes]) -> bool:
     return sorted(r["key"] for r in await env.rows()) == sorted(keys)
 
 
-async def test_a_late_committing_row_with_a_lower_id_is_published(env: Env) -> None:
-    """A transaction that took its id first and commits last is not skipped by a cursor."""
-    relay = await env.relay(poll_interval=0.2)
-    await until(lambda: relay.shards == frozenset(range(SHARDS)), "the relay's leases")
-    late_record = env.encoder.record(ev("late", 1))
-    slow = await env.db.engine.connect()
-    transaction = await slow.begin()
-    try:
-        result = await slow.execute(
-            outbox_table.insert().returning(outbox_table.c.id),
-            row_from_record(late_record, utcnow()),
-        )
-        late_id = result.scalar_one()
-        await env.emit(ev("early", 1), ev("early", 2))
-        assert all(r["id"] > late_id for r in await env.rows())
-        await until(env.drained, "the rows committed first")
-        await transaction.commit()
-    finally:
-        await slow.close()
-    await until(env.drained, "the late row")
-    records = await read_records(env.bootstrap, env.topic, 3, grace=1.0)
-    assert sorted(seq(r.value) for r in records) == [("early", 1), ("early", 2), ("late", 1)]
-    assert all(r["id"] != late_id for r in await env.rows())
-
-
-async def test_retention_keeps_published_rows_marked_and_purges_them_once_expired(
-    env: Env,
-) -> None:
-    relay = await env.relay(run=False, retention=dt.timedelta(hours=1))
-    assert relay.shards == frozenset(range(SHARDS))  # leased on start
-    await env.emit(ev("kept", 1), ev("kept", 2))
-    assert await relay.relay_once() == 2
-    rows = await env.rows()
-    assert [(r["status"], r["attempts"]) for r in rows] == [("published", 0)] * 2
-    assert all(r["published_at"] is not None for r in rows)
-    assert await relay.relay_once() == 0  # published rows are not relayed again
-
-    async with env.db.engine.begin() as conn:
-        await conn.execute(
-            outbox_table.update().values(published_at=utcnow() - dt.timedelta(hours=2))
-        )
-    await env.emit(ev("kept", 3))
-    assert await relay.relay_once() == 1
-    assert [(seq(r["value"]), r["status"]) for r in await env.rows()] == [
-        (("kept", 3), "published")
-    ]
-    records = await read_records(env.bootstrap, env.topic, 3, grace=1.0)
-    assert [seq(r.value) for r in records] == [("kept", 1), ("kept", 2), ("kept", 3)]
-
-
 @pytest.mark.parametrize("retention", [None, dt.timedelta(hours=1)], ids=["deleting", "keeping"])
 async def test_a_record_too_large_backs_off_blocks_only_its_key_then_fails_for_good(
     env: Env, retention: dt.timedelta | None
@@ -433,6 +356,22 @@ async def test_a_record_too_large_backs_off_blocks_only_its_key_then_fails_for_g
     assert await relay.relay_once() == 1  # refused again: attempt 1 of a fresh count
     (again,) = [r for r in await env.rows() if r["status"] != "published"]
     assert (again["status"], again["attempts"]) == ("pending", 1)
+
+
+# ---------------------------------------------------------------- the conformance suite
+
+
+class TestPostgresOutboxStore(OutboxStoreSuite):
+    """The OutboxStore suite on PostgreSQL (a fresh database per test), both claim paths."""
+
+    @pytest.fixture
+    async def outbox_harness(self, pg_url: str) -> AsyncIterator[OutboxHarness]:
+        harness = SqlOutboxHarness(pg_url)
+        await harness.start()
+        try:
+            yield harness
+        finally:
+            await harness.close()
 
 
 # ---------------------------------------------------------------- the NOTIFY trigger

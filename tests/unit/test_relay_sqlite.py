@@ -1,4 +1,9 @@
-"""The outbox relay on SQLite: order, exact bytes, retention, backoff, failures, the lock.
+"""The outbox relay on SQLite: what only SQLite or the relay's policy shows.
+
+Order, late commits, backoff per key, failed rows, retention and outages are
+proved for every store by the conformance suite (tests/unit/test_outbox_stores.py);
+here: a Database given to Relay, the relay's backoff policy, the file lock,
+the run loop's lifecycle and the stored row format.
 
 Rows are written by a :class:`UnitOfWork` (exactly what a handler's commit
 writes); the relay publishes them to an :class:`InMemoryBroker` or to a fake
@@ -19,7 +24,7 @@ from typing import Any
 
 import pytest
 from shop.orders.v1 import orders_pb2
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from wirebus import Event
 from wirebus.broker import EventEncoder, OutgoingRecord, PublishError
@@ -27,8 +32,8 @@ from wirebus.brokers.memory import InMemoryBroker
 from wirebus.codec import EventRegistry
 from wirebus.db import Database, outbox_table, utcnow
 from wirebus.errors import ConfigurationError, LifecycleError
-from wirebus.outbox import Relay, UnitOfWork
-from wirebus.outbox.relay import retry_failed
+from wirebus.outbox import InMemoryOutboxStore, Relay, SqliteOutboxStore, UnitOfWork
+from wirebus.outbox.relay import outbox_stats, outbox_store_for, retry_failed
 from wirebus.outbox.rows import (
     SHARDS,
     pack_headers,
@@ -151,143 +156,42 @@ async def _call(predicate: Callable[[], Any]) -> Any:
     return await result if asyncio.iscoroutine(result) else result
 
 
-# ---------------------------------------------------------------- publishing
+# ---------------------------------------------------------------- the store of a Database
+# (what the stores share is proved by the conformance suite: tests/unit/test_outbox_stores.py)
 
 
-async def test_publishes_pending_rows_in_id_order_with_the_stored_bytes_and_deletes_them(
+async def test_a_relay_given_a_database_relays_it_through_its_sqlite_store(
     tmp_path: Path,
 ) -> None:
     db = db_at(tmp_path)
-    await emit(db, ev("a", 1), ev("b", 1), ev("a", 2))
-    await emit(db, ev("c", 1), ev("b", 2))
-    stored = await rows(db)
-    broker = InMemoryBroker(partitions=1)  # one partition: the log shows the publishing order
-    async with Relay(db, broker.publisher(REGISTRY, source="x")) as relay:
-        assert await relay.relay_once() == 5
-        assert relay.published == 5
-        assert await relay.relay_once() == 0
-
-    published = broker.records(TOPIC)
-    assert [seq(r) for r in published] == [("a", 1), ("b", 1), ("a", 2), ("c", 1), ("b", 2)]
-    for record, row in zip(published, stored, strict=True):
-        assert record.key == row["key"]
-        assert record.value == row["value"]
-        assert record.headers == unpack_headers(row["headers"])
-        assert record.header("ce_id").decode() == row["event_id"]
-    assert await rows(db) == []  # retention None: published rows are deleted
-
-
-async def test_per_key_order_is_kept_across_partitions_and_batches(tmp_path: Path) -> None:
-    db = db_at(tmp_path)
-    keys = [f"k{i}" for i in range(7)]
-    for n in range(1, 6):
-        await emit(db, *(ev(k, n) for k in keys))
-    broker = InMemoryBroker(partitions=3)
-    async with Relay(db, broker.publisher(REGISTRY, source="x"), batch_size=4) as relay:
-        for _ in range(20):
-            if not await relay.relay_once():
-                break
-    per_key: dict[str, list[int]] = {}
-    for record in broker.records(TOPIC):
-        key, n = seq(record)
-        per_key.setdefault(key, []).append(n)
-    assert per_key == {k: [1, 2, 3, 4, 5] for k in keys}
-    assert await rows(db) == []
-
-
-async def test_retention_marks_published_and_purges_older_rows(tmp_path: Path) -> None:
-    db = db_at(tmp_path)
-    await emit(db, ev("old", 1))
-    long_ago = utcnow() - dt.timedelta(hours=3)
-    await set_rows(db, outbox_table.c.key == b"old", status="published", published_at=long_ago)
-    await emit(db, ev("recent", 1))
-    await set_rows(
-        db,
-        outbox_table.c.key == b"recent",
-        status="published",
-        published_at=utcnow() - dt.timedelta(minutes=10),
-    )
     await emit(db, ev("a", 1), ev("b", 1))
-    broker = InMemoryBroker()
-    before = utcnow()
+    broker = InMemoryBroker(partitions=1)
     relay = Relay(db, broker.publisher(REGISTRY, source="x"), retention=dt.timedelta(hours=1))
+    assert isinstance(relay.store, SqliteOutboxStore)
+    assert isinstance(outbox_store_for(db), SqliteOutboxStore)
     async with relay:
         assert await relay.relay_once() == 2
-
-    left = {r["key"]: r for r in await rows(db)}
-    assert set(left) == {b"recent", b"a", b"b"}  # "old" was purged, the others kept
-    for key in (b"a", b"b"):
-        assert left[key]["status"] == "published"
-        published_at = left[key]["published_at"].replace(tzinfo=dt.UTC)
-        assert before - dt.timedelta(seconds=1) <= published_at <= utcnow()
-    assert sorted(r.key for r in broker.records(TOPIC)) == [b"a", b"b"]  # not old/recent again
+    assert [seq(r) for r in broker.records(TOPIC)] == [("a", 1), ("b", 1)]
+    assert [r["status"] for r in await rows(db)] == ["published", "published"]  # retention
 
 
-async def test_a_late_committing_row_with_a_lower_id_is_still_published(tmp_path: Path) -> None:
-    """No ``id > last_seen`` cursor: a row that appears below published ids is relayed."""
+async def test_outbox_stats_and_retry_failed_of_a_database_still_work(tmp_path: Path) -> None:
     db = db_at(tmp_path)
-    await emit(db, ev("x", 1))  # a slow transaction got the lowest id ...
-    await emit(db, ev("y", 1), ev("z", 1))
-    reserved = (await rows(db))[0]
-    async with db.engine.begin() as conn:  # ... and has not committed yet: hide its row
-        await conn.execute(outbox_table.delete().where(outbox_table.c.id == reserved["id"]))
-    assert all(r["id"] > reserved["id"] for r in await rows(db))
-    broker = InMemoryBroker()
-    async with Relay(db, broker.publisher(REGISTRY, source="x")) as relay:
-        assert await relay.relay_once() == 2
-        assert sorted(seq(r) for r in broker.records(TOPIC)) == [("y", 1), ("z", 1)]
+    await emit(db, ev("a", 1), ev("b", 1))
+    await set_rows(db, outbox_table.c.key == b"a", status="failed", attempts=10)
+    stats = await outbox_stats(db)
+    assert (stats.pending, stats.failed) == (1, 1)
+    assert await retry_failed(db) == 1
+    assert [(r["status"], r["attempts"]) for r in await rows(db)] == [("pending", 0)] * 2
 
-        async with db.engine.begin() as conn:  # now the slow transaction commits its row
-            await conn.execute(insert(outbox_table).values(**dict(reserved)))
-        assert await relay.relay_once() == 1
-    assert sorted(seq(r) for r in broker.records(TOPIC)) == [("x", 1), ("y", 1), ("z", 1)]
-    assert await rows(db) == []
+
+def test_retention_belongs_to_the_store_when_a_store_is_given() -> None:
+    publisher = InMemoryBroker().publisher(REGISTRY, source="x")
+    with pytest.raises(ConfigurationError, match="retention"):
+        Relay(InMemoryOutboxStore(), publisher, retention=dt.timedelta(hours=1))
 
 
 # ---------------------------------------------------------------- failures
-
-
-async def test_a_refused_row_backs_off_and_blocks_only_its_key(tmp_path: Path) -> None:
-    db = db_at(tmp_path)
-    await emit(db, ev("bad", 1), ev("good", 1), ev("bad", 2), ev("good", 2))
-    broker = InMemoryBroker()
-    publisher = FakePublisher(broker)
-    publisher.fail = fail_key(b"bad")
-    relay = Relay(db, publisher, initial_backoff=60, max_backoff=120, max_attempts=5)
-    async with relay:
-        started = utcnow()
-        assert await relay.relay_once() == 4
-        assert sorted(seq(r) for r in broker.records(TOPIC)) == [("good", 1), ("good", 2)]
-        bad = await rows(db)
-        assert [seq_of_row(r) for r in bad] == [("bad", 1), ("bad", 2)]
-        for row in bad:
-            assert row["status"] == "pending"
-            assert row["attempts"] == 1
-            assert row["last_error"] == (
-                "PublishError: publishing to 'test.relay.v1' failed: MessageSizeTooLargeError"
-            )
-            delay = (row["available_at"].replace(tzinfo=dt.UTC) - started).total_seconds()
-            assert 29 <= delay <= 61  # backoff of attempt 1: between half and all of 60 s
-        assert relay.failed == 0
-
-        # later rows of the blocked key wait; other keys proceed
-        publisher.fail = lambda _r: None
-        await emit(db, ev("bad", 3), ev("good", 3))
-        publisher.batches.clear()
-        await relay.relay_once()
-        assert [seq(r) for b in publisher.batches for r in b] == [("good", 3)]
-        assert [seq_of_row(r) for r in await rows(db)] == [("bad", 1), ("bad", 2), ("bad", 3)]
-        assert [r["attempts"] for r in await rows(db)] == [1, 1, 0]
-
-        # once the backoff has passed, the key's rows go out in order
-        await set_rows(db, outbox_table.c.key == b"bad", available_at=utcnow())
-        await relay.relay_once()
-    assert [seq(r) for r in broker.records(TOPIC) if r.key == b"bad"] == [
-        ("bad", 1),
-        ("bad", 2),
-        ("bad", 3),
-    ]
-    assert await rows(db) == []
 
 
 def seq_of_row(row: Any) -> tuple[str, int]:
@@ -313,73 +217,6 @@ async def test_backoff_grows_with_attempts_up_to_the_ceiling(tmp_path: Path) -> 
     ceilings = [10, 20, 40, 40, 40]
     for delay, ceiling in zip(delays, ceilings, strict=True):
         assert ceiling / 2 - 0.5 <= delay <= ceiling + 0.5
-
-
-async def test_after_max_attempts_a_row_fails_and_retry_failed_requeues_it(
-    tmp_path: Path,
-) -> None:
-    db = db_at(tmp_path)
-    await emit(db, ev("bad", 1), ev("good", 1))
-    broker = InMemoryBroker()
-    publisher = FakePublisher(broker)
-    publisher.fail = fail_key(b"bad")
-    relay = Relay(db, publisher, initial_backoff=0.001, max_backoff=0.001, max_attempts=3)
-    async with relay:
-        for _ in range(3):
-            await asyncio.sleep(0.005)  # let the (tiny) backoff pass
-            await relay.relay_once()
-        (row,) = await rows(db)
-        assert row["status"] == "failed"
-        assert row["attempts"] == 3
-        assert "MessageSizeTooLargeError" in row["last_error"]
-        assert relay.failed == 1
-        stats = await relay.stats()
-        assert (stats.pending, stats.failed, stats.oldest_pending_seconds) == (0, 1, None)
-
-        # a failed row is not relayed again, and no longer blocks its key
-        await emit(db, ev("bad", 2))
-        publisher.fail = lambda _r: None
-        assert await relay.relay_once() == 1
-        assert [seq(r) for r in broker.records(TOPIC) if r.key == b"bad"] == [("bad", 2)]
-
-        assert await retry_failed(db) == 1
-        (row,) = await rows(db)
-        assert (row["status"], row["attempts"]) == ("pending", 0)
-        assert await relay.relay_once() == 1
-        assert await retry_failed(db) == 0
-    assert [seq(r) for r in broker.records(TOPIC) if r.key == b"bad"] == [("bad", 2), ("bad", 1)]
-    assert await rows(db) == []
-
-
-async def test_a_broker_outage_counts_against_no_row_and_the_relay_resumes(
-    tmp_path: Path,
-) -> None:
-    db = db_at(tmp_path)
-    await emit(db, ev("a", 1), ev("b", 1), ev("a", 2))
-    broker = InMemoryBroker()
-    publisher = FakePublisher(broker)
-    publisher.fail = lambda r: PublishError(r.topic, "KafkaConnectionError")  # retriable
-    relay = Relay(db, publisher, poll_interval=0.02, initial_backoff=0.01, max_backoff=0.05)
-    await relay.start()
-    task = asyncio.create_task(relay.run())
-    try:
-        await until(lambda: len(publisher.batches) >= 3, "three failed passes")
-        for row in await rows(db):
-            assert (row["status"], row["attempts"], row["last_error"]) == ("pending", 0, None)
-        assert broker.records(TOPIC) == []
-        assert relay.failed == 0
-
-        publisher.fail = lambda _r: None  # the broker is back
-        await until(lambda: len(broker.records(TOPIC)) == 3, "the rows after the outage")
-        await until(lambda: _no_rows(db), "the outbox to drain")
-    finally:
-        await relay.stop()
-        await asyncio.wait_for(task, WAIT)
-    assert sorted(seq(r) for r in broker.records(TOPIC)) == [("a", 1), ("a", 2), ("b", 1)]
-
-
-async def _no_rows(db: Database) -> bool:
-    return await rows(db) == []
 
 
 async def test_a_single_failure_in_a_batch_is_not_an_outage(tmp_path: Path) -> None:
@@ -423,21 +260,6 @@ async def test_a_row_refused_on_its_own_does_not_let_later_rows_of_its_key_overt
         await relay.relay_once()
     # what a consumer of the key sees first must be the key's first event
     assert [seq(r) for r in broker.records(TOPIC)][:1] == [("a", 1)]
-
-
-async def test_a_backing_off_key_that_fills_the_batch_does_not_starve_other_keys(
-    tmp_path: Path,
-) -> None:
-    """Regression: at 4e409a3 the claim took the first batch_size rows whatever their backoff."""
-    db = db_at(tmp_path)
-    await emit(db, ev("bad", 1), ev("bad", 2), ev("bad", 3), ev("good", 1))
-    broker = InMemoryBroker()
-    publisher = FakePublisher(broker)
-    publisher.fail = fail_key(b"bad")
-    async with Relay(db, publisher, batch_size=2, initial_backoff=60) as relay:
-        for _ in range(5):
-            await relay.relay_once()
-    assert [seq(r) for r in broker.records(TOPIC)] == [("good", 1)]
 
 
 # ---------------------------------------------------------------- stats

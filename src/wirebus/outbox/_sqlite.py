@@ -18,11 +18,14 @@ _T = outbox_table
 _COLUMNS = [_T.c[name] for name in CLAIMED]
 
 
-async def claim(conn: AsyncConnection, now: dt.datetime, limit: int) -> Sequence[Any]:
+async def claim(
+    conn: AsyncConnection, now: dt.datetime, limit: int, *, after: int | None = None
+) -> Sequence[Any]:
     """The oldest pending rows that may go now, in id order (columns as in ``CLAIMED``).
 
     A row waiting out its backoff holds back every other row of its key (none
     of them is claimed, so they cannot fill the batch and starve other keys).
+    Rows up to id ``after`` are left out.
     """
     waiting_keys = (
         select(_T.c.key)
@@ -33,6 +36,8 @@ async def claim(conn: AsyncConnection, now: dt.datetime, limit: int) -> Sequence
     conditions = [_T.c.status == "pending", _T.c.available_at <= now]
     if waiting:
         conditions.append(or_(_T.c.key.is_(None), _T.c.key.not_in(waiting)))
+    if after is not None:
+        conditions.append(_T.c.id > after)
     query = select(*_COLUMNS).where(*conditions).order_by(_T.c.id).limit(limit)
     return (await conn.execute(query)).all()
 
