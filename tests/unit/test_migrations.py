@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, inspect, text
 
+import wirebus.migrations
 from wirebus.db import Database
 from wirebus.migrations import WIREBUS_VERSION_TABLE, upgrade
 
@@ -135,9 +138,9 @@ async def test_upgrade_keeps_existing_rows(tmp_path: Path) -> None:
 
 async def test_upgrade_adopts_tables_created_by_create_all(tmp_path: Path) -> None:
     path = tmp_path / "adopted.db"
-    database = Database(url_of(path), create_schema=True, extra_metadata=[app_metadata])
+    database = Database(url_of(path), schema="create", extra_metadata=[app_metadata])
     try:
-        await database.start()  # a runtime's first start: create_all, no version table
+        await database.start()  # as runtimes before migrate-on-start did: no version table
     finally:
         await database.close()
     before = schema(path)
@@ -158,7 +161,7 @@ async def test_the_migrated_schema_matches_create_all(tmp_path: Path) -> None:
     """Alembic's wirebus tables and ``db.metadata`` agree (columns and indexes)."""
     migrated, created = tmp_path / "migrated.db", tmp_path / "created.db"
     await upgrade(url_of(migrated))
-    database = Database(url_of(created), create_schema=True)
+    database = Database(url_of(created), schema="create")
     try:
         await database.start()
     finally:
@@ -186,3 +189,22 @@ async def test_a_database_at_0001_gains_the_waiting_index(tmp_path: Path) -> Non
     after = schema(path)
     assert "wirebus_outbox_waiting" in after["tables"]["wirebus_outbox"][1]
     assert after["versions"] == ["0003"]
+
+
+VERSIONS = Path(wirebus.migrations.__file__).parent / "versions"
+
+
+def imported_modules(script: Path) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.add("." * node.level + (node.module or ""))
+    return modules
+
+
+@pytest.mark.parametrize("script", sorted(VERSIONS.glob("*.py")), ids=lambda p: p.stem)
+def test_a_revision_holds_frozen_ddl_importing_only_alembic_and_sqlalchemy(script: Path) -> None:
+    """A revision never reads wirebus's live tables, so changing them cannot change it."""
+    assert imported_modules(script) <= {"__future__", "alembic", "sqlalchemy"}
