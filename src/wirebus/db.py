@@ -298,13 +298,13 @@ class Database:
             )
 
     async def _migrate(self, conn: AsyncConnection) -> None:
-        from .migrations import migrate_connection  # Alembic only when migrating
+        from .migrations import alembic_turn, migrate_connection  # Alembic only when migrating
 
-        if self.dialect == "postgresql":
-            # Several processes starting together migrate one after the
-            # other (released when this transaction ends).
-            await conn.execute(text(_MIGRATION_LOCK))
-        await conn.run_sync(migrate_connection, self.extra_metadata, self.migrations)
+        async with alembic_turn():  # one upgrade at a time in this process
+            if self.dialect == "postgresql":
+                # and across processes: released when this transaction ends
+                await conn.execute(text(_MIGRATION_LOCK))
+            await conn.run_sync(migrate_connection, self.extra_metadata, self.migrations)
 
     async def _check(self, conn: AsyncConnection) -> None:
         from .migrations import schema_problems

@@ -18,7 +18,10 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from ..db import Database
 
 __all__ = [
     "WIREBUS_VERSION_TABLE",
+    "alembic_turn",
     "head_revision",
     "migrate_connection",
     "schema_problems",
@@ -42,6 +46,31 @@ WIREBUS_VERSION_TABLE = "wirebus_alembic_version"
 APP_VERSION_TABLE = "alembic_version"
 _HERE = Path(__file__).resolve().parent
 _WIREBUS_TABLES = ("wirebus_outbox", "wirebus_inbox")
+
+# Alembic runs revisions through module-level proxies (``alembic.op``,
+# ``alembic.context``): two upgrades interleaving in one process (two
+# databases starting on one event loop) would clobber each other's, so they
+# take turns. This guards Alembic's process-wide state, hence process-wide.
+_ONE_UPGRADE_AT_A_TIME = threading.Lock()
+
+
+@contextlib.asynccontextmanager
+async def alembic_turn() -> AsyncIterator[None]:
+    """Wait until no other upgrade runs in this process (any thread or loop).
+
+    Example::
+
+        async with alembic_turn():
+            await conn.run_sync(migrate_connection)
+    """
+    # A poll, not an asyncio.Event: the holder may run on another loop or
+    # thread; contention is rare (starters racing) and short.
+    while not _ONE_UPGRADE_AT_A_TIME.acquire(blocking=False):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    try:
+        yield
+    finally:
+        _ONE_UPGRADE_AT_A_TIME.release()
 
 
 def _config(script_location: Path, version_table: str) -> Config:
@@ -62,7 +91,7 @@ async def upgrade(url: str, app_metadata: Any = None, app_migrations: str | None
     metas = () if app_metadata is None else (app_metadata,)
     database = Database(url)
     try:
-        async with database.engine.begin() as conn:
+        async with alembic_turn(), database.engine.begin() as conn:
             return await conn.run_sync(migrate_connection, metas, app_migrations)
     finally:
         await database.close()
@@ -75,7 +104,8 @@ def migrate_connection(
 
     The app's own Alembic scripts run when given; otherwise its missing
     tables are created from ``app_metadata``. Returns a one-line summary.
-    ``Database(schema="migrate")`` runs this on start (``conn.run_sync``).
+    ``Database(schema="migrate")`` runs this on start (``conn.run_sync``,
+    inside :func:`alembic_turn`).
     """
     _upgrade(connection, _config(_HERE, WIREBUS_VERSION_TABLE))
     if app_migrations:
