@@ -135,7 +135,7 @@ async def test_schema_none_refuses_a_schema_behind_head(tmp_path: Path) -> None:
     with engine.begin() as conn:
         conn.execute(text(f"UPDATE {WIREBUS_VERSION_TABLE} SET version_num = '0002'"))
     engine.dispose()
-    with pytest.raises(ConfigurationError, match=r"at revision 0002, head is 0003.*db upgrade"):
+    with pytest.raises(ConfigurationError, match=r"at revision 0002, head is 0004.*db upgrade"):
         await started(Database(url_of(path), schema="none"))
 
 
