@@ -182,6 +182,28 @@ async def test_the_migrated_schema_is_the_one_create_all_builds(fresh: Fresh) ->
     assert await on(migrated, full_shape) == await on(created, full_shape)
 
 
+async def test_a_database_the_first_0001_made_is_upgraded_to_the_tables(fresh: Fresh) -> None:
+    """0001 was edited after it first shipped (claim index, no key or pending index)."""
+    url = await fresh()
+    await upgrade(url)
+    database = Database(url)
+    try:
+        async with database.engine.begin() as conn:  # as commit 4e409a3's 0001 left it
+            await conn.execute(text("DROP INDEX wirebus_outbox_pending"))
+            await conn.execute(text("DROP INDEX wirebus_outbox_key"))
+            await conn.execute(
+                text("CREATE INDEX wirebus_outbox_claim ON wirebus_outbox (status, shard, id)")
+            )
+            await conn.execute(text(f"UPDATE {WIREBUS_VERSION_TABLE} SET version_num = '0001'"))
+    finally:
+        await database.close()
+    assert await on(url, differences(metadata)) != []
+
+    await upgrade(url)
+
+    assert await on(url, differences(metadata)) == []
+
+
 async def test_a_table_changed_without_a_revision_is_a_difference(fresh: Fresh) -> None:
     """The comparison sees a new column and a changed partial-index predicate."""
     url = await fresh()
