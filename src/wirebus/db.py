@@ -262,7 +262,14 @@ class Database:
         if starting is None:
             starting = self._starting = asyncio.ensure_future(self._start())
             starting.add_done_callback(self._start_ended)
-        await asyncio.shield(starting)
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if starting.cancelled() and (current is None or not current.cancelling()):
+                # not this caller cancelled: close() ended the start it waited on
+                raise LifecycleError("the database was closed while it was starting") from None
+            raise
 
     def _start_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is not None:

@@ -253,6 +253,16 @@ async def test_a_database_closed_before_it_started_refuses_to_start() -> None:
         await database.start()
 
 
+async def test_closing_while_starting_fails_the_waiting_start(tmp_path: Path) -> None:
+    database = Database(url_of(tmp_path / "closing.db"), schema="migrate")
+    starting = asyncio.create_task(database.start())
+    await asyncio.sleep(0)  # the start is under way
+    await database.close()
+    with pytest.raises(LifecycleError, match="closed while it was starting"):
+        await starting
+    assert not database.started
+
+
 # ---------------------------------------------------------------- an app's scripts
 
 _ENV = """
