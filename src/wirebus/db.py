@@ -5,11 +5,30 @@ SQLite (``sqlite+aiosqlite://``) is the embedded default; PostgreSQL
 (``wirebus_outbox``, ``wirebus_inbox``) live in :data:`metadata`; an app adds
 its own tables with ``App(metadata=...)``.
 
+One source of truth for the schema: the tables here are what the code
+reads and writes; the Alembic revisions in ``wirebus.migrations`` hold the
+frozen DDL that builds them, and a test compares the two. ``schema=`` says
+where a database's schema comes from when it starts:
+
+- ``"migrate"``: wirebus's revisions to head, then the app's (its own
+  ``migrations=`` scripts, or ``create_all`` of its ``extra_metadata``);
+- ``"create"``: ``create_all`` (in-memory or throw-away databases, tests);
+- ``"none"``: made elsewhere (``wirebus db upgrade``); start checks it and
+  raises :class:`~wirebus.errors.ConfigurationError` when it is missing or
+  behind;
+- ``"unchecked"`` (the default): start neither makes nor checks it (tools
+  that open a database to inspect or migrate it).
+
+One owner starts and closes a database (the runtime); ``start`` is
+idempotent and shared by concurrent callers, ``close`` is idempotent and a
+closed database cannot be started again.
+
 Example::
 
-    database = Database("sqlite+aiosqlite:///shop.db", create_schema=True)
+    database = Database("sqlite+aiosqlite:///shop.db", schema="migrate")
     await database.start()
     async with database.sessions() as session: ...
+    await database.close()
 """
 
 from __future__ import annotations
@@ -17,7 +36,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     DDL,
@@ -37,6 +57,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -44,9 +65,21 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import StaticPool
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, LifecycleError
 
-__all__ = ["Database", "inbox_table", "metadata", "outbox_table"]
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "WAITING_ROWS",
+    "Database",
+    "SchemaMode",
+    "inbox_table",
+    "metadata",
+    "outbox_table",
+    "utcnow",
+]
+
+SchemaMode = Literal["migrate", "create", "none", "unchecked"]
+"""Where a database's schema comes from when it starts (see the module docstring)."""
 
 metadata = MetaData()
 
@@ -119,14 +152,32 @@ inbox_table = Table(
 
 
 class Database:
-    """An async engine and session factory; ``start`` creates the schema if asked."""
+    """An async engine and session factory; ``start`` makes or checks the schema.
+
+    Its owner (in an app, the :class:`~wirebus.runtime.Runtime`) starts it
+    before handing it to the mediator, relay and consumers, and closes it
+    after they stopped; they use it and never close it. ``start`` is
+    idempotent (concurrent callers share one start, a failed start may be
+    retried); ``close`` is idempotent, and a closed database refuses to start
+    again with :class:`~wirebus.errors.LifecycleError`.
+
+    ``create_schema=True`` (the older spelling) means ``schema="migrate"``, or
+    ``"create"`` for an in-memory SQLite database.
+
+    Example::
+
+        database = Database("postgresql+asyncpg://app@db/shop", schema="none")
+        await database.start()  # ConfigurationError: ... run `wirebus db upgrade ...`
+    """
 
     def __init__(
         self,
         url: str,
         *,
+        schema: SchemaMode | None = None,
         create_schema: bool = False,
         extra_metadata: Sequence[MetaData] = (),
+        migrations: str | None = None,
         pool_size: int = 10,
     ) -> None:
         try:
@@ -136,12 +187,18 @@ class Database:
         backend = parsed.get_backend_name()
         if backend not in ("sqlite", "postgresql"):
             raise ConfigurationError(f"wirebus supports sqlite and postgresql, not {backend}")
+        memory = backend == "sqlite" and parsed.database in (None, "", ":memory:")
+        if migrations is not None and not Path(migrations).is_dir():
+            raise ConfigurationError(f"migrations={migrations!r} is not an Alembic directory")
         self.url = url
         self.dialect = backend
-        self.create_schema = create_schema
+        self.schema: SchemaMode = _schema_mode(schema, create_schema, memory)
+        """Where the schema comes from on :meth:`start` (see :data:`SchemaMode`)."""
+        self.create_schema = self.schema in ("migrate", "create")
         self.extra_metadata = tuple(extra_metadata)
+        self.migrations = migrations
+        """The app's own Alembic script directory (run by ``schema="migrate"``)."""
         if backend == "sqlite":
-            memory = parsed.database in (None, "", ":memory:")
             self.engine: AsyncEngine = create_async_engine(
                 url,
                 poolclass=StaticPool if memory else None,
@@ -159,17 +216,27 @@ class Database:
         self.outbox_notifies = False
         """PostgreSQL: inserting outbox rows notifies the relays (the trigger exists)."""
         self._started = False
+        self._closed = False
+        self._starting: asyncio.Task[None] | None = None
 
     @classmethod
     def in_memory(cls, *, extra_metadata: Sequence[MetaData] = ()) -> Database:
         """A private in-memory SQLite database with the schema created (tests, demos)."""
-        return cls(
-            "sqlite+aiosqlite:///:memory:", create_schema=True, extra_metadata=extra_metadata
-        )
+        return cls("sqlite+aiosqlite:///:memory:", schema="create", extra_metadata=extra_metadata)
 
     @property
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` completed (and :meth:`close` was not called since)."""
+        return self._started
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: the database cannot start again."""
+        return self._closed
 
     @property
     def sqlite_path(self) -> str | None:
@@ -179,37 +246,97 @@ class Database:
         name = make_url(self.url).database
         return None if name in (None, "", ":memory:") else name
 
+    # ------------------------------------------------------------ lifecycle
+
     async def start(self) -> None:
-        """Create the tables (when ``create_schema``) and enable SQLite's WAL."""
+        """Make or check the schema as ``schema`` says, once; SQLite files switch to WAL.
+
+        Idempotent and cheap once started; concurrent calls wait for one
+        start, and a caller cancelled while waiting does not cancel it.
+        """
         if self._started:
             return
-        self._started = True
+        if self._closed:
+            raise LifecycleError("this database was closed; build a new Database to reconnect")
+        starting = self._starting
+        if starting is None:
+            starting = self._starting = asyncio.ensure_future(self._start())
+            starting.add_done_callback(self._start_ended)
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if starting.cancelled() and (current is None or not current.cancelling()):
+                # not this caller cancelled: close() ended the start it waited on
+                raise LifecycleError("the database was closed while it was starting") from None
+            raise
+
+    def _start_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self._starting = None  # not started: a later start() tries again
+
+    async def _start(self) -> None:
         for attempt in range(3):
             try:
-                await self._prepare()
-                return
+                async with self.engine.begin() as conn:
+                    await self._prepare(conn)
+                break
             except DBAPIError:
-                # Another process created the same tables a moment before us
+                # Another process made the same tables a moment before us
                 # (two slices starting together): look again, then they exist.
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
+        self._started = not self._closed
 
-    async def _prepare(self) -> None:
-        async with self.engine.begin() as conn:
-            if self.dialect == "sqlite" and "memory" not in self.url:
-                await conn.execute(text("PRAGMA journal_mode=WAL"))
-            if self.create_schema:
-                for meta in (metadata, *self.extra_metadata):
-                    await conn.run_sync(meta.create_all)
+    async def _prepare(self, conn: AsyncConnection) -> None:
+        if self.dialect == "sqlite" and "memory" not in self.url:
+            await conn.execute(text("PRAGMA journal_mode=WAL"))
+        if self.schema == "migrate":
+            await self._migrate(conn)
+        elif self.schema == "create":
+            for meta in (metadata, *self.extra_metadata):
+                await conn.run_sync(meta.create_all)
+        elif self.schema == "none":
+            await self._check(conn)
+        if self.dialect == "postgresql":
+            self.outbox_notifies = bool(
+                (await conn.execute(text(_HAS_NOTIFY_TRIGGER))).scalar_one()
+            )
+
+    async def _migrate(self, conn: AsyncConnection) -> None:
+        from .migrations import alembic_turn, migrate_connection  # Alembic only when migrating
+
+        async with alembic_turn():  # one upgrade at a time in this process
             if self.dialect == "postgresql":
-                self.outbox_notifies = bool(
-                    (await conn.execute(text(_HAS_NOTIFY_TRIGGER))).scalar_one()
-                )
+                # and across processes: released when this transaction ends
+                await conn.execute(text(_MIGRATION_LOCK))
+            await conn.run_sync(migrate_connection, self.extra_metadata, self.migrations)
+
+    async def _check(self, conn: AsyncConnection) -> None:
+        from .migrations import schema_problems
+
+        problems = await conn.run_sync(schema_problems, self.extra_metadata, self.migrations)
+        if problems:
+            where = make_url(self.url).render_as_string(hide_password=True)
+            raise ConfigurationError(
+                f"the schema of {where} is not ready: {'; '.join(problems)};"
+                " run `wirebus db upgrade MODULE:ATTR` (or start with schema='migrate')"
+            )
 
     async def close(self) -> None:
-        """Dispose of the connection pool (idempotent)."""
+        """Dispose of the connection pool; idempotent, and the database cannot start again."""
+        if self._closed:
+            return
+        self._closed = True
+        self._started = False
+        starting, self._starting = self._starting, None
+        if starting is not None and not starting.done():
+            starting.cancel()
+            await asyncio.wait([starting])
         await self.engine.dispose()
+
+    # ------------------------------------------------------------ use
 
     def session(self) -> AsyncSession:
         """A new session (not yet in a transaction)."""
@@ -219,6 +346,22 @@ class Database:
         """The URL as a plain ``postgresql://`` DSN for a raw asyncpg connection."""
         url = make_url(self.url).set(drivername="postgresql")
         return url.render_as_string(hide_password=False)
+
+
+def _schema_mode(schema: SchemaMode | None, create_schema: bool, memory: bool) -> SchemaMode:
+    if schema is None:
+        if not create_schema:
+            return "unchecked"
+        return "create" if memory else "migrate"
+    if schema not in get_args(SchemaMode):
+        choices = ", ".join(repr(mode) for mode in get_args(SchemaMode))
+        raise ConfigurationError(f"schema must be one of {choices}, not {schema!r}")
+    if create_schema:
+        raise ConfigurationError("pass schema=... or create_schema=True, not both")
+    return schema
+
+
+_MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(2003399283, 1835624306)"  # "wirs", "migr"
 
 
 def _replace_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:

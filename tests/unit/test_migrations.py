@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, inspect, text
 
+import wirebus.migrations
 from wirebus.db import Database
-from wirebus.migrations import WIREBUS_VERSION_TABLE, upgrade
+from wirebus.migrations import WIREBUS_VERSION_TABLE, head_revision, upgrade
 
 app_metadata = MetaData()
 Table(
@@ -86,7 +89,7 @@ async def test_upgrade_creates_wirebus_and_app_tables_on_a_fresh_file(tmp_path: 
     assert columns == OUTBOX_COLUMNS
     assert indexes  # the claim index (names: see test_the_migrated_schema_matches_create_all)
     assert found["tables"]["wirebus_inbox"][0] == ["consumer_group", "event_id", "handled_at"]
-    assert found["versions"] == ["0003"]
+    assert found["versions"] == [head_revision()]
     assert "app_gadgets" in summary
     assert "app_widgets" in summary
 
@@ -108,7 +111,7 @@ async def test_running_upgrade_twice_is_a_no_op(tmp_path: Path) -> None:
     first = schema(path)
     summary = await upgrade(url_of(path), app_metadata)
     assert schema(path) == first
-    assert first["versions"] == ["0003"]
+    assert first["versions"] == [head_revision()]
     assert "none missing" in summary
 
 
@@ -135,9 +138,9 @@ async def test_upgrade_keeps_existing_rows(tmp_path: Path) -> None:
 
 async def test_upgrade_adopts_tables_created_by_create_all(tmp_path: Path) -> None:
     path = tmp_path / "adopted.db"
-    database = Database(url_of(path), create_schema=True, extra_metadata=[app_metadata])
+    database = Database(url_of(path), schema="create", extra_metadata=[app_metadata])
     try:
-        await database.start()  # a runtime's first start: create_all, no version table
+        await database.start()  # as runtimes before migrate-on-start did: no version table
     finally:
         await database.close()
     before = schema(path)
@@ -146,7 +149,7 @@ async def test_upgrade_adopts_tables_created_by_create_all(tmp_path: Path) -> No
     summary = await upgrade(url_of(path), app_metadata)
 
     after = schema(path)
-    assert after["versions"] == ["0003"]
+    assert after["versions"] == [head_revision()]
     assert {k: v for k, v in after["tables"].items() if k != WIREBUS_VERSION_TABLE} == before[
         "tables"
     ]
@@ -158,7 +161,7 @@ async def test_the_migrated_schema_matches_create_all(tmp_path: Path) -> None:
     """Alembic's wirebus tables and ``db.metadata`` agree (columns and indexes)."""
     migrated, created = tmp_path / "migrated.db", tmp_path / "created.db"
     await upgrade(url_of(migrated))
-    database = Database(url_of(created), create_schema=True)
+    database = Database(url_of(created), schema="create")
     try:
         await database.start()
     finally:
@@ -185,4 +188,46 @@ async def test_a_database_at_0001_gains_the_waiting_index(tmp_path: Path) -> Non
 
     after = schema(path)
     assert "wirebus_outbox_waiting" in after["tables"]["wirebus_outbox"][1]
-    assert after["versions"] == ["0003"]
+    assert after["versions"] == [head_revision()]
+
+
+VERSIONS = Path(wirebus.migrations.__file__).parent / "versions"
+
+
+def imported_modules(script: Path) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.add("." * node.level + (node.module or ""))
+    return modules
+
+
+@pytest.mark.parametrize("script", sorted(VERSIONS.glob("*.py")), ids=lambda p: p.stem)
+def test_a_revision_holds_frozen_ddl_importing_only_alembic_and_sqlalchemy(script: Path) -> None:
+    """A revision never reads wirebus's live tables, so changing them cannot change it."""
+    assert imported_modules(script) <= {"__future__", "alembic", "sqlalchemy"}
+
+
+async def test_a_database_the_first_0001_made_gains_todays_indexes(tmp_path: Path) -> None:
+    """0001 was edited after it first shipped; revision 0004 repairs what it made then."""
+    fresh, old = tmp_path / "fresh.db", tmp_path / "first.db"
+    await upgrade(url_of(fresh))
+    await upgrade(url_of(old))
+    engine = create_engine(f"sqlite:///{old}")
+    try:
+        with engine.begin() as conn:  # as commit 4e409a3's 0001 left it
+            conn.execute(text("DROP INDEX wirebus_outbox_pending"))
+            conn.execute(text("DROP INDEX wirebus_outbox_key"))
+            conn.execute(
+                text("CREATE INDEX wirebus_outbox_claim ON wirebus_outbox (status, shard, id)")
+            )
+            conn.execute(text(f"UPDATE {WIREBUS_VERSION_TABLE} SET version_num = '0001'"))
+    finally:
+        engine.dispose()
+
+    await upgrade(url_of(old))
+
+    assert schema(old) == schema(fresh)
+    assert "wirebus_outbox_claim" not in schema(old)["tables"]["wirebus_outbox"][1]

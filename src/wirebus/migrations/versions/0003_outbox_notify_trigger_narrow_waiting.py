@@ -2,6 +2,10 @@
 
 Revision ID: 0003
 Revises: 0002
+
+Frozen DDL: the predicate and the trigger are written out as they were when
+this revision was made (commit c119f1d), not imported from ``wirebus.db``, so
+a later change to the live tables cannot change what this revision does.
 """
 
 from __future__ import annotations
@@ -9,12 +13,20 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from wirebus.db import OUTBOX_NOTIFY_DDL, WAITING_ROWS
-
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
+
+_WAITING_ROWS = "status = 'pending' AND last_error IS NOT NULL"
+_NOTIFY_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION wirebus_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS"
+    " $$ BEGIN PERFORM pg_notify('wirebus_outbox', ''); RETURN NULL; END $$"
+)
+_NOTIFY_TRIGGER = (
+    "CREATE TRIGGER wirebus_outbox_notify AFTER INSERT ON wirebus_outbox"
+    " FOR EACH STATEMENT EXECUTE FUNCTION wirebus_outbox_notify()"
+)
 
 
 def upgrade() -> None:
@@ -25,14 +37,14 @@ def upgrade() -> None:
         "wirebus_outbox_waiting",
         "wirebus_outbox",
         ["available_at"],
-        postgresql_where=WAITING_ROWS,
-        sqlite_where=WAITING_ROWS,
+        postgresql_where=sa.text(_WAITING_ROWS),
+        sqlite_where=sa.text(_WAITING_ROWS),
     )
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite has one relay, woken in its own process: no NOTIFY
     op.execute("DROP TRIGGER IF EXISTS wirebus_outbox_notify ON wirebus_outbox")
-    for statement in OUTBOX_NOTIFY_DDL:
-        op.execute(statement)
+    op.execute(_NOTIFY_FUNCTION)
+    op.execute(_NOTIFY_TRIGGER)
 
 
 def downgrade() -> None:
