@@ -151,9 +151,10 @@ async def run_stream(
     The chain runs in a task of its own so every behaviour's ``await
     call_next`` spans the whole stream; the handler is at most one item
     ahead of the caller, and an item leaves only when the caller asks for
-    it (so the stream follows the caller's pace, and gRPC flow control). Closing the iterator early (the client cancelled)
-    cancels the chain, so the handler's generator is closed and every
-    behaviour sees the cancellation.
+    it (so the stream follows the caller's pace, and gRPC flow control).
+    Closing the iterator early (the client cancelled) cancels the chain, so
+    the handler's generator is closed and every behaviour sees the
+    cancellation.
     """
 
     async def produce() -> None:

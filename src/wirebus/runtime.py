@@ -114,11 +114,16 @@ class Runtime:
     async def start(self) -> None:
         """Start the parts in dependency order."""
         from .db import Database
-        from .outbox.relay import Relay
+        from .outbox.relay import Relay, outbox_store_for
 
         extra = [self.app.metadata] if self.app.metadata is not None else []
+        # The schema comes from the migrations (wirebus's, then the app's own,
+        # or its metadata when it has none); the runtime owns the database.
         self.database = Database(
-            self.settings.database_url, create_schema=True, extra_metadata=extra
+            self.settings.database_url,
+            schema="migrate",
+            extra_metadata=extra,
+            migrations=self.app.migrations,
         )
         await self.database.start()
         self._stack.push_async_callback(self.database.close)
@@ -129,7 +134,8 @@ class Runtime:
         await self.mediator.start()
         self._stack.push_async_callback(self.mediator.close)
         if self.relay:
-            self.relay_worker = Relay(self.database, publisher, metrics=self.metrics)
+            store = outbox_store_for(self.database)
+            self.relay_worker = Relay(store, publisher, metrics=self.metrics)
             await self.relay_worker.start()
             self._relay_task = asyncio.create_task(self.relay_worker.run(), name="wirebus relay")
             self._stack.push_async_callback(self._stop_relay)
