@@ -6,7 +6,10 @@
   --group G`` on that Kafka with a SQLite database of its own, waits for gRPC health
   SERVING and, on exit, stops it with SIGTERM and asserts exit code 0;
 - ``run_tool`` runs a toolchain command and fails the test with its output (and the
-  end of the shop's log) unless it exits 0; ``tool_env`` builds its environment.
+  end of the shop's log) unless it exits 0; ``tool_env`` builds its environment;
+- ``seeded_backlog(name)`` writes a backlog of other orders' events and an
+  out-of-order arrival on two fresh topics (``tests/crosslang/backlog.py``): each
+  language's consumer must wait through it for the wanted event types of one order.
 
 Each language consumes as a group of its own (``shop-crosslang-<lang>``): any other
 ``wirebus run`` of the shop in the same group on this Kafka would be handed some of
@@ -39,6 +42,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.crosslang.backlog import Backlog, seed_backlog
 from tests.integration.conftest import services  # noqa: F401  (session fixture, re-exported)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +76,8 @@ class ShopServer:
 
 #: the type of the ``shop_server`` fixture: ``with shop_server(group) as server: ...``
 ShopServerFactory = Callable[[str], AbstractContextManager[ShopServer]]
+#: the type of the ``seeded_backlog`` fixture: ``seeded_backlog("crosslang-go").env()``
+BacklogFactory = Callable[[str], Backlog]
 
 
 def tool_env(*path: Path, **extra: str) -> dict[str, str]:
@@ -265,3 +271,13 @@ def shop_server(
 @pytest.fixture(scope="session")
 def kafka_bootstrap(services: dict[str, str]) -> str:  # noqa: F811
     return services["WIREBUS_KAFKA_BOOTSTRAP"]
+
+
+@pytest.fixture(scope="session")
+def seeded_backlog(kafka_bootstrap: str) -> BacklogFactory:
+    """``seeded_backlog(name)``: fresh topics holding a backlog (see ``backlog.py``)."""
+
+    def seed(name: str) -> Backlog:
+        return seed_backlog(kafka_bootstrap, name)
+
+    return seed

@@ -23,7 +23,15 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 from shop.orders.v1 import orders_pb2  # noqa: F401  (registers the types by name)
 from shop.payments.v1 import payments_pb2  # noqa: F401
 
-from tests.crosslang.conftest import GOLDEN, ROOT, ShopServer, ShopServerFactory, run_tool, tool_env
+from tests.crosslang.conftest import (
+    GOLDEN,
+    ROOT,
+    BacklogFactory,
+    ShopServer,
+    ShopServerFactory,
+    run_tool,
+    tool_env,
+)
 
 if shutil.which("go") is None:
     pytest.skip(
@@ -119,6 +127,7 @@ def go_run(
     generated: Path,
     shop: ShopServer,
     kafka_bootstrap: str,
+    seeded_backlog: BacklogFactory,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """`go test ./... -count=1 -v` against the shop; its result and the bytes Go wrote."""
@@ -128,6 +137,7 @@ def go_run(
         WIREBUS_GO_OUT=str(out),
         WIREBUS_GRPC_ADDR=shop.address,
         WIREBUS_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        **seeded_backlog("crosslang-go").env(),
     )
     done = run_tool(
         ["go", "test", "./...", "-count=1", "-v", "-timeout=5m"],
@@ -149,6 +159,7 @@ def test_go_tests_pass_against_the_shop(
     assert "--- SKIP" not in output, f"a Go test was skipped:\n{output}"
     for name in (
         "TestGolden",
+        "TestBacklog",
         "TestShop/client",
         "TestShop/client/empty_PlaceOrder_is_INVALID_ARGUMENT_with_BadRequest_items",
         "TestShop/client/unknown_GetOrder_is_NOT_FOUND_with_ErrorInfo_ORDER_NOT_FOUND",

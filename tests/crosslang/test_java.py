@@ -21,7 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.crosslang.conftest import GOLDEN, ROOT, ShopServer, ShopServerFactory, run_tool, tool_env
+from tests.crosslang.conftest import (
+    GOLDEN,
+    ROOT,
+    BacklogFactory,
+    ShopServer,
+    ShopServerFactory,
+    run_tool,
+    tool_env,
+)
 
 if shutil.which("java") is None or shutil.which("mvn") is None:
     pytest.skip(
@@ -37,7 +45,7 @@ CACHE = ROOT / ".cache"
 M2 = CACHE / "m2"
 MVN = ["mvn", "-B", "-q", f"-Dmaven.repo.local={M2}"]
 # the JUnit classes that must all run, none skipped
-JUNIT_CLASSES = ("GoldenFilesTest", "ShopInteropTest")
+JUNIT_CLASSES = ("GoldenFilesTest", "ShopInteropTest", "BacklogConsumerTest")
 
 
 def pom_property(name: str) -> str:
@@ -98,7 +106,7 @@ def junit_counts() -> dict[str, dict[str, int]]:
 
 
 def test_java_reads_golden_files_calls_the_gateway_and_consumes_the_events(
-    shop: ShopServer, kafka_bootstrap: str
+    shop: ShopServer, kafka_bootstrap: str, seeded_backlog: BacklogFactory
 ) -> None:
     # protoc (java builtin) and protoc-gen-grpc-java, the versions the pom depends on
     protobuf, grpc_java = pom_property("protobuf.version"), pom_property("grpc.version")
@@ -123,6 +131,7 @@ def test_java_reads_golden_files_calls_the_gateway_and_consumes_the_events(
         WIREBUS_GATEWAY=shop.address,
         WIREBUS_KAFKA_BOOTSTRAP=kafka_bootstrap,
         WIREBUS_GOLDEN_DIR=str(GOLDEN),
+        **seeded_backlog("crosslang-java").env(),
     )
     done = run_tool(
         [*MVN, *offline, "test"], cwd=JAVA, env=java_env, timeout=900, shop=shop, merge_stderr=True
@@ -136,4 +145,5 @@ def test_java_reads_golden_files_calls_the_gateway_and_consumes_the_events(
         assert counts[name]["tests"] > 0, f"{name} ran no test: {counts}\n{output}"
         assert counts[name]["skipped"] == 0, f"{name} skipped tests: {counts}\n{output}"
     assert counts["ShopInteropTest"]["tests"] == 4, counts
+    assert counts["BacklogConsumerTest"]["tests"] == 1, counts
     print(f"JUnit: {counts}")

@@ -6,7 +6,9 @@ The Node side (protobuf-es v2, Connect's gRPC transport, kafkajs) proves that
 2. a gRPC client can place, read (until PAID), list and cancel orders on
    ``wirebus run examples.shop.app:app`` and read the google.rpc error details;
 3. a Kafka consumer finds OrderPlaced and PaymentCaptured of that order with
-   their CloudEvents headers and decodes the bare values.
+   their CloudEvents headers and decodes the bare values;
+4. the same consumer waits through a backlog (``tests/crosslang/backlog.py``) for
+   every wanted type of one order.
 
 This driver installs the Node packages (``npm ci``), generates the TypeScript
 code (``buf generate --template buf.gen.ts.yaml``, offline), starts the shop on
@@ -24,7 +26,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.crosslang.conftest import ROOT, ShopServer, ShopServerFactory, run_tool, tool_env
+from tests.crosslang.conftest import (
+    ROOT,
+    BacklogFactory,
+    ShopServer,
+    ShopServerFactory,
+    run_tool,
+    tool_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -103,12 +112,14 @@ def test_typescript_typechecks_and_reads_the_golden_files(ts_project: Path) -> N
 
 
 def test_typescript_client_and_kafka_consumer_talk_to_the_shop(
-    ts_project: Path, shop: ShopServer, kafka_bootstrap: str
+    ts_project: Path, shop: ShopServer, kafka_bootstrap: str, seeded_backlog: BacklogFactory
 ) -> None:
-    node_test(
+    out = node_test(
         ts_project,
         "test:shop",
         shop,
         WIREBUS_GRPC_ADDRESS=shop.address,
         WIREBUS_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        **seeded_backlog("crosslang-ts").env(),
     )
+    assert "ok 1 - waits for every wanted type of its order" in out, out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import os
 import shutil
 import signal
@@ -9,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import grpc
@@ -43,6 +46,54 @@ def stop(proc: subprocess.Popen[bytes], log: Path) -> str:
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
     return log.read_text(errors="replace")
+
+
+async def _canary_consumed(bootstrap: str, group: str, within: float = 60.0) -> None:
+    """Return once ``group`` has consumed a canary written to shop.orders.v1 now.
+
+    A consumer started at "latest" resolves its position some time after its
+    assignment; a record written before that is never seen. So write OrderCancelled
+    canaries (of no real order: the payments slice ignores them, and commits) until
+    the group's committed offset passes one: from then on it sees every new record.
+    """
+    from aiokafka import AIOKafkaProducer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from wirebus.cloudevents import Attributes
+    from wirebus.testing import wait_until
+
+    ce_type = orders_pb2.OrderCancelled.DESCRIPTOR.full_name
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await producer.start()
+    await admin.start()
+    try:
+
+        async def consumed_a_new_canary() -> bool:
+            order_id = f"canary-{uuid.uuid4()}"
+            cancelled = orders_pb2.OrderCancelled(order_id=order_id, reason="canary")
+            cancelled.cancelled_at.FromDatetime(dt.datetime.now(dt.UTC))
+            sent = await producer.send_and_wait(
+                "shop.orders.v1",
+                cancelled.SerializeToString(),
+                key=order_id.encode(),
+                headers=Attributes.new(source="test", type=ce_type).headers(),
+            )
+            tp = TopicPartition(sent.topic, sent.partition)
+
+            async def committed_past_it() -> bool:
+                offsets = await admin.list_consumer_group_offsets(group)
+                return tp in offsets and offsets[tp].offset > sent.offset
+
+            try:
+                return await wait_until(committed_past_it, within=3, interval=0.1)
+            except TimeoutError:  # written before the position was resolved: try again
+                return False
+
+        await wait_until(consumed_a_new_canary, within=within, interval=0)
+    finally:
+        await admin.close()
+        await producer.stop()
 
 
 def place_order(stub: orders_pb2_grpc.OrderServiceStub, customer: str) -> str:
@@ -100,7 +151,8 @@ def test_payments_consumer_process_captures_and_the_gateway_shows_paid(
             assert time.monotonic() < deadline, payments_log.read_text()
             assert payments.poll() is None, payments_log.read_text()
             time.sleep(0.1)
-        time.sleep(1.0)  # the consumer resolves "latest" right after the assignment
+        # the consumer resolves "latest" after the assignment: wait until it consumes
+        asyncio.run(_canary_consumed(bootstrap, f"{fresh}-payments"))
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=60)
             stub = orders_pb2_grpc.OrderServiceStub(channel)

@@ -21,6 +21,7 @@ from wirebus.cloudevents import Attributes
 from wirebus.consumer import ConsumerRunner, EventProcessor
 from wirebus.inbox import InMemoryInbox
 from wirebus.retry import Retry
+from wirebus.testing import wait_until
 
 TIMEOUT = 5
 NOW = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
@@ -116,11 +117,15 @@ async def running(runner: ConsumerRunner) -> AsyncIterator[asyncio.Task[None]]:
 
 async def until(condition: Callable[[], bool]) -> None:
     """Poll ``condition`` until it is true; fail after ``TIMEOUT`` seconds."""
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.005)
+    await wait_until(condition, within=TIMEOUT, interval=0.005)
+
+
+def all_committed(broker: InMemoryBroker) -> bool:
+    """The group's committed offsets are at the end of every partition of TOPIC."""
+    ends = [0] * broker.partitions
+    for record in broker.records(TOPIC):
+        ends[record.partition] += 1
+    return all(broker.committed(GROUP, (TOPIC, p)) == end for p, end in enumerate(ends))
 
 
 def cancelled(order_id: str, n: int = 0) -> Cancelled:
@@ -178,11 +183,14 @@ async def test_records_appended_while_running_are_processed() -> None:
     publisher = broker.publisher(app.registry(), source="test")
 
     async with running(runner_for(app, broker)):
-        await asyncio.sleep(0.02)
+        await publisher.publish(cancelled("early"))
+        await until(lambda: seen == ["early"])  # the runner is in its loop now
         await publisher.publish(cancelled("late"))
-        await until(lambda: seen == ["late"])
+        await until(lambda: seen == ["early", "late"])
 
-    assert broker.committed(GROUP, partition_of("late", broker)) == 1
+    tp = partition_of("late", broker)
+    on_its_partition = [r for r in broker.records(TOPIC) if (r.topic, r.partition) == tp]
+    assert broker.committed(GROUP, tp) == len(on_its_partition)
 
 
 async def test_an_offset_is_committed_only_after_its_record_reached_an_outcome() -> None:
@@ -190,17 +198,24 @@ async def test_an_offset_is_committed_only_after_its_record_reached_an_outcome()
     gate = asyncio.Event()
 
     async def slow(event: Cancelled) -> None:
-        entered.set()
-        await gate.wait()
+        if event.order_id == "o-1":
+            entered.set()
+            await gate.wait()
 
     app = app_with(slow)
     broker = InMemoryBroker()
-    await broker.publisher(app.registry(), source="test").publish(cancelled("o-1"))
     tp = partition_of("o-1", broker)
+    # a record of another partition, fetched in the same batch and handled at once
+    other = next(f"o-{n}" for n in range(2, 100) if partition_of(f"o-{n}", broker) != tp)
+    publisher = broker.publisher(app.registry(), source="test")
+    await publisher.publish_many([cancelled("o-1"), cancelled(other)])
+    runner = runner_for(app, broker)
 
-    async with running(runner_for(app, broker)):
+    async with running(runner):
         await asyncio.wait_for(entered.wait(), TIMEOUT)
-        await asyncio.sleep(0.05)
+        # the batch got as far as another record's outcome: had it committed o-1 on
+        # fetch (or with that outcome), the commit would be there by now
+        await until(lambda: runner.outcomes == {"handled": 1})
         assert broker.committed(GROUP, tp) == 0
         gate.set()
         await until(lambda: broker.committed(GROUP, tp) == 1)
@@ -222,30 +237,38 @@ async def test_stop_finishes_the_batch_in_hand_commits_and_returns() -> None:
     runner = runner_for(app, broker)
     await runner.start()
     task = asyncio.create_task(runner.run())
+    handled_when_run_returned: list[list[str]] = []
+    task.add_done_callback(lambda _: handled_when_run_returned.append(list(handled)))
     await asyncio.wait_for(entered.wait(), TIMEOUT)
 
     await runner.stop()
-    await asyncio.sleep(0.02)
-    assert not task.done()
     gate.set()
     await asyncio.wait_for(task, TIMEOUT)
 
+    assert handled_when_run_returned == [["o-1"]]  # run() waited for the handler
     assert handled == ["o-1"]
     assert broker.committed(GROUP, partition_of("o-1", broker)) == 1
 
 
 async def test_stop_of_an_idle_runner_returns_promptly() -> None:
-    app = app_with()
-    runner = runner_for(app, InMemoryBroker())
+    seen: list[str] = []
+
+    async def on_cancelled(event: Cancelled) -> None:
+        seen.append(event.order_id)
+
+    app = app_with(on_cancelled)
+    broker = InMemoryBroker()
+    runner = runner_for(app, broker)
     await runner.start()
     task = asyncio.create_task(runner.run())
-    await asyncio.sleep(0.01)
+    await broker.publisher(app.registry(), source="test").publish(cancelled("only"))
+    await until(lambda: seen == ["only"])  # in its loop, nothing left to fetch: idle
 
     await runner.stop()
     await asyncio.wait_for(task, 1)
 
     assert task.result() is None
-    assert runner.outcomes == {}
+    assert runner.outcomes == {"handled": 1}
 
 
 async def test_a_new_runner_of_the_group_does_not_process_committed_records_again() -> None:
@@ -264,7 +287,8 @@ async def test_a_new_runner_of_the_group_does_not_process_committed_records_agai
     await publisher.publish(cancelled("second"))
     async with running(runner_for(app, broker)):
         await until(lambda: len(seen) == 2)
-        await asyncio.sleep(0.05)
+        # committed to the end of every partition: whatever it fetched, it processed
+        await until(lambda: all_committed(broker))
 
     assert seen == ["first", "second"]
 

@@ -300,7 +300,11 @@ async def test_handler_can_inject_call_metadata_peer_and_deadline(serve):
     assert call.peer.startswith(("ipv4:127.0.0.1", "ipv6:")), call
     remaining = call.time_remaining()
     assert remaining is not None, call
-    assert 0 < remaining <= 30, (remaining, call)
+    # the client's 30 s, as the server sees it: grpc core sends the timeout in the
+    # grpc-timeout header rounded up to a few significant digits (about 1 %: 30.1 s
+    # for 30 s, 1010 s for 1000 s) whenever the call is not the process's first, so
+    # the server may see a little more than the client asked for
+    assert 20 < remaining <= 30 * 1.01, (remaining, call)
 
 
 async def test_health_reports_serving_overall_and_per_service(serve):

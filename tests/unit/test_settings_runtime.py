@@ -1,7 +1,6 @@
 """Settings from the environment, and the Runtime on the embedded broker (no Kafka)."""
 
 import asyncio
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from wirebus import ConfigurationError
 from wirebus.brokers.memory import InMemoryBroker
 from wirebus.runtime import Runtime
 from wirebus.settings import DEFAULT_DATABASE_URL, Settings
+from wirebus.testing import wait_until
 
 
 def tmp_settings(tmp_path: Path) -> Settings:
@@ -25,14 +25,7 @@ TIMEOUT = 5
 
 async def until(condition: Callable[[], object]) -> None:
     """Poll ``condition`` (sync or async) until it is true; fail after ``TIMEOUT`` seconds."""
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            result = condition()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.01)
+    await wait_until(condition, within=TIMEOUT)
 
 
 # ---------------------------------------------------------------- Settings
@@ -145,12 +138,14 @@ async def test_without_kafka_the_relay_publishes_the_outbox_to_the_embedded_brok
         assert runtime.relay_worker is not None
         assert runtime.mediator is not None
 
-        ref = await runtime.mediator.send(place_order())
-        for _ in range(400):  # bounded: the relay and the consumers are asynchronous
-            order = await runtime.mediator.send(GetOrder(order_id=ref.order_id))
-            if order.status is OrderStatus.PAID:
-                break
-            await asyncio.sleep(0.025)
+        mediator = runtime.mediator
+        ref = await mediator.send(place_order())
+
+        async def paid() -> OrderView | None:  # the relay and the consumers are asynchronous
+            order: OrderView = await mediator.send(GetOrder(order_id=ref.order_id))
+            return order if order.status is OrderStatus.PAID else None
+
+        order = await wait_until(paid, within=TIMEOUT * 2, interval=0.025)
 
         assert order.status is OrderStatus.PAID
         assert [r.topic for r in runtime.broker.records("shop.orders.v1")] == ["shop.orders.v1"]
@@ -174,8 +169,8 @@ async def test_stopping_the_runtime_stops_its_consumer() -> None:
     runtime = Runtime(shop_app, Settings(), consume=True)
     async with runtime:
         assert runtime.runner is not None
-    assert runtime._task is not None
-    assert runtime._task.done()
+    # wait() returns at once when the consumer loop has ended (never while there is none)
+    await asyncio.wait_for(runtime.wait(), 1)
     await runtime.stop()  # idempotent
 
 

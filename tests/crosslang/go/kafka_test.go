@@ -22,74 +22,26 @@ const (
 
 var uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
-// wanted is one event to find: its record key and CloudEvents type.
-type wanted struct{ key, ceType string }
-
-// runConsumer reads both topics from the start with a plain franz-go client (no
-// consumer group) until it has the OrderPlaced and PaymentCaptured records of the
-// order the client saw PAID, then checks their headers and decodes their values with
-// the generated types.
+// runConsumer reads both topics from the start until it has the OrderPlaced and
+// PaymentCaptured records of the order the client saw PAID, then checks their headers
+// and decodes their values with the generated types.
 func runConsumer(t *testing.T, bootstrap string, orders *placed) {
-	client, err := kgo.NewClient(
-		kgo.SeedBrokers(bootstrap),
-		kgo.ClientID("wirebus-crosslang-go"),
-		kgo.ConsumeTopics(ordersTopic, paymentsTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-
-	want := []wanted{
-		{orders.PaidID, "shop.orders.v1.OrderPlaced"},
-		{orders.PaidID, "shop.payments.v1.PaymentCaptured"},
-	}
-	found := map[wanted]*kgo.Record{}
-	ctx, cancel := context.WithTimeout(context.Background(), consumeWithin)
-	defer cancel()
-	records := 0
-	for len(found) < len(want) && ctx.Err() == nil {
-		fetches := client.PollFetches(ctx)
-		if fetches.IsClientClosed() {
-			break
-		}
-		fetches.EachError(func(topic string, partition int32, err error) {
-			if ctx.Err() == nil {
-				t.Logf("fetch %s[%d]: %v (retrying)", topic, partition, err)
-			}
-		})
-		fetches.EachRecord(func(r *kgo.Record) {
-			records++
-			key := wanted{string(r.Key), header(r, "ce_type")}
-			for _, w := range want {
-				if key == w && found[w] == nil {
-					found[w] = r
-				}
-			}
-		})
-	}
-	t.Logf("read %d records from %s and %s", records, ordersTopic, paymentsTopic)
-	for _, w := range want {
-		if found[w] == nil {
-			t.Fatalf("no %s record with key %s within %v (%d records read)",
-				w.ceType, w.key, consumeWithin, records)
-		}
-	}
+	types := []string{"shop.orders.v1.OrderPlaced", "shop.payments.v1.PaymentCaptured"}
+	found := awaitEvents(t, bootstrap, []string{ordersTopic, paymentsTopic}, orders.PaidID, types)
 
 	ids := map[string]bool{}
-	for _, w := range want {
-		r := found[w]
-		checkCloudEvents(t, r, w.ceType)
+	for _, ceType := range types {
+		r := found[ceType]
+		checkCloudEvents(t, r, ceType)
 		ids[header(r, "ce_id")] = true
 	}
-	if len(ids) != len(want) {
+	if len(ids) != len(types) {
 		t.Errorf("ce_id is not unique per event: %v", ids)
 	}
 
 	paid := orders.Paid
 	var placedEvent ordersv1.OrderPlaced
-	r := found[want[0]]
+	r := found[types[0]]
 	decodeBare(t, r, &placedEvent)
 	if r.Topic != ordersTopic || placedEvent.GetOrderId() != paid.GetOrderId() ||
 		placedEvent.GetCustomerId() != paid.GetCustomerId() ||
@@ -105,13 +57,67 @@ func runConsumer(t *testing.T, bootstrap string, orders *placed) {
 	}
 
 	var captured paymentsv1.PaymentCaptured
-	r = found[want[1]]
+	r = found[types[1]]
 	decodeBare(t, r, &captured)
 	if r.Topic != paymentsTopic || captured.GetOrderId() != paid.GetOrderId() ||
 		captured.GetAmountCents() != paid.GetTotalCents() || !uuidPattern.MatchString(captured.GetPaymentId()) ||
 		captured.GetCapturedAt().AsTime().Before(paid.GetPlacedAt().AsTime()) {
 		t.Errorf("PaymentCaptured on %s: %v\nGetOrder said: %v", r.Topic, &captured, paid)
 	}
+}
+
+// awaitEvents reads topics from the start with a plain franz-go client (no consumer
+// group) until, for every type in types, a record with key key and that ce_type has
+// arrived; records of other orders or other types (a backlog, this order's
+// OrderCancelled) are skipped. It returns ce_type -> the first such record, and fails
+// the test naming the missing types after consumeWithin.
+func awaitEvents(t *testing.T, bootstrap string, topics []string, key string, types []string) map[string]*kgo.Record {
+	t.Helper()
+	client, err := kgo.NewClient(
+		kgo.SeedBrokers(bootstrap),
+		kgo.ClientID("wirebus-crosslang-go"),
+		kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+
+	wanted := map[string]bool{}
+	for _, ceType := range types {
+		wanted[ceType] = true
+	}
+	found := map[string]*kgo.Record{}
+	ctx, cancel := context.WithTimeout(context.Background(), consumeWithin)
+	defer cancel()
+	records := 0
+	for len(found) < len(types) && ctx.Err() == nil {
+		fetches := client.PollFetches(ctx)
+		if fetches.IsClientClosed() {
+			break
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if ctx.Err() == nil {
+				t.Logf("fetch %s[%d]: %v (retrying)", topic, partition, err)
+			}
+		})
+		fetches.EachRecord(func(r *kgo.Record) {
+			records++
+			ceType := header(r, "ce_type")
+			if r.Key != nil && string(r.Key) == key && wanted[ceType] && found[ceType] == nil {
+				found[ceType] = r
+			}
+		})
+	}
+	t.Logf("read %d records from %v", records, topics)
+	for _, ceType := range types {
+		if found[ceType] == nil {
+			t.Fatalf("no %s record with key %s on %v within %v (%d records read, found %d of %v)",
+				ceType, key, topics, consumeWithin, records, len(found), types)
+		}
+	}
+	return found
 }
 
 // header is the first value of a record header ("" when absent).
