@@ -354,7 +354,7 @@ def describe(target: str, app_dir: str) -> None:
     """Print each RPC method with its handler and each event with its handlers."""
     app = load_app(target, app_dir)
     try:
-        click.echo(app.describe())
+        click.echo(app.describe(database=True))  # as `wirebus run`/`serve` run it
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
 
