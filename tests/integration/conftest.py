@@ -12,7 +12,7 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +114,33 @@ async def read_records(
     finally:
         await consumer.stop()
     return records
+
+
+def plain_dsn(url: str, database: str | None = None) -> str:
+    """``url`` as a plain ``postgresql://`` DSN (for asyncpg), optionally of another database."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+async def pg_url(database_url: str) -> AsyncIterator[str]:
+    """The SQLAlchemy URL of a fresh database, dropped when the test ends."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    name = f"it_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(plain_dsn(database_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    admin = await asyncpg.connect(plain_dsn(database_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

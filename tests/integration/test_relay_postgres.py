@@ -13,7 +13,6 @@ import contextlib
 import datetime as dt
 import json
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -22,9 +21,8 @@ import asyncpg
 import pytest
 from shop.orders.v1 import orders_pb2
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
-from tests.integration.conftest import read_records
+from tests.integration.conftest import plain_dsn, read_records
 from wirebus import Event
 from wirebus.broker import EventEncoder
 from wirebus.codec import EventRegistry
@@ -57,30 +55,6 @@ def ev(key: str, n: int) -> Placed:
 def seq(value: bytes) -> tuple[str, int]:
     message = orders_pb2.OrderPlaced.FromString(value)
     return message.order_id, message.total_cents
-
-
-def plain_dsn(url: str, database: str | None = None) -> str:
-    parsed = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
-
-
-@pytest.fixture
-async def pg_url(database_url: str) -> AsyncIterator[str]:
-    """The SQLAlchemy URL of a fresh database, dropped when the test ends."""
-    name = f"it_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(plain_dsn(database_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    admin = await asyncpg.connect(plain_dsn(database_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 class Env:
