@@ -29,6 +29,7 @@ from wirebus.brokers.memory import InMemoryBroker
 from wirebus.consumer import ConsumerRunner, EventProcessor
 from wirebus.db import Database
 from wirebus.inbox.sqlalchemy import SqlAlchemyInbox
+from wirebus.testing import wait_until
 
 
 def noop_app() -> App:
@@ -78,8 +79,7 @@ async def measure(app: App, url: str, n: int, routers: frozenset[str] | None) ->
         await runner.start()
         started = time.perf_counter()
         task = asyncio.create_task(runner.run())
-        while sum(runner.outcomes.values()) < n:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: sum(runner.outcomes.values()) >= n, within=600)
         elapsed = time.perf_counter() - started
         await runner.stop()
         await task
