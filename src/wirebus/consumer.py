@@ -46,7 +46,9 @@ from .inbox import InboxClaim, InboxStore
 from .retry import Retry
 
 if TYPE_CHECKING:
+    from .db import Database
     from .mediator import EventRunner, Mediator
+    from .outbox.batch import BatchUnitOfWork
 
 __all__ = [
     "ConsumerPort",
@@ -116,6 +118,7 @@ class EventProcessor:
         skip_unknown: bool = False,
         routers: frozenset[str] | None = None,
         claim_inbox: bool = False,
+        database: Database | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.mediator = mediator
@@ -128,6 +131,8 @@ class EventProcessor:
         self.routers = routers
         self.claim_inbox = claim_inbox
         """The inbox is a table of the handlers' database: write it in their transaction."""
+        self.database = database
+        """The handlers' database (and the inbox's): a partition's batch commits once in it."""
         self._sleep = sleep
         self._plans: dict[str, list[tuple[EventType, Handlers]]] = {}
 
@@ -143,11 +148,12 @@ class EventProcessor:
         """Take the records of one partition, in order, each to an outcome.
 
         ``on_outcome`` is called after each record. The inbox is asked once
-        for the whole batch which events it has seen, and told once at the
-        end which ones were handled (also when processing is interrupted, for
-        those handled before). Raises :class:`ProcessingInterrupted` at the
-        first record that cannot reach an outcome; the records before it
-        have theirs.
+        for the whole batch which events it has seen. With a ``database``,
+        the records first run in one transaction (see the class docstring);
+        if a handler fails there, or the commit does, that is rolled back
+        and they run one transaction each, with retries and DLQ per record.
+        Raises :class:`ProcessingInterrupted` at the first record that
+        cannot reach an outcome; the records before it have theirs.
         """
         parsed: list[Attributes | MalformedEvent] = []
         for record in records:
@@ -157,6 +163,19 @@ class EventProcessor:
                 parsed.append(exc)
         ids = [a.id for a in parsed if isinstance(a, Attributes)]
         seen = await self._guarded(self.inbox.seen_many(self.group, ids)) if ids else set()
+        together = self.database is not None and len(records) > 1
+        if together and await self._process_together(records, parsed, seen, on_outcome):
+            return
+        await self._process_each(records, parsed, seen, on_outcome)
+
+    async def _process_each(
+        self,
+        records: Sequence[Record],
+        parsed: Sequence[Attributes | MalformedEvent],
+        seen: set[str],
+        on_outcome: Callable[[Record, Outcome], None],
+    ) -> None:
+        """One transaction per record; the inbox told once at the end of the unclaimed ones."""
         handled: list[str] = []
         try:
             for record, attributes in zip(records, parsed, strict=True):
@@ -173,6 +192,109 @@ class EventProcessor:
             if handled:
                 await self._guarded(self.inbox.mark_many(self.group, handled))
 
+    async def _process_together(
+        self,
+        records: Sequence[Record],
+        parsed: Sequence[Attributes | MalformedEvent],
+        seen: set[str],
+        on_outcome: Callable[[Record, Outcome], None],
+    ) -> bool:
+        """Run ``records`` in one :class:`BatchUnitOfWork`; False (all rolled back) to re-run.
+
+        Outcomes are reported only after the commit; dead letters (records
+        that never reached a handler) are sent and in-process events
+        delivered after it too, so a rolled-back batch left nothing behind.
+        """
+        from .outbox.batch import BatchUnitOfWork
+
+        assert self.database is not None
+        batch = BatchUnitOfWork(self.database, self.group)
+        seen = set(seen)  # the fallback starts again from what the inbox said
+        outcomes: list[Outcome] = []
+        dead: list[tuple[int, OutgoingRecord]] = []
+        local: list[Any] = []
+        try:
+            for index, (record, attributes) in enumerate(zip(records, parsed, strict=True)):
+                staged = await self._stage(record, attributes, seen, batch, local)
+                if staged is None:
+                    return False
+                if isinstance(staged, Exception):
+                    self._log_dead_letter(record, staged)
+                    dead.append((index, dead_letter_record(record, staged, 0)))
+                    staged = "dead_lettered"
+                outcomes.append(staged)
+            try:
+                await batch.commit()
+            except Exception as exc:
+                if _database_gone(exc):
+                    raise ProcessingInterrupted(f"{type(exc).__name__}: {exc}") from exc
+                log.warning(
+                    "a batch of %d record(s) of %s[%d] failed to commit (%s: %s);"
+                    " running them one transaction each",
+                    len(records), records[0].topic, records[0].partition, type(exc).__name__, exc,
+                )  # fmt: skip
+                return False
+        finally:
+            await batch.close()
+        await self._after_commit(records, outcomes, dead, local, on_outcome)
+        return True
+
+    async def _after_commit(
+        self,
+        records: Sequence[Record],
+        outcomes: Sequence[Outcome],
+        dead: Sequence[tuple[int, OutgoingRecord]],
+        local: Sequence[Any],
+        on_outcome: Callable[[Record, Outcome], None],
+    ) -> None:
+        """Deliver in-process events, send dead letters, then report every outcome in order."""
+        if local:
+            try:
+                await self.mediator.dispatch(local)
+            except Exception:
+                log.exception("delivering the events a committed batch emitted failed")
+        if dead:
+            try:
+                await self.dead_letters.send_records([r for _, r in dead])
+            except Exception as exc:
+                first = dead[0][0]  # the records before it have their outcome
+                for record, outcome in zip(records[:first], outcomes[:first], strict=True):
+                    on_outcome(record, outcome)
+                raise ProcessingInterrupted(f"{type(exc).__name__}: {exc}") from exc
+        for record, outcome in zip(records, outcomes, strict=True):
+            on_outcome(record, outcome)
+
+    async def _stage(
+        self,
+        record: Record,
+        attributes: Attributes | MalformedEvent,
+        seen: set[str],
+        batch: BatchUnitOfWork,
+        local: list[Any],
+    ) -> Outcome | Exception | None:
+        """Run ``record``'s handlers inside ``batch``: its outcome, why to dead-letter it, or
+        None when a handler failed (the batch must be rolled back)."""
+        if isinstance(attributes, MalformedEvent):
+            return attributes
+        decoded = self._decode(record, attributes, seen)
+        if isinstance(decoded, (str, Exception)):
+            return decoded
+        claim = InboxClaim(self.group, attributes.id, batch=batch)
+        for event, handlers in decoded:
+            for name, _retry, run in handlers:
+                try:
+                    local.extend(await run(event, claim))
+                except Exception as exc:
+                    log.info(
+                        "handler %s failed on %s %s in a batch (%s: %s);"
+                        " running the batch one transaction per record",
+                        name, attributes.type, attributes.id, type(exc).__name__, exc,
+                    )  # fmt: skip
+                    return None
+        seen.add(attributes.id)
+        batch.mark(attributes.id)
+        return "handled"
+
     def _plan(self, event_type: str) -> list[tuple[EventType, Handlers]]:
         """Per registered Python type of this ``ce_type``, the handlers it has here."""
         plan = self._plans.get(event_type)
@@ -187,10 +309,10 @@ class EventProcessor:
                 self._plans[event_type] = plan
         return plan
 
-    async def _handle(
+    def _decode(
         self, record: Record, attributes: Attributes, seen: set[str]
-    ) -> tuple[Outcome, bool]:
-        """The event's outcome, and whether the inbox must still be told it was handled.
+    ) -> Outcome | Exception | list[tuple[Any, Handlers]]:
+        """The record's events with their handlers, or its outcome, or why to dead-letter it.
 
         Checked in this order: known type, decodable value, not seen before.
         """
@@ -198,19 +320,28 @@ class EventProcessor:
         if not plan:
             if not self.registry.all_by_name(attributes.type):
                 if self.skip_unknown:
-                    return "skipped", False
-                unknown = UnknownEventType(f"ce_type {attributes.type!r} is not registered")
-                return await self._dead_letter(record, unknown, 0), False
-            return "ignored", False
+                    return "skipped"
+                return UnknownEventType(f"ce_type {attributes.type!r} is not registered")
+            return "ignored"
         events = []
         for kind, handlers in plan:
             try:
                 events.append((kind.decode(record.value or b""), handlers))
             except Exception as exc:  # upb DecodeError, ConversionError, ...
-                undecodable = UndecodableEvent(f"value is not a valid {attributes.type}: {exc}")
-                return await self._dead_letter(record, undecodable, 0), False
+                return UndecodableEvent(f"value is not a valid {attributes.type}: {exc}")
         if attributes.id in seen:
-            return "duplicate", False
+            return "duplicate"
+        return events
+
+    async def _handle(
+        self, record: Record, attributes: Attributes, seen: set[str]
+    ) -> tuple[Outcome, bool]:
+        """The event's outcome, and whether the inbox must still be told it was handled."""
+        events = self._decode(record, attributes, seen)
+        if isinstance(events, str):
+            return events, False
+        if isinstance(events, Exception):
+            return await self._dead_letter(record, events, 0), False
         claim = None
         if self.claim_inbox and len(events) == 1 and len(events[0][1]) == 1:
             claim = InboxClaim(self.group, attributes.id)
@@ -262,14 +393,18 @@ class EventProcessor:
                 await self._sleep(retry.delay(attempt))
 
     async def _dead_letter(self, record: Record, error: Exception, attempts: int) -> Outcome:
-        log.warning(
-            "dead-lettering %s[%d]@%d: %s: %s",
-            record.topic, record.partition, record.offset, type(error).__name__, error,
-        )  # fmt: skip
+        self._log_dead_letter(record, error)
         await self._guarded(
             self.dead_letters.send_records([dead_letter_record(record, error, attempts)])
         )
         return "dead_lettered"
+
+    @staticmethod
+    def _log_dead_letter(record: Record, error: Exception) -> None:
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s: %s",
+            record.topic, record.partition, record.offset, type(error).__name__, error,
+        )  # fmt: skip
 
     @staticmethod
     async def _guarded(step: Awaitable[Any]) -> Any:
@@ -372,6 +507,15 @@ class ConsumerRunner:
         if self._state == "started":
             await self.port.stop()
             self._state = "stopped"
+
+
+def _database_gone(error: BaseException) -> bool:
+    """Whether a commit failed because the database is unreachable (not because of the data)."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, (InterfaceError, OperationalError, OSError))
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -215,6 +215,7 @@ class Runtime:
             skip_unknown=self.skip_unknown,
             routers=self.routers,
             claim_inbox=True,
+            database=self.database,  # a partition's batch commits once
         )
         self.runner = ConsumerRunner(port, processor, metrics=self.metrics)
         await self.runner.start()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..outbox.batch import BatchUnitOfWork
 
 __all__ = ["InMemoryInbox", "InboxClaim", "InboxStore"]
 
@@ -16,11 +19,16 @@ class InboxClaim:
     Passed with the event to its only handler (``run(event, claim)``): if the
     pipeline has a unit of work, the inbox row is written in that same
     transaction as the handler's state and ``written`` turns true.
+
+    ``batch``, when set, is the consumer's batch the handler's unit of work
+    joins instead of opening a transaction: the consumer then writes the
+    inbox row with the batch, and ``written`` stays false.
     """
 
     group: str
     event_id: str
     written: bool = False
+    batch: BatchUnitOfWork | None = None
 
 
 class InboxStore(Protocol):

@@ -8,7 +8,9 @@ events travel, and commits them -- encoded once, ``ce_id`` fixed here,
 stable across every later publish attempt -- as ``wirebus_outbox`` rows in
 the same transaction as the handler's own changes, with the inbox row of the
 consumed event being handled, if any. If the handler raises or the commit
-fails, none of it persists. Events that stay in-process are left to the
+fails, none of it persists. A consumed event whose claim carries a
+:class:`BatchUnitOfWork` joins that batch instead: the consumer commits
+a partition's records together. Events that stay in-process are left to the
 sink, to be handed on after the commit.
 
 A streaming handler's unit of work commits each time the handler yields an
@@ -44,9 +46,16 @@ from ..inbox import InboxClaim
 from ..inbox.sqlalchemy import mark_handled
 from ..pipeline import CallNext
 from ..sink import EventSink
+from .batch import BatchUnitOfWork
 from .rows import row_from_record
 
-__all__ = ["NOTIFY_CHANNEL", "DatabaseProvider", "UnitOfWork", "UnitOfWorkStage"]
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "BatchUnitOfWork",
+    "DatabaseProvider",
+    "UnitOfWork",
+    "UnitOfWorkStage",
+]
 
 # Built once: building statements per commit costs more CPU than running them.
 _INSERT_OUTBOX = insert(outbox_table)
@@ -56,10 +65,12 @@ _NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
 class UnitOfWork:
     """The session of one call and the commit that adds its outbox and inbox rows."""
 
-    def __init__(self, database: Database, encoder: EventEncoder) -> None:
+    def __init__(
+        self, database: Database, encoder: EventEncoder, *, session: AsyncSession | None = None
+    ) -> None:
         self.database = database
         self.encoder = encoder
-        self._session: AsyncSession | None = None
+        self._session: AsyncSession | None = session
 
     @property
     def session(self) -> AsyncSession:
@@ -118,6 +129,9 @@ class UnitOfWorkStage:
         ctx = current_context()
         if ctx is None:  # pragma: no cover - the mediator always binds one
             raise LifecycleError("the unit of work runs only inside the mediator's pipeline")
+        claim = ctx.inbox
+        if claim is not None and claim.batch is not None:
+            return await self._in_batch(claim.batch, ctx, message, call_next)
         outer = ctx.unit_of_work
         uow = UnitOfWork(self.database, self.encoder)
         ctx.unit_of_work = uow
@@ -131,6 +145,28 @@ class UnitOfWorkStage:
             ctx.item_hooks.remove(hook)
             ctx.unit_of_work = outer
             await uow.close()
+
+    async def _in_batch(
+        self, batch: BatchUnitOfWork, ctx: Context, message: Any, call_next: CallNext
+    ) -> Any:
+        """Join a consumer's batch: its session, and its outbox rows instead of a commit.
+
+        The consumer marks the inbox and commits the batch after its last
+        record; if this handler raises, the consumer rolls the batch back.
+        """
+        outer = ctx.unit_of_work
+        ctx.unit_of_work = batch.unit_of_work(self.encoder)
+        try:
+            result = await call_next(message)
+        finally:
+            ctx.unit_of_work = outer
+        if self.outbox and ctx.events:
+            outbound, ctx.events = self.sink.split(ctx.events)
+            if outbound:
+                now, time = utcnow(), now_rfc3339()
+                record = self.encoder.record
+                batch.add_outbox_rows(row_from_record(record(e, time=time), now) for e in outbound)
+        return result
 
     async def _commit(self, uow: UnitOfWork, ctx: Context) -> None:
         if self.outbox and ctx.events:
