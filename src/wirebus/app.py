@@ -163,7 +163,6 @@ class App:
         *,
         publisher: EventPublisher | None = None,
         database: Database | None = None,
-        owns_database: bool = True,
     ) -> Mediator:
         """Validate the wiring and build a mediator with a fresh dependency container.
 
@@ -173,18 +172,19 @@ class App:
         ``database`` gets a private in-memory SQLite one for its state, with
         no outbox. Without an outbox, travelling events go to the
         ``publisher`` if given; all others are handled in-process.
-        ``owns_database=False`` leaves starting and closing the database to
-        the caller (the runtime owns it).
+        A ``database`` given here is started with the mediator (an
+        idempotent start) but closed by whoever made it (the runtime owns
+        its database); the private one is the mediator's own.
         """
         self.check()
         specs = self.specs
         registry = self.registry()
         sink = EventSink(registry, publisher=publisher)
         owns: list[Any] = []
+        uses: list[Any] = []
         outbox = database is not None
         if database is not None:
-            if owns_database:
-                owns.append(database)  # started with the mediator, closed with it
+            uses.append(database)
         elif self.metadata is not None:
             from .db import Database as _Database
 
@@ -209,6 +209,7 @@ class App:
             event_dispatch=self.event_dispatch,
             max_concurrency=self.max_concurrency,
             owns=owns,
+            uses=uses,
         )
         holder.append(mediator)
         return mediator

@@ -84,8 +84,8 @@ class Mediator(AsyncLifecycle):
     """Dispatches requests to their handler and events to theirs.
 
     Built by :meth:`wirebus.App.mediator`; an async context manager that
-    closes the app's dependency container (and anything it was given to own)
-    on exit.
+    closes the app's dependency container (and what it owns, never what it
+    was only given to use) on exit.
     """
 
     def __init__(
@@ -99,6 +99,7 @@ class Mediator(AsyncLifecycle):
         event_dispatch: EventDispatch = "sequential",
         max_concurrency: int = 16,
         owns: Sequence[_Resource] = (),
+        uses: Sequence[_Resource] = (),
     ) -> None:
         self.pipeline = pipeline if isinstance(pipeline, Pipeline) else Pipeline(pipeline)
         """The stages around every handler, outermost first."""
@@ -111,6 +112,7 @@ class Mediator(AsyncLifecycle):
         sink.bind(self.publish)
         self._container = container
         self._owns = tuple(owns)
+        self._uses = tuple(uses)
         self._concurrent = event_dispatch == "concurrent"
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._closed = False
@@ -238,10 +240,10 @@ class Mediator(AsyncLifecycle):
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start what this mediator owns (idempotent)."""
+        """Start what this mediator owns or uses (each start is idempotent)."""
         if self._closed:
             raise LifecycleError("this mediator was closed; build a new one with app.mediator()")
-        for resource in self._owns:
+        for resource in (*self._uses, *self._owns):
             await resource.start()
 
     async def stop(self) -> None:
