@@ -24,8 +24,9 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..broker import EventEncoder, OutgoingRecord, Record, TopicPartition
+from ..broker import OutgoingRecord, Record, TopicPartition
 from ..codec import EventRegistry
+from ..encoding import EventEncoder
 from ..errors import ConfigurationError
 
 __all__ = ["InMemoryBroker", "InMemoryConsumer", "InMemoryEventPublisher"]

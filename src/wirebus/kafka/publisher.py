@@ -29,8 +29,9 @@ from aiokafka.errors import (
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from .._lifecycle import AsyncLifecycle
-from ..broker import EventEncoder, HeldBack, OutgoingRecord, PublishError
+from ..broker import HeldBack, OutgoingRecord, PublishError
 from ..codec import EventRegistry
+from ..encoding import EventEncoder
 from ..errors import ConfigurationError, LifecycleError
 from .partitioner import partition_for
 
