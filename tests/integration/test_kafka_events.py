@@ -315,7 +315,7 @@ async def test_a_record_refused_as_too_large_holds_back_later_records_of_its_key
 
 
 async def test_each_key_lands_on_the_partition_the_java_client_would_choose(harness: Harness):
-    from wirebus.kafka.partitioner import partition_for
+    from wirebus.brokers.partitioner import partition_for
 
     await ensure_topics(harness.bootstrap, [harness.topic], partitions=3)
     events = [harness.event(f"order-{i}", i) for i in range(300)]

@@ -30,10 +30,10 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from .._lifecycle import AsyncLifecycle
 from ..broker import HeldBack, OutgoingRecord, PublishError
+from ..brokers.partitioner import partition_for
 from ..codec import EventRegistry
 from ..encoding import EventEncoder
 from ..errors import ConfigurationError, LifecycleError
-from .partitioner import partition_for
 
 __all__ = ["KafkaEventPublisher"]
 
