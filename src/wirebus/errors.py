@@ -26,6 +26,7 @@ status ``code`` it maps to; the gateway turns it into a status with
     ├── MalformedEvent                a record's CloudEvents headers are missing or broken
     ├── PublishError                  UNAVAILABLE (retriable): the broker did not acknowledge
     │   └── HeldBack                  not sent: an earlier record of its key failed first
+    ├── ConsumeError                  UNAVAILABLE: the broker could not be read (connect, fetch)
     ├── ProcessingInterrupted         (wirebus.consumer) DLQ or inbox away; retry (retriable)
     └── UndecodableEvent              (wirebus.consumer) a value is not its ``ce_type``
 
@@ -48,6 +49,7 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "ConfigurationError",
+    "ConsumeError",
     "ConversionError",
     "ConversionSchemaError",
     "DomainError",
@@ -281,4 +283,21 @@ class Unavailable(DomainError):
 
     code = grpc.StatusCode.UNAVAILABLE
     default_reason = "UNAVAILABLE"
+    retriable = True
+
+
+class ConsumeError(WirebusError):
+    """The broker could not be read from: joining the group, creating topics, fetching.
+
+    ``retriable`` follows the cause (a broker that is still starting: yes).
+
+    Example::
+
+        try:
+            await consumer.start()
+        except ConsumeError as exc:
+            print(exc, exc.retriable)
+    """
+
+    code = grpc.StatusCode.UNAVAILABLE
     retriable = True
