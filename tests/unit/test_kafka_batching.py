@@ -80,8 +80,11 @@ async def test_a_full_batch_refuses_the_next_record() -> None:
     batches = own_batches()
     assert batches is not None
     try:
-        batch = batches.new(producer)
-        appended = [batches.append(batch, b"k", b"x" * 500, []) for _ in range(10)]
+        _, append = batches.new(producer)
+        appended = [
+            append(timestamp=None, key=b"k", value=b"x" * 500, headers=[]) is not None
+            for _ in range(10)
+        ]
     finally:
         await producer.stop()
 

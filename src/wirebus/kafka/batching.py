@@ -13,8 +13,9 @@ Example::
 
     batches = own_batches()           # None: the private API is not what we use
     if batches is not None and batches.fits(producer):
-        batch = batches.new(producer)
-        batches.append(batch, key, value, headers)
+        batch, append = batches.new(producer)
+        if append(timestamp=None, key=key, value=value, headers=headers) is None:
+            ...  # full: send it, start another
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-__all__ = ["OwnBatches", "missing_private_api", "own_batches"]
+__all__ = ["Append", "OwnBatches", "missing_private_api", "own_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ _PRODUCER_METHODS = ("create_batch", "send_batch")
 _BATCH_METHODS = ("append", "close")
 
 Estimate = Callable[[bytes | None, bytes, list[tuple[str, bytes]]], int]
+Append = Callable[..., object]
+"""A batch's own ``append(timestamp=, key=, value=, headers=)``: ``None`` once it is full."""
 
 
 class OwnBatches:
@@ -66,14 +69,16 @@ class OwnBatches:
         return True
 
     @staticmethod
-    def new(producer: Any) -> Any:
-        """An empty batch of ``producer``."""
-        return producer.create_batch()
+    def new(producer: Any) -> tuple[Any, Append]:
+        """An empty batch of ``producer`` and its ``append``, bound once per batch.
 
-    @staticmethod
-    def append(batch: Any, key: bytes | None, value: bytes, headers: list[Any]) -> bool:
-        """Add one record; ``False`` when the batch is full."""
-        return batch.append(timestamp=None, key=key, value=value, headers=headers) is not None
+        The publisher calls ``append`` per record (keyword arguments
+        ``timestamp``, ``key``, ``value``, ``headers``); it returns ``None``
+        when the batch is full. Handing out the bound method keeps a wrapper
+        call off the per-record path.
+        """
+        batch = producer.create_batch()
+        return batch, batch.append
 
     @staticmethod
     async def send(producer: Any, batch: Any, topic: str, partition: int) -> Any:

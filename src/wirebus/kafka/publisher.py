@@ -37,7 +37,7 @@ from ..brokers.partitioner import partition_for
 from ..codec import EventRegistry
 from ..encoding import EventEncoder
 from ..errors import ConfigurationError, LifecycleError
-from .batching import OwnBatches, own_batches
+from .batching import Append, OwnBatches, own_batches
 
 __all__ = ["KafkaEventPublisher"]
 
@@ -176,7 +176,7 @@ class KafkaEventPublisher(AsyncLifecycle):
         if batches is None:
             return await self._submit_each(producer, records)
         partitions: dict[str, list[int] | PublishError] = {}
-        open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
+        open_batches: dict[tuple[str, int], tuple[Any, list[int], Append]] = {}
         stopped: dict[tuple[str, int], PublishError] = {}
         refused: set[tuple[str, bytes]] = set()
         pending_records: dict[int, tuple[OutgoingRecord, list[tuple[str, bytes]]]] = {}
@@ -240,23 +240,25 @@ class KafkaEventPublisher(AsyncLifecycle):
                 outcomes.append((topic, _held_back(topic, stopped[tp])))
                 continue
             current = open_batches.get(tp)
-            if current is None or not batches.append(current[0], key, value, headers):
+            if current is None or (
+                current[2](timestamp=None, key=key, value=value, headers=headers) is None
+            ):
                 if current is not None:  # full: send it, start the next one
-                    batch, members = current
+                    batch, members, _ = current
                     del open_batches[tp]
                     await flush(tp, batch, members)
                     if tp in stopped:
                         outcomes.append((topic, _held_back(topic, stopped[tp])))
                         continue
-                batch, members = batches.new(producer), []
-                batches.append(batch, key, value, headers)
-                current = open_batches[tp] = (batch, members)
+                batch, append = batches.new(producer)
+                append(timestamp=None, key=key, value=value, headers=headers)
+                current = open_batches[tp] = (batch, [], append)
             members = current[1]
             if len(members) < _OWN_BATCH_MIN:
                 pending_records[len(outcomes)] = (record, headers)
             members.append(len(outcomes))
             outcomes.append((topic, None))
-        for tp, (batch, members) in open_batches.items():
+        for tp, (batch, members, _) in open_batches.items():
             await flush(tp, batch, members)
         return outcomes
 
