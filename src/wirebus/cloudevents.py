@@ -14,10 +14,17 @@ binary mode)::
     ce_subject      optional
     traceparent / tracestate   optional, W3C trace context
 
+One :class:`CloudEventsCodec` per producing service owns everything that is
+decided once: its writer keeps the fixed headers of each event type and the
+id pool, its reader the fast path and the values it decoded already. No state
+lives at module level.
+
 Example::
 
-    headers = attributes.headers()
-    attributes = Attributes.from_headers(record.headers)   # MalformedEvent if broken
+    codec = CloudEventsCodec(source="shop")
+    headers = codec.writer.headers(kind)                  # kind: a registered EventType
+    attributes = codec.reader.read(record.headers)        # MalformedEvent if broken
+    attributes = Attributes.from_headers(record.headers)  # the same, without caches
 """
 
 from __future__ import annotations
@@ -26,20 +33,33 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import WirebusError
+from .errors import ConfigurationError, MalformedEvent
+from .event_ids import EventIds
 
-__all__ = ["CONTENT_TYPE", "SPECVERSION", "Attributes", "MalformedEvent", "rfc3339"]
+if TYPE_CHECKING:
+    from .codec import EventType
+
+__all__ = [
+    "CONTENT_TYPE",
+    "SPECVERSION",
+    "Attributes",
+    "CloudEventsCodec",
+    "CloudEventsReader",
+    "CloudEventsWriter",
+    "Headers",
+    "MalformedEvent",
+    "now_rfc3339",
+    "rfc3339",
+]
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/protobuf"
 _B_SPECVERSION = SPECVERSION.encode()
 _B_CONTENT_TYPE = CONTENT_TYPE.encode()
 
-
-class MalformedEvent(WirebusError):
-    """A record's CloudEvents headers are missing or malformed."""
+Headers = tuple[tuple[str, bytes], ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,14 +116,109 @@ class Attributes:
 
     @classmethod
     def from_headers(cls, headers: Iterable[tuple[str, bytes | None]]) -> Attributes:
-        """Read attributes from Kafka headers; raise :class:`MalformedEvent` if broken."""
+        """Read attributes from Kafka headers; raise :class:`MalformedEvent` if broken.
+
+        The same reader as :meth:`CloudEventsReader.read`, without its caches
+        (a codec's reader decodes repeated values once).
+        """
+        return _UNCACHED.read(headers)
+
+
+_REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")
+_TEXT = frozenset(
+    ("ce_id", "ce_source", "ce_type", "ce_time", "ce_dataschema", "ce_subject", "traceparent",
+     "tracestate")
+)  # fmt: skip
+_CONTENT_TYPES = (_B_CONTENT_TYPE, b"application/x-protobuf")
+
+
+class CloudEventsWriter:
+    """Writes the CloudEvents headers of events of one source.
+
+    The headers every event of a type shares (specversion, source, type,
+    content-type, dataschema) are encoded once per type; per event only the
+    id, and per batch the time, are new.
+
+    Example::
+
+        writer = CloudEventsWriter(source="shop", ids=EventIds())
+        headers = writer.headers(kind, time=now_rfc3339(), subject="orders/o-1")
+    """
+
+    def __init__(self, *, source: str, ids: EventIds) -> None:
+        if not source:
+            raise ConfigurationError("source= (the producing service's name) must not be empty")
+        self.source = source
+        self.ids = ids
+        self._fixed: dict[str, tuple[Headers, Headers]] = {}
+
+    def headers(
+        self,
+        kind: EventType,
+        *,
+        event_id: str | None = None,
+        time: bytes | None = None,
+        subject: str | None = None,
+    ) -> Headers:
+        """Headers of one event of ``kind``: a new ``ce_id`` (or ``event_id``), ``time`` or now."""
+        fixed = self._fixed.get(kind.full_name)
+        if fixed is None:
+            fixed = self._fix(kind)
+        before, after = fixed
+        headers = (
+            *before,
+            ("ce_id", (event_id or self.ids.next()).encode()),
+            ("ce_time", time or now_rfc3339()),
+            *after,
+        )
+        if subject is not None:
+            headers = (*headers, ("ce_subject", subject.encode()))
+        return headers
+
+    def _fix(self, kind: EventType) -> tuple[Headers, Headers]:
+        before = (("ce_specversion", _B_SPECVERSION),)
+        after = (
+            ("ce_source", self.source.encode()),
+            ("ce_type", kind.full_name.encode()),
+            ("content-type", _B_CONTENT_TYPE),
+            ("ce_dataschema", kind.dataschema.encode()),
+        )
+        self._fixed[kind.full_name] = fixed = (before, after)
+        return fixed
+
+
+class CloudEventsReader:
+    """Reads CloudEvents attributes from Kafka headers; :class:`MalformedEvent` if broken.
+
+    ``read`` takes a fast path for headers as every CloudEvents producer
+    writes them and leaves anything unusual to ``read_general``, which checks
+    every rule and says what is wrong. With ``cache=True`` values that repeat
+    from record to record (source, type, dataschema, a batch's time) are
+    decoded once per reader.
+
+    Example::
+
+        reader = CloudEventsReader()
+        attributes = reader.read(record.headers)
+    """
+
+    def __init__(self, *, cache: bool = True) -> None:
+        self._decoded: dict[bytes, str] = {}
+        self._last_time: dict[bytes, dt.datetime] = {}
+        self._text: Callable[[bytes], str] = self._cached_text if cache else bytes.decode
+        self._time: Callable[[bytes], dt.datetime] = (
+            self._cached_time if cache else _parse_time_bytes
+        )
+
+    def read(self, headers: Iterable[tuple[str, bytes | None]]) -> Attributes:
+        """The attributes in ``headers`` (the first value of a repeated header wins)."""
         if not isinstance(headers, tuple | list):
             headers = tuple(headers)
-        fast = _from_wirebus_headers(headers)
-        return fast if fast is not None else cls._from_any_headers(headers)
+        fast = self._read_fast(headers)
+        return fast if fast is not None else self.read_general(headers)
 
-    @classmethod
-    def _from_any_headers(cls, headers: Iterable[tuple[str, bytes | None]]) -> Attributes:
+    @staticmethod
+    def read_general(headers: Iterable[tuple[str, bytes | None]]) -> Attributes:
         """The general reader: first value of a header wins, every rule checked with its reason."""
         raw: dict[str, bytes] = {}
         for name, value in headers:
@@ -128,7 +243,7 @@ class Attributes:
                     text[name] = value.decode()
                 except UnicodeDecodeError:
                     raise MalformedEvent(f"header {name} is not UTF-8") from None
-        return cls(
+        return Attributes(
             id=text["ce_id"],
             source=text["ce_source"],
             type=text["ce_type"],
@@ -139,71 +254,79 @@ class Attributes:
             tracestate=text.get("tracestate"),
         )
 
+    def _read_fast(self, headers: tuple[Any, ...] | list[Any]) -> Attributes | None:
+        """The common case, read fast; ``None`` whenever the general reader must decide.
 
-_REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")
-_TEXT = frozenset(
-    ("ce_id", "ce_source", "ce_type", "ce_time", "ce_dataschema", "ce_subject", "traceparent",
-     "tracestate")
-)  # fmt: skip
-_CONTENT_TYPES = (_B_CONTENT_TYPE, b"application/x-protobuf")
+        Headers as every CloudEvents producer writes them: each once, all
+        required ones present and non-empty, specversion 1.0, content-type
+        absent or ``application/protobuf``, text in UTF-8.
+        """
+        raw = dict(headers)
+        if len(raw) != len(headers) or None in raw.values():
+            return None
+        get = raw.get
+        ident, source, kind, time = get("ce_id"), get("ce_source"), get("ce_type"), get("ce_time")
+        if (
+            not (ident and source and kind and time)
+            or get("ce_specversion") != _B_SPECVERSION
+            or get("content-type", _B_CONTENT_TYPE) != _B_CONTENT_TYPE
+        ):
+            return None
+        text = self._text
+        try:
+            attributes = _new_attributes(Attributes)
+            _set_id(attributes, ident.decode())
+            _set_source(attributes, text(source))
+            _set_type(attributes, text(kind))
+            _set_time(attributes, self._time(time))
+            schema, subject = get("ce_dataschema"), get("ce_subject")
+            parent, state = get("traceparent"), get("tracestate")
+            _set_dataschema(attributes, None if schema is None else text(schema))
+            _set_subject(attributes, None if subject is None else subject.decode())
+            _set_traceparent(attributes, None if parent is None else parent.decode())
+            _set_tracestate(attributes, None if state is None else state.decode())
+        except (UnicodeDecodeError, MalformedEvent):
+            return None
+        return attributes
+
+    def _cached_text(self, value: bytes) -> str:
+        text = self._decoded.get(value)
+        if text is None:
+            if len(self._decoded) >= 1024:
+                self._decoded.clear()
+            text = self._decoded[value] = value.decode()
+        return text
+
+    def _cached_time(self, value: bytes) -> dt.datetime:
+        parsed = self._last_time.get(value)
+        if parsed is None:  # a publisher stamps a whole batch with one time: keep the last
+            parsed = _parse_time_bytes(value)
+            self._last_time.clear()
+            self._last_time[value] = parsed
+        return parsed
 
 
-def _from_wirebus_headers(headers: tuple[Any, ...] | list[Any]) -> Attributes | None:
-    """The common case, read fast; ``None`` whenever the general reader must decide.
+class CloudEventsCodec:
+    """The CloudEvents codec of one producing service: one writer, one reader, one id pool.
 
-    Headers as every CloudEvents producer writes them: each once, all required
-    ones present and non-empty, specversion 1.0, content-type absent or
-    ``application/protobuf``, text in UTF-8. Values that repeat from record to
-    record (source, type, dataschema, the time of a batch) are decoded once.
+    Example::
+
+        codec = CloudEventsCodec(source="shop")
+        headers = codec.writer.headers(kind)
+        assert codec.reader.read(headers).source == "shop"
     """
-    raw = dict(headers)
-    if len(raw) != len(headers) or None in raw.values():
-        return None
-    get = raw.get
-    ident, source, kind, time = get("ce_id"), get("ce_source"), get("ce_type"), get("ce_time")
-    if (
-        not (ident and source and kind and time)
-        or get("ce_specversion") != _B_SPECVERSION
-        or get("content-type", _B_CONTENT_TYPE) != _B_CONTENT_TYPE
-    ):
-        return None
-    try:
-        attributes = _new_attributes(Attributes)
-        _set_id(attributes, ident.decode())
-        _set_source(attributes, _text(source))
-        _set_type(attributes, _text(kind))
-        _set_time(attributes, _time(time))
-        schema, subject = get("ce_dataschema"), get("ce_subject")
-        parent, state = get("traceparent"), get("tracestate")
-        _set_dataschema(attributes, None if schema is None else _text(schema))
-        _set_subject(attributes, None if subject is None else subject.decode())
-        _set_traceparent(attributes, None if parent is None else parent.decode())
-        _set_tracestate(attributes, None if state is None else state.decode())
-    except (UnicodeDecodeError, MalformedEvent):
-        return None
-    return attributes
+
+    def __init__(self, *, source: str) -> None:
+        self.ids = EventIds()
+        self.writer = CloudEventsWriter(source=source, ids=self.ids)
+        self.reader = CloudEventsReader()
+
+    @property
+    def source(self) -> str:
+        """The producing service, ``ce_source`` of every event written."""
+        return self.writer.source
 
 
-def _text(value: bytes) -> str:
-    text = _decoded.get(value)
-    if text is None:
-        if len(_decoded) >= 1024:
-            _decoded.clear()
-        text = _decoded[value] = value.decode()
-    return text
-
-
-def _time(value: bytes) -> dt.datetime:
-    parsed = _last_time.get(value)
-    if parsed is None:  # a publisher stamps a whole batch with one time: keep the last
-        parsed = _parse_time(value.decode())
-        _last_time.clear()
-        _last_time[value] = parsed
-    return parsed
-
-
-_decoded: dict[bytes, str] = {}
-_last_time: dict[bytes, dt.datetime] = {}
 _new_attributes = object.__new__
 
 
@@ -223,6 +346,16 @@ _set_traceparent = _slot_setter("traceparent")
 _set_tracestate = _slot_setter("tracestate")
 
 
+def now_rfc3339() -> bytes:
+    """The current UTC time as RFC 3339 bytes, for ``ce_time``.
+
+    Example::
+
+        now_rfc3339()   # b"2024-05-06T07:08:09.123456Z"
+    """
+    return rfc3339(dt.datetime.now(dt.UTC)).encode()
+
+
 def rfc3339(value: dt.datetime) -> str:
     """``value`` as RFC 3339 in UTC with microseconds and a ``Z``."""
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -236,3 +369,11 @@ def _parse_time(raw: str) -> dt.datetime:
     if parsed.tzinfo is None:
         raise MalformedEvent(f"ce_time {raw!r} has no time zone")
     return parsed
+
+
+def _parse_time_bytes(raw: bytes) -> dt.datetime:
+    return _parse_time(raw.decode())
+
+
+_UNCACHED = CloudEventsReader(cache=False)
+"""``Attributes.from_headers``' reader: it holds no state (its caches are never used)."""

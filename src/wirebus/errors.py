@@ -18,10 +18,18 @@ status ``code`` it maps to; the gateway turns it into a status with
     │   └── Unavailable               UNAVAILABLE          (retriable)
     ├── ConfigurationError            wiring is wrong; raised at definition or start-up
     │   ├── ConversionSchemaError     a dataclass cannot be mapped to its proto
-    │   └── UnregisteredEvent         a travelling event the app has no topic for
+    │   ├── UnregisteredEvent         a travelling event the app has no topic for
+    │   └── UnknownEventType          an event type the app does not know (publish, or a
+    │                                 consumed record's ``ce_type``)
     ├── ConversionError               a value cannot be converted at run time
     ├── HandlerNotFound               send/stream with no handler registered (UNIMPLEMENTED)
-    └── LifecycleError                start after stop, stop before start misuse
+    ├── LifecycleError                start after stop, stop before start misuse
+    ├── MalformedEvent                a record's CloudEvents headers are missing or broken
+    ├── PublishError                  UNAVAILABLE (retriable): the broker did not acknowledge
+    │   └── HeldBack                  not sent: an earlier record of its key failed first
+    ├── ConsumeError                  UNAVAILABLE: the broker could not be read (connect, fetch)
+    ├── ProcessingInterrupted         (wirebus.consumer) DLQ or inbox away; retry (retriable)
+    └── UndecodableEvent              (wirebus.consumer) a value is not its ``ce_type``
 
 Example::
 
@@ -42,19 +50,24 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "ConfigurationError",
+    "ConsumeError",
     "ConversionError",
     "ConversionSchemaError",
     "DomainError",
     "FailedPrecondition",
     "FieldViolation",
     "HandlerNotFound",
+    "HeldBack",
     "InvalidArgument",
     "LifecycleError",
+    "MalformedEvent",
     "NotFound",
     "PermissionDenied",
+    "PublishError",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
+    "UnknownEventType",
     "UnregisteredEvent",
     "WirebusError",
 ]
@@ -97,6 +110,69 @@ class UnregisteredEvent(ConfigurationError):
 
 class LifecycleError(WirebusError):
     """A component was used outside its lifecycle (for example started twice)."""
+
+
+class UnknownEventType(ConfigurationError):
+    """An event type the app does not know: not registered, so it cannot be published,
+    or a consumed record's ``ce_type`` names no registered type (it is dead-lettered).
+
+    Example::
+
+        try:
+            await publisher.publish(Unregistered())
+        except UnknownEventType as exc:
+            print(exc)   # "Unregistered is not registered: add it to App(events=[...]) ..."
+    """
+
+
+class MalformedEvent(WirebusError):
+    """A record's CloudEvents headers are missing or malformed (the record is dead-lettered).
+
+    Example::
+
+        try:
+            Attributes.from_headers([])
+        except MalformedEvent as exc:
+            print(exc)   # "missing CloudEvents header(s): ce_specversion, ce_id, ..."
+    """
+
+
+class PublishError(WirebusError):
+    """The broker did not acknowledge a record; says which topic and why.
+
+    ``retriable`` follows the cause (a broker that is down: yes; a record that
+    is too large: no); ``producer_state`` says the producer, not the record, is
+    at fault (a new producer fixes it).
+
+    Example::
+
+        try:
+            await publisher.send_records(records)
+        except PublishError as exc:
+            print(exc.topic, exc.reason, exc.retriable)
+    """
+
+    code = grpc.StatusCode.UNAVAILABLE
+    retriable = True
+    producer_state = False
+    """The producer, not the record, is at fault (a new producer fixes it)."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"publishing to {topic!r} failed: {reason}")
+        self.topic = topic
+        self.reason = reason
+
+
+class HeldBack(PublishError):
+    """Not sent: an earlier record of the same key failed in this call, and order comes first.
+
+    Example::
+
+        results = await publisher.send_records_settled(records)
+        held = [r for r in results if isinstance(r, HeldBack)]
+    """
+
+    retriable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,4 +289,21 @@ class Unavailable(DomainError):
 
     code = grpc.StatusCode.UNAVAILABLE
     default_reason = "UNAVAILABLE"
+    retriable = True
+
+
+class ConsumeError(WirebusError):
+    """The broker could not be read from: joining the group, creating topics, fetching.
+
+    ``retriable`` follows the cause (a broker that is still starting: yes).
+
+    Example::
+
+        try:
+            await consumer.start()
+        except ConsumeError as exc:
+            print(exc, exc.retriable)
+    """
+
+    code = grpc.StatusCode.UNAVAILABLE
     retriable = True

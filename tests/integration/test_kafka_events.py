@@ -80,8 +80,10 @@ class Harness:
     def event(self, order_id: str, n: int = 0) -> Any:
         return self.Placed(order_id=order_id, customer_id="c", total_cents=n, placed_at=T0)
 
-    def publisher(self) -> KafkaEventPublisher:
-        return KafkaEventPublisher(self.bootstrap, self.registry, source="it-tests")
+    def publisher(self, *, own_batches: bool = True) -> KafkaEventPublisher:
+        return KafkaEventPublisher(
+            self.bootstrap, self.registry, source="it-tests", own_batches=own_batches
+        )
 
     async def run(self, stop_when: Callable[[], bool], within: float = 90) -> ConsumerRunner:
         await ensure_topics(self.bootstrap, [self.topic, self.topic + ".dlq"])
@@ -293,8 +295,9 @@ def test_a_consumer_killed_and_restarted_loses_nothing(bootstrap: str, fresh: st
     assert second.returncode == 0, stderr
 
 
+@pytest.mark.parametrize("own_batches", [True, False], ids=["own-batches", "public-send"])
 async def test_a_record_refused_as_too_large_holds_back_later_records_of_its_key(
-    harness: Harness,
+    harness: Harness, own_batches: bool
 ):
     from wirebus.broker import HeldBack, OutgoingRecord, PublishError
 
@@ -302,7 +305,8 @@ async def test_a_record_refused_as_too_large_holds_back_later_records_of_its_key
     big = OutgoingRecord(harness.topic, b"k1", b"x" * (2 * 1024 * 1024), ())
     after = OutgoingRecord(harness.topic, b"k1", b"small", ())
     other = OutgoingRecord(harness.topic, b"k2", b"small", ())
-    async with harness.publisher() as publisher:
+    async with harness.publisher(own_batches=own_batches) as publisher:
+        assert publisher.batching is own_batches
         results = await publisher.send_records_settled([big, after, other])
     refused, held, sent = results
     assert isinstance(refused, PublishError)
@@ -314,18 +318,34 @@ async def test_a_record_refused_as_too_large_holds_back_later_records_of_its_key
     assert record.key == b"k2"
 
 
-async def test_each_key_lands_on_the_partition_the_java_client_would_choose(harness: Harness):
-    from wirebus.kafka.partitioner import partition_for
+@pytest.mark.parametrize("own_batches", [True, False], ids=["own-batches", "public-send"])
+async def test_each_key_lands_on_the_partition_the_java_client_would_choose(
+    harness: Harness, own_batches: bool
+):
+    from wirebus.brokers.partitioner import partition_for
 
     await ensure_topics(harness.bootstrap, [harness.topic], partitions=3)
     events = [harness.event(f"order-{i}", i) for i in range(300)]
-    async with harness.publisher() as publisher:
+    async with harness.publisher(own_batches=own_batches) as publisher:
+        assert publisher.batching is own_batches
         await publisher.publish_many(events[:10])  # a few: through the producer's own batches
-        await publisher.publish_many(events[10:])  # many: as batches of our own
+        await publisher.publish_many(events[10:])  # many: as batches of our own (or send())
     stored = await read_records(harness.bootstrap, harness.topic, 300)
     assert len(stored) == 300
     for record in stored:
         assert record.partition == partition_for(record.key, [0, 1, 2]), record.key
+
+
+async def test_through_the_public_send_path_each_keys_events_arrive_in_order(harness: Harness):
+    await ensure_topics(harness.bootstrap, [harness.topic], partitions=3)
+    events = [harness.event(f"order-{i % 7}", i) for i in range(400)]
+    async with harness.publisher(own_batches=False) as publisher:
+        await publisher.publish_many(events)  # > 32 per partition: would be own batches
+    stored = await read_records(harness.bootstrap, harness.topic, 400)
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for record in sorted(stored, key=lambda r: (r.partition, r.offset)):
+        by_key[record.key].append(orders_pb2.OrderPlaced.FromString(record.value).total_cents)
+    assert dict(by_key) == {f"order-{k}".encode(): list(range(k, 400, 7)) for k in range(7)}
 
 
 async def test_a_producer_renewed_while_the_broker_is_away_is_started_by_a_later_send(

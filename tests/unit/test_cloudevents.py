@@ -6,7 +6,14 @@ import uuid
 
 import pytest
 
-from wirebus.cloudevents import CONTENT_TYPE, SPECVERSION, Attributes, MalformedEvent
+from wirebus.cloudevents import (
+    CONTENT_TYPE,
+    SPECVERSION,
+    Attributes,
+    CloudEventsCodec,
+    CloudEventsReader,
+    MalformedEvent,
+)
 
 TIME = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
 
@@ -260,8 +267,11 @@ def test_the_fast_reader_and_the_general_one_agree() -> None:
         )
         headers = original.headers()
         assert Attributes.from_headers(headers) == original
-        assert Attributes._from_any_headers(headers) == original
+        assert reader.read(headers) == original
+        assert reader.read(headers) == original  # the second time from its caches
+        assert CloudEventsReader.read_general(headers) == original
 
+    reader = CloudEventsReader()
     agree()
 
 
@@ -271,7 +281,96 @@ def test_a_repeated_header_is_read_by_the_general_reader_first_value_winning() -
 
 
 def test_a_cached_time_does_not_hide_a_malformed_one() -> None:
-    Attributes.from_headers(valid_headers())  # caches this ce_time
+    reader = CloudEventsReader()
+    reader.read(valid_headers())  # caches this ce_time
     with pytest.raises(MalformedEvent, match="ce_time"):
-        Attributes.from_headers(replaced("ce_time", b"yesterday"))
-    assert Attributes.from_headers(valid_headers()).time == TIME
+        reader.read(replaced("ce_time", b"yesterday"))
+    assert reader.read(valid_headers()).time == TIME
+
+
+def test_a_readers_cached_text_does_not_leak_into_another_reader() -> None:
+    first, second = CloudEventsReader(), CloudEventsReader()
+    first.read(replaced("ce_source", b"billing"))
+
+    assert second.read(valid_headers()).source == "shop"
+    assert first.read(valid_headers()).source == "shop"
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_reader_with_or_without_caches_reads_every_malformed_case_like_the_general_one(
+    cache: bool,
+) -> None:
+    reader = CloudEventsReader(cache=cache)
+    broken = [
+        without("ce_id"),
+        replaced("ce_specversion", b"0.3"),
+        replaced("ce_time", b"yesterday"),
+        replaced("ce_type", b"\xff\xfe"),
+        replaced("content-type", b"application/json"),
+    ]
+    for headers in broken:
+        with pytest.raises(MalformedEvent) as general:
+            CloudEventsReader.read_general(headers)
+        with pytest.raises(MalformedEvent) as read:
+            reader.read(headers)
+        assert str(read.value) == str(general.value)
+
+
+# ---------------------------------------------------------------- the codec's writer
+
+
+def order_cancelled_type():  # type: ignore[no-untyped-def]
+    from examples.shop.orders.messages import OrderCancelled
+    from wirebus.codec import EventRegistry
+
+    return EventRegistry().add(OrderCancelled)
+
+
+def test_the_writer_writes_every_attribute_in_its_fixed_order() -> None:
+    writer = CloudEventsCodec(source="shop").writer
+    kind = order_cancelled_type()
+
+    headers = writer.headers(kind, event_id=attributes().id, time=b"2024-05-06T07:08:09.123456Z")
+
+    name = "shop.orders.v1.OrderCancelled"
+    assert headers == (
+        ("ce_specversion", b"1.0"),
+        ("ce_id", attributes().id.encode()),
+        ("ce_time", b"2024-05-06T07:08:09.123456Z"),
+        ("ce_source", b"shop"),
+        ("ce_type", name.encode()),
+        ("content-type", b"application/protobuf"),
+        ("ce_dataschema", f"type.googleapis.com/{name}".encode()),
+    )
+    assert Attributes.from_headers(headers) == attributes(
+        type=name, dataschema=f"type.googleapis.com/{name}"
+    )
+
+
+def test_the_writer_gives_each_event_a_new_id_and_adds_a_subject_when_given() -> None:
+    codec = CloudEventsCodec(source="shop")
+    kind = order_cancelled_type()
+
+    first = dict(codec.writer.headers(kind))
+    second = dict(codec.writer.headers(kind, subject="orders/o-1"))
+
+    assert first["ce_id"] != second["ce_id"]
+    assert uuid.UUID(first["ce_id"].decode()).version == 4
+    assert "ce_subject" not in first
+    assert second["ce_subject"] == b"orders/o-1"
+    assert codec.reader.read(tuple(second.items())).subject == "orders/o-1"
+
+
+def test_two_codecs_write_their_own_source_for_the_same_type() -> None:
+    kind = order_cancelled_type()
+    shop, billing = CloudEventsCodec(source="shop"), CloudEventsCodec(source="billing")
+
+    assert dict(shop.writer.headers(kind))["ce_source"] == b"shop"
+    assert dict(billing.writer.headers(kind))["ce_source"] == b"billing"
+
+
+def test_a_codec_needs_a_source() -> None:
+    from wirebus import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"source= .* must not be empty"):
+        CloudEventsCodec(source="")

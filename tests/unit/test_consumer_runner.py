@@ -7,7 +7,6 @@ a test instead of hanging the suite.
 import asyncio
 import contextlib
 import datetime as dt
-import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -53,7 +52,7 @@ class FlakyDeadLetters:
     async def send_records(self, records: Sequence[OutgoingRecord]) -> None:
         self.calls += 1
         if self.calls <= self.failures:
-            tp = (TOPIC, zlib.crc32(records[0].key or b"") % self.broker.partitions)
+            tp = (TOPIC, self.broker.partition_for(records[0].key or b""))
             self.committed_when_failing.append(self.broker.committed(GROUP, tp))
             raise PublishError(records[0].topic, "broker unreachable")
         await self.broker.append(records)
@@ -133,7 +132,7 @@ def cancelled(order_id: str, n: int = 0) -> Cancelled:
 
 
 def partition_of(key: str, broker: InMemoryBroker) -> tuple[str, int]:
-    return (TOPIC, zlib.crc32(key.encode()) % broker.partitions)
+    return (TOPIC, broker.partition_for(key.encode()))
 
 
 def unknown_record(key: bytes) -> OutgoingRecord:

@@ -3,10 +3,10 @@
 import asyncio
 import datetime as dt
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from examples.shop.orders.messages import OrderCancelled
 from wirebus import ConfigurationError
@@ -36,15 +36,26 @@ def test_partitions_must_be_positive() -> None:
         InMemoryBroker(partitions=0)
 
 
-async def test_a_keyed_record_lands_on_crc32_of_its_key_modulo_partitions() -> None:
+async def test_a_keyed_record_lands_where_kafkas_default_partitioner_puts_it() -> None:
     broker = InMemoryBroker(partitions=5)
     keys = [f"order-{i}".encode() for i in range(20)]
 
     stored = await broker.append([out(k, k) for k in keys])
 
     for key, record in zip(keys, stored, strict=True):
-        assert record.partition == zlib.crc32(key) % 5
+        assert record.partition == DefaultPartitioner()(key, list(range(5)), list(range(5)))
         assert record.key == key
+    assert len({r.partition for r in stored}) > 1
+
+
+def test_the_in_memory_broker_does_not_import_aiokafka() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, wirebus.brokers.memory; print('aiokafka' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    assert result.stdout.strip() == "False", result.stderr
 
 
 async def test_one_keys_records_stay_on_one_partition_in_order() -> None:
@@ -53,7 +64,7 @@ async def test_one_keys_records_stay_on_one_partition_in_order() -> None:
         await broker.append([out(b"same-key", str(i).encode()), out(None, b"noise")])
 
     same = [r for r in broker.records(TOPIC) if r.key == b"same-key"]
-    assert {r.partition for r in same} == {zlib.crc32(b"same-key") % 4}
+    assert {r.partition for r in same} == {broker.partition_for(b"same-key")}
     assert [r.value for r in same] == [str(i).encode() for i in range(10)]
     assert [r.offset for r in same] == sorted(r.offset for r in same)
 
@@ -91,7 +102,7 @@ async def test_the_publisher_encodes_events_with_their_key() -> None:
 
     records = broker.records("shop.orders.v1")
     assert len(records) == 3
-    assert {r.partition for r in records} == {zlib.crc32(b"o-1") % 3}
+    assert {r.partition for r in records} == {broker.partition_for(b"o-1")}
     assert all(r.header("ce_type") == b"shop.orders.v1.OrderCancelled" for r in records)
     assert len({r.header("ce_id") for r in records}) == 3
 

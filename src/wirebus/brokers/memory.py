@@ -1,10 +1,12 @@
 """``InMemoryBroker``: Kafka's model in one process, for tests and the embedded default.
 
-Topics have partitions; a keyed record goes to ``crc32(key) % partitions``
-(so one aggregate's events stay in order, as on Kafka), an unkeyed one
-round-robin. Consumer groups keep committed offsets; a consumer that is
-stopped and started again resumes from them, and uncommitted records are
-delivered again, exactly the at-least-once behaviour the Kafka runner has.
+Topics have partitions; a keyed record goes where Kafka's default
+partitioner would put it with the same partition count (murmur2, see
+:mod:`wirebus.brokers.partitioner`), so one aggregate's events stay in order
+on one partition; an unkeyed one goes round-robin. Consumer groups keep
+committed offsets; a consumer that is stopped and started again resumes from
+them, and uncommitted records are delivered again, exactly the at-least-once
+behaviour the Kafka runner has.
 
 Example::
 
@@ -20,13 +22,14 @@ import asyncio
 import contextlib
 import itertools
 import time
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..broker import EventEncoder, OutgoingRecord, Record, TopicPartition
+from ..broker import OutgoingRecord, Record, TopicPartition
 from ..codec import EventRegistry
+from ..encoding import EventEncoder
 from ..errors import ConfigurationError
+from .partitioner import key_partition
 
 __all__ = ["InMemoryBroker", "InMemoryConsumer", "InMemoryEventPublisher"]
 
@@ -55,7 +58,7 @@ class InMemoryBroker:
         for r in records:
             parts = self._partitions(r.topic)
             index = (
-                zlib.crc32(r.key) % len(parts)
+                key_partition(r.key, len(parts))
                 if r.key is not None
                 else next(self._round_robin) % len(parts)
             )
@@ -66,6 +69,15 @@ class InMemoryBroker:
         async with self._changed:
             self._changed.notify_all()
         return stored
+
+    def partition_for(self, key: bytes) -> int:
+        """The partition a record with ``key`` goes to (as on Kafka with as many partitions).
+
+        Example::
+
+            broker.partition_for(b"o-1")   # Kafka would pick the same of 3 partitions
+        """
+        return key_partition(key, self.partitions)
 
     def records(self, topic: str) -> list[Record]:
         """Every record of ``topic``, partition by partition (for tests)."""

@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ..broker import Record
 from ..broker import TopicPartition as TP
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ConsumeError
 
 __all__ = ["KafkaConsumer", "ensure_topics"]
 
@@ -115,9 +115,15 @@ class KafkaConsumer:
         self._lock = lock
 
     async def start(self) -> None:
-        if self.create_topics:
-            await ensure_topics(self.bootstrap_servers, self.topics, partitions=self.partitions)
-        await self._consumer.start()
+        """Create missing topics, join the group and subscribe; ``ConsumeError`` if it cannot."""
+        try:
+            if self.create_topics:
+                await ensure_topics(self.bootstrap_servers, self.topics, partitions=self.partitions)
+            await self._consumer.start()
+        except KafkaError as exc:
+            await self._consumer.stop()  # release its client: nothing to leak on failure
+            what = f"cannot join {self.group!r} at {self.bootstrap_servers}"
+            raise _consume_error(what, exc) from exc
         self._started = True
         self._consumer.subscribe(self.topics, listener=_Listener(self))
 
@@ -127,9 +133,13 @@ class KafkaConsumer:
             await self._consumer.stop()
 
     async def fetch(self, wait: float) -> Mapping[TP, Sequence[Record]]:
-        batch = await self._consumer.getmany(
-            timeout_ms=int(wait * 1000), max_records=self.max_records
-        )
+        """The next records per partition; ``ConsumeError`` if the broker refuses the read."""
+        try:
+            batch = await self._consumer.getmany(
+                timeout_ms=int(wait * 1000), max_records=self.max_records
+            )
+        except KafkaError as exc:
+            raise _consume_error(f"fetching for {self.group!r} failed", exc) from exc
         return {
             (tp.topic, tp.partition): [_record(m) for m in messages]
             for tp, messages in batch.items()
@@ -149,6 +159,13 @@ class KafkaConsumer:
         tp = TopicPartition(*partition)
         if tp in self._consumer.assignment():
             self._consumer.seek(tp, offset)
+
+
+def _consume_error(what: str, exc: KafkaError) -> ConsumeError:
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    error = ConsumeError(f"{what}: {reason}")
+    error.retriable = bool(exc.retriable)
+    return error
 
 
 def _record(message: Any) -> Record:

@@ -1,7 +1,11 @@
 """``KafkaEventPublisher``: the aiokafka producer behind the ``EventPublisher`` port.
 
 Idempotent (``enable_idempotence=True``, ``acks="all"``), batching through
-``linger_ms`` and optional compression. ``publish`` returns once the broker
+``linger_ms`` and optional compression. Many records for one partition in a
+call go out as a batch of the publisher's own (:mod:`wirebus.kafka.batching`,
+the only use of aiokafka's private API); without it (``own_batches=False``,
+or an aiokafka whose private API changed) every record goes through the
+public ``AIOKafkaProducer.send()``. ``publish`` returns once the broker
 acknowledged the record; a failure raises :class:`~wirebus.broker.PublishError`
 naming the topic and the reason.
 
@@ -26,13 +30,14 @@ from aiokafka.errors import (
     OutOfOrderSequenceNumber,
     UnknownProducerId,
 )
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from .._lifecycle import AsyncLifecycle
-from ..broker import EventEncoder, HeldBack, OutgoingRecord, PublishError
+from ..broker import HeldBack, OutgoingRecord, PublishError
+from ..brokers.partitioner import partition_for
 from ..codec import EventRegistry
+from ..encoding import EventEncoder
 from ..errors import ConfigurationError, LifecycleError
-from .partitioner import partition_for
+from .batching import Append, OwnBatches, own_batches
 
 __all__ = ["KafkaEventPublisher"]
 
@@ -55,6 +60,7 @@ class KafkaEventPublisher(AsyncLifecycle):
         max_batch_bytes: int = 1024 * 1024,
         request_timeout_ms: int = 30_000,
         client_id: str = "wirebus",
+        own_batches: bool = True,
     ) -> None:
         if not bootstrap_servers:
             raise ConfigurationError("bootstrap_servers must not be empty")
@@ -74,6 +80,13 @@ class KafkaEventPublisher(AsyncLifecycle):
         }
         self._producer: AIOKafkaProducer | None = None
         self._state = "new"
+        self._own_batches = own_batches
+        self._batches: OwnBatches | None = None
+
+    @property
+    def batching(self) -> bool:
+        """Whether large per-partition calls go out as the publisher's own batches."""
+        return self._batches is not None
 
     async def start(self) -> None:
         """Connect to the cluster (raises ``PublishError`` if it cannot)."""
@@ -90,6 +103,8 @@ class KafkaEventPublisher(AsyncLifecycle):
                 "*", f"cannot connect to {self._options['bootstrap_servers']}: {exc}"
             ) from exc
         self._producer = producer
+        if self._own_batches and _OWN_BATCHES is not None and _OWN_BATCHES.fits(producer):
+            self._batches = _OWN_BATCHES
 
     async def stop(self) -> None:
         """Flush pending records and disconnect (idempotent)."""
@@ -157,13 +172,16 @@ class KafkaEventPublisher(AsyncLifecycle):
             for record in records:
                 outcomes.append((record.topic, _publish_error(record.topic, exc)))
             return outcomes
+        batches = self._batches
+        if batches is None:
+            return await self._submit_each(producer, records)
         partitions: dict[str, list[int] | PublishError] = {}
-        open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
+        open_batches: dict[tuple[str, int], tuple[Any, list[int], Append]] = {}
         stopped: dict[tuple[str, int], PublishError] = {}
         refused: set[tuple[str, bytes]] = set()
         pending_records: dict[int, tuple[OutgoingRecord, list[tuple[str, bytes]]]] = {}
         limit = self._options["max_request_size"]
-        estimate = DefaultRecordBatchBuilder.estimate_size_in_bytes
+        estimate = batches.estimate
         # Sizing a record costs ~0.5 µs; below half the limit only outsized
         # headers could make it too large, and then the broker refuses its batch.
         small = limit // 2
@@ -188,9 +206,8 @@ class KafkaEventPublisher(AsyncLifecycle):
                 return
             for index in members:
                 pending_records.pop(index, None)
-            batch.close()  # complete: no need to linger
             try:
-                item = await producer.send_batch(batch, topic, partition=partition)
+                item = await batches.send(producer, batch, topic, partition)
             except KafkaError as exc:
                 item = stopped[tp] = _publish_error(topic, exc)
             for index in members:
@@ -224,25 +241,65 @@ class KafkaEventPublisher(AsyncLifecycle):
                 continue
             current = open_batches.get(tp)
             if current is None or (
-                current[0].append(timestamp=None, key=key, value=value, headers=headers) is None
+                current[2](timestamp=None, key=key, value=value, headers=headers) is None
             ):
                 if current is not None:  # full: send it, start the next one
-                    batch, members = current
+                    batch, members, _ = current
                     del open_batches[tp]
                     await flush(tp, batch, members)
                     if tp in stopped:
                         outcomes.append((topic, _held_back(topic, stopped[tp])))
                         continue
-                batch, members = producer.create_batch(), []
-                batch.append(timestamp=None, key=key, value=value, headers=headers)
-                current = open_batches[tp] = (batch, members)
+                batch, append = batches.new(producer)
+                append(timestamp=None, key=key, value=value, headers=headers)
+                current = open_batches[tp] = (batch, [], append)
             members = current[1]
             if len(members) < _OWN_BATCH_MIN:
                 pending_records[len(outcomes)] = (record, headers)
             members.append(len(outcomes))
             outcomes.append((topic, None))
-        for tp, (batch, members) in open_batches.items():
+        for tp, (batch, members, _) in open_batches.items():
             await flush(tp, batch, members)
+        return outcomes
+
+    async def _submit_each(
+        self, producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]
+    ) -> list[tuple[str, Any]]:
+        """The public path: every record through ``send()``, with the same order rules.
+
+        A record too large holds back the later records of its key; any other
+        refusal the later records of its partition.
+        """
+        outcomes: list[tuple[str, Any]] = []
+        partitions: dict[str, list[int] | PublishError] = {}
+        stopped: dict[tuple[str, int], PublishError] = {}
+        refused: set[tuple[str, bytes]] = set()
+        for record in records:
+            topic, key = record.topic, record.key
+            known = partitions.get(topic)
+            if known is None:
+                known = partitions[topic] = await self._partitions(producer, topic)
+            if isinstance(known, PublishError):
+                outcomes.append((topic, known))
+                continue
+            if refused and key is not None and (topic, key) in refused:
+                reason = "an earlier record of its key was refused"
+                outcomes.append((topic, HeldBack(topic, reason)))
+                continue
+            tp = (topic, partition_for(key, known))
+            if stopped and tp in stopped:
+                outcomes.append((topic, _held_back(topic, stopped[tp])))
+                continue
+            headers = list(record.headers)
+            try:
+                item: Any = await producer.send(topic, record.value, key, tp[1], None, headers)
+            except MessageSizeTooLargeError as exc:
+                if key is not None:
+                    refused.add((topic, key))
+                item = _publish_error(topic, exc)
+            except KafkaError as exc:
+                item = stopped[tp] = _publish_error(topic, exc)
+            outcomes.append((topic, item))
         return outcomes
 
     @staticmethod
@@ -284,6 +341,9 @@ class KafkaEventPublisher(AsyncLifecycle):
             self._producer = producer
         return self._producer
 
+
+_OWN_BATCHES = own_batches()
+"""aiokafka's private batch API, checked once at import (``None``: it changed)."""
 
 _OWN_BATCH_MIN = 32
 """Fewer records than this for one partition in a call go through ``send()``
