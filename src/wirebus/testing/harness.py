@@ -136,6 +136,7 @@ class AppHarness:
         )  # fmt: skip
         await self._runtime.start()
         self._stack.push_async_callback(self._runtime.stop)
+        self._stack.push_async_callback(self._stop_consumers)
         self._observe_consumers()
         await self._start_relay()
         if self._start_gateway:
@@ -148,6 +149,13 @@ class AppHarness:
         # Nothing has been consumed yet (the broker is new), and the runner reads
         # its processor per batch: from here on every outcome is seen.
         runner.processor = _ObservedProcessor.like(runner.processor, self._reached)
+
+    async def _stop_consumers(self) -> None:
+        """Ask the consumers to stop and wake the one waiting for records, so it leaves now."""
+        runner = self.runtime.runner
+        if runner is not None:
+            await runner.stop()
+            await self.broker.append([])  # wakes fetch(), which otherwise waits out its poll
 
     async def _start_relay(self) -> None:
         from ..outbox.relay import Relay
