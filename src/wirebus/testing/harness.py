@@ -432,19 +432,25 @@ class AppHarness:
         """
         from ..outbox.relay import outbox_stats
 
+        def consumed_all() -> tuple[int, int] | None:
+            """(outcomes, records) if every record of the consumed topics has an outcome."""
+            records = [r for t in self.topics for r in self.broker.records(t)]
+            if self.runtime.consume:
+                seen = {
+                    (c.record.topic, c.record.partition, c.record.offset) for c in self.consumed
+                }
+                if any((r.topic, r.partition, r.offset) not in seen for r in records):
+                    return None
+            return len(self.consumed), len(records)
+
         async def quiet() -> bool | None:
-            if (await outbox_stats(self.database)).pending:
+            before = consumed_all()
+            if before is None or (await outbox_stats(self.database)).pending:
                 return None
-            seen = {(c.record.topic, c.record.partition, c.record.offset) for c in self.consumed}
-            consume = self.runtime.consume
-            return (
-                not consume
-                or all(
-                    (r.topic, r.partition, r.offset) in seen
-                    for t in self.topics
-                    for r in self.broker.records(t)
-                )
-            ) or None
+            # A handler commits its outbox rows before its outcome is reported,
+            # and the relay settles rows after they are on the broker: nothing
+            # consumed or published during the query means nothing is in flight.
+            return consumed_all() == before or None
 
         await self._wait(quiet, within, lambda: "the outbox empty and every record consumed")
 
