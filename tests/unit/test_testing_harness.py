@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
+import re
+from types import ModuleType
 
 import grpc
 import grpc.aio
@@ -19,10 +22,14 @@ from examples.shop.orders.messages import (
     PlaceOrder,
 )
 from examples.shop.payments.messages import PaymentCaptured
+from tests.unit import test_readme
 from wirebus import App, Context, Router
 from wirebus.broker import OutgoingRecord
 from wirebus.errors import LifecycleError
 from wirebus.testing import AppHarness
+
+quickstart = test_readme.quick_start
+"""Fixture: the README's Quick start saved as ``quickstart.py`` and imported."""
 
 ITEMS = (LineItem(sku="book", quantity=2, price_cents=1250),)
 
@@ -234,3 +241,25 @@ async def test_a_harness_is_used_inside_async_with_only_once() -> None:
 
     with pytest.raises(LifecycleError, match="a stopped harness cannot be started again"):
         await harness.start()
+
+
+def readme_testing_blocks() -> list[str]:
+    """The ```python blocks of the README's ``## Testing your app`` section."""
+    section = test_readme.README.read_text(encoding="utf-8").split("\n## Testing your app\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    return re.findall(r"^```python\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+
+
+async def test_the_readme_testing_example_passes_against_the_quick_start_app(
+    quickstart: ModuleType,
+) -> None:
+    assert quickstart.app.name == "shop"  # saved as quickstart.py, importable
+    [source] = readme_testing_blocks()
+    namespace: dict[str, object] = {"__name__": "test_quickstart"}
+    exec(compile(source, "README.md#testing-your-app", "exec"), namespace)
+    tests = [f for name, f in namespace.items() if name.startswith("test_")]
+
+    assert len(tests) == 2
+    for test in tests:
+        assert inspect.iscoroutinefunction(test)
+        await test()
