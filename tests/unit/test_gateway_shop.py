@@ -1,4 +1,8 @@
-"""The shop example's rules, proved through a real gRPC channel on 127.0.0.1."""
+"""The shop example's rules, proved through a real gRPC channel on 127.0.0.1.
+
+The shop runs in an ``AppHarness``: as ``wirebus run`` runs it, with its
+outbox, relay and consumers over the in-memory broker.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,10 @@ import pytest
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
 from examples.shop.app import app
+from examples.shop.orders.messages import OrderPlaced
+from examples.shop.payments.messages import PaymentCaptured
 from tests.conftest import bad_request, error_info
+from wirebus.testing import AppHarness
 
 ITEMS = [
     orders_pb2.LineItem(sku="book", quantity=2, price_cents=1250),
@@ -19,9 +26,10 @@ ITEMS = [
 
 
 @pytest.fixture
-async def shop(serve):
-    async with serve(app) as channel:
-        yield orders_pb2_grpc.OrderServiceStub(channel), channel
+async def shop():
+    """``(stub, harness)``: the shop's gateway stub, and the harness it runs in."""
+    async with AppHarness(app) as harness:
+        yield orders_pb2_grpc.OrderServiceStub(await harness.channel()), harness
 
 
 async def place(stub, customer_id: str = "alice", items=ITEMS) -> str:
@@ -32,8 +40,9 @@ async def place(stub, customer_id: str = "alice", items=ITEMS) -> str:
 
 
 async def test_placed_order_is_read_back_with_total_and_paid_by_the_payments_slice(shop):
-    stub, _ = shop
+    stub, harness = shop
     order_id = await place(stub)
+    await harness.idle()  # OrderPlaced consumed by payments, PaymentCaptured by orders
     order = await stub.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id))
     assert order.order_id == order_id
     assert order.customer_id == "alice"
@@ -41,6 +50,8 @@ async def test_placed_order_is_read_back_with_total_and_paid_by_the_payments_sli
     assert order.total_cents == 2 * 1250 + 199
     assert order.status == orders_pb2.ORDER_STATUS_PAID
     assert order.placed_at.seconds > 1_700_000_000
+    [placed], [captured] = harness.published(OrderPlaced), harness.published(PaymentCaptured)
+    assert placed.key == captured.key == order_id
 
 
 async def test_list_orders_streams_only_that_customers_orders_in_order(shop):
