@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "Row",
+    "Window",
     "bench_async",
     "run_loop",
     "bench_sync",
@@ -135,6 +136,31 @@ def run_loop(coro: Awaitable[Any], loop: str = "asyncio") -> Any:
 
         return uvloop.run(coro)  # type: ignore[arg-type]
     return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+class Window:
+    """Wall and process CPU time of a timed section."""
+
+    def __enter__(self) -> Window:
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if not hasattr(self, "t1"):
+            self.t1, self.c1 = time.perf_counter(), time.process_time()
+
+    def result(self, events: int, **extra: Any) -> dict[str, Any]:
+        wall = self.t1 - self.t0
+        return {
+            "events": events,
+            "seconds": wall,
+            "events_per_s": events / wall,
+            "cpu_us_per_event": (self.c1 - self.c0) / events * 1e6,
+            **extra,
+        }
 
 
 # ---------------------------------------------------------------- output
