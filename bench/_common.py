@@ -28,6 +28,7 @@ __all__ = [
     "machine_info",
     "percentile",
     "print_table",
+    "proc_cpu_seconds",
     "write_json",
 ]
 
@@ -161,6 +162,19 @@ class Window:
             "cpu_us_per_event": (self.c1 - self.c0) / events * 1e6,
             **extra,
         }
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``); nan elsewhere.
+
+    Example: ``c0 = proc_cpu_seconds(server.pid)`` ... ``proc_cpu_seconds(server.pid) - c0``.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 # ---------------------------------------------------------------- output

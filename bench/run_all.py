@@ -34,6 +34,7 @@ BENCHES = (
     "gateway_vs_raw",
     "kafka_throughput",
     "relay_throughput",
+    "consumer_backlog",
     "e2e_latency",
 )
 TIMEOUT_S = {
@@ -42,12 +43,13 @@ TIMEOUT_S = {
     "gateway_vs_raw": 600,
     "kafka_throughput": 600,
     "relay_throughput": 900,
-    "e2e_latency": 300,
+    "consumer_backlog": 900,
+    "e2e_latency": 900,
 }
 # Benchmarks that need a service: run only when its environment variable is set.
 NEEDS_ENV = {"kafka_throughput": "WIREBUS_KAFKA_BOOTSTRAP"}
 # Benchmarks that need Kafka and PostgreSQL (a postgresql WIREBUS_DATABASE_URL).
-NEEDS_KAFKA_AND_POSTGRES = {"relay_throughput", "e2e_latency"}
+NEEDS_KAFKA_AND_POSTGRES = {"relay_throughput", "consumer_backlog", "e2e_latency"}
 
 
 def _has_kafka_and_postgres() -> bool:
@@ -230,6 +232,7 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:
                     target,
                 ]
             )
+    rows += _backlog_rows(results.get("consumer_backlog"))
     e = results.get("e2e_latency")
     if e:
         ms = e["e2e_ms"]
@@ -241,6 +244,24 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:
                 f"{e['achieved_rate']:.0f} commands/s achieved, {e['ok']} ok,"
                 f" {sum(e['errors'].values())} errors, {e['missing']} missing",
                 "",
+            ]
+        )
+    return rows
+
+
+def _backlog_rows(b: dict[str, Any] | None) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for r in (b or {}).get("rows", []):
+        ratio = r.get("ratio_to_noop")
+        rows.append(
+            [
+                "backlog",
+                f"{r['key']} {r['label']}",
+                f"{r['records_per_s']:,.0f} records/s",
+                f"{r['drained']:,}/{r['backlog']:,} drained in {r['drain_s']:.1f} s,"
+                f" {r['cpu_us_per_record']:.0f} µs CPU/record"
+                + (" (time limit)" if r["timed_out"] else ""),
+                "" if r["key"] == "noop" or ratio is None else f"{ratio:.2f} x noop",
             ]
         )
     return rows
