@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "run_loop",
     "bench_sync",
     "calibrate",
+    "code_env",
+    "code_root",
     "machine_info",
     "percentile",
     "print_table",
@@ -33,6 +36,30 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
+
+ROOT_ENV = "WIREBUS_BENCH_ROOT"
+
+
+def code_root() -> Path:
+    """The checkout whose ``src``, ``gen/python`` and ``examples`` are measured.
+
+    ``WIREBUS_BENCH_ROOT`` when set (``compare.py`` sets it to the baseline's
+    worktree), else the checkout holding this ``bench`` directory. Example:
+    ``subprocess.Popen([...], cwd=code_root(), env=code_env())``.
+    """
+    return Path(os.environ.get(ROOT_ENV) or Path(__file__).resolve().parent.parent)
+
+
+def code_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with the measured checkout first on ``PYTHONPATH``."""
+    env = dict(os.environ)
+    root = code_root()
+    paths = [str(root / "gen" / "python"), str(root), str(root / "src")]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.update(extra or {})
+    return env
 
 
 def machine_info() -> str:

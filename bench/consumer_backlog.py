@@ -50,10 +50,17 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import machine_info, print_table, proc_cpu_seconds, run_loop, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    code_env,
+    code_root,
+    machine_info,
+    print_table,
+    proc_cpu_seconds,
+    run_loop,
+    write_json,
+)
 
 KAFKA_ENV = "WIREBUS_KAFKA_BOOTSTRAP"
 DB_ENV = "WIREBUS_DATABASE_URL"
@@ -71,16 +78,6 @@ ROWS: dict[str, tuple[list[str], str]] = {
 }
 
 Offsets = dict[Any, int]
-
-
-def _env(extra: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    paths = [str(ROOT / "gen" / "python"), str(ROOT), str(ROOT / "src")]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env.update(extra)
-    return env
 
 
 async def end_offsets(bootstrap: str) -> Offsets:
@@ -165,7 +162,7 @@ async def run_row(
             proc = subprocess.Popen(
                 [sys.executable, "-m", "wirebus", "consume", *target,
                  "--group", group, "--log-level", "warning"],
-                cwd=ROOT, env=_env({DB_ENV: db_url, KAFKA_ENV: bootstrap}),
+                cwd=code_root(), env=code_env({DB_ENV: db_url, KAFKA_ENV: bootstrap}),
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
             admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

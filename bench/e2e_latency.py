@@ -47,10 +47,17 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import machine_info, percentile, print_table, run_loop, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    code_env,
+    code_root,
+    machine_info,
+    percentile,
+    print_table,
+    run_loop,
+    write_json,
+)
 
 KAFKA_ENV = "WIREBUS_KAFKA_BOOTSTRAP"
 DB_ENV = "WIREBUS_DATABASE_URL"
@@ -114,16 +121,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    paths = [str(ROOT / "gen" / "python"), str(ROOT), str(ROOT / "src")]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env.update(extra)
-    return env
-
-
 async def _wait_ready(address: str, server: subprocess.Popen[bytes]) -> None:
     import grpc.aio
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -163,7 +160,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, url: str) -> dict[st
         server = subprocess.Popen(
             [sys.executable, "-m", "wirebus", "serve", "examples.shop.app:app",
              "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT, env=_env({DB_ENV: db_url, KAFKA_ENV: bootstrap}),
+            cwd=code_root(), env=code_env({DB_ENV: db_url, KAFKA_ENV: bootstrap}),
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         consumer = AIOKafkaConsumer(
@@ -194,7 +191,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, url: str) -> dict[st
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, str(Path(__file__).resolve()), "--client", address,
                 "--rate", str(args.rate), "--seconds", str(args.seconds), "--out", str(out),
-                cwd=ROOT, env=_env({}),
+                cwd=code_root(), env=code_env({}),
             )  # fmt: skip
             budget = WARMUP_S + args.seconds + CALL_DEADLINE_S + 60
             rc = await asyncio.wait_for(proc.wait(), budget)

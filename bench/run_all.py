@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import machine_info, print_table  # noqa: E402
+from _common import code_env, code_root, machine_info, print_table  # noqa: E402
 
 BENCHES = (
     "mediator_vs_cqrs",
@@ -58,21 +57,14 @@ def _has_kafka_and_postgres() -> bool:
     ).startswith("postgresql")
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    paths = [str(ROOT / "gen" / "python"), str(ROOT), str(ROOT / "src")]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    return env
-
-
 def run(name: str, extra: list[str], out_dir: Path) -> dict[str, Any] | None:
     out = out_dir / f"{name}.json"
     cmd = [sys.executable, str(HERE / f"{name}.py"), "--json", str(out), *extra]
     print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
     try:
-        proc = subprocess.run(cmd, env=_env(), cwd=ROOT, timeout=TIMEOUT_S[name], check=False)
+        proc = subprocess.run(
+            cmd, env=code_env(), cwd=code_root(), timeout=TIMEOUT_S[name], check=False
+        )
     except subprocess.TimeoutExpired:
         print(f"!!! {name} did not finish within {TIMEOUT_S[name]} s", flush=True)
         return None
