@@ -45,7 +45,8 @@ by a fresh consumer group each time):
   con_g   con_b with a handler taking the generated ``orders_pb2.OrderPlaced``
           (no ``from_proto``): the peer of con_a (``_consumer_peers.py``)
   con_f   FastStream's aiokafka subscriber, ``FromString`` decoder, no-op handler
-          (``NoCast``, default ack policy, ``logger=None``; ``_consumer_peers.py``)
+          (``apply_types=False``, default ack policy, ``logger=None``;
+          ``_consumer_peers.py``); con_fd the same as FastStream documents it (context)
 
 Consumer rates are steady-state: from the first handled record to the N-th
 (the group join is left out; the wall time from ``start()`` is shown too). CPU
@@ -637,7 +638,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     for key in ("pub_b", "pub_c", "pub_d", "pub_e", "pub_h"):
         if key in by and by[key]["ratio"] is not None:
             ratios[f"{key}_over_pub_a"] = by[key]["ratio"]
-    for key in ("con_b", "con_h", "con_g", "con_f"):
+    for key in ("con_b", "con_h", "con_g", "con_f", "con_fd"):
         if key in by and by[key]["ratio"] is not None:
             ratios[f"{key}_over_con_a"] = by[key]["ratio"]
     for key in ("con_b", "con_g"):
@@ -681,6 +682,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         ("con_b_over_con_h", "wirebus consumer / hand-written equivalent (b / h)", None),
         ("con_g_over_con_a", "wirebus generated-class handler / raw loop (g / a)", None),
         ("con_f_over_con_a", "FastStream subscriber / raw consumer (f / a)", None),
+        ("con_fd_over_con_a", "FastStream as documented / raw consumer (fd / a)", None),
         ("con_b_over_con_f", "wirebus dataclass handler / FastStream (b / f)", None),
         ("con_g_over_con_f", "wirebus generated-class handler / FastStream (g / f)", None),
     ]
