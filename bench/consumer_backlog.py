@@ -23,7 +23,7 @@ start beforehand (so records other runs left on the shared topic are not read):
             inbox mark, no outbox row
 
 This script polls the group's committed offsets (``list_consumer_group_offsets``,
-every 0.1 s) until the lag over the backlog is zero, or ``--timeout`` seconds
+every 0.05 s) until the lag over the backlog is zero, or ``--timeout`` seconds
 (then the row is reported as timed out, with what it drained). Reported per row:
 records/s from the first commit to the last (steady state; the start-up and group
 join are left out), the drain time from the process start (and records/s over it), and the consumer
@@ -32,7 +32,7 @@ outbox's pending/failed counts are read from its database (payments: the relay
 must have published every PaymentCaptured). Nothing is asserted.
 
 Run: ``PYTHONPATH=gen/python:. .venv/bin/python bench/consumer_backlog.py [--quick] [--json out.json]``
-(default N 20,000; ``--quick`` 1,000).
+(default N 20,000; ``--quick`` 3,000).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from _common import (  # noqa: E402
 KAFKA_ENV = "WIREBUS_KAFKA_BOOTSTRAP"
 DB_ENV = "WIREBUS_DATABASE_URL"
 TOPIC = "shop.orders.v1"
-POLL_S = 0.1
+POLL_S = 0.05
 ROWS: dict[str, tuple[list[str], str]] = {
     "payments": (
         ["examples.shop.app:app", "--slice", "payments"],
@@ -284,7 +284,7 @@ def summarize(runs: list[dict[str, Any]], rows: list[str]) -> list[dict[str, Any
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1,000 records")
+    ap.add_argument("--quick", action="store_true", help="3,000 records")
     ap.add_argument("--n", type=int, default=None, help="backlog records (default 20,000)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds of every row (default 1)")
     ap.add_argument("--rows", default=",".join(ROWS), help=f"subset of {','.join(ROWS)}")
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if not bootstrap or not url.startswith("postgresql"):
         print(f"consumer_backlog: skipped, needs {KAFKA_ENV} and a postgresql {DB_ENV}")
         return None
-    args.n = args.n or (1_000 if args.quick else 20_000)
+    args.n = args.n or (3_000 if args.quick else 20_000)
     args.timeout = args.timeout or args.n / 100 + 60
     args.rows = [r for r in args.rows.split(",") if r]
     if set(args.rows) - set(ROWS) or args.n < 1 or args.rounds < 1:
