@@ -44,6 +44,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -301,7 +302,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     args.rows = [r for r in args.rows.split(",") if r]
     if set(args.rows) - set(ROWS) or args.n < 1 or args.rounds < 1:
         ap.error(f"--rows from {','.join(ROWS)}; --n and --rounds >= 1")
-    args.log_dir = args.log_dir or str(Path(os.environ.get("TMPDIR", "/tmp")))
+    args.log_dir = args.log_dir or tempfile.mkdtemp(prefix="wirebus-backlog-")
+    print(f"consumer logs in {args.log_dir}", file=sys.stderr)
     print(machine_info(), file=sys.stderr)
     rows = summarize(run_loop(measure(args, bootstrap, url)), args.rows)
     print_table(
