@@ -16,21 +16,50 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
     "Row",
+    "Window",
     "bench_async",
     "run_loop",
     "bench_sync",
     "calibrate",
+    "code_env",
+    "code_root",
     "machine_info",
     "percentile",
     "print_table",
+    "proc_cpu_seconds",
     "write_json",
 ]
 
 Row = dict[str, Any]
+
+ROOT_ENV = "WIREBUS_BENCH_ROOT"
+
+
+def code_root() -> Path:
+    """The checkout whose ``src``, ``gen/python`` and ``examples`` are measured.
+
+    ``WIREBUS_BENCH_ROOT`` when set (``compare.py`` sets it to the baseline's
+    worktree), else the checkout holding this ``bench`` directory. Example:
+    ``subprocess.Popen([...], cwd=code_root(), env=code_env())``.
+    """
+    return Path(os.environ.get(ROOT_ENV) or Path(__file__).resolve().parent.parent)
+
+
+def code_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with the measured checkout first on ``PYTHONPATH``."""
+    env = dict(os.environ)
+    root = code_root()
+    paths = [str(root / "gen" / "python"), str(root), str(root / "src")]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.update(extra or {})
+    return env
 
 
 def machine_info() -> str:
@@ -135,6 +164,44 @@ def run_loop(coro: Awaitable[Any], loop: str = "asyncio") -> Any:
 
         return uvloop.run(coro)  # type: ignore[arg-type]
     return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+class Window:
+    """Wall and process CPU time of a timed section."""
+
+    def __enter__(self) -> Window:
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if not hasattr(self, "t1"):
+            self.t1, self.c1 = time.perf_counter(), time.process_time()
+
+    def result(self, events: int, **extra: Any) -> dict[str, Any]:
+        wall = self.t1 - self.t0
+        return {
+            "events": events,
+            "seconds": wall,
+            "events_per_s": events / wall,
+            "cpu_us_per_event": (self.c1 - self.c0) / events * 1e6,
+            **extra,
+        }
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``); nan elsewhere.
+
+    Example: ``c0 = proc_cpu_seconds(server.pid)`` ... ``proc_cpu_seconds(server.pid) - c0``.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 # ---------------------------------------------------------------- output

@@ -38,10 +38,17 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import machine_info, percentile, print_table, run_loop, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    code_env,
+    code_root,
+    machine_info,
+    percentile,
+    print_table,
+    run_loop,
+    write_json,
+)
 
 KINDS = ("raw", "gateway", "gateway-dc")
 LOOPS = ("asyncio", "uvloop")
@@ -187,15 +194,6 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    paths = [str(ROOT / "gen" / "python"), str(ROOT), str(ROOT / "src")]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    return env
-
-
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     """One stdout line of ``proc``, or TimeoutError (bounded wait)."""
     import selectors
@@ -217,8 +215,8 @@ def run_one(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=_env(),
-        cwd=ROOT,
+        env=code_env(),
+        cwd=code_root(),
     )
     client: subprocess.Popen[str] | None = None
     try:
@@ -241,8 +239,8 @@ def run_one(
             ],
             stdout=subprocess.PIPE,
             text=True,
-            env=_env(),
-            cwd=ROOT,
+            env=code_env(),
+            cwd=code_root(),
         )
         limit = warmup + duration + 60
         cpu0 = cpu1 = float("nan")

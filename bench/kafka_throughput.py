@@ -41,7 +41,12 @@ by a fresh consumer group each time):
           as ``dead_letters``; stopped once ``runner.outcomes["handled"] == N``
   con_h   context, not a target: con_a plus the work the processor must do, by hand:
           ``ce_type``/``ce_id`` read from the headers, ``OrderPlaced.from_proto``,
-          the no-op handler awaited, a set as inbox
+          the no-op handler awaited, a set as inbox (the peer of con_b)
+  con_g   con_b with a handler taking the generated ``orders_pb2.OrderPlaced``
+          (no ``from_proto``): the peer of con_a (``_consumer_peers.py``)
+  con_f   FastStream's aiokafka subscriber, ``FromString`` decoder, no-op handler
+          (``apply_types=False``, default ack policy, ``logger=None``;
+          ``_consumer_peers.py``); con_fd the same as FastStream documents it (context)
 
 Consumer rates are steady-state: from the first handled record to the N-th
 (the group join is left out; the wall time from ``start()`` is shown too). CPU
@@ -49,7 +54,9 @@ is this process's user+sys time per event over the timed window (the broker runs
 on the same machine and is not counted). Each row runs ``--rounds`` times (order
 rotated, fresh topic/group every time) and the median is reported.
 
-Targets: pub_b / pub_a >= 0.9, con_b / con_a >= 0.8 (events/s).
+Targets: pub_b / pub_a >= 0.9, con_b / con_a >= 0.8 (events/s). Also reported:
+con_b / con_h, con_g / con_a, con_f / con_a and wirebus / FastStream (con_b / con_f,
+con_g / con_f).
 
 Run: ``PYTHONPATH=gen/python:. .venv/bin/python bench/kafka_throughput.py [--quick] [--json out.json]``
 """
@@ -74,7 +81,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_info, print_table, run_loop, write_json
+from _common import Window, machine_info, print_table, run_loop, write_json
+from _consumer_peers import PEER_FUNCS, PEER_ROWS
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from shop.orders.v1 import orders_pb2
@@ -119,7 +127,7 @@ CON_ROWS = {
     "con_a": "raw AIOKafkaConsumer getmany + FromString + commit",
     "con_b": "wirebus ConsumerRunner + EventProcessor, no-op handler",
     "con_h": "raw consumer + same work by hand (context)",
-}
+} | PEER_ROWS
 
 ITEMS = (
     LineItem(sku="SKU-APPLE", quantity=3, price_cents=120),
@@ -164,31 +172,6 @@ def registry_for(topic: str) -> EventRegistry:
 
 def encode(events: list[OrderPlaced], topic: str) -> list[OutgoingRecord]:
     return EventEncoder(registry_for(topic), source=SOURCE).records(events)
-
-
-class Window:
-    """Wall and process CPU time of a timed section."""
-
-    def __enter__(self) -> Window:
-        self.t0, self.c0 = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if not hasattr(self, "t1"):
-            self.t1, self.c1 = time.perf_counter(), time.process_time()
-
-    def result(self, events: int, **extra: Any) -> dict[str, Any]:
-        wall = self.t1 - self.t0
-        return {
-            "events": events,
-            "seconds": wall,
-            "events_per_s": events / wall,
-            "cpu_us_per_event": (self.c1 - self.c0) / events * 1e6,
-            **extra,
-        }
 
 
 def _check_deadline(deadline: float, what: str) -> None:
@@ -491,7 +474,7 @@ ROW_FUNCS = {
     "pub_e": pub_e,
     "pub_h": pub_h,
 }
-ROW_FUNCS |= {"con_a": con_a, "con_b": con_b, "con_h": con_h}
+ROW_FUNCS |= {"con_a": con_a, "con_b": con_b, "con_h": con_h} | PEER_FUNCS
 
 
 # ---------------------------------------------------------------- driver
@@ -655,9 +638,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     for key in ("pub_b", "pub_c", "pub_d", "pub_e", "pub_h"):
         if key in by and by[key]["ratio"] is not None:
             ratios[f"{key}_over_pub_a"] = by[key]["ratio"]
-    for key in ("con_b", "con_h"):
+    for key in ("con_b", "con_h", "con_g", "con_f", "con_fd"):
         if key in by and by[key]["ratio"] is not None:
             ratios[f"{key}_over_con_a"] = by[key]["ratio"]
+    for key in ("con_b", "con_g"):
+        if key in by and "con_f" in by:
+            ratios[f"{key}_over_con_f"] = by[key]["events_per_s"] / by["con_f"]["events_per_s"]
     if "pub_b" in by and "pub_h" in by:
         ratios["pub_b_over_pub_h"] = by["pub_b"]["events_per_s"] / by["pub_h"]["events_per_s"]
     if "con_b" in by and "con_h" in by:
@@ -694,6 +680,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         ("con_b_over_con_a", "wirebus consumer / raw consumer (b / a)", 0.8),
         ("con_h_over_con_a", "hand-written equivalent consumer / raw (h / a)", None),
         ("con_b_over_con_h", "wirebus consumer / hand-written equivalent (b / h)", None),
+        ("con_g_over_con_a", "wirebus generated-class handler / raw loop (g / a)", None),
+        ("con_f_over_con_a", "FastStream subscriber / raw consumer (f / a)", None),
+        ("con_fd_over_con_a", "FastStream as documented / raw consumer (fd / a)", None),
+        ("con_b_over_con_f", "wirebus dataclass handler / FastStream (b / f)", None),
+        ("con_g_over_con_f", "wirebus generated-class handler / FastStream (g / f)", None),
     ]
     print_table(
         "kafka_throughput: ratios and targets",

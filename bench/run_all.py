@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import machine_info, print_table  # noqa: E402
+from _common import code_env, code_root, machine_info, print_table  # noqa: E402
 
 BENCHES = (
     "mediator_vs_cqrs",
@@ -34,6 +33,7 @@ BENCHES = (
     "gateway_vs_raw",
     "kafka_throughput",
     "relay_throughput",
+    "consumer_backlog",
     "e2e_latency",
 )
 TIMEOUT_S = {
@@ -42,12 +42,13 @@ TIMEOUT_S = {
     "gateway_vs_raw": 600,
     "kafka_throughput": 600,
     "relay_throughput": 900,
-    "e2e_latency": 300,
+    "consumer_backlog": 900,
+    "e2e_latency": 900,
 }
 # Benchmarks that need a service: run only when its environment variable is set.
 NEEDS_ENV = {"kafka_throughput": "WIREBUS_KAFKA_BOOTSTRAP"}
 # Benchmarks that need Kafka and PostgreSQL (a postgresql WIREBUS_DATABASE_URL).
-NEEDS_KAFKA_AND_POSTGRES = {"relay_throughput", "e2e_latency"}
+NEEDS_KAFKA_AND_POSTGRES = {"relay_throughput", "consumer_backlog", "e2e_latency"}
 
 
 def _has_kafka_and_postgres() -> bool:
@@ -56,21 +57,14 @@ def _has_kafka_and_postgres() -> bool:
     ).startswith("postgresql")
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    paths = [str(ROOT / "gen" / "python"), str(ROOT), str(ROOT / "src")]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    return env
-
-
 def run(name: str, extra: list[str], out_dir: Path) -> dict[str, Any] | None:
     out = out_dir / f"{name}.json"
     cmd = [sys.executable, str(HERE / f"{name}.py"), "--json", str(out), *extra]
     print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
     try:
-        proc = subprocess.run(cmd, env=_env(), cwd=ROOT, timeout=TIMEOUT_S[name], check=False)
+        proc = subprocess.run(
+            cmd, env=code_env(), cwd=code_root(), timeout=TIMEOUT_S[name], check=False
+        )
     except subprocess.TimeoutExpired:
         print(f"!!! {name} did not finish within {TIMEOUT_S[name]} s", flush=True)
         return None
@@ -230,8 +224,8 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:
                     target,
                 ]
             )
-    e = results.get("e2e_latency")
-    if e:
+    rows += _backlog_rows(results.get("consumer_backlog"))
+    for e in (results.get("e2e_latency") or {}).get("steps", []):
         ms = e["e2e_ms"]
         rows.append(
             [
@@ -239,8 +233,27 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:
                 f"PlaceOrder at {e['rate_target']:.0f}/s -> OrderPlaced on Kafka",
                 f"p50 {ms['p50']:.0f} ms, p99 {ms['p99']:.0f} ms, max {ms['max']:.0f} ms",
                 f"{e['achieved_rate']:.0f} commands/s achieved, {e['ok']} ok,"
-                f" {sum(e['errors'].values())} errors, {e['missing']} missing",
+                f" {sum(e['errors'].values())} errors, {e['missing']} missing,"
+                f" {e['server_cpu_ms_per_ok_call']:.2f} ms server CPU/command",
                 "",
+            ]
+        )
+    return rows
+
+
+def _backlog_rows(b: dict[str, Any] | None) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for r in (b or {}).get("rows", []):
+        ratio = r.get("ratio_to_noop")
+        rows.append(
+            [
+                "backlog",
+                f"{r['key']} {r['label']}",
+                f"{r['records_per_s']:,.0f} records/s",
+                f"{r['drained']:,}/{r['backlog']:,} drained in {r['drain_s']:.1f} s,"
+                f" {r['cpu_us_per_record']:.0f} µs CPU/record"
+                + (" (time limit)" if r["timed_out"] else ""),
+                "" if r["key"] == "noop" or ratio is None else f"{ratio:.2f} x noop",
             ]
         )
     return rows
