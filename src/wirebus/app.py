@@ -163,6 +163,7 @@ class App:
         *,
         publisher: EventPublisher | None = None,
         database: Database | None = None,
+        owns_database: bool = True,
     ) -> Mediator:
         """Validate the wiring and build a mediator with a fresh dependency container.
 
@@ -172,9 +173,9 @@ class App:
         ``database`` gets a private in-memory SQLite one for its state, with
         no outbox. Without an outbox, travelling events go to the
         ``publisher`` if given; all others are handled in-process.
-        A ``database`` given here is started with the mediator (an
-        idempotent start) but closed by whoever made it (the runtime owns
-        its database); the private one is the mediator's own.
+        A ``database`` given here is started and closed with the mediator
+        unless ``owns_database=False`` (the runtime owns its database and
+        passes that); the private one is always the mediator's own.
         """
         self.check()
         specs = self.specs
@@ -184,7 +185,7 @@ class App:
         uses: list[Any] = []
         outbox = database is not None
         if database is not None:
-            uses.append(database)
+            (owns if owns_database else uses).append(database)
         elif self.metadata is not None:
             from .db import Database as _Database
 

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class _SetupError(click.ClickException):
+class _SetupError(click.ClickException, ConfigurationError):
     """The checkout is not ready to run the app (generated code missing): exit 2."""
 
     exit_code = 2

@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import anyio
 
 from .broker import ConsumerPort, EventPublisher, OutgoingRecord, Record, TopicPartition
-from .cloudevents import Attributes, MalformedEvent
+from .cloudevents import Attributes, CloudEventsReader, MalformedEvent
 from .codec import EventRegistry, EventType
-from .errors import LifecycleError, WirebusError
+from .errors import LifecycleError, UnknownEventType, WirebusError
 from .inbox import InboxClaim, InboxStore
 from .retry import Retry
 
@@ -77,10 +77,6 @@ class ProcessingInterrupted(WirebusError):
 
 class UndecodableEvent(WirebusError):
     """A record's value does not decode as the type its ``ce_type`` names."""
-
-
-class UnknownEventType(WirebusError):
-    """A record's ``ce_type`` is not registered with this app."""
 
 
 def dead_letter_record(record: Record, error: BaseException, attempts: int) -> OutgoingRecord:
@@ -135,6 +131,7 @@ class EventProcessor:
         """The handlers' database (and the inbox's): a partition's batch commits once in it."""
         self._sleep = sleep
         self._plans: dict[str, list[tuple[EventType, Handlers]]] = {}
+        self._reader = CloudEventsReader()
 
     async def process(self, record: Record) -> Outcome:
         """Handle, acknowledge, skip or dead-letter ``record``."""
@@ -158,7 +155,7 @@ class EventProcessor:
         parsed: list[Attributes | MalformedEvent] = []
         for record in records:
             try:
-                parsed.append(Attributes.from_headers(record.headers))
+                parsed.append(self._reader.read(record.headers))
             except MalformedEvent as exc:
                 parsed.append(exc)
         ids = [a.id for a in parsed if isinstance(a, Attributes)]

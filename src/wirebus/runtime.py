@@ -130,7 +130,7 @@ class Runtime:
         if self.metrics_port is not None:
             await self._start_metrics()
         publisher = await self._start_publisher()
-        self.mediator = self.app.mediator(database=self.database)
+        self.mediator = self.app.mediator(database=self.database, owns_database=False)
         await self.mediator.start()
         self._stack.push_async_callback(self.mediator.close)
         if self.relay:

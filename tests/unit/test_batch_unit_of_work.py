@@ -158,7 +158,7 @@ async def captured_orders(env: Env) -> list[str]:
 
 async def test_a_batch_of_records_commits_in_one_transaction(env: Env) -> None:
     ids = [f"o-{i:02}" for i in range(20)]
-    async with env.app.mediator(database=env.db) as mediator:
+    async with env.app.mediator(database=env.db, owns_database=False) as mediator:
         commits = Commits(env.db)
         outcomes = await process(env.processor(mediator), env.records(*ids))
     assert outcomes == ["handled"] * 20
@@ -171,7 +171,7 @@ async def test_a_batch_of_records_commits_in_one_transaction(env: Env) -> None:
 async def test_a_failing_record_is_dead_lettered_alone_and_its_neighbours_commit(
     env: Env,
 ) -> None:
-    async with env.app.mediator(database=env.db) as mediator:
+    async with env.app.mediator(database=env.db, owns_database=False) as mediator:
         outcomes = await process(env.processor(mediator), env.records("o-1", "bad", "o-3"))
     assert outcomes == ["handled", "dead_lettered", "handled"]
     assert await env.column(ledger.c.order_id) == ["o-1", "o-3"]
@@ -187,7 +187,7 @@ async def test_a_duplicate_within_a_batch_and_across_batches_is_dropped_by_the_i
     env: Env,
 ) -> None:
     first, second = env.records("o-1", "o-2")
-    async with env.app.mediator(database=env.db) as mediator:
+    async with env.app.mediator(database=env.db, owns_database=False) as mediator:
         processor = env.processor(mediator)
         within = await process(processor, [first, second, first])
         across = await process(processor, [second, first])
@@ -215,7 +215,7 @@ async def test_a_batch_that_fails_to_commit_leaves_nothing_and_its_redelivery_ha
     env: Env,
 ) -> None:
     records = env.records("o-1", "o-2", "o-3")
-    async with env.app.mediator(database=env.db) as mediator:
+    async with env.app.mediator(database=env.db, owns_database=False) as mediator:
         processor = env.processor(mediator)
         FailingCommit(env.db)
         reported: list[Outcome] = []
@@ -234,7 +234,7 @@ async def test_a_batch_that_fails_to_commit_leaves_nothing_and_its_redelivery_ha
 async def test_the_runner_commits_offsets_only_after_the_batch_committed(env: Env) -> None:
     publisher = env.broker.publisher(env.app.registry(), source="orders")
     await publisher.publish_many([placed(f"o-{i}") for i in range(5)])
-    async with env.app.mediator(database=env.db) as mediator:
+    async with env.app.mediator(database=env.db, owns_database=False) as mediator:
         failing = FailingCommit(env.db)
         port = env.broker.consumer(group=GROUP, topics=[TOPIC])
         runner = ConsumerRunner(port, env.processor(mediator), failure_pause=0.05)
@@ -243,5 +243,5 @@ async def test_the_runner_commits_offsets_only_after_the_batch_committed(env: En
             await wait_until(lambda: failing.left == 0, message="the failed commit")
             assert env.broker.committed(GROUP, (TOPIC, 0)) == 0
             await wait_until(lambda: env.broker.committed(GROUP, (TOPIC, 0)) == 5)
+        assert await captured_orders(env) == [f"o-{i}" for i in range(5)]
     assert runner.outcomes == {"handled": 5}
-    assert await captured_orders(env) == [f"o-{i}" for i in range(5)]

@@ -59,11 +59,6 @@ def test_the_broker_and_codec_errors_are_the_ones_in_errors() -> None:
     assert cloudevents.MalformedEvent is errors.MalformedEvent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wirebus.consumer still defines its own UnknownEventType: it should import"
-    " wirebus.errors.UnknownEventType (the consumer's owner changes that import)",
-)
 def test_there_is_one_unknown_event_type() -> None:
     from wirebus import consumer
 

@@ -103,10 +103,23 @@ def shop_like(log: list[str], *, behaviours: list[Any] | None = None) -> App:
     )
 
 
+_OPEN: list[Database] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_databases() -> AsyncIterator[None]:
+    yield
+    while _OPEN:
+        await _OPEN.pop().close()
+
+
 def database(tmp_path: Path) -> Database:
-    return Database(
+    """A database the test owns (closed after it): mediators only use it."""
+    db = Database(
         f"sqlite+aiosqlite:///{tmp_path}/pipeline.db", create_schema=True, extra_metadata=[state]
     )
+    _OPEN.append(db)
+    return db
 
 
 async def outbox_keys(db: Database) -> list[bytes]:
@@ -134,7 +147,9 @@ async def test_a_behaviour_wraps_requests_event_handlers_and_whole_streams(tmp_p
         finally:
             log.append(f"leave {type(message).__name__}")
 
-    async with shop_like(log, behaviours=[around]).mediator(database=database(tmp_path)) as m:
+    async with shop_like(log, behaviours=[around]).mediator(
+        database=database(tmp_path), owns_database=False
+    ) as m:
         await m.send(Place(order_id="o-1"))
         await m.publish(Local(text="x"))
         items = [i async for i in m.stream(Feed(count=2))]
@@ -168,7 +183,7 @@ async def test_a_behaviour_sees_a_streams_error_and_its_cancellation(tmp_path: P
 
     app = shop_like([], behaviours=[Stage("watch", watch, kinds=frozenset({"stream"}))])
     db = database(tmp_path)
-    async with app.mediator(database=db) as m:
+    async with app.mediator(database=db, owns_database=False) as m:
         with pytest.raises(Boom, match="item 1"):
             [i async for i in m.stream(Feed(count=3, fail_at=1))]
         stream = m.stream(Feed(count=100))
@@ -215,7 +230,7 @@ def test_the_pipeline_is_described_outermost_first() -> None:
 
 async def test_a_stream_commits_its_work_and_outbox_rows_item_by_item(tmp_path: Path) -> None:
     db = database(tmp_path)
-    async with shop_like([]).mediator(database=db) as m:
+    async with shop_like([]).mediator(database=db, owns_database=False) as m:
         stream = m.stream(Feed(count=3))
         assert await anext(stream) == 0
         # committed when item 0 left: visible to another connection
@@ -230,7 +245,7 @@ async def test_every_kind_of_handler_writes_its_travelling_events_to_the_outbox(
     tmp_path: Path,
 ) -> None:
     db = database(tmp_path)
-    async with shop_like([]).mediator(database=db) as m:
+    async with shop_like([]).mediator(database=db, owns_database=False) as m:
         await m.send(Place(order_id="request"))
         [i async for i in m.stream(Feed(count=1))]
         await m.publish(Local(text="event"))  # in-process event handler
@@ -274,7 +289,9 @@ async def test_an_unregistered_travelling_event_fails_the_call_and_nothing_commi
         return cmd.order_id
 
     db = database(tmp_path)
-    async with App(routers=[router], metadata=state).mediator(database=db) as m:
+    async with App(routers=[router], metadata=state).mediator(
+        database=db, owns_database=False
+    ) as m:
         with pytest.raises(UnregisteredEvent, match=r"Stray .* App\(events=\[...\]\)"):
             await m.send(Place(order_id="o-1"))
 

@@ -74,22 +74,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "publisher._renew_producer",
     ): "TODO(lead): the renewal is internal; provoke it through the public send path",
     (
-        "tests/unit/test_cloudevents.py",
-        "test_the_fast_reader_and_the_general_one_agree.agree",
-        "Attributes._from_any_headers",
-    ): "TODO(lead): Attributes.from_headers(iter(headers)) takes the general reader"
-    " (it dispatches on tuple | list) through the public API",
-    (
-        "tests/unit/test_partitioner.py",
-        "<module>",
-        "from wirebus.kafka.partitioner import _murmur2_python",
-    ): "TODO(lead): the pure-Python fallback needs a public name to be tested by",
-    (
-        "tests/unit/test_partitioner.py",
-        "test_the_native_hash_is_in_use",
-        "partitioner._murmur2_native",
-    ): "TODO(lead): a public flag (e.g. partitioner.NATIVE: bool) says which hash is used",
-    (
         "tests/unit/test_relay_sqlite.py",
         "test_headers_read_back_share_repeated_pairs_and_the_sharing_is_bounded",
         "outbox_rows._CACHE_MAX",
