@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import uuid
-from collections.abc import AsyncIterator
 
-import asyncpg
-import pytest
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from examples.shop.app import app as shop_app
 from examples.shop.orders.messages import LineItem, OrderPlaced
@@ -28,27 +23,6 @@ from wirebus.testing import wait_until
 
 BACKLOG = 3000
 NOW = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-
-
-def _dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@pytest.fixture
-async def pg_url(database_url: str) -> AsyncIterator[str]:
-    """The SQLAlchemy URL of a fresh database, dropped when the test ends."""
-    name = f"it_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(_dsn(database_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    admin = await asyncpg.connect(_dsn(database_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def placed(i: int) -> OrderPlaced:
