@@ -133,6 +133,11 @@ class EventProcessor:
         self._plans: dict[str, list[tuple[EventType, Handlers]]] = {}
         self._reader = CloudEventsReader()
 
+    @property
+    def planned_types(self) -> frozenset[str]:
+        """The ``ce_type`` names this processor has planned handlers for (registered only)."""
+        return frozenset(self._plans)
+
     async def process(self, record: Record) -> Outcome:
         """Handle, acknowledge, skip or dead-letter ``record``."""
         outcomes: list[Outcome] = []

@@ -245,7 +245,7 @@ async def test_many_distinct_unknown_ce_types_do_not_grow_the_processor() -> Non
         attrs = Attributes.new(source="elsewhere", type=f"garbage.T{n}")
         record = Record(TOPIC, 0, n, None, b"", tuple(attrs.headers()))
         assert await processor.process(record) == "skipped"
-    assert processor._plans == {}  # nothing remembered per unknown name
+    assert processor.planned_types == frozenset()  # nothing remembered per unknown name
 
 
 async def test_a_value_that_does_not_decode_is_dead_lettered() -> None:

@@ -13,6 +13,7 @@ from wirebus import ConfigurationError
 from wirebus.broker import OutgoingRecord, Record
 from wirebus.brokers.memory import InMemoryBroker
 from wirebus.codec import EventRegistry
+from wirebus.testing import wait_until
 
 TIMEOUT = 5
 TOPIC = "t"
@@ -237,7 +238,7 @@ async def test_fetch_wakes_up_when_a_record_is_appended() -> None:
 
     started = time.monotonic()
     waiting = asyncio.create_task(consumer.fetch(30))
-    await asyncio.sleep(0.02)
+    await wait_until(lambda: broker.waiting == 1, within=TIMEOUT)
     assert not waiting.done()
     await broker.append([out(b"k", b"late")])
     batch = await asyncio.wait_for(waiting, TIMEOUT)

@@ -57,12 +57,6 @@ class Finding:
 # (path, function, detail) -> why it is allowed
 ALLOWED: dict[tuple[str, str, str], str] = {
     (
-        "tests/unit/test_event_processor.py",
-        "test_many_distinct_unknown_ce_types_do_not_grow_the_processor",
-        "processor._plans",
-    ): "no public view of the per-type plan cache yet; TODO: read EventProcessor's"
-    " planned types through a public read-only property (src/ is not this branch's)",
-    (
         "tests/integration/test_kafka_events.py",
         "test_a_producer_renewed_while_the_broker_is_away_is_started_by_a_later_send",
         "publisher._options",
@@ -73,29 +67,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "test_a_producer_renewed_while_the_broker_is_away_is_started_by_a_later_send",
         "publisher._renew_producer",
     ): "TODO(lead): the renewal is internal; provoke it through the public send path",
-    (
-        "tests/unit/test_relay_sqlite.py",
-        "test_headers_read_back_share_repeated_pairs_and_the_sharing_is_bounded",
-        "outbox_rows._CACHE_MAX",
-    ): "TODO(lead): the header-pair cache (a module-level mutable cache, against"
-    " STYLE) should live in an object with a public bound and size",
-    (
-        "tests/unit/test_relay_sqlite.py",
-        "test_headers_read_back_share_repeated_pairs_and_the_sharing_is_bounded",
-        "outbox_rows._pairs",
-    ): "TODO(lead): as above (module-level cache)",
-    (
-        "tests/unit/test_memory_broker.py",
-        "test_fetch_wakes_up_when_a_record_is_appended",
-        "asyncio.sleep(0.02) then assert not waiting.done()",
-    ): "TODO(lead): wait until the broker reports a waiting fetch (a public count of"
-    " waiters) instead of sleeping and asserting not done",
-    (
-        "tests/unit/test_relay_sqlite.py",
-        "test_a_second_relay_on_the_same_file_stands_by_until_the_first_closes",
-        "asyncio.sleep(0.2) then assert broker.records(TOPIC) == []",
-    ): "TODO(lead): wait until the standby has made N passes (a public pass counter"
-    " on Relay) instead of sleeping 0.2 s",
 }
 
 

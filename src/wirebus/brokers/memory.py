@@ -45,6 +45,7 @@ class InMemoryBroker:
         self._committed: dict[tuple[str, TopicPartition], int] = {}
         self._round_robin = itertools.count()
         self._changed = asyncio.Condition()
+        self._waiting = 0
 
     def _partitions(self, topic: str) -> list[list[Record]]:
         if topic not in self._topics:
@@ -105,10 +106,19 @@ class InMemoryBroker:
         for tp, offset in offsets.items():
             self._committed[(group, tp)] = offset
 
+    @property
+    def waiting(self) -> int:
+        """How many fetches are waiting for new records right now."""
+        return self._waiting
+
     async def _wait_for_change(self, seconds: float) -> None:
         async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), seconds)
+            self._waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), seconds)
+            finally:
+                self._waiting -= 1
 
 
 class InMemoryEventPublisher:

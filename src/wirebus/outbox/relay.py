@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..broker import EventPublisher, HeldBack
 from ..errors import ConfigurationError, LifecycleError
 from ..retry import Backoff
-from .rows import ATTEMPTS, EVENT_ID, ID, records_from_rows
+from .rows import ATTEMPTS, EVENT_ID, ID, HeaderReader
 from .store import Attempt, ClaimSession, OutboxStats, OutboxStore
 
 if TYPE_CHECKING:
@@ -121,6 +121,9 @@ class Relay:
         """A ``wirebus.metrics.Metrics`` to count published and failed rows in, if any."""
         self.published = 0
         self.failed = 0
+        self.passes = 0
+        """Passes made so far (claims tried), for operators and tests to watch progress."""
+        self._headers = HeaderReader()
         self._chunk = max(1, math.ceil(batch_size / max(1, self.store.claim_chunks)))
         self._stopping = asyncio.Event()
         self._outage = 0
@@ -194,6 +197,7 @@ class Relay:
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; the number of rows handled."""
+        self.passes += 1
         store = self.store
         if not store.shards:
             return 0
@@ -220,7 +224,7 @@ class Relay:
         rows = await session.claim(chunk)
         while rows:
             sending = asyncio.ensure_future(
-                self.publisher.send_records_settled(records_from_rows(rows))
+                self.publisher.send_records_settled(self._headers.records(rows))
             )
             room = self.batch_size - len(sent) - len(rows)
             ahead: Sequence[Any] = ()

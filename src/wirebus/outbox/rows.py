@@ -13,6 +13,7 @@ from ..broker import OutgoingRecord
 __all__ = [
     "CLAIMED",
     "SHARDS",
+    "HeaderReader",
     "pack_headers",
     "records_from_rows",
     "row_from_record",
@@ -34,13 +35,12 @@ ID, EVENT_ID, TOPIC, KEY, VALUE, HEADERS, ATTEMPTS = range(len(CLAIMED))
 #
 # Most headers repeat from row to row (ce_type, ce_source, content-type, ...):
 # their (name, value) pairs are kept once, keyed by their stored text, so
-# reading a row allocates only what is new in it. Headers known to change
-# with every event are not kept; the cache stops growing at _CACHE_MAX.
+# reading a row allocates only what is new in it (a HeaderReader's state: a
+# relay keeps one). Headers known to change with every event are not kept,
+# and the cache stops growing at its limit.
 _RS = "\x1e"
 _US = "\x1f"
 _UNIQUE = frozenset({"ce_id", "ce_time", "traceparent", "tracestate"})
-_CACHE_MAX = 4096
-_pairs: dict[str, tuple[str, bytes]] = {}
 
 
 def shard_of(key: bytes | None, event_id: str) -> int:
@@ -81,28 +81,64 @@ def unpack_headers(text: str) -> tuple[tuple[str, bytes], ...]:
         return tuple([(name, value.encode()) for name, value in json.loads(text)])
     if len(text) == 1:
         return ()
-    cached = _pairs.get
-    return tuple([cached(field) or _pair(field) for field in text[1:].split(_RS)])
+    return tuple([_split(field) for field in text[1:].split(_RS)])
 
 
-def _pair(field: str) -> tuple[str, bytes]:
+def _split(field: str) -> tuple[str, bytes]:
     name, _, value = field.partition(_US)
-    pair = (name, value.encode())
-    if name not in _UNIQUE and len(_pairs) < _CACHE_MAX:
-        _pairs[field] = pair
-    return pair
+    return name, value.encode()
+
+
+class HeaderReader:
+    """Reads stored headers back, keeping each repeated (name, value) pair once.
+
+    ``limit`` bounds the pairs kept (headers unique to an event, such as an
+    unknown per-event extension, would otherwise grow it without end).
+
+    Example::
+
+        reader = HeaderReader()
+        records = reader.records(rows)       # rows as a claim returns them
+    """
+
+    def __init__(self, *, limit: int = 4096) -> None:
+        self.limit = limit
+        self._pairs: dict[str, tuple[str, bytes]] = {}
+
+    @property
+    def size(self) -> int:
+        """How many pairs are kept."""
+        return len(self._pairs)
+
+    def headers(self, text: str) -> tuple[tuple[str, bytes], ...]:
+        """The headers of one stored row (like :func:`unpack_headers`, sharing pairs)."""
+        if text[:1] != _RS or len(text) == 1:
+            return unpack_headers(text)
+        cached = self._pairs.get
+        return tuple([cached(field) or self._pair(field) for field in text[1:].split(_RS)])
+
+    def _pair(self, field: str) -> tuple[str, bytes]:
+        pair = _split(field)
+        if pair[0] not in _UNIQUE and len(self._pairs) < self.limit:
+            self._pairs[field] = pair
+        return pair
+
+    def records(self, rows: Sequence[Sequence[Any]]) -> list[OutgoingRecord]:
+        """The records of claimed rows (columns as in :data:`CLAIMED`)."""
+        records: list[OutgoingRecord] = []
+        append = records.append
+        cached = self._pairs.get
+        pair = self._pair
+        for row in rows:
+            text = row[HEADERS]
+            if text[:1] == _RS and len(text) > 1:  # headers() inlined: runs for every row
+                headers = tuple([cached(field) or pair(field) for field in text[1:].split(_RS)])
+            else:
+                headers = unpack_headers(text)
+            append(OutgoingRecord(row[TOPIC], row[KEY], row[VALUE], headers))
+        return records
 
 
 def records_from_rows(rows: Sequence[Sequence[Any]]) -> list[OutgoingRecord]:
-    """The records of claimed rows (columns as in :data:`CLAIMED`)."""
-    records: list[OutgoingRecord] = []
-    append = records.append
-    cached = _pairs.get
-    for row in rows:
-        text = row[HEADERS]
-        if text[:1] == _RS and len(text) > 1:  # unpack_headers inlined: runs for every row
-            headers = tuple([cached(field) or _pair(field) for field in text[1:].split(_RS)])
-        else:
-            headers = unpack_headers(text)
-        append(OutgoingRecord(row[TOPIC], row[KEY], row[VALUE], headers))
-    return records
+    """The records of claimed rows, read without sharing (a relay uses a HeaderReader)."""
+    return HeaderReader(limit=0).records(rows)

@@ -28,7 +28,7 @@ Example (what :class:`~wirebus.outbox.Relay` does, in short)::
     await store.rebalance()
     session = await store.claim_session()
     rows = await session.claim(500)
-    results = await publisher.send_records_settled(records_from_rows(rows))
+    results = await publisher.send_records_settled(HeaderReader().records(rows))
     await session.commit(published=[row[ID] for row in rows], attempts=[])
 """
 
