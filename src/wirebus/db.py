@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -63,7 +64,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import StaticPool
 
 from .errors import ConfigurationError, LifecycleError
 
@@ -190,9 +190,18 @@ class Database:
         memory = backend == "sqlite" and parsed.database in (None, "", ":memory:")
         if migrations is not None and not Path(migrations).is_dir():
             raise ConfigurationError(f"migrations={migrations!r} is not an Alembic directory")
+        self.schema: SchemaMode = _schema_mode(schema, create_schema, memory)
+        self._private_dir: tempfile.TemporaryDirectory[str] | None = None
+        if memory:
+            # One in-memory SQLite connection cannot isolate concurrent
+            # transactions (a reader's rollback undid a writer's insert): a
+            # private database is a temporary file, removed on close.
+            self._private_dir = tempfile.TemporaryDirectory(prefix="wirebus-private-")
+            url = parsed.set(database=f"{self._private_dir.name}/private.db").render_as_string(
+                hide_password=False
+            )
         self.url = url
         self.dialect = backend
-        self.schema: SchemaMode = _schema_mode(schema, create_schema, memory)
         """Where the schema comes from on :meth:`start` (see :data:`SchemaMode`)."""
         self.create_schema = self.schema in ("migrate", "create")
         self.extra_metadata = tuple(extra_metadata)
@@ -201,7 +210,6 @@ class Database:
         if backend == "sqlite":
             self.engine: AsyncEngine = create_async_engine(
                 url,
-                poolclass=StaticPool if memory else None,
                 connect_args={"timeout": 30},
             )
         else:
@@ -221,7 +229,12 @@ class Database:
 
     @classmethod
     def in_memory(cls, *, extra_metadata: Sequence[MetaData] = ()) -> Database:
-        """A private in-memory SQLite database with the schema created (tests, demos)."""
+        """A private, throwaway SQLite database with the schema created (tests, demos).
+
+        A temporary file, removed on :meth:`close` (``:memory:`` URLs get one
+        too): a single in-memory connection cannot keep concurrent calls'
+        transactions apart.
+        """
         return cls("sqlite+aiosqlite:///:memory:", schema="create", extra_metadata=extra_metadata)
 
     @property
@@ -335,6 +348,8 @@ class Database:
             starting.cancel()
             await asyncio.wait([starting])
         await self.engine.dispose()
+        if self._private_dir is not None:
+            self._private_dir.cleanup()
 
     # ------------------------------------------------------------ use
 

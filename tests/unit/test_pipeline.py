@@ -318,3 +318,49 @@ async def test_a_stream_handlers_travelling_event_reaches_the_broker_under_the_r
         await wait_until(lambda: len(broker.records(TOPIC)) == 2, within=10)
 
     assert sorted(r.key for r in broker.records(TOPIC)) == [b"f-0", b"f-1"]
+
+
+# ---------------------------------------------------------------- the private database
+
+
+class Hold(Command[str]):
+    text: str
+    fail: bool = False
+
+
+class Notes(Query[list[str]]):
+    pass
+
+
+async def test_concurrent_calls_on_the_private_database_do_not_share_a_transaction() -> None:
+    """A bare mediator's private database: one call's rollback never undoes another's work.
+
+    (It was one shared in-memory connection: a reader's rollback undid a writer's
+    uncommitted insert.) SQLite still allows one writer at a time.
+    """
+    router = Router()
+    written = asyncio.Event()
+    release = asyncio.Event()
+
+    @router.handler
+    async def hold(cmd: Hold, session: AsyncSession) -> str:
+        if cmd.fail:  # reads (as a relay's claim does), then fails and rolls back
+            await written.wait()  # the other call has written and not yet committed
+            await session.execute(select(notes.c.text))
+            raise Boom("rolled back")
+        await session.execute(insert(notes).values(text=cmd.text))
+        written.set()
+        await release.wait()
+        return cmd.text
+
+    @router.handler
+    async def all_notes(query: Notes, session: AsyncSession) -> list[str]:
+        return list((await session.execute(select(notes.c.text))).scalars())
+
+    async with App(routers=[router], metadata=state).mediator() as m:
+        kept = asyncio.create_task(m.send(Hold(text="kept")))
+        with pytest.raises(Boom):
+            await m.send(Hold(text="doomed", fail=True))
+        release.set()
+        assert await kept == "kept"
+        assert await m.send(Notes()) == ["kept"]
