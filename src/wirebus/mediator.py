@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 import anyio
 
 from ._lifecycle import AsyncLifecycle
+from .codec import EventRegistry
 from .context import Context, _context, current_call
 from .errors import HandlerNotFound, LifecycleError
 from .messages import Event, ProtoMessage, Request
@@ -47,7 +48,6 @@ from .sink import EventSink
 if TYPE_CHECKING:
     from dishka import AsyncContainer
 
-    from .codec import EventRegistry
     from .inbox import InboxClaim
     from .retry import Retry
     from .router import HandlerSpec
@@ -104,8 +104,6 @@ class Mediator(AsyncLifecycle):
         self.pipeline = pipeline if isinstance(pipeline, Pipeline) else Pipeline(pipeline)
         """The stages around every handler, outermost first."""
         if sink is None:
-            from .codec import EventRegistry
-
             sink = EventSink(registry if registry is not None else EventRegistry())
         self.sink = sink
         """Where emitted events go."""

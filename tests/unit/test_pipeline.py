@@ -364,3 +364,17 @@ async def test_concurrent_calls_on_the_private_database_do_not_share_a_transacti
         release.set()
         assert await kept == "kept"
         assert await m.send(Notes()) == ["kept"]
+
+
+@pytest.mark.parametrize(
+    "module", ["context", "signature", "di", "mediator", "router", "pipeline", "sink", "app"]
+)
+def test_each_core_module_imports_on_its_own(module: str) -> None:
+    """No import cycle between the per-call context, the mediator, DI and the router."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", f"import wirebus.{module}"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
