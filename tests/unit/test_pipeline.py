@@ -151,13 +151,17 @@ async def test_a_behaviour_wraps_requests_event_handlers_and_whole_streams(tmp_p
         database=database(tmp_path), owns_database=False
     ) as m:
         await m.send(Place(order_id="o-1"))
-        await m.publish(Local(text="x"))
+        await m.publish(Local(text="x"))  # in-process
+        [(_, _, run)] = m.event_handlers(Local)  # as a consumer runs it
+        await run(Local(text="y"), InboxClaim("g", "id-1"))
         items = [i async for i in m.stream(Feed(count=2))]
 
     assert items == [0, 1]
     assert log == [
         "enter Place",
         "leave Place",
+        "enter Local",
+        "leave Local",
         "enter Local",
         "leave Local",
         "enter Feed",
