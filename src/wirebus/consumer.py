@@ -417,7 +417,18 @@ class EventProcessor:
 
 
 class ConsumerRunner:
-    """Runs an :class:`EventProcessor` over a :class:`ConsumerPort` until stopped."""
+    """Runs an :class:`EventProcessor` over a :class:`ConsumerPort` until stopped.
+
+    ``on_outcome(record, outcome)``, if given, is called for every record as
+    it reaches its outcome (after its handlers' work committed, before its
+    offset is): it must be quick and must not raise. :meth:`stop` wakes a
+    port that has a ``wake()`` (the in-memory consumer), so the loop leaves
+    at once instead of at the end of its ``poll_timeout``.
+
+    Example::
+
+        runner = ConsumerRunner(port, processor, on_outcome=lambda r, o: seen.append(o))
+    """
 
     def __init__(
         self,
@@ -427,6 +438,7 @@ class ConsumerRunner:
         poll_timeout: float = 0.5,
         failure_pause: float = 1.0,
         metrics: Any = None,
+        on_outcome: Callable[[Record, Outcome], None] | None = None,
     ) -> None:
         self.port = port
         self.processor = processor
@@ -434,6 +446,8 @@ class ConsumerRunner:
         self.failure_pause = failure_pause
         self.outcomes: dict[str, int] = {}
         self.metrics = metrics
+        self.on_outcome = on_outcome
+        """Called with each record and the outcome it reached (read once per batch)."""
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._state = "new"
@@ -466,6 +480,7 @@ class ConsumerRunner:
 
         counts = self.outcomes
         metrics = self.metrics
+        observer = self.on_outcome
 
         async def partition(tp: TopicPartition, records: Sequence[Record]) -> None:
             def reached(record: Record, outcome: Outcome) -> None:
@@ -473,6 +488,8 @@ class ConsumerRunner:
                 if metrics is not None:
                     metrics.records.labels(outcome).inc()
                 done[tp] = record.offset + 1
+                if observer is not None:
+                    observer(record, outcome)
 
             try:
                 await self.processor.process_batch(records, reached)
@@ -494,6 +511,9 @@ class ConsumerRunner:
     async def stop(self) -> None:
         """Ask the loop to finish the batch in hand, commit and leave (idempotent)."""
         self._stopping.set()
+        wake = getattr(self.port, "wake", None)  # optional: a fetch waiting now returns at once
+        if wake is not None:
+            wake()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
+from ._lifecycle import AsyncLifecycle
 from .app import App
 from .broker import ConsumerPort
 from .brokers.memory import InMemoryBroker
@@ -37,7 +38,8 @@ from .retry import Retry
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .broker import EventPublisher
+    from .broker import EventPublisher, Record
+    from .consumer import Outcome
     from .db import Database
     from .mediator import Mediator
     from .outbox.relay import Relay
@@ -47,8 +49,22 @@ __all__ = ["Runtime"]
 log = logging.getLogger(__name__)
 
 
-class Runtime:
-    """Gateway, publisher and consumers of one process (an async context manager)."""
+class Runtime(AsyncLifecycle):
+    """Gateway, publisher and consumers of one process (an async context manager).
+
+    ``relay_poll`` is how long the relay waits for new rows before it looks
+    again when nothing wakes it (PostgreSQL's ``NOTIFY`` does; on SQLite,
+    :meth:`~wirebus.outbox.relay.Relay.wake` of :attr:`relay_worker` does).
+    ``on_outcome(record, outcome)`` is told of every record the consumers
+    take to an outcome (see :class:`~wirebus.consumer.ConsumerRunner`).
+
+    Example::
+
+        seen = []
+        async with Runtime(app, settings, consume=True, relay_poll=0.1,
+                           on_outcome=lambda record, outcome: seen.append(outcome)):
+            ...
+    """
 
     def __init__(
         self,
@@ -65,7 +81,11 @@ class Runtime:
         relay: bool = True,
         start_at: Literal["earliest", "latest"] = "earliest",
         metrics_port: int | None = None,
+        relay_poll: float = 1.0,
+        on_outcome: Callable[[Record, Outcome], None] | None = None,
     ) -> None:
+        if relay_poll <= 0:
+            raise ConfigurationError(f"relay_poll must be positive seconds, not {relay_poll}")
         if routers is not None:
             known = {s.router for s in app.specs}
             unknown = sorted(routers - known)
@@ -84,6 +104,8 @@ class Runtime:
         self.relay = relay
         self.start_at = start_at
         self.metrics_port = metrics_port
+        self.relay_poll = relay_poll
+        self.on_outcome = on_outcome
         self.metrics: Any = None
         self._metrics_task: asyncio.Task[None] | None = None
         self.broker = broker
@@ -112,7 +134,11 @@ class Runtime:
         return sorted(topics)
 
     async def start(self) -> None:
-        """Start the parts in dependency order."""
+        """Start the parts in dependency order.
+
+        Each part's stop is registered before it starts, so :meth:`stop`
+        after a failed start releases a part that started half-way too.
+        """
         from .db import Database
         from .outbox.relay import Relay, outbox_store_for
 
@@ -125,26 +151,30 @@ class Runtime:
             extra_metadata=extra,
             migrations=self.app.migrations,
         )
-        await self.database.start()
         self._stack.push_async_callback(self.database.close)
+        await self.database.start()
         if self.metrics_port is not None:
             await self._start_metrics()
         publisher = await self._start_publisher()
         self.mediator = self.app.mediator(database=self.database, owns_database=False)
-        await self.mediator.start()
         self._stack.push_async_callback(self.mediator.close)
+        await self.mediator.start()
         if self.relay:
             store = outbox_store_for(self.database)
-            self.relay_worker = Relay(store, publisher, metrics=self.metrics)
-            await self.relay_worker.start()
-            self._relay_task = asyncio.create_task(self.relay_worker.run(), name="wirebus relay")
+            self.relay_worker = Relay(
+                store, publisher, poll_interval=self.relay_poll, metrics=self.metrics
+            )
             self._stack.push_async_callback(self._stop_relay)
+            await self.relay_worker.start()
+            if not self.database.is_postgres:  # PostgreSQL's NOTIFY wakes the relay already
+                _wake_after_outbox_commits(self.database, self.relay_worker)
+            self._relay_task = asyncio.create_task(self.relay_worker.run(), name="wirebus relay")
         if self.consume and self.topics:
             await self._start_consumers(publisher)
         if self.gateway_config is not None:
             self.gateway = Gateway(self.app, self.gateway_config, mediator=self.mediator)
-            await self.gateway.start()
             self._stack.push_async_callback(self.gateway.stop)
+            await self.gateway.start()
 
     async def _start_metrics(self) -> None:
         from .metrics import Metrics
@@ -172,7 +202,9 @@ class Runtime:
         if self.relay_worker is not None:
             await self.relay_worker.stop()
         if self._relay_task is not None:
-            await self._relay_task
+            await self._relay_task  # run() closes the relay as it leaves
+        elif self.relay_worker is not None:
+            await self.relay_worker.close()  # its start failed: release what it took
 
     async def _start_publisher(self) -> EventPublisher:
         bootstrap = self.settings.kafka_bootstrap
@@ -217,7 +249,9 @@ class Runtime:
             claim_inbox=True,
             database=self.database,  # a partition's batch commits once
         )
-        self.runner = ConsumerRunner(port, processor, metrics=self.metrics)
+        self.runner = ConsumerRunner(
+            port, processor, metrics=self.metrics, on_outcome=self.on_outcome
+        )
         await self.runner.start()
         self._task = asyncio.create_task(self.runner.run(), name=f"wirebus consumer {self.group}")
         self._stack.push_async_callback(self._stop_consumers)
@@ -240,18 +274,31 @@ class Runtime:
         else:
             await asyncio.shield(self._task)
 
-    async def __aenter__(self) -> Self:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+_OUTBOX_WRITTEN = "wirebus.outbox_written"
+
+
+def _wake_after_outbox_commits(database: Database, relay: Relay) -> None:
+    """Wake ``relay`` each time a connection that inserted outbox rows goes back to the pool.
+
+    SQLite has no notifications: without this, a committed event waits for
+    the relay's poll. A connection returns to the pool only after its
+    transaction ended, so the relay's next pass sees the rows (a rolled-back
+    one costs one empty pass). The flag is one identity test per statement.
+    """
+    from sqlalchemy import event
+
+    from .db import outbox_table
+
+    engine = database.engine.sync_engine
+
+    def executed(conn: Any, clause: Any, *_: Any) -> None:
+        if getattr(clause, "table", None) is outbox_table and getattr(clause, "is_insert", False):
+            conn.info[_OUTBOX_WRITTEN] = True
+
+    def checked_in(_dbapi: Any, record: Any) -> None:
+        if record.info.pop(_OUTBOX_WRITTEN, False):
+            relay.wake()
+
+    event.listen(engine, "after_execute", executed)
+    event.listen(engine, "checkin", checked_in)  # the engine's pool, also once it is recreated

@@ -431,3 +431,81 @@ async def test_the_runner_is_an_async_context_manager() -> None:
             await runner.start()
     with pytest.raises(LifecycleError, match="start the consumer before running it"):
         await runner.run()
+
+
+# ---------------------------------------------------------------- hooks
+
+
+async def test_on_outcome_is_told_of_every_record_and_the_outcome_it_reached_in_order() -> None:
+    async def on_cancelled(event: Cancelled) -> None:
+        if event.reason == "bad":
+            raise ValueError("no such order")
+
+    app = app_with(on_cancelled)
+    broker = InMemoryBroker(partitions=1)
+    publisher = broker.publisher(app.registry(), source="test")
+    await publisher.publish(cancelled("o-1"))
+    await publisher.publish(Cancelled(order_id="o-2", reason="bad", cancelled_at=NOW))
+    await broker.append([unknown_record(b"o-3")])
+    reached: list[tuple[int, str]] = []
+    processor = runner_for(app, broker, retry=Retry(attempts=1)).processor
+    runner = ConsumerRunner(
+        broker.consumer(group=GROUP, topics=[TOPIC]),
+        processor,
+        poll_timeout=0.05,
+        on_outcome=lambda record, outcome: reached.append((record.offset, outcome)),
+    )
+
+    async with running(runner):
+        await until(lambda: len(reached) == 3)
+
+    assert reached == [(0, "handled"), (1, "dead_lettered"), (2, "dead_lettered")]
+    assert runner.outcomes == {"handled": 1, "dead_lettered": 2}
+
+
+async def test_stop_wakes_a_runner_waiting_for_records_instead_of_waiting_out_its_poll() -> None:
+    broker = InMemoryBroker()
+    processor = runner_for(app_with(), broker).processor
+    port = broker.consumer(group=GROUP, topics=[TOPIC])
+    runner = ConsumerRunner(port, processor, poll_timeout=60.0)
+    await runner.start()
+    task = asyncio.create_task(runner.run())
+    await until(lambda: broker.waiting == 1)  # in a fetch that would wait a minute
+
+    await runner.stop()
+    await asyncio.wait_for(task, TIMEOUT)
+
+    assert task.result() is None
+    assert broker.waiting == 0
+
+
+async def test_waking_an_in_memory_consumer_ends_its_waiting_fetch_with_what_is_there() -> None:
+    broker = InMemoryBroker()
+    consumer = broker.consumer(group=GROUP, topics=[TOPIC])
+    await consumer.start()
+    fetching = asyncio.create_task(consumer.fetch(60.0))
+    await until(lambda: broker.waiting == 1)
+
+    consumer.wake()
+
+    assert await asyncio.wait_for(fetching, TIMEOUT) == {}
+    assert broker.waiting == 0
+
+
+async def test_a_wake_ends_one_fetch_only_the_next_one_waits_for_records_again() -> None:
+    async def on_cancelled(event: Cancelled) -> None:
+        return None
+
+    app = app_with(on_cancelled)
+    broker = InMemoryBroker(partitions=1)
+    consumer = broker.consumer(group=GROUP, topics=[TOPIC])
+    await consumer.start()
+    consumer.wake()  # before any fetch: the next one returns at once
+    assert await asyncio.wait_for(consumer.fetch(60.0), TIMEOUT) == {}
+
+    fetching = asyncio.create_task(consumer.fetch(60.0))
+    await until(lambda: broker.waiting == 1)
+    await broker.publisher(app.registry(), source="test").publish(cancelled("o-1"))
+
+    batch = await asyncio.wait_for(fetching, TIMEOUT)
+    assert [r.key for r in batch[(TOPIC, 0)]] == [b"o-1"]

@@ -9,7 +9,9 @@ import pytest
 from examples.shop.app import app as shop_app
 from examples.shop.orders.messages import GetOrder, LineItem, OrderStatus, OrderView, PlaceOrder
 from wirebus import ConfigurationError
+from wirebus.broker import Record
 from wirebus.brokers.memory import InMemoryBroker
+from wirebus.consumer import Outcome
 from wirebus.runtime import Runtime
 from wirebus.settings import DEFAULT_DATABASE_URL, Settings
 from wirebus.testing import wait_until
@@ -203,3 +205,89 @@ def test_an_embedded_broker_is_made_exactly_when_there_is_no_kafka() -> None:
     assert isinstance(Runtime(shop_app, Settings(), consume=True).broker, InMemoryBroker)
     kafka = Settings(kafka_bootstrap="127.0.0.1:9092")
     assert Runtime(shop_app, kafka, consume=True).broker is None
+
+
+# ---------------------------------------------------------------- Runtime hooks
+
+
+def test_relay_poll_must_be_positive() -> None:
+    with pytest.raises(ConfigurationError, match="relay_poll must be positive"):
+        Runtime(shop_app, Settings(), relay_poll=0)
+
+
+async def test_on_sqlite_a_committed_event_is_relayed_without_waiting_for_the_relay_poll(
+    tmp_path: Path,
+) -> None:
+    async with Runtime(shop_app, tmp_settings(tmp_path), relay_poll=60.0) as runtime:
+        assert runtime.mediator is not None
+        assert isinstance(runtime.broker, InMemoryBroker)
+        broker = runtime.broker
+        await runtime.mediator.send(place_order())  # maybe relayed by the relay's first pass
+        await until(lambda: len(broker.records("shop.orders.v1")) == 1)
+
+        ref = await runtime.mediator.send(place_order())  # the relay is waiting for a minute
+
+        await until(lambda: len(broker.records("shop.orders.v1")) == 2)
+        assert ref.order_id.encode() in [r.key for r in broker.records("shop.orders.v1")]
+
+
+async def test_relay_wake_relays_rows_committed_behind_the_runtimes_back_now(
+    tmp_path: Path,
+) -> None:
+    from wirebus.db import Database
+    from wirebus.encoding import EventEncoder
+    from wirebus.outbox.uow import UnitOfWork
+
+    settings = tmp_settings(tmp_path)
+    async with Runtime(shop_app, settings, relay_poll=60.0) as runtime:
+        assert runtime.relay_worker is not None
+        assert isinstance(runtime.broker, InMemoryBroker)
+        broker = runtime.broker
+        # Another process's database connection: nothing tells this runtime's relay.
+        placed = await runtime_placed_event(runtime)
+        other = Database(settings.database_url)
+        await other.start()
+        try:
+            unit = UnitOfWork(other, EventEncoder(shop_app.registry(), source="elsewhere"))
+            await unit.commit([placed])
+            await unit.close()
+        finally:
+            await other.close()
+
+        runtime.relay_worker.wake()
+
+        await until(lambda: len(broker.records("shop.orders.v1")) == 2)
+        sources = sorted(r.header("ce_source") or b"" for r in broker.records("shop.orders.v1"))
+        assert sources == [b"elsewhere", b"shop"]
+
+
+async def runtime_placed_event(runtime: Runtime) -> object:
+    """An ``OrderPlaced`` the runtime itself published (decoded), to commit once more."""
+    assert runtime.mediator is not None
+    assert isinstance(runtime.broker, InMemoryBroker)
+    broker = runtime.broker
+    await runtime.mediator.send(place_order())
+    await until(lambda: len(broker.records("shop.orders.v1")) == 1)
+    [record] = broker.records("shop.orders.v1")
+    kind = shop_app.registry().by_name("shop.orders.v1.OrderPlaced")
+    assert kind is not None
+    return kind.decode(record.value or b"")
+
+
+async def test_on_outcome_is_told_of_every_record_the_runtimes_consumers_settle(
+    tmp_path: Path,
+) -> None:
+    reached: list[tuple[str, str]] = []
+
+    def on_outcome(record: Record, outcome: Outcome) -> None:
+        reached.append((record.topic, outcome))
+
+    async with Runtime(
+        shop_app, tmp_settings(tmp_path), consume=True, on_outcome=on_outcome
+    ) as runtime:
+        assert runtime.mediator is not None
+        await runtime.mediator.send(place_order())
+
+        await until(lambda: len(reached) == 2)
+
+    assert reached == [("shop.orders.v1", "handled"), ("shop.payments.v1", "handled")]

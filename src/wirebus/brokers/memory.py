@@ -44,8 +44,7 @@ class InMemoryBroker:
         self._topics: dict[str, list[list[Record]]] = {}
         self._committed: dict[tuple[str, TopicPartition], int] = {}
         self._round_robin = itertools.count()
-        self._changed = asyncio.Condition()
-        self._waiting = 0
+        self._waiters: set[asyncio.Event] = set()
 
     def _partitions(self, topic: str) -> list[list[Record]]:
         if topic not in self._topics:
@@ -67,8 +66,8 @@ class InMemoryBroker:
             record = Record(r.topic, index, len(log), r.key, r.value, r.headers, now)
             log.append(record)
             stored.append(record)
-        async with self._changed:
-            self._changed.notify_all()
+        for waiter in self._waiters:
+            waiter.set()
         return stored
 
     def partition_for(self, key: bytes) -> int:
@@ -109,16 +108,16 @@ class InMemoryBroker:
     @property
     def waiting(self) -> int:
         """How many fetches are waiting for new records right now."""
-        return self._waiting
+        return len(self._waiters)
 
-    async def _wait_for_change(self, seconds: float) -> None:
-        async with self._changed:
-            self._waiting += 1
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), seconds)
-            finally:
-                self._waiting -= 1
+    async def _wait_for_change(self, seconds: float, signal: asyncio.Event) -> None:
+        """Until records are appended or ``signal`` is set otherwise, at most ``seconds``."""
+        self._waiters.add(signal)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signal.wait(), seconds)
+        finally:
+            self._waiters.discard(signal)
 
 
 class InMemoryEventPublisher:
@@ -145,7 +144,10 @@ class InMemoryEventPublisher:
 
 
 class InMemoryConsumer:
-    """``ConsumerPort`` of one group member; positions start at the committed offsets."""
+    """``ConsumerPort`` of one group member; positions start at the committed offsets.
+
+    :meth:`wake` ends a waiting :meth:`fetch` at once (a stopping runner calls it).
+    """
 
     def __init__(self, broker: InMemoryBroker, group: str, topics: list[str]) -> None:
         self.broker = broker
@@ -153,6 +155,7 @@ class InMemoryConsumer:
         self.topics = topics
         self.max_records = 500
         self._positions: dict[TopicPartition, int] = {}
+        self._signal = asyncio.Event()  # set by appends while fetch waits, and by wake()
 
     async def start(self) -> None:
         self._positions.clear()
@@ -163,11 +166,21 @@ class InMemoryConsumer:
     def guard_rebalance(self, lock: asyncio.Lock) -> None:
         return None  # one member per group in-process: nothing is ever revoked
 
+    def wake(self) -> None:
+        """End the waiting :meth:`fetch` (or the next one) now, with what is there, maybe nothing.
+
+        Example::
+
+            consumer.wake()     # a fetch(30.0) in another task returns at once
+        """
+        self._signal.set()
+
     async def fetch(self, wait: float) -> Mapping[TopicPartition, Sequence[Record]]:
         batch = self._available()
-        if not batch:
-            await self.broker._wait_for_change(wait)
+        if not batch and not self._signal.is_set():
+            await self.broker._wait_for_change(wait, self._signal)
             batch = self._available()
+        self._signal.clear()
         for tp, records in batch.items():
             self._positions[tp] = records[-1].offset + 1
         return batch

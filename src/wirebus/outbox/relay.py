@@ -148,6 +148,20 @@ class Relay:
         self._stopping.set()
         self.store.wake()
 
+    def wake(self) -> None:
+        """Start the next pass now, not at the end of ``poll_interval``: rows were committed.
+
+        Call it after committing outbox rows the store does not announce
+        (SQLite has no notifications); a wake during a pass starts another
+        pass right after it, so no committed row waits for the poll.
+
+        Example::
+
+            await session.commit()      # outbox rows in it
+            relay.wake()
+        """
+        self.store.wake()
+
     async def close(self) -> None:
         """Release leases, locks and connections."""
         self._state = "stopped"

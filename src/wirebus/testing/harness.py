@@ -13,9 +13,11 @@ SQLite database in a temporary directory:
   :meth:`AppHarness.channel` call (or at once with ``gateway=True``).
 
 Nothing is waited for with sleeps: the harness is told of every outcome the
-consumers reach and of every relayed batch, and each ``wait_*`` returns as
-soon as what it waits for holds, or raises ``TimeoutError`` after
-``within`` seconds saying what it saw.
+consumers reach (the runtime's ``on_outcome``), wakes the relay after each
+call it drives and each outcome (the runtime wakes it after every outbox
+commit too), and each ``wait_*`` returns as soon as what it waits for holds
+(looking again at least every ``relay_poll``), or raises ``TimeoutError``
+after ``within`` seconds saying what it saw.
 
 Example::
 
@@ -30,16 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from .._lifecycle import AsyncLifecycle
 from ..broker import EventEncoder, OutgoingRecord, Record
 from ..brokers.memory import InMemoryBroker
-from ..consumer import DLQ_SUFFIX, EventProcessor, Outcome
+from ..consumer import DLQ_SUFFIX, Outcome
 from ..context import CallInfo, bind_call, unbind_call
 from ..errors import LifecycleError
 from ..gateway import Gateway, GatewayConfig
@@ -55,11 +56,8 @@ if TYPE_CHECKING:
     from ..db import Database
     from ..mediator import Mediator
     from ..messages import Request
-    from ..outbox.relay import Relay
 
 __all__ = ["AppHarness"]
-
-log = logging.getLogger(__name__)
 
 E = TypeVar("E")
 T = TypeVar("T")
@@ -71,14 +69,15 @@ IMMEDIATE_RETRY = Retry(attempts=3, initial_delay=0.0, jitter=False)
 Of = Published[Any] | Record | str
 
 
-class AppHarness:
+class AppHarness(AsyncLifecycle):
     """The app, its outbox, relay, consumers and (lazily) its gateway, in one process.
 
     ``within`` is the default bound of every wait. ``retry`` applies to event
     handlers without their own policy (default: three attempts, no waits).
     ``partitions`` is the broker's (one keeps a topic in total order).
     ``consume=False`` leaves the app's event handlers idle: delivered
-    events then only pile up on the broker.
+    events then only pile up on the broker. ``relay_poll`` is the relay's
+    poll when nothing wakes it, and how often waits look again.
     """
 
     def __init__(
@@ -100,7 +99,7 @@ class AppHarness:
         self.consumed: list[Consumed] = []
         """Every outcome the app's consumers reached, in order."""
         self._runtime_options: dict[str, Any] = {
-            "consume": consume, "group": group, "retry": retry,
+            "consume": consume, "group": group, "retry": retry, "relay_poll": relay_poll,
         }  # fmt: skip
         self._runtime: Runtime | None = None
         self._start_gateway = gateway
@@ -110,16 +109,13 @@ class AppHarness:
         self._channels: list[grpc.aio.Channel] = []
         self._delivered: set[tuple[str, int, int]] = set()
         self._changed = asyncio.Event()
-        self._kick = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._relay_task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
         self._state = "new"
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the runtime, the relay and (with ``gateway=True``) the gateway."""
+        """Start the runtime (relay and consumers) and, with ``gateway=True``, the gateway."""
         if self._state != "new":
             raise LifecycleError(f"a {self._state} harness cannot be started again")
         self._state = "started"
@@ -132,62 +128,12 @@ class AppHarness:
         settings = Settings(database_url=f"sqlite+aiosqlite:///{directory}/app.db")
         self._runtime = Runtime(
             self.app, settings, broker=self.broker, **self._runtime_options,
-            relay=False,  # the harness runs the relay itself, woken by what it drives
+            on_outcome=self._reached,
         )  # fmt: skip
-        await self._runtime.start()
         self._stack.push_async_callback(self._runtime.stop)
-        self._stack.push_async_callback(self._stop_consumers)
-        self._observe_consumers()
-        await self._start_relay()
+        await self._runtime.start()
         if self._start_gateway:
             await self._gateway_started()
-
-    def _observe_consumers(self) -> None:
-        runner = self.runtime.runner
-        if runner is None:
-            return
-        # Nothing has been consumed yet (the broker is new), and the runner reads
-        # its processor per batch: from here on every outcome is seen.
-        runner.processor = _ObservedProcessor.like(runner.processor, self._reached)
-
-    async def _stop_consumers(self) -> None:
-        """Ask the consumers to stop and wake the one waiting for records, so it leaves now."""
-        runner = self.runtime.runner
-        if runner is not None:
-            await runner.stop()
-            await self.broker.append([])  # wakes fetch(), which otherwise waits out its poll
-
-    async def _start_relay(self) -> None:
-        from ..outbox.relay import Relay
-
-        database = self.database
-        publisher = self.broker.publisher(self.app.registry(), source=self.app.source)
-        relay = Relay(database, publisher)
-        await relay.start()
-        self._stack.push_async_callback(relay.close)
-        self._relay_task = asyncio.create_task(self._relay_loop(relay), name="harness relay")
-        self._stack.push_async_callback(self._stop_relay)
-
-    async def _relay_loop(self, relay: Relay) -> None:
-        """Relay what is pending whenever the harness did something, else every poll."""
-        while not self._stopping.is_set():
-            self._kick.clear()
-            try:
-                relayed = await relay.relay_once()
-            except Exception as exc:  # keep relaying, as the runtime's relay does
-                log.warning("harness relay pass failed: %s: %s", type(exc).__name__, exc)
-                relayed = 0
-            if relayed:
-                self._notify()
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self._relay_poll)
-
-    async def _stop_relay(self) -> None:
-        self._stopping.set()
-        self._kick.set()
-        if self._relay_task is not None:
-            await self._relay_task
 
     async def stop(self) -> None:
         """Close channels, then stop the gateway, relay, consumers and database (idempotent)."""
@@ -196,22 +142,6 @@ class AppHarness:
             await channel.close(None)
         self._channels.clear()
         await self._stack.aclose()
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------ parts
 
@@ -255,7 +185,7 @@ class AppHarness:
         finally:
             if token is not None:
                 unbind_call(token)
-            self._kick.set()
+            self._wake_relay()
 
     async def stream(self, request: Any) -> AsyncIterator[Any]:
         """Run a streaming query in-process; yields its items."""
@@ -263,14 +193,14 @@ class AppHarness:
             async for item in self.mediator.stream(request):
                 yield item
         finally:
-            self._kick.set()
+            self._wake_relay()
 
     async def publish(self, event: Any) -> None:
         """Hand ``event`` to the app's in-process handlers of its type (no broker)."""
         try:
             await self.mediator.publish(event)
         finally:
-            self._kick.set()
+            self._wake_relay()
 
     async def deliver(
         self,
@@ -458,8 +388,14 @@ class AppHarness:
 
     def _reached(self, record: Record, outcome: Outcome) -> None:
         self.consumed.append(Consumed(record, outcome, attributes_of(record)))
-        self._kick.set()  # the handler may have written outbox rows
+        self._wake_relay()  # the handler may have written outbox rows
         self._notify()
+
+    def _wake_relay(self) -> None:
+        """Relay what the harness just caused to be committed now, not at the next poll."""
+        relay = self._runtime.relay_worker if self._runtime is not None else None
+        if relay is not None:
+            relay.wake()
 
     def _notify(self) -> None:
         """Wake every waiter (each waits on the event current when it looked)."""
@@ -486,42 +422,6 @@ class AppHarness:
             # behind the harness's back: look again at least every relay poll.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(remaining, self._relay_poll))
-
-
-class _ObservedProcessor(EventProcessor):
-    """An :class:`EventProcessor` that also tells the harness each outcome."""
-
-    _observer: Callable[[Record, Outcome], None]
-
-    @classmethod
-    def like(
-        cls, processor: EventProcessor, observer: Callable[[Record, Outcome], None]
-    ) -> _ObservedProcessor:
-        """A processor configured as ``processor`` (all public settings) plus ``observer``."""
-        observed = cls(
-            processor.mediator,
-            processor.registry,
-            group=processor.group,
-            inbox=processor.inbox,
-            dead_letters=processor.dead_letters,
-            retry=processor.retry,
-            skip_unknown=processor.skip_unknown,
-            routers=processor.routers,
-            claim_inbox=processor.claim_inbox,
-        )
-        observed._observer = observer
-        return observed
-
-    async def process_batch(
-        self, records: Sequence[Record], on_outcome: Callable[[Record, Outcome], None]
-    ) -> None:
-        observer = self._observer
-
-        def reached(record: Record, outcome: Outcome) -> None:
-            on_outcome(record, outcome)
-            observer(record, outcome)
-
-        await super().process_batch(records, reached)
 
 
 def _started(part: R | None) -> R:
