@@ -553,6 +553,7 @@ class ConsumerRunner:
         self.failure_pause = failure_pause
         self.outcomes: dict[str, int] = {}
         self.metrics = metrics
+        self._counters: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._state = "new"
@@ -582,33 +583,54 @@ class ConsumerRunner:
         """Process one fetched batch; commit what reached an outcome. False on failure."""
         done: dict[TopicPartition, int] = {}
         failed: dict[TopicPartition, int] = {}
-
-        counts = self.outcomes
-        metrics = self.metrics
-
-        async def partition(tp: TopicPartition, records: Sequence[Record]) -> None:
-            def reached(record: Record, outcome: Outcome) -> None:
-                counts[outcome] = counts.get(outcome, 0) + 1
-                if metrics is not None:
-                    metrics.records.labels(outcome).inc()
-                done[tp] = record.offset + 1
-
-            try:
-                await self.processor.process_batch(records, reached)
-            except ProcessingInterrupted as exc:
-                offset = done.get(tp, records[0].offset)
-                log.error("%s[%d]@%d interrupted: %s", tp[0], tp[1], offset, exc)
-                failed[tp] = offset
-
         async with self._lock:
-            async with anyio.create_task_group() as tg:
+            if len(batch) == 1:  # one partition: no task group needed
                 for tp, records in batch.items():
-                    tg.start_soon(partition, tp, records)
+                    await self._partition(tp, records, done, failed)
+            else:
+                async with anyio.create_task_group() as tg:
+                    for tp, records in batch.items():
+                        tg.start_soon(self._partition, tp, records, done, failed)
             if done:
                 await self.port.commit(done)
             for tp, offset in failed.items():
                 await self.port.seek(tp, offset)
         return not failed
+
+    async def _partition(
+        self,
+        tp: TopicPartition,
+        records: Sequence[Record],
+        done: dict[TopicPartition, int],
+        failed: dict[TopicPartition, int],
+    ) -> None:
+        """Process one partition's records in order; note the offset reached (or to retry)."""
+        counts = self.outcomes
+        count = self._count_metric if self.metrics is not None else None
+        last = -1
+
+        def reached(record: Record, outcome: Outcome) -> None:
+            nonlocal last
+            counts[outcome] = counts.get(outcome, 0) + 1
+            if count is not None:
+                count(outcome)
+            last = record.offset
+
+        try:
+            await self.processor.process_batch(records, reached)
+        except ProcessingInterrupted as exc:
+            offset = last + 1 if last >= 0 else records[0].offset
+            log.error("%s[%d]@%d interrupted: %s", tp[0], tp[1], offset, exc)
+            failed[tp] = offset
+        finally:
+            if last >= 0:
+                done[tp] = last + 1
+
+    def _count_metric(self, outcome: Outcome) -> None:
+        counter = self._counters.get(outcome)
+        if counter is None:  # one labelled child per outcome, looked up once
+            counter = self._counters[outcome] = self.metrics.records.labels(outcome)
+        counter.inc()
 
     async def stop(self) -> None:
         """Ask the loop to finish the batch in hand, commit and leave (idempotent)."""
