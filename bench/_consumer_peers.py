@@ -34,7 +34,8 @@ from shop.orders.v1 import orders_pb2
 
 from wirebus import App, Router
 from wirebus.codec import EventRegistry
-from wirebus.consumer import ConsumerRunner, EventProcessor
+from wirebus.consumer import EventProcessor
+from wirebus.consumer_runner import ConsumerRunner
 from wirebus.inbox import InMemoryInbox
 from wirebus.kafka import KafkaConsumer, KafkaEventPublisher
 

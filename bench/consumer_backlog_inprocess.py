@@ -26,7 +26,8 @@ from examples.shop.app import app as shop_app
 from examples.shop.orders.messages import LineItem, OrderPlaced
 from wirebus import App, Router
 from wirebus.brokers.memory import InMemoryBroker
-from wirebus.consumer import ConsumerRunner, EventProcessor
+from wirebus.consumer import EventProcessor
+from wirebus.consumer_runner import ConsumerRunner
 from wirebus.db import Database
 from wirebus.inbox.sqlalchemy import SqlAlchemyInbox
 from wirebus.testing import wait_until

@@ -1,4 +1,4 @@
-"""Consuming events: the per-record processor and the partition-aware runner.
+"""Consuming events: the processor that takes each consumed record to an outcome.
 
 ``EventProcessor.process(record)`` takes one record all the way to an
 outcome, never raising for bad input:
@@ -21,27 +21,21 @@ Only infrastructure failures (the DLQ or the inbox unreachable) raise
 :class:`ProcessingInterrupted`; the runner then keeps the offset uncommitted,
 seeks back and retries after a pause, so nothing is lost.
 
-``ConsumerRunner`` drives a :class:`ConsumerPort` (Kafka or in-memory):
-records of one partition are processed in order, partitions concurrently;
-offsets are committed only after their records reached an outcome; a stop
-finishes the batch in hand, commits and returns.
+``wirebus.consumer_runner.ConsumerRunner`` drives a processor over a
+:class:`ConsumerPort` (Kafka or in-memory).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
-
-import anyio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from .broker import ConsumerPort, EventPublisher, OutgoingRecord, Record, TopicPartition
-from .cloudevents import Attributes, CloudEventsReader, MalformedEvent
+from .cloudevents import CloudEventsReader, MalformedEvent
 from .codec import EventRegistry, EventType
-from .errors import LifecycleError, UnknownEventType, WirebusError
+from .errors import UnknownEventType, WirebusError
 from .inbox import InboxClaim, InboxStore
 from .retry import Retry
 
@@ -52,7 +46,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConsumerPort",
-    "ConsumerRunner",
     "DLQ_SUFFIX",
     "EventProcessor",
     "Outcome",
@@ -99,8 +92,33 @@ def dead_letter_record(record: Record, error: BaseException, attempts: int) -> O
     )
 
 
+class _Single:
+    """The common plan of a ``ce_type``: one Python type with one handler, run inline."""
+
+    __slots__ = ("decode", "name", "retry", "run")
+
+    def __init__(
+        self, decode: Callable[[bytes], Any], name: str, retry: Retry | None, run: EventRunner
+    ) -> None:
+        self.decode = decode
+        self.name = name
+        self.retry = retry
+        self.run = run
+
+
+Route = tuple[str, str]
+"""``(ce_id, ce_type)`` of a record whose CloudEvents headers are valid."""
+
+
 class EventProcessor:
-    """Takes one consumed record to an outcome (see the module docstring)."""
+    """Takes one consumed record to an outcome (see the module docstring).
+
+    Example::
+
+        processor = EventProcessor(mediator, registry, group="payments",
+                                   inbox=InMemoryInbox(), dead_letters=broker)
+        assert await processor.process(record) == "handled"
+    """
 
     def __init__(
         self,
@@ -131,6 +149,7 @@ class EventProcessor:
         """The handlers' database (and the inbox's): a partition's batch commits once in it."""
         self._sleep = sleep
         self._plans: dict[str, list[tuple[EventType, Handlers]]] = {}
+        self._singles: dict[str, _Single | None] = {}
         self._reader = CloudEventsReader()
 
     @property
@@ -157,38 +176,72 @@ class EventProcessor:
         Raises :class:`ProcessingInterrupted` at the first record that
         cannot reach an outcome; the records before it have theirs.
         """
-        parsed: list[Attributes | MalformedEvent] = []
+        read = self._reader.read_route
+        routes: list[Route | MalformedEvent] = []
+        append = routes.append
         for record in records:
             try:
-                parsed.append(self._reader.read(record.headers))
+                append(read(record.headers))
             except MalformedEvent as exc:
-                parsed.append(exc)
-        ids = [a.id for a in parsed if isinstance(a, Attributes)]
+                append(exc)
+        ids = [r[0] for r in routes if type(r) is tuple]
         seen = await self._guarded(self.inbox.seen_many(self.group, ids)) if ids else set()
         together = self.database is not None and len(records) > 1
-        if together and await self._process_together(records, parsed, seen, on_outcome):
+        if together and await self._process_together(records, routes, seen, on_outcome):
             return
-        await self._process_each(records, parsed, seen, on_outcome)
+        await self._process_each(records, routes, seen, on_outcome)
 
     async def _process_each(
         self,
         records: Sequence[Record],
-        parsed: Sequence[Attributes | MalformedEvent],
+        routes: Sequence[Route | MalformedEvent],
         seen: set[str],
         on_outcome: Callable[[Record, Outcome], None],
     ) -> None:
-        """One transaction per record; the inbox told once at the end of the unclaimed ones."""
+        """One transaction per record; the inbox told once at the end of the unclaimed ones.
+
+        The common case (a type with one handler, which succeeds at once) is
+        run inline, without a coroutine per step; anything else takes the
+        general path with the same outcomes.
+        """
         handled: list[str] = []
+        singles, claims, dispatch = self._singles, self.claim_inbox, self.mediator.dispatch
+        outcome: Outcome
         try:
-            for record, attributes in zip(records, parsed, strict=True):
-                if isinstance(attributes, MalformedEvent):
-                    outcome = await self._dead_letter(record, attributes, 0)
-                else:
-                    outcome, mark = await self._handle(record, attributes, seen)
-                    if outcome == "handled":
-                        seen.add(attributes.id)  # a copy later in this batch is a duplicate
-                        if mark:
-                            handled.append(attributes.id)
+            for record, route in zip(records, routes, strict=True):
+                if type(route) is not tuple:
+                    outcome = await self._dead_letter(record, route, 0)  # type: ignore[arg-type]
+                    on_outcome(record, outcome)
+                    continue
+                ident, name = route
+                single = singles[name] if name in singles else self._single(name)
+                if single is None:
+                    outcome = await self._handle(record, ident, name, seen, handled)
+                    on_outcome(record, outcome)
+                    continue
+                try:
+                    event = single.decode(record.value or b"")
+                except Exception as exc:  # upb DecodeError, ConversionError, ...
+                    outcome = await self._undecodable(record, name, exc)
+                    on_outcome(record, outcome)
+                    continue
+                if ident in seen:
+                    on_outcome(record, "duplicate")
+                    continue
+                claim = InboxClaim(self.group, ident) if claims else None
+                try:
+                    emitted = await single.run(event, claim)
+                    if emitted:
+                        await dispatch(emitted)
+                    outcome = "handled"
+                except Exception as exc:
+                    outcome = await self._single_failed(
+                        record, ident, name, event, single, claim, exc
+                    )
+                if outcome == "handled":
+                    seen.add(ident)  # a copy later in this batch is a duplicate
+                    if claim is None or not claim.written:
+                        handled.append(ident)
                 on_outcome(record, outcome)
         finally:
             if handled:
@@ -197,7 +250,7 @@ class EventProcessor:
     async def _process_together(
         self,
         records: Sequence[Record],
-        parsed: Sequence[Attributes | MalformedEvent],
+        routes: Sequence[Route | MalformedEvent],
         seen: set[str],
         on_outcome: Callable[[Record, Outcome], None],
     ) -> bool:
@@ -216,8 +269,8 @@ class EventProcessor:
         dead: list[tuple[int, OutgoingRecord]] = []
         local: list[Any] = []
         try:
-            for index, (record, attributes) in enumerate(zip(records, parsed, strict=True)):
-                staged = await self._stage(record, attributes, seen, batch, local)
+            for index, (record, route) in enumerate(zip(records, routes, strict=True)):
+                staged = await self._stage(record, route, seen, batch, local)
                 if staged is None:
                     return False
                 if isinstance(staged, Exception):
@@ -269,32 +322,33 @@ class EventProcessor:
     async def _stage(
         self,
         record: Record,
-        attributes: Attributes | MalformedEvent,
+        route: Route | MalformedEvent,
         seen: set[str],
         batch: BatchUnitOfWork,
         local: list[Any],
     ) -> Outcome | Exception | None:
         """Run ``record``'s handlers inside ``batch``: its outcome, why to dead-letter it, or
         None when a handler failed (the batch must be rolled back)."""
-        if isinstance(attributes, MalformedEvent):
-            return attributes
-        decoded = self._decode(record, attributes, seen)
+        if isinstance(route, MalformedEvent):
+            return route
+        ident, name = route
+        decoded = self._decode(record, name, ident, seen)
         if isinstance(decoded, (str, Exception)):
             return decoded
-        claim = InboxClaim(self.group, attributes.id, batch=batch)
+        claim = InboxClaim(self.group, ident, batch=batch)
         for event, handlers in decoded:
-            for name, _retry, run in handlers:
+            for handler, _retry, run in handlers:
                 try:
                     local.extend(await run(event, claim))
                 except Exception as exc:
                     log.info(
                         "handler %s failed on %s %s in a batch (%s: %s);"
                         " running the batch one transaction per record",
-                        name, attributes.type, attributes.id, type(exc).__name__, exc,
+                        handler, name, ident, type(exc).__name__, exc,
                     )  # fmt: skip
                     return None
-        seen.add(attributes.id)
-        batch.mark(attributes.id)
+        seen.add(ident)
+        batch.mark(ident)
         return "handled"
 
     def _plan(self, event_type: str) -> list[tuple[EventType, Handlers]]:
@@ -311,53 +365,89 @@ class EventProcessor:
                 self._plans[event_type] = plan
         return plan
 
+    def _single(self, event_type: str) -> _Single | None:
+        """The inline plan of ``event_type`` if it has one type with one handler, else None."""
+        plan = self._plan(event_type)
+        single = None
+        if len(plan) == 1 and len(plan[0][1]) == 1:
+            kind, ((name, retry, run),) = plan[0]
+            single = _Single(kind.decode, name, retry, run)
+        if event_type in self._plans:  # registered names only, as the plans
+            self._singles[event_type] = single
+        return single
+
     def _decode(
-        self, record: Record, attributes: Attributes, seen: set[str]
+        self, record: Record, event_type: str, ident: str, seen: set[str]
     ) -> Outcome | Exception | list[tuple[Any, Handlers]]:
         """The record's events with their handlers, or its outcome, or why to dead-letter it.
 
         Checked in this order: known type, decodable value, not seen before.
         """
-        plan = self._plan(attributes.type)
+        plan = self._plan(event_type)
         if not plan:
-            if not self.registry.all_by_name(attributes.type):
+            if not self.registry.all_by_name(event_type):
                 if self.skip_unknown:
                     return "skipped"
-                return UnknownEventType(f"ce_type {attributes.type!r} is not registered")
+                return UnknownEventType(f"ce_type {event_type!r} is not registered")
             return "ignored"
         events = []
         for kind, handlers in plan:
             try:
                 events.append((kind.decode(record.value or b""), handlers))
             except Exception as exc:  # upb DecodeError, ConversionError, ...
-                return UndecodableEvent(f"value is not a valid {attributes.type}: {exc}")
-        if attributes.id in seen:
+                return UndecodableEvent(f"value is not a valid {event_type}: {exc}")
+        if ident in seen:
             return "duplicate"
         return events
 
     async def _handle(
-        self, record: Record, attributes: Attributes, seen: set[str]
-    ) -> tuple[Outcome, bool]:
-        """The event's outcome, and whether the inbox must still be told it was handled."""
-        events = self._decode(record, attributes, seen)
+        self, record: Record, ident: str, event_type: str, seen: set[str], handled: list[str]
+    ) -> Outcome:
+        """The general path: the event's outcome; ``handled`` gets what the inbox must record."""
+        events = self._decode(record, event_type, ident, seen)
         if isinstance(events, str):
-            return events, False
+            return events
         if isinstance(events, Exception):
-            return await self._dead_letter(record, events, 0), False
+            return await self._dead_letter(record, events, 0)
         claim = None
         if self.claim_inbox and len(events) == 1 and len(events[0][1]) == 1:
-            claim = InboxClaim(self.group, attributes.id)
+            claim = InboxClaim(self.group, ident)
         for event, handlers in events:
-            outcome = await self._run_handlers(record, attributes, event, handlers, claim)
+            outcome = await self._run_handlers(record, ident, event_type, event, handlers, claim)
             if outcome is not None:
-                return outcome, False
+                return outcome
+        seen.add(ident)  # a copy later in this batch is a duplicate
         # With a claim the unit of work wrote the inbox row with the handler's state.
-        return "handled", claim is None or not claim.written
+        if claim is None or not claim.written:
+            handled.append(ident)
+        return "handled"
+
+    async def _undecodable(self, record: Record, event_type: str, error: Exception) -> Outcome:
+        problem = UndecodableEvent(f"value is not a valid {event_type}: {error}")
+        return await self._dead_letter(record, problem, 0)
+
+    async def _single_failed(
+        self,
+        record: Record,
+        ident: str,
+        event_type: str,
+        event: Any,
+        single: _Single,
+        claim: InboxClaim | None,
+        error: Exception,
+    ) -> Outcome:
+        """The inline handler's first attempt failed: its retries, then the DLQ."""
+        retry = single.retry or self.retry
+        failure = await self._retry(single.run, event, retry, claim, error)
+        if failure is None:
+            return "handled"
+        return await self._give_up(record, ident, event_type, single.name, failure)
 
     async def _run_handlers(
         self,
         record: Record,
-        attributes: Attributes,
+        ident: str,
+        event_type: str,
         event: Any,
         handlers: Handlers,
         claim: InboxClaim | None,
@@ -370,19 +460,42 @@ class EventProcessor:
         for name, retry, run in handlers:
             failure = await self._run_with_retries(run, event, retry or self.retry, claim)
             if failure is not None:
-                error, attempts = failure
-                log.error(
-                    "handler %s failed on %s %s after %d attempt(s); dead-lettering",
-                    name, attributes.type, attributes.id, attempts, exc_info=error,
-                )  # fmt: skip
-                return await self._dead_letter(record, error, attempts)
+                return await self._give_up(record, ident, event_type, name, failure)
         return None
+
+    async def _give_up(
+        self,
+        record: Record,
+        ident: str,
+        event_type: str,
+        handler: str,
+        failure: tuple[Exception, int],
+    ) -> Outcome:
+        error, attempts = failure
+        log.error(
+            "handler %s failed on %s %s after %d attempt(s); dead-lettering",
+            handler, event_type, ident, attempts, exc_info=error,
+        )  # fmt: skip
+        return await self._dead_letter(record, error, attempts)
 
     async def _run_with_retries(
         self, run: EventRunner, event: Any, retry: Retry, claim: InboxClaim | None
     ) -> tuple[Exception, int] | None:
-        attempt = 0
-        while True:
+        try:
+            emitted = await run(event, claim)
+            if emitted:
+                await self.mediator.dispatch(emitted)
+            return None
+        except Exception as exc:
+            return await self._retry(run, event, retry, claim, exc)
+
+    async def _retry(
+        self, run: EventRunner, event: Any, retry: Retry, claim: InboxClaim | None, error: Exception
+    ) -> tuple[Exception, int] | None:
+        """After a failed first attempt: retry while ``retry`` allows; the last failure, or None."""
+        attempt = 1
+        while attempt < retry.attempts and retry.worth_retrying(error):
+            await self._sleep(retry.delay(attempt))
             attempt += 1
             try:
                 emitted = await run(event, claim)
@@ -390,9 +503,8 @@ class EventProcessor:
                     await self.mediator.dispatch(emitted)
                 return None
             except Exception as exc:
-                if attempt >= retry.attempts or not retry.worth_retrying(exc):
-                    return exc, attempt
-                await self._sleep(retry.delay(attempt))
+                error = exc
+        return error, attempt
 
     async def _dead_letter(self, record: Record, error: Exception, attempts: int) -> Outcome:
         self._log_dead_letter(record, error)
@@ -416,121 +528,6 @@ class EventProcessor:
             raise ProcessingInterrupted(f"{type(exc).__name__}: {exc}") from exc
 
 
-class ConsumerRunner:
-    """Runs an :class:`EventProcessor` over a :class:`ConsumerPort` until stopped.
-
-    ``on_outcome(record, outcome)``, if given, is called for every record as
-    it reaches its outcome (after its handlers' work committed, before its
-    offset is): it must be quick and must not raise. :meth:`stop` wakes a
-    port that has a ``wake()`` (the in-memory consumer), so the loop leaves
-    at once instead of at the end of its ``poll_timeout``.
-
-    Example::
-
-        runner = ConsumerRunner(port, processor, on_outcome=lambda r, o: seen.append(o))
-    """
-
-    def __init__(
-        self,
-        port: ConsumerPort,
-        processor: EventProcessor,
-        *,
-        poll_timeout: float = 0.5,
-        failure_pause: float = 1.0,
-        metrics: Any = None,
-        on_outcome: Callable[[Record, Outcome], None] | None = None,
-    ) -> None:
-        self.port = port
-        self.processor = processor
-        self.poll_timeout = poll_timeout
-        self.failure_pause = failure_pause
-        self.outcomes: dict[str, int] = {}
-        self.metrics = metrics
-        self.on_outcome = on_outcome
-        """Called with each record and the outcome it reached (read once per batch)."""
-        self._lock = asyncio.Lock()
-        self._stopping = asyncio.Event()
-        self._state = "new"
-
-    async def start(self) -> None:
-        """Join the group; call :meth:`run` next (or use ``async with``)."""
-        if self._state != "new":
-            raise LifecycleError(f"a {self._state} consumer cannot be started again")
-        self._state = "started"
-        self.port.guard_rebalance(self._lock)
-        await self.port.start()
-
-    async def run(self) -> None:
-        """Consume until :meth:`stop` is called; returns after the final commit."""
-        if self._state != "started":
-            raise LifecycleError("start the consumer before running it")
-        try:
-            while not self._stopping.is_set():
-                batch = await self.port.fetch(self.poll_timeout)
-                if batch and not await self._process_batch(batch):
-                    await _wait(self._stopping, self.failure_pause)
-        finally:
-            await self.port.stop()
-            self._state = "stopped"
-
-    async def _process_batch(self, batch: Mapping[TopicPartition, Sequence[Record]]) -> bool:
-        """Process one fetched batch; commit what reached an outcome. False on failure."""
-        done: dict[TopicPartition, int] = {}
-        failed: dict[TopicPartition, int] = {}
-
-        counts = self.outcomes
-        metrics = self.metrics
-        observer = self.on_outcome
-
-        async def partition(tp: TopicPartition, records: Sequence[Record]) -> None:
-            def reached(record: Record, outcome: Outcome) -> None:
-                counts[outcome] = counts.get(outcome, 0) + 1
-                if metrics is not None:
-                    metrics.records.labels(outcome).inc()
-                done[tp] = record.offset + 1
-                if observer is not None:
-                    observer(record, outcome)
-
-            try:
-                await self.processor.process_batch(records, reached)
-            except ProcessingInterrupted as exc:
-                offset = done.get(tp, records[0].offset)
-                log.error("%s[%d]@%d interrupted: %s", tp[0], tp[1], offset, exc)
-                failed[tp] = offset
-
-        async with self._lock:
-            async with anyio.create_task_group() as tg:
-                for tp, records in batch.items():
-                    tg.start_soon(partition, tp, records)
-            if done:
-                await self.port.commit(done)
-            for tp, offset in failed.items():
-                await self.port.seek(tp, offset)
-        return not failed
-
-    async def stop(self) -> None:
-        """Ask the loop to finish the batch in hand, commit and leave (idempotent)."""
-        self._stopping.set()
-        wake = getattr(self.port, "wake", None)  # optional: a fetch waiting now returns at once
-        if wake is not None:
-            wake()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-        if self._state == "started":
-            await self.port.stop()
-            self._state = "stopped"
-
-
 def _database_gone(error: BaseException) -> bool:
     """Whether a commit failed because the database is unreachable (not because of the data)."""
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -538,8 +535,3 @@ def _database_gone(error: BaseException) -> bool:
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True
     return isinstance(error, (InterfaceError, OperationalError, OSError))
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)

@@ -31,7 +31,8 @@ from ._lifecycle import AsyncLifecycle
 from .app import App
 from .broker import ConsumerPort
 from .brokers.memory import InMemoryBroker
-from .consumer import ConsumerRunner, EventProcessor
+from .consumer import EventProcessor
+from .consumer_runner import ConsumerRunner
 from .errors import ConfigurationError
 from .gateway import Gateway, GatewayConfig
 from .retry import Retry

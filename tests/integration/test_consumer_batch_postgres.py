@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 from examples.shop.app import app as shop_app
 from examples.shop.orders.messages import LineItem, OrderPlaced
 from wirebus.brokers.memory import InMemoryBroker
-from wirebus.consumer import ConsumerRunner, EventProcessor
+from wirebus.consumer import EventProcessor
+from wirebus.consumer_runner import ConsumerRunner
 from wirebus.db import Database, inbox_table, outbox_table
 from wirebus.inbox.sqlalchemy import SqlAlchemyInbox
 from wirebus.testing import wait_until

@@ -21,7 +21,8 @@ from shop.orders.v1 import orders_pb2
 from tests.integration.conftest import read_records
 from wirebus import App, Event, Router
 from wirebus.codec import EventRegistry
-from wirebus.consumer import ConsumerRunner, EventProcessor
+from wirebus.consumer import EventProcessor
+from wirebus.consumer_runner import ConsumerRunner
 from wirebus.inbox import InMemoryInbox
 from wirebus.inbox.sqlalchemy import SqlAlchemyInbox
 from wirebus.kafka import KafkaConsumer, KafkaEventPublisher, ensure_topics

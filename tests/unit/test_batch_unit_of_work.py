@@ -25,7 +25,8 @@ from examples.shop.payments.messages import PaymentCaptured
 from wirebus import App, Context, Router
 from wirebus.broker import EventEncoder, Record
 from wirebus.brokers.memory import InMemoryBroker
-from wirebus.consumer import ConsumerRunner, EventProcessor, Outcome, ProcessingInterrupted
+from wirebus.consumer import EventProcessor, Outcome, ProcessingInterrupted
+from wirebus.consumer_runner import ConsumerRunner
 from wirebus.db import Database, inbox_table, outbox_table
 from wirebus.inbox.sqlalchemy import SqlAlchemyInbox
 from wirebus.retry import Retry

@@ -316,6 +316,63 @@ def test_a_reader_with_or_without_caches_reads_every_malformed_case_like_the_gen
         assert str(read.value) == str(general.value)
 
 
+# ---------------------------------------------------------------- read_route (the consumer's)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_read_route_gives_the_id_and_type_that_read_gives(cache: bool) -> None:
+    reader = CloudEventsReader(cache=cache)
+    for headers in (
+        valid_headers(),
+        without("content-type"),
+        without("ce_dataschema"),
+        attributes(subject="orders/o-1").headers(),
+        [*valid_headers(), ("ce_id", b"second")],  # repeated: the first value wins
+        replaced("content-type", b"application/protobuf; proto=shop"),
+        [*valid_headers(), ("x-binary-span", b"\x00\xff")],
+        [*valid_headers(), ("x-empty", None)],  # a header without a value is left out
+    ):
+        read = reader.read(headers)
+        assert reader.read_route(headers) == (read.id, read.type)
+        assert reader.read_route(tuple(headers)) == (read.id, read.type)  # twice: cached
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_read_route_refuses_every_malformed_case_with_the_general_readers_reason(
+    cache: bool,
+) -> None:
+    reader = CloudEventsReader(cache=cache)
+    reader.read_route(valid_headers())  # its values are now known good
+    broken = [
+        without("ce_id"),
+        without("ce_source"),
+        replaced("ce_specversion", b"0.3"),
+        replaced("ce_time", b"yesterday"),
+        replaced("ce_id", b"\xff\xfe"),
+        replaced("ce_type", b"\xff\xfe"),
+        replaced("ce_source", b"\xff\xfe"),
+        replaced("ce_dataschema", b"\xff\xfe"),
+        [(k, v) for k, v in replaced("ce_dataschema", b"\xff") if k != "content-type"],
+        [*valid_headers(), ("ce_subject", b"\xff\xfe")],
+        [*valid_headers(), ("traceparent", b"\xff\xfe")],
+        replaced("content-type", b"application/json"),
+    ]
+    for headers in broken:
+        with pytest.raises(MalformedEvent) as general:
+            CloudEventsReader.read_general(headers)
+        with pytest.raises(MalformedEvent) as route:
+            reader.read_route(headers)
+        assert str(route.value) == str(general.value)
+
+
+def test_read_route_checks_a_new_time_after_a_good_one() -> None:
+    reader = CloudEventsReader()
+    reader.read_route(valid_headers())
+    with pytest.raises(MalformedEvent, match="ce_time"):
+        reader.read_route(replaced("ce_time", b"2024-05-06T07:08:09"))  # no time zone
+    assert reader.read_route(valid_headers()) == (attributes().id, attributes().type)
+
+
 # ---------------------------------------------------------------- the codec's writer
 
 

@@ -17,7 +17,8 @@ from wirebus import App, Event, LifecycleError, Router
 from wirebus.broker import OutgoingRecord, PublishError
 from wirebus.brokers.memory import InMemoryBroker
 from wirebus.cloudevents import Attributes
-from wirebus.consumer import ConsumerRunner, EventProcessor
+from wirebus.consumer import EventProcessor
+from wirebus.consumer_runner import ConsumerRunner
 from wirebus.inbox import InMemoryInbox
 from wirebus.retry import Retry
 from wirebus.testing import wait_until

@@ -51,23 +51,24 @@ class InboxStore(Protocol):
 
 
 class InMemoryInbox:
-    """Inbox in a set: for tests and the embedded default (lost on restart)."""
+    """Inbox of one set of event ids per group: for tests and the embedded default (lost on
+    restart)."""
 
     def __init__(self) -> None:
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: dict[str, set[str]] = {}  # per group: set operations run in C
 
     async def seen(self, group: str, event_id: str) -> bool:
-        return (group, event_id) in self._seen
+        return event_id in self._seen.get(group, ())
 
     async def mark(self, group: str, event_id: str) -> None:
-        self._seen.add((group, event_id))
+        self._seen.setdefault(group, set()).add(event_id)
 
     async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
-        seen = self._seen
-        return {event_id for event_id in event_ids if (group, event_id) in seen}
+        seen = self._seen.get(group)
+        return set() if seen is None else seen.intersection(event_ids)
 
     async def mark_many(self, group: str, event_ids: Sequence[str]) -> None:
-        self._seen.update((group, event_id) for event_id in event_ids)
+        self._seen.setdefault(group, set()).update(event_ids)
 
     async def close(self) -> None:
         return None

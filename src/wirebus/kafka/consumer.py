@@ -141,7 +141,7 @@ class KafkaConsumer:
         except KafkaError as exc:
             raise _consume_error(f"fetching for {self.group!r} failed", exc) from exc
         return {
-            (tp.topic, tp.partition): [_record(m) for m in messages]
+            (tp.topic, tp.partition): _records(tp.topic, tp.partition, messages)
             for tp, messages in batch.items()
             if messages
         }
@@ -168,13 +168,26 @@ def _consume_error(what: str, exc: KafkaError) -> ConsumeError:
     return error
 
 
-def _record(message: Any) -> Record:
-    return Record(
-        message.topic,
-        message.partition,
-        message.offset,
-        message.key,
-        message.value,
-        tuple(message.headers or ()),
-        message.timestamp or 0,
-    )
+def _records(topic: str, partition: int, messages: Sequence[Any]) -> list[Record]:
+    """aiokafka's records of one partition as ``Record`` tuples.
+
+    Built with ``tuple.__new__`` (no Python ``__new__`` frame: this runs for
+    every record consumed); aiokafka's fetcher gives the headers as a tuple
+    already, anything else is copied into one.
+    """
+    new, cls = tuple.__new__, Record
+    return [
+        new(
+            cls,
+            (
+                topic,
+                partition,
+                m.offset,
+                m.key,
+                m.value,
+                h if type(h := m.headers) is tuple else tuple(h or ()),
+                m.timestamp or 0,
+            ),
+        )
+        for m in messages
+    ]
