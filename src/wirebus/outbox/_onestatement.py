@@ -13,13 +13,18 @@ run on the pooled connection's asyncpg driver (its prepared-statement cache
 makes it one Bind/Execute after the first). Every insert commits or none
 does; the outbox's statement trigger notifies the relays as for any insert,
 and each row's id comes from its sequence as before, so the relay's order is
-unchanged. The SQL of each shape (tables, columns, number of outbox rows) is
-built once and kept, up to ``max_shapes`` shapes.
+unchanged. The inserts of one statement run in no defined order, so each
+table's rows are one multi-row insert (ids taken in order); rows of one table
+with different columns are not written this way. The SQL of each shape
+(tables, columns, number of outbox rows) is built once and kept, up to
+``max_shapes`` shapes.
 
 Example (what :class:`~wirebus.outbox.uow.UnitOfWork` does at commit)::
 
     writer = OneStatementWriter(database)
-    await writer.write([(orders, {"order_id": "o1", ...})], [outbox_row])
+    groups = writer.groups([(orders, {"order_id": "o1", ...})])
+    if groups is not None:
+        await writer.write(groups, [outbox_row])
 """
 
 from __future__ import annotations
@@ -52,7 +57,9 @@ OUTBOX_COLUMNS = (
 )
 """The outbox columns a unit of work writes (the keys of ``row_from_record``)."""
 
-_Shape = tuple[tuple[tuple[Table, tuple[str, ...]], ...], int]
+_MAX_PARAMETERS = 32767
+_Group = tuple[Table, tuple[str, ...], list[Mapping[str, Any]]]
+_Shape = tuple[tuple[tuple[Table, tuple[str, ...], int], ...], int]
 
 
 class OneStatementWriter:
@@ -77,19 +84,42 @@ class OneStatementWriter:
             statement = self._inserts[table] = insert(table)
         return statement
 
-    async def write(
-        self, rows: Sequence[tuple[Table, Mapping[str, Any]]], outbox: Sequence[Mapping[str, Any]]
-    ) -> None:
-        """Insert ``rows`` (in order) and then the ``outbox`` rows, atomically."""
-        shape: _Shape = (tuple((table, tuple(row)) for table, row in rows), len(outbox))
+    def groups(
+        self, rows: Sequence[tuple[Table, Mapping[str, Any]]], outbox_rows: int = 0
+    ) -> list[_Group] | None:
+        """``rows`` as one multi-row insert per table, in order; ``None`` if it cannot be one.
+
+        The inserts of one statement run in no defined order, so rows of one
+        table must be one insert (its rows take their ids in order): a table
+        whose rows name different columns cannot be written so, nor more
+        values than a statement may have (PostgreSQL: 32,767 parameters).
+        """
+        count = outbox_rows * len(OUTBOX_COLUMNS) + sum(len(row) for _, row in rows)
+        if count > _MAX_PARAMETERS:
+            return None
+        groups: dict[Table, _Group] = {}
+        for table, row in rows:
+            group = groups.get(table)
+            if group is None:
+                groups[table] = (table, tuple(row), [row])
+            elif len(row) == len(group[1]) and all(c in row for c in group[1]):
+                group[2].append(row)
+            else:
+                return None
+        return list(groups.values())
+
+    async def write(self, groups: Sequence[_Group], outbox: Sequence[Mapping[str, Any]]) -> None:
+        """Insert each group's rows and then the ``outbox`` rows, atomically."""
+        shape: _Shape = (tuple((t, c, len(r)) for t, c, r in groups), len(outbox))
         sql = self._sql.get(shape)
         if sql is None:
             sql = self._build(shape)
             if len(self._sql) < self.max_shapes:
                 self._sql[shape] = sql
         args: list[Any] = []
-        for _, row in rows:
-            args.extend(row.values())
+        for _, columns, group_rows in groups:
+            for row in group_rows:
+                args.extend([row[c] for c in columns])
         for row in outbox:
             args.extend([row[c] for c in OUTBOX_COLUMNS])
         pooled = await self.database.engine.raw_connection()
@@ -100,7 +130,7 @@ class OneStatementWriter:
 
     def _build(self, shape: _Shape) -> str:
         tables, outbox_rows = shape
-        inserts: list[tuple[Table, tuple[str, ...], int]] = [(t, c, 1) for t, c in tables]
+        inserts = list(tables)
         if outbox_rows:
             inserts.append((outbox_table, OUTBOX_COLUMNS, outbox_rows))
         parts: list[str] = []

@@ -126,9 +126,11 @@ class UnitOfWork:
         outbox = self._outbox_rows(outbound)
         writer = self._writer
         if writer is not None and self._one_statement(writer, outbox, inbox):
-            self._rows = []
-            await writer.write(rows, outbox)  # one statement: its own transaction
-            return
+            groups = writer.groups(rows, len(outbox))
+            if groups is not None:
+                self._rows = []
+                await writer.write(groups, outbox)  # one statement: its own transaction
+                return
         session = self.session
         if rows:
             self._rows = []
