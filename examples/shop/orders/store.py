@@ -1,8 +1,10 @@
-"""Where the orders slice keeps its orders: the request's SQLAlchemy session.
+"""Where the orders slice keeps its orders: the request's unit of work.
 
-The session belongs to the request's unit of work, so an order row and the
-OrderPlaced outbox row commit in one transaction (SQLite by default,
-PostgreSQL when WIREBUS_DATABASE_URL says so).
+An order row and the OrderPlaced outbox row commit in one transaction (SQLite
+by default, PostgreSQL when WIREBUS_DATABASE_URL says so). A new order is
+added with ``UnitOfWork.insert``, so on PostgreSQL placing an order is one
+statement (order row and outbox row together); reads and updates use the
+unit of work's session.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
-    insert,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from wirebus.outbox.uow import UnitOfWork
 
 from .messages import LineItem, OrderStatus, OrderView
 
@@ -47,7 +50,6 @@ orders = Table(
 
 # Built once: building a statement per call (``insert(orders).values(...)``)
 # costs more CPU than executing it.
-_INSERT = insert(orders)
 _BY_ID = select(orders).where(orders.c.order_id == bindparam("order_id"))
 _SET_STATUS = (  # an UPDATE's parameters may not share a column's name
     update(orders)
@@ -62,12 +64,16 @@ _BY_CUSTOMER = (
 class OrderStore:
     """Orders of one request's transaction (Scope.REQUEST)."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    @property
+    def session(self) -> AsyncSession:
+        return self.uow.session
 
     async def add(self, order: OrderView) -> None:
-        await self.session.execute(
-            _INSERT,
+        await self.uow.insert(
+            orders,
             {
                 "order_id": order.order_id,
                 "customer_id": order.customer_id,

@@ -31,11 +31,11 @@ Example (a handler using the session)::
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dishka import Provider, Scope, provide
-from sqlalchemy import insert, text
+from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..broker import EventEncoder, now_rfc3339
@@ -46,6 +46,7 @@ from ..inbox import InboxClaim
 from ..inbox.sqlalchemy import mark_handled
 from ..pipeline import CallNext
 from ..sink import EventSink
+from ._onestatement import OneStatementWriter
 from .batch import BatchUnitOfWork
 from .rows import row_from_record
 
@@ -63,14 +64,38 @@ _NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 class UnitOfWork:
-    """The session of one call and the commit that adds its outbox and inbox rows."""
+    """The session of one call and the commit that adds its outbox and inbox rows.
+
+    :meth:`insert` adds a new row to the call's transaction without opening
+    a session: on PostgreSQL, a call that only inserts commits its rows and
+    its outbox rows as one statement (one round trip, see
+    ``wirebus.outbox._onestatement``). Rows inserted so are written at commit
+    (before the outbox rows, in order), so a read through :attr:`session`
+    in the same call sees them only if the session was opened before them.
+
+    Example (a store on the call's unit of work)::
+
+        class OrderStore:
+            def __init__(self, uow: UnitOfWork) -> None:
+                self.uow = uow
+
+            async def add(self, order: OrderView) -> None:
+                await self.uow.insert(orders, {"order_id": order.order_id, ...})
+    """
 
     def __init__(
-        self, database: Database, encoder: EventEncoder, *, session: AsyncSession | None = None
+        self,
+        database: Database,
+        encoder: EventEncoder,
+        *,
+        session: AsyncSession | None = None,
+        writer: OneStatementWriter | None = None,
     ) -> None:
         self.database = database
         self.encoder = encoder
         self._session: AsyncSession | None = session
+        self._writer = writer
+        self._rows: list[tuple[Table, Mapping[str, Any]]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -79,17 +104,40 @@ class UnitOfWork:
             self._session = self.database.session()
         return self._session
 
+    async def insert(self, table: Table, row: Mapping[str, Any]) -> None:
+        """Insert ``row`` (column key -> value) into ``table`` in this call's transaction.
+
+        With a session already open (or no one-statement writer: SQLite, a
+        consumer's batch) it is executed now; otherwise at commit.
+        """
+        writer = self._writer
+        if self._session is None and writer is not None and writer.one_statement:
+            self._rows.append((table, row))
+        else:
+            await self.session.execute(_insert_of(table, writer), row)
+
     async def commit(self, outbound: Sequence[Any], inbox: InboxClaim | None = None) -> None:
         """Write ``outbound`` events as outbox rows, and ``inbox``'s row, then commit."""
         if inbox is not None and inbox.written:
             inbox = None
-        if not outbound and self._session is None and inbox is None:
+        rows = self._rows
+        if not outbound and self._session is None and inbox is None and not rows:
             return  # nothing was touched: no transaction to open
+        outbox = self._outbox_rows(outbound)
+        writer = self._writer
+        if writer is not None and self._one_statement(writer, outbox, inbox):
+            groups = writer.groups(rows, len(outbox))
+            if groups is not None:
+                self._rows = []
+                await writer.write(groups, outbox)  # one statement: its own transaction
+                return
         session = self.session
-        if outbound:
-            now, time = utcnow(), now_rfc3339()
-            rows = [row_from_record(self.encoder.record(e, time=time), now) for e in outbound]
-            await session.execute(_INSERT_OUTBOX, rows[0] if len(rows) == 1 else rows)
+        if rows:
+            self._rows = []
+            for table, row in rows:
+                await session.execute(_insert_of(table, writer), row)
+        if outbox:
+            await session.execute(_INSERT_OUTBOX, outbox[0] if len(outbox) == 1 else outbox)
             database = self.database
             if database.is_postgres and not database.outbox_notifies:
                 # No trigger (a schema not yet upgraded): notify the relays here.
@@ -101,11 +149,30 @@ class UnitOfWork:
         if inbox is not None:
             inbox.written = True
 
+    def _one_statement(
+        self, writer: OneStatementWriter, outbox: list[Any], inbox: InboxClaim | None
+    ) -> bool:
+        """Whether this commit is inserts only, on PostgreSQL (and relays hear of it)."""
+        if not writer.one_statement or self._session is not None:
+            return False
+        return inbox is None and (not outbox or self.database.outbox_notifies)
+
+    def _outbox_rows(self, outbound: Sequence[Any]) -> list[dict[str, Any]]:
+        if not outbound:
+            return []
+        now, time = utcnow(), now_rfc3339()
+        return [row_from_record(self.encoder.record(e, time=time), now) for e in outbound]
+
     async def close(self) -> None:
         """Close the session; anything not committed is rolled back."""
+        self._rows = []
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _insert_of(table: Table, writer: OneStatementWriter | None) -> Any:
+    return writer.insert_of(table) if writer is not None else insert(table)
 
 
 class UnitOfWorkStage:
@@ -124,6 +191,7 @@ class UnitOfWorkStage:
         self.encoder = encoder
         self.sink = sink
         self.outbox = outbox
+        self._writer = OneStatementWriter(database)
 
     async def __call__(self, message: Any, call_next: CallNext) -> Any:
         ctx = current_context()
@@ -133,7 +201,7 @@ class UnitOfWorkStage:
         if claim is not None and claim.batch is not None:
             return await self._in_batch(claim.batch, ctx, message, call_next)
         outer = ctx.unit_of_work
-        uow = UnitOfWork(self.database, self.encoder)
+        uow = UnitOfWork(self.database, self.encoder, writer=self._writer)
         ctx.unit_of_work = uow
         hook = functools.partial(self._commit, uow, ctx)
         ctx.item_hooks.append(hook)
