@@ -212,7 +212,12 @@ class Runtime(AsyncLifecycle):
         if bootstrap is not None:
             from .kafka import KafkaEventPublisher
 
-            kafka = KafkaEventPublisher(bootstrap, self.app.registry(), source=self.app.source)
+            # No linger: this publisher sends what the relay claimed (and dead
+            # letters), in batches already; a linger only delays the acks the
+            # relay waits for, on every pass (e2e latency).
+            kafka = KafkaEventPublisher(
+                bootstrap, self.app.registry(), source=self.app.source, linger_ms=0
+            )
             await kafka.start()
             self._stack.push_async_callback(kafka.stop)
             return kafka

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..broker import EventPublisher, HeldBack
 from ..errors import ConfigurationError, LifecycleError
-from ..retry import Backoff
+from ..retry import Backoff, is_retriable
 from .rows import ATTEMPTS, EVENT_ID, ID, HeaderReader
 from .store import Attempt, ClaimSession, OutboxStats, OutboxStore
 
@@ -266,7 +266,7 @@ class Relay:
             for r, e in zip(sent, results, strict=True)
             if e is not None and not isinstance(e, HeldBack)
         ]
-        if failures and not published and all(_retriable(e) for _, e in failures):
+        if failures and not published and all(is_retriable(e) for _, e in failures):
             self._outage += 1
             log.warning(
                 "broker unavailable (%s); %d row(s) stay pending", failures[0][1], len(failures)
@@ -279,7 +279,7 @@ class Relay:
         message = f"{type(error).__name__}: {error}"[:2000]
         # Only a failure of the record itself spends an attempt; a retriable
         # one (the broker busy or restarting) just waits, however often.
-        attempts = row[ATTEMPTS] + (0 if _retriable(error) else 1)
+        attempts = row[ATTEMPTS] + (0 if is_retriable(error) else 1)
         if attempts >= self.max_attempts:
             log.error(
                 "outbox row %s failed for good after %d attempts: %s",
@@ -318,7 +318,3 @@ def _store(store: OutboxStore | Database, retention: dt.timedelta | None) -> Out
     return outbox_store_for(store, retention=retention)
 
 
-def _retriable(error: BaseException) -> bool:
-    return bool(getattr(error, "retriable", False)) or isinstance(
-        error, (TimeoutError, ConnectionError, OSError)
-    )
