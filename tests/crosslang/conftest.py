@@ -163,8 +163,14 @@ def _patiently(step: Any, within: float = 60.0) -> Any:
 
 
 def skip_backlog(bootstrap: str, group: str) -> None:
-    """Commit the ends of the shop's topics as the (empty) group's offsets."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    """Commit the ends of the shop's topics as the (empty) group's offsets.
+
+    The partitions come from a producer's metadata (``partitions_for``): a
+    consumer's ``partitions_for_topic`` knows only the topics it subscribed
+    to, so asking it found none and skipped nothing (the shop then worked
+    through every event other runs had left on its topics).
+    """
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     async def commit_ends() -> None:
         consumer = AIOKafkaConsumer(
@@ -172,15 +178,25 @@ def skip_backlog(bootstrap: str, group: str) -> None:
         )
         await consumer.start()
         try:
-            await consumer.topics()  # fetches the metadata partitions_for_topic reads
-            partitions = [
-                TopicPartition(topic, partition)
-                for topic in SHOP_TOPICS
-                for partition in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
-            if partitions:  # none on a fresh Kafka: then there is no backlog either
-                consumer.assign(partitions)
-                await consumer.commit(await consumer.end_offsets(partitions))
+            existing = await consumer.topics()  # asking a producer would create the rest
+            topics = [topic for topic in SHOP_TOPICS if topic in existing]
+            if not topics:  # a fresh Kafka: no backlog either
+                return
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+            await producer.start()
+            try:
+                partitions = [
+                    TopicPartition(topic, partition)
+                    for topic in topics
+                    for partition in sorted(await producer.partitions_for(topic))
+                ]
+            finally:
+                await producer.stop()
+            consumer.assign(partitions)
+            ends = await consumer.end_offsets(partitions)
+            await consumer.commit(ends)
+            for tp, end in ends.items():  # the group's offsets are the ends now
+                assert await consumer.committed(tp) == end, (tp, end)
         finally:
             await consumer.stop()
 
