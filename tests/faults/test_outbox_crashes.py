@@ -47,6 +47,7 @@ from wirebus.db import Database, outbox_table
 from wirebus.kafka import ensure_topics
 from wirebus.outbox.relay import Relay
 from wirebus.outbox.uow import UnitOfWork
+from wirebus.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -712,15 +713,24 @@ async def test_two_relays_publish_everything_once_in_order(world: World) -> None
         await world.relay("relay-b")  # joins while rows flow: shards are handed over
         await driver.reached(2_000).wait()
         conn = await asyncpg.connect(world.dsn)
-        try:
+
+        async def settled() -> bool:
+            # A shard handed over is released by one relay before the other's next
+            # rebalance takes it: look until the hand-over is done (bounded).
             rows = await conn.fetch(
                 "SELECT pid, count(*) AS n FROM pg_locks"
                 " WHERE locktype = 'advisory' AND classid = $1 AND granted GROUP BY pid",
                 0x77697265,
             )
+            leases.clear()
+            leases.update({r["pid"]: r["n"] for r in rows})
+            return len(leases) == 2 and sum(leases.values()) == 64
+
+        try:
+            with contextlib.suppress(TimeoutError):
+                await wait_until(settled, within=10, interval=0.1)
         finally:
             await conn.close()
-        leases.update({r["pid"]: r["n"] for r in rows})
 
     async with Reader(world.bootstrap, world.topic) as reader:
         async with asyncio.TaskGroup() as group:
