@@ -27,7 +27,11 @@ from examples.shop.orders.messages import LineItem, OrderPlaced
 from wirebus import App, Router
 from wirebus.brokers.memory import InMemoryBroker
 from wirebus.consumer import EventProcessor
-from wirebus.consumer_runner import ConsumerRunner
+
+try:  # a baseline checkout (bench/compare.py) may predate the module
+    from wirebus.consumer_runner import ConsumerRunner
+except ImportError:  # pragma: no cover
+    from wirebus.consumer import ConsumerRunner  # type: ignore[attr-defined,no-redef]
 from wirebus.db import Database
 from wirebus.inbox.sqlalchemy import SqlAlchemyInbox
 from wirebus.testing import wait_until
