@@ -76,3 +76,25 @@ async def test_a_backlog_becomes_one_outbox_and_one_inbox_row_per_record_in_orde
         consumed = [r.key.decode() for r in broker.records(topic) if r.partition == partition]
         mine = set(consumed)
         assert [k for k in captured if k in mine] == consumed  # per-key (partition) order
+
+
+async def test_the_postgresql_inbox_marks_a_batch_in_one_call_ignoring_repeats_and_marked_ids(
+    pg_url: str,
+) -> None:
+    database = Database(pg_url)
+    inbox = SqlAlchemyInbox(database.engine)
+    ids = [f"e-{i}" for i in range(1234)]
+    try:
+        await inbox.create_schema()
+        await inbox.mark_many("payments", ids[::2])
+        await inbox.mark_many("payments", [*ids[:10], "e-1", *ids[1::2]])
+        await inbox.mark_many("payments", [])
+
+        assert await inbox.seen_many("payments", ids) == set(ids)
+        assert await inbox.seen_many("shipping", ids) == set()
+        async with database.engine.connect() as conn:
+            rows = (await conn.execute(select(func.count()).select_from(inbox_table))).scalar_one()
+        assert rows == len(ids)
+    finally:
+        await inbox.close()
+        await database.close()
