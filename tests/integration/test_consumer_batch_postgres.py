@@ -78,7 +78,7 @@ async def test_a_backlog_becomes_one_outbox_and_one_inbox_row_per_record_in_orde
         assert [k for k in captured if k in mine] == consumed  # per-key (partition) order
 
 
-async def test_the_postgresql_inbox_marks_a_batch_in_one_call_ignoring_repeats_and_marked_ids(
+async def test_the_postgresql_inbox_marks_and_finds_a_batch_in_one_call_each_ignoring_repeats(
     pg_url: str,
 ) -> None:
     database = Database(pg_url)
@@ -92,6 +92,8 @@ async def test_the_postgresql_inbox_marks_a_batch_in_one_call_ignoring_repeats_a
 
         assert await inbox.seen_many("payments", ids) == set(ids)
         assert await inbox.seen_many("shipping", ids) == set()
+        assert await inbox.seen_many("payments", []) == set()
+        assert await inbox.seen_many("payments", ["e-1", "e-", "e-12345"]) == {"e-1"}
         async with database.engine.connect() as conn:
             rows = (await conn.execute(select(func.count()).select_from(inbox_table))).scalar_one()
         assert rows == len(ids)

@@ -42,6 +42,10 @@ _PG_MARK = (
     )
     .on_conflict_do_nothing()
 )
+_PG_SEEN = select(inbox_table.c.event_id).where(
+    inbox_table.c.consumer_group == bindparam("group", type_=String),
+    inbox_table.c.event_id == func.any(bindparam("ids", type_=ARRAY(String))),
+)
 # SQLite: one executemany of a statement compiled once.
 _SQLITE_MARK = sqlite_insert(inbox_table).on_conflict_do_nothing()
 
@@ -59,6 +63,7 @@ class SqlAlchemyInbox:
         dialect = self.engine.dialect.name
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"the inbox supports sqlite and postgresql, not {dialect}")
+        self._postgres = dialect == "postgresql"
 
     async def create_schema(self) -> None:
         """Create the table if it does not exist (migrations come with ``wirebus db``)."""
@@ -78,6 +83,9 @@ class SqlAlchemyInbox:
     async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         async with self.engine.connect() as conn:
+            if self._postgres:  # one constant statement: the ids travel as one array
+                params = {"group": group, "ids": list(event_ids)}
+                return set((await conn.execute(_PG_SEEN, params)).scalars())
             for chunk in _chunks(event_ids):
                 query = select(inbox_table.c.event_id).where(
                     inbox_table.c.consumer_group == group, inbox_table.c.event_id.in_(chunk)
