@@ -64,7 +64,7 @@ _PG_INSERT_OUTBOX = text(
     + f") WITH ORDINALITY AS r({', '.join(OUTBOX_COLUMNS)}, ord) ORDER BY ord"
 )
 _NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
-_ROWS_PER_INSERT = 1000  # an outbox row has about a dozen parameters; PostgreSQL allows 32767
+_ROWS_PER_INSERT = 1000  # SQLite executemany chunks (PostgreSQL: one statement of arrays)
 
 
 class BatchUnitOfWork:
