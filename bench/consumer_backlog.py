@@ -10,6 +10,10 @@ as its own process, exactly what an operator runs::
 
     python -m wirebus consume <target> --group <fresh> --log-level warning
 
+(``--log-level info`` instead: the shop's ``log_with_correlation_id`` behaviour
+then writes its INFO line per event to the row's log; at ``warning`` the
+behaviour still runs, correlation id and timing included, but emits nothing.)
+
 with ``WIREBUS_DATABASE_URL`` = a fresh database (``wirebus_backlog_<hex>``,
 dropped afterwards) and the fresh group's offsets committed at the backlog's
 start beforehand (so records other runs left on the shared topic are not read):
@@ -162,7 +166,7 @@ async def run_row(
             spawned = time.perf_counter()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "wirebus", "consume", *target,
-                 "--group", group, "--log-level", "warning"],
+                 "--group", group, "--log-level", args.log_level],
                 cwd=code_root(), env=code_env({DB_ENV: db_url, KAFKA_ENV: bootstrap}),
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -291,6 +295,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ap.add_argument("--rows", default=",".join(ROWS), help=f"subset of {','.join(ROWS)}")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per row (n/100 + 60)")
     ap.add_argument("--log-dir", default=None, help="keep the consumers' logs here")
+    ap.add_argument(
+        "--log-level",
+        default="warning",
+        help="the consumers' --log-level (default warning; info: the shop logs a line per event)",
+    )
     ap.add_argument("--json", default=None, help="write results here")
     args = ap.parse_args(argv)
     bootstrap, url = os.environ.get(KAFKA_ENV), os.environ.get(DB_ENV, "")
@@ -308,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     rows = summarize(run_loop(measure(args, bootstrap, url)), args.rows)
     print_table(
         f"consumer_backlog ({args.n:,} OrderPlaced on {TOPIC}, fresh group and PostgreSQL"
-        f" database per row, median of {args.rounds} round(s))",
+        f" database per row, --log-level {args.log_level}, median of {args.rounds} round(s))",
         ["row", "what", "records/s", "x noop", "drain s (from start)", "CPU µs/record",
          "drained", "outbox pending/failed after"],
         [[r["key"], r["label"], r["records_per_s"], r["ratio_to_noop"], r["drain_s"],
@@ -316,7 +325,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
           f"{r['drained']:,}/{r['backlog']:,}{' TIME LIMIT' if r['timed_out'] else ''}",
           f"{r['outbox_pending_after']}/{r['outbox_failed_after']}"] for r in rows],
     )  # fmt: skip
-    result = {"bench": "consumer_backlog", "n": args.n, "rounds": args.rounds, "rows": rows}
+    result = {
+        "bench": "consumer_backlog",
+        "n": args.n,
+        "rounds": args.rounds,
+        "log_level": args.log_level,
+        "rows": rows,
+    }
     write_json(args.json, result)
     return result
 

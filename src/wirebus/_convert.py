@@ -103,12 +103,25 @@ def _decimal(value: str, where: str) -> Decimal:
 # ---------------------------------------------------------------- compile time
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _FieldCode:
+    """One field's code: ``from_lines`` (statements) run before ``from_expr``."""
+
+    to_expr: str
+    from_expr: str
+    from_lines: tuple[str, ...] = ()
+
+
 class _Compiler:
     """Builds source for one class; helpers go into ``ns`` under unique names."""
 
     def __init__(self, owner: type) -> None:
         self.owner = owner
-        self.ns: dict[str, Any] = {"_ConversionError": ConversionError}
+        self.ns: dict[str, Any] = {
+            "_ConversionError": ConversionError,
+            "_EPOCH": _EPOCH,
+            "_TD": dt.timedelta,
+        }
         self._n = 0
 
     def bind(self, value: Any) -> str:
@@ -179,10 +192,7 @@ class _Compiler:
                 seconds, nanos = _timestamp_parts(v, where)
                 return ts_cls(seconds=seconds, nanos=nanos)
 
-            return (
-                f"{self.bind(ts_to)}({{}})",
-                f"{self.bind(_datetime_from)}({{}})",
-            )
+            return f"{self.bind(ts_to)}({{}})", _TIMESTAMP_FROM
         if name == "google.protobuf.Duration" and tp is dt.timedelta:
             d_cls = cls
 
@@ -193,7 +203,7 @@ class _Compiler:
                     seconds, nanos = seconds + 1, nanos - 1_000_000_000
                 return d_cls(seconds=seconds, nanos=nanos)
 
-            return f"{self.bind(dur_to)}({{}})", f"{self.bind(_timedelta_from)}({{}})"
+            return f"{self.bind(dur_to)}({{}})", _DURATION_FROM
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             conv = converter_for(tp, cls)
             return f"{self.bind(conv.to_proto)}({{}})", f"{self.bind(conv.from_proto)}({{}})"
@@ -203,19 +213,19 @@ class _Compiler:
 
     # -- one field ------------------------------------------------------------
 
-    def field(self, f: dataclasses.Field[Any], hint: Any, fd: FieldDescriptor) -> tuple[str, str]:
-        """Return ``(to_expr, from_expr)`` for one dataclass field."""
+    def field(self, f: dataclasses.Field[Any], hint: Any, fd: FieldDescriptor) -> _FieldCode:
+        """Return the code of one dataclass field, both ways."""
         where = f"{self.owner.__qualname__}.{f.name}"
         src_to, src_from = f"self.{f.name}", f"m.{fd.name}"
         inner, optional = _unwrap_optional(hint)
         if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            return self._map(inner, fd, where, src_to, src_from)
+            return _FieldCode(*self._map(inner, fd, where, src_to, src_from))
         if fd.is_repeated:
             return self._repeated(inner, fd, where, src_to, src_from)
         if optional:
-            return self._optional(inner, fd, where, src_to, src_from)
+            return _FieldCode(*self._optional(inner, fd, where, src_to, src_from))
         to_t, from_t = self.value(inner, fd, where)
-        return to_t.format(src_to), from_t.format(src_from)
+        return _FieldCode(to_t.format(src_to), from_t.format(src_from))
 
     def _optional(
         self, tp: Any, fd: FieldDescriptor, where: str, src_to: str, src_from: str
@@ -240,7 +250,7 @@ class _Compiler:
 
     def _repeated(
         self, hint: Any, fd: FieldDescriptor, where: str, src_to: str, src_from: str
-    ) -> tuple[str, str]:
+    ) -> _FieldCode:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
         homogeneous_tuple = origin is tuple and len(args) == 2 and args[1] is Ellipsis
         if homogeneous_tuple or (origin in (list, Sequence) and len(args) == 1):
@@ -250,14 +260,20 @@ class _Compiler:
                 where, f"repeated field {fd.name} needs tuple[T, ...], not {_name(hint)}"
             )
         to_t, from_t = self.value(item, fd, f"{where}[]")
-        make = "list" if origin is list else "tuple"
         to = src_to if to_t == "{}" else f"[{to_t.format('_v')} for _v in {src_to}]"
-        frm = (
-            f"{make}({src_from})"
-            if from_t == "{}"
-            else f"{make}([{from_t.format('_v')} for _v in {src_from}])"
+        make = "list" if origin is list else "tuple"
+        if from_t == "{}":
+            return _FieldCode(to, f"{make}({src_from})")
+        # A for statement, not a comprehension: on Python 3.11 a comprehension
+        # is a function call of its own, which costs more than one item.
+        self._n += 1
+        acc = f"_r{self._n}"
+        lines = (
+            f"    {acc} = []",
+            f"    for _v in {src_from}:",
+            f"        {acc}.append({from_t.format('_v')})",
         )
-        return to, frm
+        return _FieldCode(to, acc if make == "list" else f"tuple({acc})", lines)
 
     def _map(
         self, hint: Any, fd: FieldDescriptor, where: str, src_to: str, src_from: str
@@ -276,12 +292,11 @@ class _Compiler:
         return to, frm
 
 
-def _datetime_from(ts: Any) -> dt.datetime:
-    return _EPOCH + dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
-
-
-def _timedelta_from(d: Any) -> dt.timedelta:
-    return dt.timedelta(seconds=d.seconds, microseconds=d.nanos // 1000)
+# Timestamp and Duration are read inline, with timedelta's positional
+# arguments (days, seconds, microseconds): a helper call and keyword arguments
+# cost twice as much. ``_t`` is a local of the generated function.
+_TIMESTAMP_FROM = "_EPOCH + _TD(0, (_t := {}).seconds, _t.nanos // 1000)"
+_DURATION_FROM = "_TD(0, (_t := {}).seconds, _t.nanos // 1000)"
 
 
 # ---------------------------------------------------------------- entry points
@@ -322,7 +337,7 @@ def compile_converter(
         ) from None
     c = _Compiler(cls)
     to_parts: list[str] = []
-    from_parts: list[str] = []
+    codes: dict[str, _FieldCode] = {}
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
@@ -331,21 +346,11 @@ def compile_converter(
             raise c.fail(
                 f"{cls.__qualname__}.{f.name}", f"no field {f.name!r} in {descriptor.full_name}"
             )
-        to_expr, from_expr = c.field(f, hints[f.name], fd)
-        to_parts.append(f"{fd.name}={to_expr}")
-        from_parts.append(f"{f.name}={from_expr}")
+        codes[f.name] = code = c.field(f, hints[f.name], fd)
+        to_parts.append(f"{fd.name}={code.to_expr}")
     c.ns["_P"], c.ns["_C"] = proto_cls, cls
     qual = cls.__qualname__
-    setters = _slot_setters(cls)
-    if setters is None:
-        build = [f"    return _C({', '.join(from_parts)})"]
-    else:  # fill the slots directly: a frozen dataclass's __init__ costs ~3x more
-        c.ns["_new"] = object.__new__
-        build = ["    o = _new(_C)"]
-        for name, part in zip(setters, from_parts, strict=True):
-            c.ns[f"_set_{name}"] = setters[name]
-            build.append(f"    _set_{name}(o, {part.split('=', 1)[1]})")
-        build.append("    return o")
+    build = _from_proto_body(cls, codes, c.ns)
     source = "\n".join(
         [
             "def to_proto(self):",
@@ -359,6 +364,23 @@ def compile_converter(
     )
     exec(compile(source, f"<wirebus converter {qual}>", "exec"), c.ns)
     return Converter(to_proto=c.ns["to_proto"], from_proto=c.ns["from_proto"])
+
+
+def _from_proto_body(cls: type, codes: dict[str, _FieldCode], ns: dict[str, Any]) -> list[str]:
+    """The body of ``from_proto``: every field is read in field order."""
+    setters = _slot_setters(cls)
+    if setters is None:
+        body: list[str] = []
+        for name, code in codes.items():
+            body += [*code.from_lines, f"    _a_{name} = {code.from_expr}"]
+        return [*body, f"    return _C({', '.join(f'{n}=_a_{n}' for n in codes)})"]
+    # fill the slots directly: a frozen dataclass's __init__ costs ~3x more
+    ns["_new"] = object.__new__
+    body = ["    o = _new(_C)"]
+    for name, code in codes.items():
+        ns[f"_set_{name}"] = setters[name]
+        body += [*code.from_lines, f"    _set_{name}(o, {code.from_expr})"]
+    return [*body, "    return o"]
 
 
 # ---------------------------------------------------------------- small helpers

@@ -76,3 +76,58 @@ async def test_a_backlog_becomes_one_outbox_and_one_inbox_row_per_record_in_orde
         consumed = [r.key.decode() for r in broker.records(topic) if r.partition == partition]
         mine = set(consumed)
         assert [k for k in captured if k in mine] == consumed  # per-key (partition) order
+
+
+async def test_the_postgresql_inbox_marks_and_finds_a_batch_in_one_call_each_ignoring_repeats(
+    pg_url: str,
+) -> None:
+    database = Database(pg_url)
+    inbox = SqlAlchemyInbox(database.engine)
+    ids = [f"e-{i}" for i in range(1234)]
+    try:
+        await inbox.create_schema()
+        await inbox.mark_many("payments", ids[::2])
+        await inbox.mark_many("payments", [*ids[:10], "e-1", *ids[1::2]])
+        await inbox.mark_many("payments", [])
+
+        assert await inbox.seen_many("payments", ids) == set(ids)
+        assert await inbox.seen_many("shipping", ids) == set()
+        assert await inbox.seen_many("payments", []) == set()
+        assert await inbox.seen_many("payments", ["e-1", "e-", "e-12345"]) == {"e-1"}
+        async with database.engine.connect() as conn:
+            rows = (await conn.execute(select(func.count()).select_from(inbox_table))).scalar_one()
+        assert rows == len(ids)
+    finally:
+        await inbox.close()
+        await database.close()
+
+
+async def test_a_batch_writes_its_outbox_rows_as_staged_in_the_order_staged(pg_url: str) -> None:
+    from examples.shop.payments.messages import PaymentCaptured
+    from wirebus.broker import EventEncoder
+    from wirebus.outbox.batch import BatchUnitOfWork
+    from wirebus.outbox.rows import row_from_record
+
+    database = Database(pg_url, create_schema=True, extra_metadata=[shop_app.metadata])
+    encoder = EventEncoder(shop_app.registry(), source="payments")
+    events = [
+        PaymentCaptured(payment_id=f"p-{i}", order_id=f"o-{i % 7}", amount_cents=i, captured_at=NOW)
+        for i in range(600)
+    ]
+    staged = [row_from_record(encoder.record(e), NOW) for e in events]
+    staged[3]["key"] = None  # a record without a key is stored as NULL
+    try:
+        await database.start()  # creates the schema
+        batch = BatchUnitOfWork(database, group="payments")
+        try:
+            batch.add_outbox_rows(staged)
+            await batch.commit()
+        finally:
+            await batch.close()
+        columns = [outbox_table.c[name] for name in staged[0]]
+        async with database.engine.connect() as conn:
+            stored = (await conn.execute(select(*columns).order_by(outbox_table.c.id))).all()
+    finally:
+        await database.close()
+    assert batch.commits == 1
+    assert [dict(row._mapping) for row in stored] == staged

@@ -470,6 +470,30 @@ def test_empty_collections_round_trip() -> None:
     assert Coll.from_proto(Coll().proto()) == Coll()
 
 
+def test_a_class_with_post_init_is_built_through_init_with_every_field_converted() -> None:
+    built: list[object] = []
+
+    class Checked(Message, proto=pb.Collections):
+        points: tuple[PointMsg, ...] = ()
+        times: tuple[dt.datetime, ...] = ()
+
+        def __post_init__(self) -> None:
+            built.append(self)
+
+    back = Checked.from_proto(FULL_COLL.proto())
+
+    assert back.points == FULL_COLL.points
+    assert back.times == FULL_COLL.times
+    assert built == [back]
+
+
+def test_a_bad_item_in_a_repeated_field_is_a_conversion_error_naming_the_field() -> None:
+    m = pb.Collections(colors=[color_number("RED"), 99])
+
+    with pytest.raises(ConversionError, match=r"Coll\.colors\[\].*99"):
+        Coll.from_proto(m)
+
+
 def test_repeated_fields_may_be_annotated_as_lists() -> None:
     class Listed(Message, proto=pb.Collections):
         tags: list[str]

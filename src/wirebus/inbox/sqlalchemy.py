@@ -16,7 +16,8 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import DateTime, String, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -24,6 +25,29 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from ..db import inbox_table, metadata
 
 __all__ = ["SqlAlchemyInbox", "inbox_table", "mark_handled", "metadata"]
+
+_COLUMNS = ("consumer_group", "event_id", "handled_at")
+# PostgreSQL: one statement of three parameters whatever the number of rows
+# (the ids travel as one array), so SQLAlchemy compiles it once; a multi-row
+# VALUES list would be compiled again for every batch.
+_PG_MARK = (
+    pg_insert(inbox_table)
+    .from_select(
+        _COLUMNS,
+        select(
+            bindparam("group", type_=String),
+            func.unnest(bindparam("ids", type_=ARRAY(String))),
+            bindparam("now", type_=DateTime(timezone=True)),
+        ),
+    )
+    .on_conflict_do_nothing()
+)
+_PG_SEEN = select(inbox_table.c.event_id).where(
+    inbox_table.c.consumer_group == bindparam("group", type_=String),
+    inbox_table.c.event_id == func.any(bindparam("ids", type_=ARRAY(String))),
+)
+# SQLite: one executemany of a statement compiled once.
+_SQLITE_MARK = sqlite_insert(inbox_table).on_conflict_do_nothing()
 
 
 class SqlAlchemyInbox:
@@ -39,6 +63,7 @@ class SqlAlchemyInbox:
         dialect = self.engine.dialect.name
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"the inbox supports sqlite and postgresql, not {dialect}")
+        self._postgres = dialect == "postgresql"
 
     async def create_schema(self) -> None:
         """Create the table if it does not exist (migrations come with ``wirebus db``)."""
@@ -58,6 +83,9 @@ class SqlAlchemyInbox:
     async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         async with self.engine.connect() as conn:
+            if self._postgres:  # one constant statement: the ids travel as one array
+                params = {"group": group, "ids": list(event_ids)}
+                return set((await conn.execute(_PG_SEEN, params)).scalars())
             for chunk in _chunks(event_ids):
                 query = select(inbox_table.c.event_id).where(
                     inbox_table.c.consumer_group == group, inbox_table.c.event_id.in_(chunk)
@@ -82,11 +110,14 @@ async def mark_handled(executor: Any, dialect: str, group: str, event_ids: Seque
     The one place that writes the inbox table: the inbox store marks through
     it in a transaction of its own, a unit of work in the handler's.
     """
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    if not event_ids:
+        return
     now = dt.datetime.now(dt.UTC)
-    for chunk in _chunks(event_ids):
-        rows = [{"consumer_group": group, "event_id": e, "handled_at": now} for e in chunk]
-        await executor.execute(insert(inbox_table).values(rows).on_conflict_do_nothing())
+    if dialect == "postgresql":
+        await executor.execute(_PG_MARK, {"group": group, "ids": list(event_ids), "now": now})
+        return
+    rows = [{"consumer_group": group, "event_id": e, "handled_at": now} for e in event_ids]
+    await executor.execute(_SQLITE_MARK, rows)
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:

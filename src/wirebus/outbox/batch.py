@@ -6,7 +6,9 @@ handler call joins it (the pipeline's unit of work sees it on the call's
 own: the handler's ``AsyncSession`` is the batch's, its travelling events
 are staged as outbox rows, and the consumer stages the inbox mark of each
 record it handled. :meth:`commit` then writes all outbox rows and all inbox
-rows with one multi-row ``INSERT`` each and commits once.
+rows with one ``INSERT`` each and commits once (on PostgreSQL each is one
+constant statement whose values travel as arrays, so it is compiled once
+and the outbox's statement trigger fires once per batch).
 
 If anything fails before the commit, :meth:`close` rolls it all back and the
 consumer re-runs those records one transaction each (see
@@ -32,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import NOTIFY_CHANNEL, Database, outbox_table
 from ..inbox.sqlalchemy import mark_handled
+from ._onestatement import OUTBOX_COLUMNS
 
 if TYPE_CHECKING:
     from ..broker import EventEncoder
@@ -40,8 +43,28 @@ if TYPE_CHECKING:
 __all__ = ["BatchUnitOfWork"]
 
 _INSERT_OUTBOX = insert(outbox_table)
+_PG_TYPES = {
+    "event_id": "VARCHAR",
+    "topic": "VARCHAR",
+    "key": "BYTEA",
+    "value": "BYTEA",
+    "headers": "TEXT",
+    "shard": "INTEGER",
+    "status": "VARCHAR",
+    "attempts": "INTEGER",
+    "created_at": "TIMESTAMPTZ",
+    "available_at": "TIMESTAMPTZ",
+}
+# One row per array position; ORDER BY the position, so the rows take their
+# ids in the order they were staged (the relay publishes in id order).
+_PG_INSERT_OUTBOX = text(
+    f"INSERT INTO {outbox_table.name} ({', '.join(OUTBOX_COLUMNS)})"
+    f" SELECT {', '.join(OUTBOX_COLUMNS)} FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {_PG_TYPES[c]}[])" for c in OUTBOX_COLUMNS)
+    + f") WITH ORDINALITY AS r({', '.join(OUTBOX_COLUMNS)}, ord) ORDER BY ord"
+)
 _NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
-_ROWS_PER_INSERT = 1000  # an outbox row has about a dozen parameters; PostgreSQL allows 32767
+_ROWS_PER_INSERT = 1000  # SQLite executemany chunks (PostgreSQL: one statement of arrays)
 
 
 class BatchUnitOfWork:
@@ -86,9 +109,13 @@ class BatchUnitOfWork:
             return
         session = self.session
         rows = self._outbox
-        for start in range(0, len(rows), _ROWS_PER_INSERT):
-            await session.execute(_INSERT_OUTBOX, rows[start : start + _ROWS_PER_INSERT])
         database = self.database
+        if rows and database.is_postgres:
+            columns = {c: [row[c] for row in rows] for c in OUTBOX_COLUMNS}
+            await session.execute(_PG_INSERT_OUTBOX, columns)
+        else:
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                await session.execute(_INSERT_OUTBOX, rows[start : start + _ROWS_PER_INSERT])
         if rows and database.is_postgres and not database.outbox_notifies:
             await session.execute(_NOTIFY)  # no trigger (schema not upgraded): notify here
         if self._handled:
