@@ -29,6 +29,8 @@ class ShopProvider(Provider):
 
 async def log_with_correlation_id(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
     """Log each request with the caller's ``x-correlation-id`` (or a new one)."""
+    if not log.isEnabledFor(logging.INFO):  # nothing to log: no id, no clock
+        return await call_next(request)
     correlation_id = current_call().metadata.get("x-correlation-id") or uuid.uuid4().hex[:12]
     started = time.perf_counter()
     try:

@@ -126,8 +126,10 @@ async def test_a_batch_writes_its_outbox_rows_as_staged_in_the_order_staged(pg_u
             await batch.close()
         columns = [outbox_table.c[name] for name in staged[0]]
         async with database.engine.connect() as conn:
-            stored = (await conn.execute(select(*columns).order_by(outbox_table.c.id))).all()
+            stored = (
+                (await conn.execute(select(*columns).order_by(outbox_table.c.id))).mappings().all()
+            )
     finally:
         await database.close()
     assert batch.commits == 1
-    assert [dict(row._mapping) for row in stored] == staged
+    assert [dict(row) for row in stored] == staged
