@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -61,6 +62,11 @@ class ShopServer:
 
     port: int
     log: Path  # its stdout and stderr
+    reader_group: str
+    """A consumer group whose offsets are the shop topics' ends when the server started:
+    a language's consumer in it reads only what this run published (a long-lived broker
+    holds millions of older records, more than a slow client reads in its time); empty
+    when the topics did not exist yet (then there is nothing older to skip)."""
 
     @property
     def address(self) -> str:
@@ -162,8 +168,10 @@ def _patiently(step: Any, within: float = 60.0) -> Any:
     return attempt()
 
 
-def skip_backlog(bootstrap: str, group: str) -> None:
+def skip_backlog(bootstrap: str, group: str) -> bool:
     """Commit the ends of the shop's topics as the (empty) group's offsets.
+
+    False when the topics do not exist yet (a fresh Kafka): nothing to skip.
 
     The partitions come from a producer's metadata (``partitions_for``): a
     consumer's ``partitions_for_topic`` knows only the topics it subscribed
@@ -172,7 +180,7 @@ def skip_backlog(bootstrap: str, group: str) -> None:
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    async def commit_ends() -> None:
+    async def commit_ends() -> bool:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
         )
@@ -181,7 +189,7 @@ def skip_backlog(bootstrap: str, group: str) -> None:
             existing = await consumer.topics()  # asking a producer would create the rest
             topics = [topic for topic in SHOP_TOPICS if topic in existing]
             if not topics:  # a fresh Kafka: no backlog either
-                return
+                return False
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
             await producer.start()
             try:
@@ -197,10 +205,11 @@ def skip_backlog(bootstrap: str, group: str) -> None:
             await consumer.commit(ends)
             for tp, end in ends.items():  # the group's offsets are the ends now
                 assert await consumer.committed(tp) == end, (tp, end)
+            return True
         finally:
             await consumer.stop()
 
-    asyncio.run(_patiently(commit_ends))
+    return asyncio.run(_patiently(commit_ends))
 
 
 def wait_group_empty(bootstrap: str, group: str) -> None:
@@ -237,7 +246,10 @@ def run_shop(group: str, bootstrap: str, workdir: Path) -> Iterator[ShopServer]:
     """``wirebus run examples.shop.app:app --group GROUP`` on Kafka, database in ``workdir``."""
     wait_group_empty(bootstrap, group)
     skip_backlog(bootstrap, group)
-    server = ShopServer(port=free_port(), log=workdir / "shop.log")
+    reader_group = f"{group}-reader-{uuid.uuid4().hex[:8]}"
+    if not skip_backlog(bootstrap, reader_group):
+        reader_group = ""  # no topics yet: nothing to skip, read from the beginning
+    server = ShopServer(port=free_port(), log=workdir / "shop.log", reader_group=reader_group)
     # this tree's wirebus, its generated code and the examples
     pythonpath = [ROOT / "src", ROOT / "gen" / "python", ROOT]
     env = {

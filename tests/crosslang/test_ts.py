@@ -120,6 +120,7 @@ def test_typescript_client_and_kafka_consumer_talk_to_the_shop(
         shop,
         WIREBUS_GRPC_ADDRESS=shop.address,
         WIREBUS_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        WIREBUS_READER_GROUP=shop.reader_group,
         **seeded_backlog("crosslang-ts").env(),
     )
     assert "ok 1 - waits for every wanted type of its order" in out, out

@@ -25,6 +25,7 @@ import { PaymentCapturedSchema } from "../gen/shop/payments/v1/payments_pb.js";
 
 const GRPC_ADDRESS = process.env.WIREBUS_GRPC_ADDRESS;
 const KAFKA_BOOTSTRAP = process.env.WIREBUS_KAFKA_BOOTSTRAP;
+const READER_GROUP = process.env.WIREBUS_READER_GROUP || undefined;
 const PAID_WITHIN_MS = 60_000;
 const EVENTS_WITHIN_MS = 30_000; // the client saw PAID: both events are on Kafka by now
 const CALL_TIMEOUT_MS = 10_000;
@@ -178,13 +179,17 @@ async function awaitEvents(
     logLevel: logLevel.ERROR,
     retry: { retries: 5 },
   });
-  const consumer = kafka.consumer({ groupId: `wirebus-crosslang-ts-${randomUUID()}` });
+  // WIREBUS_READER_GROUP (set by the Python driver) starts at the shop topics' ends as
+  // they were when the shop started: only this run's events, not a long-lived broker's
+  // backlog. Without it (or for topics it has no offsets for), read from the beginning.
+  const readerGroup = topics.every((topic) => topic.startsWith("shop.")) ? READER_GROUP : undefined;
+  const consumer = kafka.consumer({ groupId: readerGroup ?? `wirebus-crosslang-ts-${randomUUID()}` });
   const found = new Map<string, KafkaMessage>();
   let read = 0;
   let timer: NodeJS.Timeout | undefined;
   try {
     await consumer.connect();
-    await consumer.subscribe({ topics, fromBeginning: true });
+    await consumer.subscribe({ topics, fromBeginning: readerGroup === undefined });
     await new Promise<void>((resolve, reject) => {
       timer = setTimeout(() => {
         const missing = wanted.filter((type) => !found.has(type)).join(", ");
