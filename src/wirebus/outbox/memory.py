@@ -25,7 +25,7 @@ from typing import Any
 
 from ..broker import OutgoingRecord
 from .rows import SHARDS, pack_headers
-from .store import Attempt, OutboxStats, StoredRow, Wakeup
+from .store import Attempt, OutboxStats, StoredRow, WakesUp, Wakeup
 
 __all__ = ["InMemoryOutboxStore", "InMemoryOutboxWrite"]
 
@@ -63,7 +63,7 @@ class _Row:
         )
 
 
-class InMemoryOutboxStore:
+class InMemoryOutboxStore(WakesUp):
     """An outbox held in memory; ``append`` writes rows, a ``Relay`` publishes them."""
 
     shared = False
@@ -153,15 +153,6 @@ class InMemoryOutboxStore:
 
     def now(self) -> dt.datetime:
         return self.clock()
-
-    def arm_wakeup(self) -> None:
-        self._wakeup.arm()
-
-    async def wait_for_rows(self, seconds: float) -> None:
-        await self._wakeup.wait(seconds)
-
-    def wake(self) -> None:
-        self._wakeup.set()
 
     async def stats(self) -> OutboxStats:
         pending = [r for r in self._rows.values() if r.status == "pending"]

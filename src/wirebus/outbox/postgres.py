@@ -40,14 +40,14 @@ from ..errors import LifecycleError
 from . import _sql
 from ._postgres import PgLease
 from .rows import ID
-from .store import Attempt, OutboxStats, Wakeup
+from .store import Attempt, OutboxStats, WakesUp, Wakeup
 
 __all__ = ["PostgresClaimSession", "PostgresOutboxStore"]
 
 _REBALANCE_EVERY = 1.0  # seconds between two looks at how many relays run
 
 
-class PostgresOutboxStore:
+class PostgresOutboxStore(WakesUp):
     """The ``wirebus_outbox`` table of a PostgreSQL :class:`~wirebus.db.Database`."""
 
     shared = True
@@ -114,15 +114,6 @@ class PostgresOutboxStore:
 
     def now(self) -> dt.datetime:
         return utcnow()
-
-    def arm_wakeup(self) -> None:
-        self._wakeup.arm()
-
-    async def wait_for_rows(self, seconds: float) -> None:
-        await self._wakeup.wait(seconds)
-
-    def wake(self) -> None:
-        self._wakeup.set()
 
     async def stats(self) -> OutboxStats:
         return await _sql.stats(self.database)

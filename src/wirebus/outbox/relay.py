@@ -316,5 +316,3 @@ def _store(store: OutboxStore | Database, retention: dt.timedelta | None) -> Out
             )
         return cast("OutboxStore", store)
     return outbox_store_for(store, retention=retention)
-
-

@@ -27,14 +27,14 @@ from ..db import Database, utcnow
 from . import _sql
 from ._sqlite import SqlMarks, claim
 from .rows import ID, SHARDS
-from .store import Attempt, OutboxStats, Wakeup
+from .store import Attempt, OutboxStats, WakesUp, Wakeup
 
 __all__ = ["SqliteClaimSession", "SqliteOutboxStore"]
 
 _ALL = frozenset(range(SHARDS))
 
 
-class SqliteOutboxStore:
+class SqliteOutboxStore(WakesUp):
     """The ``wirebus_outbox`` table of a SQLite :class:`~wirebus.db.Database`."""
 
     shared = False
@@ -87,15 +87,6 @@ class SqliteOutboxStore:
 
     def now(self) -> dt.datetime:
         return utcnow()
-
-    def arm_wakeup(self) -> None:
-        self._wakeup.arm()
-
-    async def wait_for_rows(self, seconds: float) -> None:
-        await self._wakeup.wait(seconds)  # nothing notifies: a poll
-
-    def wake(self) -> None:
-        self._wakeup.set()
 
     async def stats(self) -> OutboxStats:
         return await _sql.stats(self.database)

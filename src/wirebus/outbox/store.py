@@ -47,6 +47,7 @@ __all__ = [
     "OutboxStats",
     "OutboxStore",
     "StoredRow",
+    "WakesUp",
     "Wakeup",
 ]
 
@@ -182,3 +183,18 @@ class Wakeup:
     async def wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), seconds)
+
+
+class WakesUp:
+    """The wake-up half of :class:`OutboxStore`, over a :class:`Wakeup` (stores inherit it)."""
+
+    _wakeup: Wakeup
+
+    def arm_wakeup(self) -> None:
+        self._wakeup.arm()
+
+    async def wait_for_rows(self, seconds: float) -> None:
+        await self._wakeup.wait(seconds)
+
+    def wake(self) -> None:
+        self._wakeup.set()
