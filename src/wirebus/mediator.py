@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import types
 import typing
@@ -191,11 +192,10 @@ class Mediator(AsyncLifecycle):
             for runner in runners:
                 try:
                     emitted = await runner(event)
+                    if emitted:  # a cascade that cannot be delivered is this handler's failure
+                        await self.sink.deliver(emitted)
                 except Exception as exc:  # every handler runs; failures are raised together
                     errors.append(exc)
-                else:
-                    if emitted:
-                        await self.sink.deliver(emitted)
         if errors:
             name = type(event).__qualname__
             raise ExceptionGroup(f"{len(errors)} handler(s) of {name} failed", errors)
@@ -291,10 +291,11 @@ class Mediator(AsyncLifecycle):
 
             async def direct_stream(message: Any) -> AsyncIterator[Any]:
                 ctx = Context()
-                async for item in invoke(message, ctx):
-                    if ctx.events:  # what was emitted before an item leaves with it
-                        await deliver(ctx.take_events())
-                    yield item
+                async with contextlib.aclosing(invoke(message, ctx)) as items:
+                    async for item in items:
+                        if ctx.events:  # what was emitted before an item leaves with it
+                            await deliver(ctx.take_events())
+                        yield item
                 if ctx.events:
                     await deliver(ctx.take_events())
 
@@ -306,13 +307,16 @@ class Mediator(AsyncLifecycle):
         async def innermost(message: Any) -> None:
             ctx = typing.cast(Context, _context.get())
             channel = ctx.stream
-            async for item in invoke(message, ctx):
-                await channel.demand()  # the caller asks for this item
-                for hook in tuple(ctx.item_hooks):
-                    await hook()  # a unit of work commits what led to this item
-                if ctx.events:
-                    await deliver(ctx.take_events())
-                channel.send(item)
+            # aclosing: a cancelled or failed stream closes the handler's generator
+            # here, inside the unit of work, not later from the garbage collector
+            async with contextlib.aclosing(invoke(message, ctx)) as items:
+                async for item in items:
+                    await channel.demand()  # the caller asks for this item
+                    for hook in tuple(ctx.item_hooks):
+                        await hook()  # a unit of work commits what led to this item
+                    if ctx.events:
+                        await deliver(ctx.take_events())
+                    channel.send(item)
 
         chain = self.pipeline.wrap("stream", innermost)
 
@@ -398,8 +402,9 @@ class Mediator(AsyncLifecycle):
                     for name, tp in deps:
                         kwargs[name] = await scope.get(tp)
                     fn = (await scope.get(target)).handle if is_class else target
-                    async for item in fn(message, **kwargs):
-                        yield item
+                    async with contextlib.aclosing(fn(message, **kwargs)) as items:
+                        async for item in items:
+                            yield item
 
             return invoke_stream
 
@@ -433,11 +438,10 @@ class Mediator(AsyncLifecycle):
             try:
                 async with self._limiter:
                     emitted = await runner(event)
+                if emitted:  # outside the slot: cascades wait for slots of their own
+                    await self.sink.deliver(emitted)
             except Exception as exc:  # collected and raised as a group by publish()
                 errors.append(exc)
-                return
-            if emitted:
-                await self.sink.deliver(emitted)
 
         async with anyio.create_task_group() as tg:
             for runner in runners:

@@ -382,3 +382,60 @@ def test_each_core_module_imports_on_its_own(module: str) -> None:
         [sys.executable, "-c", f"import wirebus.{module}"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------- closing and cascades
+
+
+@pytest.mark.parametrize("with_stage", [False, True])
+async def test_closing_a_stream_closes_the_handlers_generator_before_it_returns(
+    with_stage: bool,
+) -> None:
+    log: list[str] = []
+    router = Router()
+
+    @router.handler
+    async def feed(q: Feed) -> AsyncIterator[int]:
+        try:
+            for i in range(q.count):
+                yield i
+        finally:
+            log.append("handler finally")
+
+    behaviours = [Stage.of(_passthrough)] if with_stage else []
+    async with App(routers=[router], behaviours=behaviours).mediator() as m:
+        stream = m.stream(Feed(count=10))
+        assert await anext(stream) == 0
+        await stream.aclose()
+        log.append("aclose returned")
+
+    assert log == ["handler finally", "aclose returned"]
+
+
+async def test_a_cascade_that_cannot_be_delivered_fails_its_handler_only() -> None:
+    ran: list[str] = []
+    router = Router()
+
+    @router.handler
+    async def place(cmd: Place, ctx: Context) -> str:
+        ctx.emit(Local(text="x"))
+        return cmd.order_id
+
+    @router.handler
+    async def first(event: Local, ctx: Context) -> None:
+        ran.append("first")
+        ctx.emit(Stray(order_id="o-1"))  # unregistered and travelling: cannot be delivered
+
+    @router.handler
+    async def second(event: Local) -> None:
+        ran.append("second")
+
+    broker = InMemoryBroker()
+    app = App(routers=[router])
+    async with app.mediator(publisher=broker.publisher(app.registry(), source="t")) as m:
+        assert await m.send(Place(order_id="o-1")) == "o-1"  # the request itself succeeded
+        with pytest.raises(ExceptionGroup) as group:
+            await m.publish(Local(text="y"))
+
+    assert ran == ["first", "second", "first", "second"]
+    assert [type(e) for e in group.value.exceptions] == [UnregisteredEvent]

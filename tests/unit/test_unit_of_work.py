@@ -303,3 +303,26 @@ async def test_each_request_gets_its_own_transaction(tmp_path: Path) -> None:
         rows = await all_rows(db, outbox_table)
         assert [r["key"] for r in rows] == [f"o-{i}".encode() for i in range(5)]
         assert len({r["event_id"] for r in rows}) == 5
+
+
+def test_only_tables_without_python_side_defaults_or_converting_types_skip_the_session() -> None:
+    from sqlalchemy import JSON, DateTime
+
+    from wirebus.outbox._onestatement import OneStatementWriter
+
+    typed = MetaData()
+    plain = Table("t_plain", typed, Column("id", Integer, primary_key=True), Column("s", String))
+    defaulted = Table(
+        "t_defaulted",
+        typed,
+        Column("id", Integer, primary_key=True),
+        Column("at", DateTime(timezone=True), default=lambda: NOW),
+    )
+    converted = Table("t_json", typed, Column("id", Integer, primary_key=True), Column("j", JSON))
+    writer = OneStatementWriter(Database("postgresql+asyncpg://u:p@127.0.0.1:1/none"))
+
+    assert writer.plain(plain)
+    assert writer.plain(orders_table)  # the shop's rows take the one-statement path
+    assert not writer.plain(defaulted)  # a Python default only the session applies
+    assert not writer.plain(converted)  # a bind processor only the session runs
+    assert writer.groups([(defaulted, {"id": 1})]) is None  # so the call uses the session

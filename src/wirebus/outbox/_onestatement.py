@@ -75,6 +75,7 @@ class OneStatementWriter:
         """Whether :meth:`write` may be used (PostgreSQL); else only :meth:`insert_of`."""
         self._sql: dict[_Shape, str] = {}
         self._inserts: dict[Table, Insert] = {}
+        self._plain: dict[Table, bool] = {}
         self._quote = database.engine.dialect.identifier_preparer
 
     def insert_of(self, table: Table) -> Insert:
@@ -99,6 +100,8 @@ class OneStatementWriter:
             return None
         groups: dict[Table, _Group] = {}
         for table, row in rows:
+            if not self.plain(table):
+                return None
             group = groups.get(table)
             if group is None:
                 groups[table] = (table, tuple(row), [row])
@@ -107,6 +110,26 @@ class OneStatementWriter:
             else:
                 return None
         return list(groups.values())
+
+    def plain(self, table: Table) -> bool:
+        """Whether ``table``'s rows may bypass SQLAlchemy (decided once per table).
+
+        The statement sends the row's values to the driver as they are, so a
+        column with a Python-side ``default``/``onupdate`` or a type that
+        converts values before binding (a TypeDecorator, Enum, JSON, ...)
+        must go through the session, which applies them.
+        """
+        known = self._plain.get(table)
+        if known is None:
+            dialect = self.database.engine.dialect
+            known = all(
+                column.default is None
+                and column.onupdate is None
+                and column.type.dialect_impl(dialect).bind_processor(dialect) is None
+                for column in table.columns
+            )
+            self._plain[table] = known
+        return known
 
     async def write(self, groups: Sequence[_Group], outbox: Sequence[Mapping[str, Any]]) -> None:
         """Insert each group's rows and then the ``outbox`` rows, atomically."""
