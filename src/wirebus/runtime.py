@@ -218,8 +218,8 @@ class Runtime(AsyncLifecycle):
             kafka = KafkaEventPublisher(
                 bootstrap, self.app.registry(), source=self.app.source, linger_ms=0
             )
+            self._stack.push_async_callback(kafka.stop)  # before start: a failed start too
             await kafka.start()
-            self._stack.push_async_callback(kafka.stop)
             return kafka
         assert self.broker is not None
         return self.broker.publisher(self.app.registry(), source=self.app.source)
@@ -258,14 +258,16 @@ class Runtime(AsyncLifecycle):
         self.runner = ConsumerRunner(
             port, processor, metrics=self.metrics, on_outcome=self.on_outcome
         )
+        self._stack.push_async_callback(self._stop_consumers)  # before start: a failed start too
         await self.runner.start()
         self._task = asyncio.create_task(self.runner.run(), name=f"wirebus consumer {self.group}")
-        self._stack.push_async_callback(self._stop_consumers)
         log.info("consuming %s as group %s", ", ".join(self.topics), self.group)
 
     async def _stop_consumers(self) -> None:
         if self.runner is not None:
             await self.runner.stop()
+            if self._task is None:  # never ran (its start failed or was cancelled)
+                await self.runner.port.stop()
         if self._task is not None:
             await self._task
 
