@@ -118,24 +118,10 @@ def usable_env() -> tuple[str, str] | None:
 @contextlib.asynccontextmanager
 async def fresh_database(url: str, prefix: str = "wirebus_bench") -> Any:
     """A new, empty database on the server of ``url`` (dropped on exit); yields its URL."""
-    import asyncpg
+    from wirebus.testing import postgres_database
 
-    base = make_url(url)
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin_dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with postgres_database(url, prefix) as created:
+        yield created
 
 
 # ---------------------------------------------------------------- events and rows

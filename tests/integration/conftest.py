@@ -129,18 +129,7 @@ def plain_dsn(url: str, database: str | None = None) -> str:
 @pytest.fixture
 async def pg_url(database_url: str) -> AsyncIterator[str]:
     """The SQLAlchemy URL of a fresh database, dropped when the test ends."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
+    from wirebus.testing import postgres_database
 
-    name = f"it_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(plain_dsn(database_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    admin = await asyncpg.connect(plain_dsn(database_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with postgres_database(database_url) as url:
+        yield url

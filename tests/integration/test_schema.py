@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from wirebus.db import NOTIFY_CHANNEL, Database, inbox_table, metadata, outbox_table, utcnow
 from wirebus.migrations import WIREBUS_VERSION_TABLE, upgrade
 from wirebus.testing import wait_until
+from wirebus.testing.databases import create_database, drop_database
 
 pytestmark = pytest.mark.integration
 
@@ -51,21 +52,12 @@ async def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         made.append(name)
         if request.param == "sqlite":
             return f"sqlite+aiosqlite:///{tmp_path}/{name}.db"
-        admin = await asyncpg.connect(plain_dsn(base))
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        return make_url(base).set(database=name).render_as_string(hide_password=False)
+        return await create_database(base, name)
 
     yield make
     if request.param == "postgresql":
-        admin = await asyncpg.connect(plain_dsn(base))
-        try:
-            for name in made:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        for name in made:
+            await drop_database(base, name)
 
 
 async def on(url: str, inspect_sync: Callable[[Any], Any]) -> Any:

@@ -4,7 +4,8 @@
   and an in-memory outbox, with its relay, consumers and (on demand) its
   gRPC gateway; it records what was published, dead-lettered and consumed,
 - conformance suites every port adapter passes (outbox stores, brokers),
-- :func:`wait_until`, the one bounded poll tests wait with.
+- :func:`wait_until`, the one bounded poll tests wait with,
+- :func:`postgres_database`, a fresh PostgreSQL database dropped afterwards.
 
 Example::
 
@@ -16,6 +17,7 @@ Example::
 from __future__ import annotations
 
 from .captured import Consumed, DeadLetter, Published
+from .databases import postgres_database
 from .harness import IMMEDIATE_RETRY, AppHarness
 from .waiting import wait_until
 
@@ -25,5 +27,6 @@ __all__ = [
     "Consumed",
     "DeadLetter",
     "Published",
+    "postgres_database",
     "wait_until",
 ]
