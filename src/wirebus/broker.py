@@ -111,6 +111,9 @@ class ConsumerPort(Protocol):
     async def seek(self, partition: TopicPartition, offset: int) -> None:
         """Read ``partition`` again from ``offset``."""
 
+    async def end_offsets(self) -> Mapping[TopicPartition, int]:
+        """Every partition of the subscribed topics with its end offset now (next to write)."""
+
     def guard_rebalance(self, lock: asyncio.Lock) -> None:
         """Hold ``lock`` while giving up partitions, so in-flight work commits first."""
 

@@ -327,8 +327,23 @@ def dlq() -> None:
 @dlq.command("replay")
 @click.option("--topic", required=True, help="The dead-letter topic, e.g. shop.orders.v1.dlq.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Replay at most N records.")
-def dlq_replay(topic: str, limit: int | None) -> None:
-    """Send DLQ records back to their original topic (needs WIREBUS_KAFKA_BOOTSTRAP)."""
+@click.option(
+    "--dry-run", is_flag=True, help="List what would be replayed; send and commit nothing."
+)
+@click.option("--force", is_flag=True, help="Replay a topic that has no .dlq suffix.")
+def dlq_replay(topic: str, limit: int | None, dry_run: bool, force: bool) -> None:
+    """Send DLQ records back to their original topic (needs WIREBUS_KAFKA_BOOTSTRAP).
+
+    Replays the records from where the last replay stopped up to the topic's
+    end when this one starts: records that fail again while it runs come back
+    to the DLQ after that end and are not read again.
+    """
+    from .dlq import REPLAY_GROUP, check_dead_letter_topic, replay, summary
+
+    try:
+        check_dead_letter_topic(topic, force=force)
+    except ConfigurationError as exc:
+        raise click.ClickException(_one_line(exc)) from None
     settings = _settings()
     if settings.kafka_bootstrap is None:
         raise click.ClickException("dlq replay needs WIREBUS_KAFKA_BOOTSTRAP=host:port")
@@ -336,15 +351,17 @@ def dlq_replay(topic: str, limit: int | None) -> None:
 
     async def main() -> None:
         from .codec import EventRegistry
-        from .dlq import REPLAY_GROUP, replay
         from .kafka import KafkaConsumer, KafkaEventPublisher
 
         port = KafkaConsumer(bootstrap, group=REPLAY_GROUP, topics=[topic], create_topics=False)
         async with KafkaEventPublisher(
             bootstrap, EventRegistry(), source="wirebus-dlq"
         ) as publisher:
-            count = await replay(port, publisher, limit=limit)
-        click.echo(f"replayed {count} record(s) from {topic}")
+            report = await replay(port, publisher, limit=limit, dry_run=dry_run)
+        for line in summary(report, topic, dry_run=dry_run):
+            click.echo(line)
+        if report.failure is not None:
+            raise click.ClickException(f"replay stopped: {report.failure}")
 
     try:
         _run_async(main)

@@ -2,34 +2,100 @@
 
 A replayed record keeps its key, value and CloudEvents headers (so its
 ``ce_id`` is unchanged and the inbox still recognises it); the ``wirebus_*``
-headers that said why it failed are dropped. Replay reads with its own
-consumer group and commits as it goes, so a second replay continues where
-the first stopped instead of sending the same records twice.
+headers that said why it failed are dropped.
+
+A replay takes a fixed range: from the replay group's committed offsets to
+the dead-letter topic's end offsets *when it starts*. Records that fail again
+and come back to the DLQ while it runs are after that end, so a replay never
+reads what it caused (run another replay for them, after fixing the handler).
+It commits as it goes, so a second replay continues where the first stopped
+instead of sending the same records twice. A dry run lists what would be sent
+and sends and commits nothing. A topic that is not a dead-letter topic (no
+``.dlq`` suffix) is refused unless forced: replaying ``shop.orders.v1`` by
+mistake would send the topic into itself.
 
 Example::
 
-    replayed = await replay(port, publisher, limit=100)
+    report = await replay(port, publisher, limit=100)
+    print(f"replayed {report.replayed} record(s)")
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from collections.abc import Mapping, Sequence
 
-from .broker import ConsumerPort, EventPublisher, OutgoingRecord, Record
+from .broker import ConsumerPort, EventPublisher, OutgoingRecord, Record, TopicPartition
+from .errors import ConfigurationError, WirebusError
 
-__all__ = ["REPLAY_GROUP", "replay", "replay_record"]
+__all__ = [
+    "DLQ_SUFFIX",
+    "REPLAY_GROUP",
+    "ReplayItem",
+    "ReplayReport",
+    "check_dead_letter_topic",
+    "replay",
+    "replay_record",
+]
 
 log = logging.getLogger(__name__)
 
 REPLAY_GROUP = "wirebus-dlq-replay"
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplayItem:
+    """One dead letter a replay sent (or, in a dry run, would send)."""
+
+    partition: TopicPartition
+    offset: int
+    target: str
+    key: bytes | None
+    ce_type: str
+    ce_id: str
+    reason: str
+
+    def line(self) -> str:
+        """One line for a person: where it is, where it goes, what it is and why it failed."""
+        topic, partition = self.partition
+        key = self.key.decode(errors="replace") if self.key is not None else "-"
+        return (
+            f"{topic}[{partition}]@{self.offset} -> {self.target} key={key}"
+            f" type={self.ce_type or '-'} id={self.ce_id or '-'} reason={self.reason or '-'}"
+        )
+
+
+@dataclasses.dataclass(slots=True)
+class ReplayReport:
+    """What a replay did: the records it really sent (acknowledged), or would send."""
+
+    replayed: int = 0
+    items: list[ReplayItem] = dataclasses.field(default_factory=list)
+    ends: dict[TopicPartition, int] = dataclasses.field(default_factory=dict)
+    """The dead-letter topic's end offsets when the replay started: nothing at or after them
+    was read."""
+    failure: str | None = None
+    """Why the replay stopped early (a send failed); what was sent before is committed."""
+
+
+def check_dead_letter_topic(topic: str, *, force: bool = False) -> None:
+    """Refuse a topic that is not a dead-letter topic, unless ``force``."""
+    if not force and not topic.endswith(DLQ_SUFFIX):
+        raise ConfigurationError(
+            f"{topic!r} is not a dead-letter topic (no {DLQ_SUFFIX!r} suffix): replaying it"
+            f" would send its records back into it; did you mean {topic + DLQ_SUFFIX!r}?"
+            " (--force replays it anyway, up to its end when the replay starts)"
+        )
 
 
 def replay_record(record: Record) -> OutgoingRecord:
     """The record to send back: to ``wirebus_original_topic``, without ``wirebus_*`` headers."""
     original = record.header("wirebus_original_topic")
     # A record not written by wirebus has no such header: strip the suffix.
-    topic = original.decode() if original else record.topic.removesuffix(".dlq")
+    topic = original.decode() if original else record.topic.removesuffix(DLQ_SUFFIX)
     headers = tuple((k, v) for k, v in record.headers if not k.startswith("wirebus_"))
     return OutgoingRecord(topic=topic, key=record.key, value=record.value or b"", headers=headers)
 
@@ -40,30 +106,98 @@ async def replay(
     *,
     limit: int | None = None,
     idle_seconds: float = 3.0,
-) -> int:
-    """Replay up to ``limit`` records (all when ``None``); stop once idle. Returns the count."""
-    sent = 0
+    dry_run: bool = False,
+) -> ReplayReport:
+    """Replay up to ``limit`` records (all when ``None``) of the range fixed at the start.
+
+    Stops when every partition reached its end offset at the start, or after
+    ``idle_seconds`` without a record in that range (partitions already replayed
+    up to their end deliver nothing).
+    """
+    report = ReplayReport()
     await port.start()
     try:
-        idle_since = time.monotonic()
-        while limit is None or sent < limit:
-            batch = await port.fetch(min(0.5, idle_seconds))
-            if not batch:
-                if time.monotonic() - idle_since > idle_seconds:
-                    break
-                continue
-            idle_since = time.monotonic()
-            offsets: dict[tuple[str, int], int] = {}
-            for tp, records in batch.items():
-                for record in records:
-                    if limit is not None and sent >= limit:
-                        await port.seek(tp, record.offset)
-                        break
-                    await publisher.send_records([replay_record(record)])
-                    offsets[tp] = record.offset + 1
-                    sent += 1
-            await port.commit(offsets)
+        report.ends = dict(await port.end_offsets())
+        await _run(port, publisher, report, limit=limit, idle=idle_seconds, dry_run=dry_run)
     finally:
         await port.stop()
-    log.info("replayed %d dead-lettered record(s)", sent)
-    return sent
+    verb = "would replay" if dry_run else "replayed"
+    log.info(
+        "%s %d dead-lettered record(s)", verb, len(report.items) if dry_run else report.replayed
+    )
+    return report
+
+
+async def _run(
+    port: ConsumerPort,
+    publisher: EventPublisher,
+    report: ReplayReport,
+    *,
+    limit: int | None,
+    idle: float,
+    dry_run: bool,
+) -> None:
+    ends = report.ends
+    pending = {tp for tp, end in ends.items() if end > 0}
+    idle_since = time.monotonic()
+    while pending and (limit is None or len(report.items) < limit):
+        batch = await port.fetch(min(0.5, idle))
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            if tp not in pending:
+                continue  # done, or created after the start
+            for record in records:
+                if record.offset >= ends[tp] or (limit is not None and len(report.items) >= limit):
+                    await port.seek(tp, record.offset)
+                    if record.offset >= ends[tp]:
+                        pending.discard(tp)
+                    break
+                item = _item(record)
+                if not dry_run:
+                    try:
+                        await publisher.send_records([replay_record(record)])
+                    except WirebusError as exc:
+                        report.failure = f"sending {item.line()} failed: {exc}"
+                        await _commit(port, offsets)
+                        return
+                    report.replayed += 1
+                report.items.append(item)
+                offsets[tp] = record.offset + 1
+                idle_since = time.monotonic()
+                if record.offset + 1 >= ends[tp]:
+                    pending.discard(tp)
+        if not dry_run:
+            await _commit(port, offsets)
+        if time.monotonic() - idle_since > idle:
+            break
+
+
+async def _commit(port: ConsumerPort, offsets: Mapping[TopicPartition, int]) -> None:
+    if offsets:
+        await port.commit(offsets)
+
+
+def _item(record: Record) -> ReplayItem:
+    def text(name: str) -> str:
+        value = record.header(name)
+        return value.decode(errors="replace")[:200] if value is not None else ""
+
+    return ReplayItem(
+        partition=(record.topic, record.partition),
+        offset=record.offset,
+        target=replay_record(record).topic,
+        key=record.key,
+        ce_type=text("ce_type"),
+        ce_id=text("ce_id"),
+        reason=": ".join(filter(None, (text("wirebus_error_type"), text("wirebus_error_message")))),
+    )
+
+
+def summary(report: ReplayReport, topic: str, *, dry_run: bool) -> Sequence[str]:
+    """The lines ``wirebus dlq replay`` prints."""
+    lines = [item.line() for item in report.items] if dry_run else []
+    if dry_run:
+        lines.append(f"would replay {len(report.items)} record(s) from {topic} (dry run)")
+    else:
+        lines.append(f"replayed {report.replayed} record(s) from {topic}")
+    return lines

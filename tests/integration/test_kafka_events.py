@@ -227,6 +227,42 @@ async def test_dlq_replay_sends_the_record_back_with_its_ce_id(harness: Harness)
     assert [o for o, _, _ in harness.seen] == ["later"]
 
 
+async def test_dlq_replay_refuses_a_topic_that_is_not_a_dlq_and_lists_in_a_dry_run(
+    harness: Harness,
+):
+    def wirebus(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "WIREBUS_KAFKA_BOOTSTRAP": harness.bootstrap, "PYTHONPATH": PYTHONPATH}
+        return subprocess.run(
+            [sys.executable, "-m", "wirebus", "dlq", "replay", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    harness.fail_times["twice"] = 2
+    async with harness.publisher() as publisher:
+        await publisher.publish(harness.event("twice", 7))
+    await harness.run(lambda: sum(harness.fail_times.values()) == 0)
+    await read_records(harness.bootstrap, harness.topic + ".dlq", 1)
+
+    refused = await asyncio.to_thread(wirebus, "--topic", harness.topic)
+    assert refused.returncode == 1
+    assert f"Error: '{harness.topic}' is not a dead-letter topic" in refused.stderr
+    assert f"did you mean '{harness.topic}.dlq'" in refused.stderr
+
+    listed = await asyncio.to_thread(wirebus, "--topic", harness.topic + ".dlq", "--dry-run")
+    assert listed.returncode == 0, listed.stderr
+    assert f"-> {harness.topic} key=twice" in listed.stdout
+    assert "would replay 1 record(s)" in listed.stdout
+    assert (
+        len(await read_records(harness.bootstrap, harness.topic, 1, grace=1)) == 1
+    )  # nothing sent
+
+    replayed = await asyncio.to_thread(wirebus, "--topic", harness.topic + ".dlq")
+    assert "replayed 1 record(s)" in replayed.stdout, replayed.stderr
+
+
 async def test_the_postgres_inbox_drops_a_redelivered_event(
     bootstrap: str, fresh: str, database_url: str
 ):

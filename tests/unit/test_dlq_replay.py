@@ -1,16 +1,30 @@
-"""Dead-letter replay over the in-memory broker: back to the original topic, once."""
+"""Dead-letter replay over the in-memory broker: back to the original topic, once.
+
+A replay takes the range fixed when it starts (the DLQ's end offsets then): a
+record that fails again and comes back to the DLQ is not read again by the
+same replay, so a replay cannot loop.
+"""
 
 import asyncio
 import datetime as dt
 from collections import Counter
+from typing import Any
 
+import pytest
 from shop.orders.v1 import orders_pb2
 
 from wirebus import App, Event, InvalidArgument, Router
 from wirebus.broker import Record
 from wirebus.brokers.memory import InMemoryBroker
 from wirebus.consumer import EventProcessor
-from wirebus.dlq import REPLAY_GROUP, replay, replay_record
+from wirebus.dlq import (
+    REPLAY_GROUP,
+    ReplayReport,
+    check_dead_letter_topic,
+    replay,
+    replay_record,
+)
+from wirebus.errors import ConfigurationError, PublishError
 from wirebus.inbox import InMemoryInbox
 
 TIMEOUT = 10
@@ -61,11 +75,64 @@ class Shop:
             assert await self.processor.process(record) == "dead_lettered"
         return originals
 
-    async def replay(self, limit: int | None = None) -> int:
-        port = self.broker.consumer(group=REPLAY_GROUP, topics=[DLQ])
+    async def replay(
+        self,
+        limit: int | None = None,
+        *,
+        topic: str = DLQ,
+        dry_run: bool = False,
+        publisher: Any = None,
+    ) -> int:
+        return (
+            await self.report(limit, topic=topic, dry_run=dry_run, publisher=publisher)
+        ).replayed
+
+    async def report(
+        self,
+        limit: int | None = None,
+        *,
+        topic: str = DLQ,
+        dry_run: bool = False,
+        publisher: Any = None,
+    ) -> ReplayReport:
+        port = self.broker.consumer(group=REPLAY_GROUP, topics=[topic])
         return await asyncio.wait_for(
-            replay(port, self.publisher, limit=limit, idle_seconds=IDLE), TIMEOUT
+            replay(
+                port,
+                publisher or self.publisher,
+                limit=limit,
+                idle_seconds=IDLE,
+                dry_run=dry_run,
+            ),
+            TIMEOUT,
         )
+
+
+class FailingAgainAtOnce:
+    """A publisher whose replayed records fail again at once: they are processed as
+    soon as they are sent, and the still-broken handler dead-letters them again."""
+
+    def __init__(self, shop: Shop) -> None:
+        self.shop = shop
+
+    async def send_records(self, records: Any) -> None:
+        before = len(self.shop.broker.records(TOPIC))
+        await self.shop.publisher.send_records(records)
+        for record in self.shop.broker.records(TOPIC)[before:]:
+            assert await self.shop.processor.process(record) == "dead_lettered"
+
+
+class BrokenAfter:
+    """A publisher that acknowledges ``n`` sends, then fails every one."""
+
+    def __init__(self, shop: Shop, n: int) -> None:
+        self.shop, self.left = shop, n
+
+    async def send_records(self, records: Any) -> None:
+        if self.left == 0:
+            raise PublishError(TOPIC, "the broker went away")
+        self.left -= 1
+        await self.shop.publisher.send_records(records)
 
 
 async def test_a_dead_lettered_record_goes_back_to_its_original_topic_unchanged() -> None:
@@ -150,3 +217,73 @@ def test_the_original_topic_header_wins_over_the_dlq_name() -> None:
     assert out.topic == "orders"
     assert out.headers == ()
     assert out.value == b""
+
+
+async def test_a_record_that_fails_again_is_not_replayed_again_by_the_same_replay() -> None:
+    """The defect: ``--limit 10`` on one dead letter replayed it 10 times (10 new dead
+    letters); without a limit it never stopped."""
+    shop = Shop()
+    await shop.dead_letter("o-1")
+
+    report = await shop.report(limit=10, publisher=FailingAgainAtOnce(shop))
+
+    assert report.replayed == 1
+    assert len(shop.broker.records(DLQ)) == 2  # the first dead letter and its failed replay
+    assert await shop.replay(publisher=FailingAgainAtOnce(shop)) == 1  # the next run: the new one
+
+
+async def test_without_a_limit_a_replay_of_records_that_keep_failing_ends() -> None:
+    shop = Shop()
+    await shop.dead_letter("o-1", "o-2", "o-3")
+
+    assert await shop.replay(publisher=FailingAgainAtOnce(shop)) == 3
+    assert len(shop.broker.records(DLQ)) == 6
+
+
+async def test_a_topic_that_is_not_a_dlq_is_refused_unless_forced() -> None:
+    with pytest.raises(ConfigurationError, match=r"not a dead-letter topic.*shop\.orders\.v1\.dlq"):
+        check_dead_letter_topic(TOPIC)
+    check_dead_letter_topic(DLQ)
+    check_dead_letter_topic(TOPIC, force=True)
+
+
+async def test_a_forced_replay_of_a_topic_into_itself_stops_at_its_end_at_the_start() -> None:
+    """``--topic shop.orders.v1 --force``: each record once, not 5,292 in 60 s."""
+    shop = Shop()
+    await shop.publisher.publish_many(
+        [Cancelled(order_id=o, reason="", cancelled_at=NOW) for o in ("o-1", "o-2", "o-3")]
+    )
+
+    assert await shop.replay(topic=TOPIC) == 3
+
+    assert len(shop.broker.records(TOPIC)) == 6
+
+
+async def test_a_dry_run_lists_what_it_would_send_and_sends_and_commits_nothing() -> None:
+    shop = Shop()
+    await shop.dead_letter("o-1", "o-2")
+
+    report = await shop.report(dry_run=True)
+
+    assert report.replayed == 0
+    assert sorted(item.key for item in report.items) == [b"o-1", b"o-2"]
+    [line, _] = sorted(item.line() for item in report.items)
+    assert "-> shop.orders.v1 key=o-1" in line
+    assert "type=shop.orders.v1.OrderCancelled" in line
+    assert "reason=InvalidArgument: cannot cancel o-1" in line
+    assert len(shop.broker.records(TOPIC)) == 2  # the originals only
+    assert sum(shop.broker.committed(REPLAY_GROUP, (DLQ, p)) for p in range(3)) == 0
+    assert await shop.replay() == 2  # the real one sends what the dry run listed
+
+
+async def test_the_count_is_what_was_acknowledged_and_a_failed_send_stops_the_replay() -> None:
+    shop = Shop()
+    await shop.dead_letter("o-1", "o-2", "o-3")
+
+    report = await shop.report(publisher=BrokenAfter(shop, 1))
+
+    assert report.replayed == 1
+    assert report.failure is not None
+    assert "the broker went away" in report.failure
+    assert sum(shop.broker.committed(REPLAY_GROUP, (DLQ, p)) for p in range(3)) == 1
+    assert await shop.replay() == 2  # the rest, once the broker is back

@@ -202,3 +202,10 @@ class InMemoryConsumer:
 
     async def seek(self, partition: TopicPartition, offset: int) -> None:
         self._positions[partition] = offset
+
+    async def end_offsets(self) -> Mapping[TopicPartition, int]:
+        return {
+            (topic, index): len(log)
+            for topic in self.topics
+            for index, log in enumerate(self.broker._topics.get(topic, ()))
+        }

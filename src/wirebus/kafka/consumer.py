@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -159,6 +160,30 @@ class KafkaConsumer:
         tp = TopicPartition(*partition)
         if tp in self._consumer.assignment():
             self._consumer.seek(tp, offset)
+
+    async def end_offsets(self) -> Mapping[TP, int]:
+        """End offsets of every partition of the subscribed topics (a topic not there: none)."""
+        try:
+            existing = await self._consumer.topics()  # fresh metadata of every topic
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in self.topics
+                if topic in existing
+                for p in sorted(await self._partitions_of(topic))
+            ]
+            ends = await self._consumer.end_offsets(partitions) if partitions else {}
+        except KafkaError as exc:
+            raise _consume_error(f"reading the end offsets of {self.topics}", exc) from exc
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+
+    async def _partitions_of(self, topic: str, within: float = 10.0) -> set[int]:
+        """The partitions of an existing topic, once the subscription's metadata has it."""
+        deadline = time.monotonic() + within
+        while (found := self._consumer.partitions_for_topic(topic)) is None:
+            if time.monotonic() > deadline:
+                raise ConsumeError(f"no partition metadata for {topic!r} within {within:.0f}s")
+            await asyncio.sleep(0.05)
+        return set(found)
 
 
 def _consume_error(what: str, exc: KafkaError) -> ConsumeError:

@@ -292,6 +292,22 @@ async def a_published_event_is_its_protobuf_bytes_with_cloudevents_headers(
     _expect(subjects.count(b"orders/42") == 1, f"ce_subject {subjects}")
 
 
+async def end_offsets_name_every_partition_and_the_next_offset_to_write(
+    harness: BrokerHarness,
+) -> None:
+    topic, group = await harness.topic(), harness.group()
+    sent = [OutgoingRecord(topic, b"k%d" % i, b"%d" % i, ()) for i in range(7)]
+    async with _records_publisher(harness) as publisher:
+        await publisher.send_records(sent)
+    async with _consuming(harness, group, topic) as port:
+        ends = dict(await port.end_offsets())
+        records = await _read(port, len(sent))
+    _expect(len(ends) >= 1 and all(t == topic for t, _ in ends), f"end offsets {ends}")
+    _expect(sum(ends.values()) == len(sent), f"end offsets {ends} for {len(sent)} records")
+    last = {(r.topic, r.partition): r.offset + 1 for r in records}
+    _expect(all(ends[tp] == o for tp, o in last.items()), f"ends {ends}, read up to {last}")
+
+
 CHECKS: tuple[BrokerCheck, ...] = (
     a_record_round_trips_with_key_value_and_headers_byte_for_byte,
     one_keys_records_stay_in_order_on_one_partition,
@@ -301,5 +317,6 @@ CHECKS: tuple[BrokerCheck, ...] = (
     send_records_settled_reports_one_result_per_record,
     separate_groups_keep_separate_offsets,
     a_published_event_is_its_protobuf_bytes_with_cloudevents_headers,
+    end_offsets_name_every_partition_and_the_next_offset_to_write,
 )
 """Every check of the suite, in the order they are best read."""
