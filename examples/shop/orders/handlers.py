@@ -83,13 +83,13 @@ async def get_order(query: GetOrder, orders: OrderStore) -> OrderView:
 @router.handler
 async def cancel_order(cmd: CancelOrder, orders: OrderStore, ctx: Context) -> None:
     order = await _existing(orders, cmd.order_id)
-    if order.status is OrderStatus.CANCELLED:
+    live = (s for s in OrderStatus if s is not OrderStatus.CANCELLED)
+    if not await orders.move(order.order_id, OrderStatus.CANCELLED, allowed_from=live):
         raise FailedPrecondition(
             f"order {cmd.order_id!r} is already cancelled",
             reason="ORDER_ALREADY_CANCELLED",
             metadata={"order_id": cmd.order_id},
         )
-    await orders.set_status(order.order_id, OrderStatus.CANCELLED)
     ctx.emit(
         OrderCancelled(
             order_id=order.order_id, reason=cmd.reason, cancelled_at=dt.datetime.now(dt.UTC)
@@ -105,6 +105,5 @@ async def list_orders(query: ListOrders, orders: OrderStore) -> AsyncIterator[Or
 
 @router.handler
 async def mark_paid(event: PaymentCaptured, orders: OrderStore) -> None:
-    order = await orders.get(event.order_id)
-    if order is not None and order.status is OrderStatus.PENDING:
-        await orders.set_status(order.order_id, OrderStatus.PAID)
+    # only a pending order becomes paid: not one cancelled meanwhile
+    await orders.move(event.order_id, OrderStatus.PAID, allowed_from=[OrderStatus.PENDING])

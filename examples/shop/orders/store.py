@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 
 from sqlalchemy import (
     BigInteger,
@@ -51,9 +52,10 @@ orders = Table(
 # Built once: building a statement per call (``insert(orders).values(...)``)
 # costs more CPU than executing it.
 _BY_ID = select(orders).where(orders.c.order_id == bindparam("order_id"))
-_SET_STATUS = (  # an UPDATE's parameters may not share a column's name
+_MOVE_STATUS = (  # a transition: only from the states it is allowed from (no lost update)
     update(orders)
     .where(orders.c.order_id == bindparam("b_order_id"))
+    .where(orders.c.status.in_(bindparam("b_from", expanding=True)))
     .values(status=bindparam("b_status"))
 )
 _BY_CUSTOMER = (
@@ -88,8 +90,23 @@ class OrderStore:
         row = (await self.session.execute(_BY_ID, {"order_id": order_id})).mappings().first()
         return None if row is None else _view(row)
 
-    async def set_status(self, order_id: str, status: OrderStatus) -> None:
-        await self.session.execute(_SET_STATUS, {"b_order_id": order_id, "b_status": status.name})
+    async def move(
+        self, order_id: str, status: OrderStatus, *, allowed_from: Iterable[OrderStatus]
+    ) -> bool:
+        """Set ``status`` if the order is in one of ``allowed_from`` *when the row is written*.
+
+        A read-then-write would lose an update: a payment captured while the order
+        was being cancelled would read PENDING, and then overwrite CANCELLED with PAID.
+        """
+        result = await self.session.execute(
+            _MOVE_STATUS,
+            {
+                "b_order_id": order_id,
+                "b_status": status.name,
+                "b_from": [s.name for s in allowed_from],
+            },
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def by_customer(self, customer_id: str) -> list[OrderView]:
         result = await self.session.execute(_BY_CUSTOMER, {"customer_id": customer_id})
