@@ -21,6 +21,14 @@ Example::
 from __future__ import annotations
 
 from .app import App
+from .auth import (
+    Authentication,
+    Identity,
+    JWTAuthenticator,
+    StaticTokens,
+    current_identity,
+    require_scopes,
+)
 from .context import CallInfo, Context, current_call, current_context
 from .errors import (
     Aborted,
@@ -52,6 +60,7 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "App",
+    "Authentication",
     "Behaviour",
     "CallNext",
     "CallInfo",
@@ -67,7 +76,9 @@ __all__ = [
     "Gateway",
     "GatewayConfig",
     "HandlerNotFound",
+    "Identity",
     "InvalidArgument",
+    "JWTAuthenticator",
     "LifecycleError",
     "Mediator",
     "Message",
@@ -79,11 +90,14 @@ __all__ = [
     "Retry",
     "Router",
     "Stage",
+    "StaticTokens",
     "Unauthenticated",
     "Unavailable",
     "WirebusError",
     "current_call",
     "current_context",
+    "current_identity",
+    "require_scopes",
 ]
 
 __version__ = "0.1.0"

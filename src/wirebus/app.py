@@ -43,6 +43,7 @@ from .router import HandlerSpec, Router
 from .sink import EventSink
 
 if TYPE_CHECKING:
+    from .auth import Authentication
     from .db import Database
 
 __all__ = ["App"]
@@ -71,6 +72,7 @@ class App:
         source: str | None = None,
         metadata: Any = None,
         migrations: str | None = None,
+        authentication: Authentication | None = None,
     ) -> None:
         if event_dispatch not in ("sequential", "concurrent"):
             raise ConfigurationError(
@@ -92,6 +94,8 @@ class App:
         self._routers: list[Router] = []
         self._providers = list(providers)
         self._behaviours = list(behaviours)
+        self.authentication = authentication
+        """The authentication stage (outermost), if calls must prove who they are."""
         self._registry: EventRegistry | None = None
         for router in routers:
             self.include_router(router)
@@ -191,7 +195,7 @@ class App:
 
             database = _Database.in_memory(extra_metadata=[self.metadata])
             owns.append(database)
-        stages: list[Behaviour | Stage] = list(self._behaviours)
+        stages: list[Behaviour | Stage] = self._outer_stages()
         providers = list(self._providers)
         if database is not None:
             from .broker import EventEncoder
@@ -215,6 +219,13 @@ class App:
         holder.append(mediator)
         return mediator
 
+    def _outer_stages(self) -> list[Behaviour | Stage]:
+        """Authentication (if any), then the app's behaviours, outermost first."""
+        outer: list[Behaviour | Stage] = []
+        if self.authentication is not None:
+            outer.append(self.authentication)
+        return [*outer, *self._behaviours]
+
     def describe(self, *, database: bool = False) -> str:
         """The pipeline, each RPC method with its handler, each event with its handlers.
 
@@ -222,7 +233,7 @@ class App:
         runtime always has one): with the unit-of-work stage.
         """
         routes = self.check()
-        stages = [Stage.of(b).name for b in self._behaviours]
+        stages = [Stage.of(b).name for b in self._outer_stages()]
         if database:
             stages.append("unit of work")
         lines = [f"app {self.name}", "pipeline (outermost first):"]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from dishka import AsyncContainer, Provider, Scope, make_async_container
 
+from .auth import Identity, current_identity
 from .context import CallInfo, current_call
 from .errors import ConfigurationError
 from .mediator import Mediator
@@ -51,6 +52,7 @@ def build_container(
     """
     internal = Provider(scope=Scope.REQUEST)
     internal.provide(current_call, provides=CallInfo)
+    internal.provide(current_identity, provides=Identity)
     internal.provide(mediator, provides=Mediator, scope=Scope.APP)
     for spec in specs:
         if spec.is_class:
