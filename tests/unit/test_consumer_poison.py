@@ -12,10 +12,13 @@ import asyncio
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from shop.orders.v1 import orders_pb2
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from examples.shop.app import app as shop_app
 from examples.shop.orders.messages import LineItem, OrderPlaced
@@ -24,9 +27,11 @@ from wirebus.broker import EventEncoder, OutgoingRecord, PublishError, Record
 from wirebus.brokers.memory import InMemoryBroker
 from wirebus.consumer import EventProcessor, dead_letter_record
 from wirebus.consumer_runner import ConsumerRunner
-from wirebus.db import inbox_table
+from wirebus.db import Database, inbox_table
+from wirebus.dlq import REPLAY_GROUP, replay
 from wirebus.errors import ConfigurationError
 from wirebus.inbox import MAX_EVENT_ID_LENGTH, InMemoryInbox
+from wirebus.inbox.sqlalchemy import SqlAlchemyInbox
 from wirebus.testing import wait_until
 
 NOW = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
@@ -337,3 +342,87 @@ def test_tombstones_is_for_event_handlers_only() -> None:
 
     with pytest.raises(ConfigurationError, match="tombstones"):
         router.handler(tombstones=True)(get)
+
+
+def test_a_database_error_is_dead_lettered_with_the_drivers_message_not_the_sql() -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    error = IntegrityError("INSERT INTO ledger VALUES (?)", ("o-1",), ValueError("duplicate key"))
+
+    dead = dead_letter_record(Record(TOPIC, 0, 1, None, b"v", ()), error, 3)
+
+    assert why(dead)["wirebus_error_message"] == "ValueError: duplicate key"
+    assert why(dead)["wirebus_error_type"] == "IntegrityError"
+
+
+# ---------------------------------------------------- the same in one batch transaction
+
+
+async def test_poison_records_in_a_database_batch_are_dead_lettered_and_the_rest_commits(
+    tmp_path: Path,
+) -> None:
+    seen: list[str] = []
+    router = Router("test")
+
+    @router.handler
+    async def on_cancelled(event: Cancelled, session: AsyncSession) -> None:
+        await session.execute(text("SELECT 1"))
+        seen.append(event.order_id)
+
+    app = App(name="test", routers=[router])
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'poison.db'}", create_schema=True)
+    broker = InMemoryBroker()
+    good = [record_of(app, cancelled(f"o{i}"), offset=i) for i in range(3)]
+    nul = with_header(record_of(app, cancelled("nul"), offset=3), "ce_id", b"a\x00b")
+    tombstone = record_of(app, cancelled("gone"), offset=4, value=None)
+    inbox = SqlAlchemyInbox(database.engine)
+    outcomes: list[str] = []
+    try:
+        async with app.mediator(database=database, owns_database=False) as mediator:
+            processor = EventProcessor(
+                mediator,
+                app.registry(),
+                group="g",
+                inbox=inbox,
+                dead_letters=broker.publisher(app.registry(), source="t"),
+                claim_inbox=True,
+                database=database,
+            )
+            await processor.process_batch(
+                [good[0], nul, good[1], tombstone, good[2]], lambda _r, o: outcomes.append(o)
+            )
+        marked = await inbox.seen_many("g", [(r.header("ce_id") or b"").decode() for r in good])
+    finally:
+        await database.close()
+
+    assert outcomes == ["handled", "dead_lettered", "handled", "dead_lettered", "handled"]
+    assert seen == ["o0", "o1", "o2"]
+    assert len(marked) == 3
+    assert [why(d)["wirebus_error_type"] for d in broker.records(DLQ)] == [
+        "UnstorableEventId",
+        "EmptyValue",
+    ]
+
+
+# ---------------------------------------------------- replay
+
+
+async def test_replay_leaves_a_dead_letter_that_was_cut_to_fit_in_the_dlq() -> None:
+    app = recording_app([])
+    broker = InMemoryBroker(partitions=1)
+    publisher = broker.publisher(app.registry(), source="t")
+    original = Record(TOPIC, 0, 1, b"k", b"\xff" * (2 * LIMIT), (("ce_id", b"1"),))
+    whole = Record(TOPIC, 0, 2, b"k", b"\xff", (("ce_id", b"2"),))
+    await publisher.send_records(
+        [
+            dead_letter_record(original, ValueError("bad"), 0, max_bytes=LIMIT),
+            dead_letter_record(whole, ValueError("bad"), 0, max_bytes=LIMIT),
+        ]
+    )
+    port = broker.consumer(group=REPLAY_GROUP, topics=[DLQ])
+
+    assert await asyncio.wait_for(replay(port, publisher, idle_seconds=0.05), 10) == 1
+
+    [replayed] = broker.records(TOPIC)
+    assert replayed.header("ce_id") == b"2"
+    assert broker.committed(REPLAY_GROUP, (DLQ, 0)) == 2
