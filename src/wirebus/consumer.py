@@ -3,14 +3,29 @@
 ``EventProcessor.process(record)`` takes one record all the way to an
 outcome, never raising for bad input:
 
-1. CloudEvents headers are read; missing or malformed ones -> DLQ;
+1. CloudEvents headers are read; missing or malformed ones -> DLQ; a
+   ``ce_id`` no inbox can store (a NUL character, longer than
+   :data:`~wirebus.inbox.MAX_EVENT_ID_LENGTH`) -> DLQ, on every database
+   alike, before the inbox is asked;
 2. ``ce_type`` selects the registered type; unknown -> DLQ (or skipped when
    ``skip_unknown``);
-3. the value is decoded (upb, then ``from_proto``); garbage -> DLQ;
-4. an event the inbox has seen for this group is acknowledged unhandled;
-5. each handler runs with its retry policy; after the last attempt the record
+3. a null value (a Kafka tombstone) or an empty one goes only to the
+   handlers registered with ``tombstones=True`` (as the type's default
+   message); with none -> DLQ. An empty value is a valid encoding of a
+   default message, but an event of all defaults is never what a producer
+   meant (an ``OrderPlaced`` for order "" of 0): a handler must ask for it;
+4. the value is decoded (upb, then ``from_proto``); garbage -> DLQ;
+5. an event the inbox has seen for this group is acknowledged unhandled;
+6. each handler runs with its retry policy; after the last attempt the record
    goes to ``<topic>.dlq`` with headers saying why;
-6. the inbox records the event.
+7. the inbox records the event.
+
+A dead letter always fits ``max_dead_letter_bytes`` (the DLQ producer's
+``max_request_size``): one that would not is cut to fit
+(:func:`wirebus.dlq.fit_dead_letter`: reasons and metadata kept, the value
+truncated, its original size and SHA-256 in headers), counted in
+``truncated_dead_letters`` (and the ``wirebus_consumer_dead_letters_truncated``
+metric) and logged, so that it too leaves its partition.
 
 The runner hands each partition's fetched records to
 ``EventProcessor.process_batch``: the inbox is asked once per batch which
@@ -35,8 +50,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from .broker import ConsumerPort, EventPublisher, OutgoingRecord, Record, TopicPartition
 from .cloudevents import CloudEventsReader, MalformedEvent
 from .codec import EventRegistry, EventType
-from .errors import UnknownEventType, WirebusError
-from .inbox import InboxClaim, InboxStore
+from .dlq import MIN_DEAD_LETTER_BYTES, TRUNCATED, fit_dead_letter
+from .errors import ConfigurationError, UnknownEventType, WirebusError
+from .inbox import MAX_EVENT_ID_LENGTH, InboxClaim, InboxStore, unstorable
 from .retry import Retry
 
 if TYPE_CHECKING:
@@ -47,10 +63,12 @@ if TYPE_CHECKING:
 __all__ = [
     "ConsumerPort",
     "DLQ_SUFFIX",
+    "EmptyValue",
     "EventProcessor",
     "Outcome",
     "ProcessingInterrupted",
     "TopicPartition",
+    "UnstorableEventId",
     "dead_letter_record",
 ]
 
@@ -59,6 +77,8 @@ log = logging.getLogger(__name__)
 DLQ_SUFFIX = ".dlq"
 Outcome = Literal["handled", "duplicate", "ignored", "skipped", "dead_lettered"]
 _MAX_ERROR_MESSAGE = 2000
+MAX_DEAD_LETTER_BYTES = 1024 * 1024
+"""The default ``max_dead_letter_bytes``: the Kafka publisher's default ``max_request_size``."""
 Handlers = tuple[tuple[str, "Retry | None", "EventRunner"], ...]
 
 
@@ -72,9 +92,28 @@ class UndecodableEvent(WirebusError):
     """A record's value does not decode as the type its ``ce_type`` names."""
 
 
-def dead_letter_record(record: Record, error: BaseException, attempts: int) -> OutgoingRecord:
-    """The DLQ copy of ``record``: key, value and headers kept, plus why it failed."""
-    message = str(error)[:_MAX_ERROR_MESSAGE]
+class UnstorableEventId(WirebusError):
+    """A record's ``ce_id`` cannot be an inbox key (a NUL character, or too long)."""
+
+
+class EmptyValue(WirebusError):
+    """A record's value is null (a tombstone) or empty and no handler asked for tombstones."""
+
+
+def dead_letter_record(
+    record: Record, error: BaseException, attempts: int, *, max_bytes: int | None = None
+) -> OutgoingRecord:
+    """The DLQ copy of ``record``: key, value and headers kept, plus why it failed.
+
+    With ``max_bytes``, a copy that would be larger is cut to fit (see
+    :func:`wirebus.dlq.fit_dead_letter`). A database error's message is
+    the driver's, without the SQL statement and its parameters.
+
+    Example::
+
+        dead = dead_letter_record(record, ValueError("bad"), 1, max_bytes=1024 * 1024)
+    """
+    message = _error_text(error)[:_MAX_ERROR_MESSAGE]
     kept = tuple((k, v) for k, v in record.headers if not k.startswith("wirebus_"))
     why = (
         ("wirebus_error_type", type(error).__qualname__.encode()),
@@ -84,12 +123,21 @@ def dead_letter_record(record: Record, error: BaseException, attempts: int) -> O
         ("wirebus_original_offset", str(record.offset).encode()),
         ("wirebus_attempts", str(attempts).encode()),
     )
-    return OutgoingRecord(
+    dead = OutgoingRecord(
         topic=record.topic + DLQ_SUFFIX,
         key=record.key,
         value=record.value or b"",
         headers=kept + why,
     )
+    return dead if max_bytes is None else fit_dead_letter(dead, max_bytes)
+
+
+def _error_text(error: BaseException) -> str:
+    """``str(error)``; for an SQLAlchemy statement error, only its driver's error."""
+    orig = getattr(error, "orig", None)
+    if orig is not None and getattr(error, "statement", None) is not None:
+        return f"{type(orig).__name__}: {orig}"
+    return str(error)
 
 
 class _Single:
@@ -133,8 +181,18 @@ class EventProcessor:
         routers: frozenset[str] | None = None,
         claim_inbox: bool = False,
         database: Database | None = None,
+        max_dead_letter_bytes: int = MAX_DEAD_LETTER_BYTES,
+        metrics: Any = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        problem = unstorable("the consumer group", group)
+        if problem is not None:
+            raise ConfigurationError(f"{problem}: choose a shorter group name without NUL")
+        if max_dead_letter_bytes < MIN_DEAD_LETTER_BYTES:
+            raise ConfigurationError(
+                f"max_dead_letter_bytes must be at least {MIN_DEAD_LETTER_BYTES},"
+                f" not {max_dead_letter_bytes}"
+            )
         self.mediator = mediator
         self.registry = registry
         self.group = group
@@ -147,8 +205,15 @@ class EventProcessor:
         """The inbox is a table of the handlers' database: write it in their transaction."""
         self.database = database
         """The handlers' database (and the inbox's): a partition's batch commits once in it."""
+        self.max_dead_letter_bytes = max_dead_letter_bytes
+        """The DLQ producer's ``max_request_size``: larger dead letters are cut to fit."""
+        self.metrics = metrics
+        """A :class:`~wirebus.metrics.Metrics` (a runner gives its own when this is None)."""
+        self.truncated_dead_letters = 0
+        """How many dead letters were cut to fit ``max_dead_letter_bytes``."""
         self._sleep = sleep
         self._plans: dict[str, list[tuple[EventType, Handlers]]] = {}
+        self._tombstone_plans: dict[str, list[tuple[EventType, Handlers]]] = {}
         self._singles: dict[str, _Single | None] = {}
         self._reader = CloudEventsReader()
 
@@ -177,13 +242,20 @@ class EventProcessor:
         cannot reach an outcome; the records before it have theirs.
         """
         read = self._reader.read_route
-        routes: list[Route | MalformedEvent] = []
+        routes: list[Route | Exception] = []
         append = routes.append
         for record in records:
             try:
-                append(read(record.headers))
+                route = read(record.headers)
             except MalformedEvent as exc:
                 append(exc)
+                continue
+            ident = route[0]
+            if len(ident) > MAX_EVENT_ID_LENGTH or "\x00" in ident:  # what no inbox stores
+                problem = f"{unstorable('ce_id', ident)}: it cannot be deduplicated"
+                append(UnstorableEventId(problem))
+            else:
+                append(route)
         ids = [r[0] for r in routes if type(r) is tuple]
         seen = await self._guarded(self.inbox.seen_many(self.group, ids)) if ids else set()
         together = self.database is not None and len(records) > 1
@@ -194,7 +266,7 @@ class EventProcessor:
     async def _process_each(
         self,
         records: Sequence[Record],
-        routes: Sequence[Route | MalformedEvent],
+        routes: Sequence[Route | Exception],
         seen: set[str],
         on_outcome: Callable[[Record, Outcome], None],
     ) -> None:
@@ -215,7 +287,7 @@ class EventProcessor:
                     continue
                 ident, name = route
                 single = singles[name] if name in singles else self._single(name)
-                if single is None:
+                if single is None or not record.value:  # a tombstone takes the general path
                     outcome = await self._handle(record, ident, name, seen, handled)
                     on_outcome(record, outcome)
                     continue
@@ -250,7 +322,7 @@ class EventProcessor:
     async def _process_together(
         self,
         records: Sequence[Record],
-        routes: Sequence[Route | MalformedEvent],
+        routes: Sequence[Route | Exception],
         seen: set[str],
         on_outcome: Callable[[Record, Outcome], None],
     ) -> bool:
@@ -275,7 +347,7 @@ class EventProcessor:
                     return False
                 if isinstance(staged, Exception):
                     self._log_dead_letter(record, staged)
-                    dead.append((index, dead_letter_record(record, staged, 0)))
+                    dead.append((index, self._dead_letter_of(record, staged, 0)))
                     staged = "dead_lettered"
                 outcomes.append(staged)
             try:
@@ -322,14 +394,14 @@ class EventProcessor:
     async def _stage(
         self,
         record: Record,
-        route: Route | MalformedEvent,
+        route: Route | Exception,
         seen: set[str],
         batch: BatchUnitOfWork,
         local: list[Any],
     ) -> Outcome | Exception | None:
         """Run ``record``'s handlers inside ``batch``: its outcome, why to dead-letter it, or
         None when a handler failed (the batch must be rolled back)."""
-        if isinstance(route, MalformedEvent):
+        if isinstance(route, Exception):
             return route
         ident, name = route
         decoded = self._decode(record, name, ident, seen)
@@ -376,12 +448,26 @@ class EventProcessor:
             self._singles[event_type] = single
         return single
 
+    def _tombstone_plan(self, event_type: str) -> list[tuple[EventType, Handlers]]:
+        """The plan of ``event_type`` cut to the handlers registered with ``tombstones=True``."""
+        plan = self._tombstone_plans.get(event_type)
+        if plan is None:
+            plan = []
+            for kind, handlers in self._plan(event_type):
+                wanted = self.mediator.tombstone_handlers(kind.python_type, self.routers)
+                kept = tuple(h for h in handlers if h[0] in wanted)
+                if kept:
+                    plan.append((kind, kept))
+            self._tombstone_plans[event_type] = plan  # called for registered names only
+        return plan
+
     def _decode(
         self, record: Record, event_type: str, ident: str, seen: set[str]
     ) -> Outcome | Exception | list[tuple[Any, Handlers]]:
         """The record's events with their handlers, or its outcome, or why to dead-letter it.
 
-        Checked in this order: known type, decodable value, not seen before.
+        Checked in this order: known type, a value (or handlers that take
+        tombstones), decodable value, not seen before.
         """
         plan = self._plan(event_type)
         if not plan:
@@ -390,6 +476,10 @@ class EventProcessor:
                     return "skipped"
                 return UnknownEventType(f"ce_type {event_type!r} is not registered")
             return "ignored"
+        if not record.value:
+            plan = self._tombstone_plan(event_type)
+            if not plan:
+                return _empty_value(record, event_type)
         events = []
         for kind, handlers in plan:
             try:
@@ -508,10 +598,25 @@ class EventProcessor:
 
     async def _dead_letter(self, record: Record, error: Exception, attempts: int) -> Outcome:
         self._log_dead_letter(record, error)
-        await self._guarded(
-            self.dead_letters.send_records([dead_letter_record(record, error, attempts)])
-        )
+        dead = self._dead_letter_of(record, error, attempts)
+        await self._guarded(self.dead_letters.send_records([dead]))
         return "dead_lettered"
+
+    def _dead_letter_of(self, record: Record, error: Exception, attempts: int) -> OutgoingRecord:
+        """The DLQ record of ``record``, cut to fit; a cut one is counted and logged."""
+        dead = dead_letter_record(record, error, attempts, max_bytes=self.max_dead_letter_bytes)
+        cut = next((v for k, v in dead.headers if k == TRUNCATED), None)
+        if cut is not None:
+            self.truncated_dead_letters += 1
+            if self.metrics is not None:
+                self.metrics.dead_letters_truncated.labels(record.topic).inc()
+            log.warning(
+                "the dead letter of %s[%d]@%d is over %d bytes: sent cut to fit (%s cut,"
+                " value %d of %d bytes kept)",
+                record.topic, record.partition, record.offset, self.max_dead_letter_bytes,
+                cut.decode(), len(dead.value), len(record.value or b""),
+            )  # fmt: skip
+        return dead
 
     @staticmethod
     def _log_dead_letter(record: Record, error: Exception) -> None:
@@ -526,6 +631,14 @@ class EventProcessor:
             return await step
         except Exception as exc:
             raise ProcessingInterrupted(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _empty_value(record: Record, event_type: str) -> EmptyValue:
+    what = "null (a tombstone)" if record.value is None else "empty"
+    return EmptyValue(
+        f"the value is {what}: no handler of {event_type} here takes tombstones"
+        " (register one with tombstones=True to handle such records)"
+    )
 
 
 def _database_gone(error: BaseException) -> bool:

@@ -41,7 +41,8 @@ class ConsumerRunner:
     it reaches its outcome (after its handlers' work committed, before its
     offset is): it must be quick and must not raise. :meth:`stop` wakes a
     port that has a ``wake()`` (the in-memory consumer), so the loop leaves
-    at once instead of at the end of its ``poll_timeout``.
+    at once instead of at the end of its ``poll_timeout``. ``metrics`` are
+    also the processor's, unless it was given its own.
 
     Example::
 
@@ -64,6 +65,8 @@ class ConsumerRunner:
         self.failure_pause = failure_pause
         self.outcomes: dict[str, int] = {}
         self.metrics = metrics
+        if metrics is not None and processor.metrics is None:
+            processor.metrics = metrics  # its dead-letter counters go with the runner's
         self.on_outcome = on_outcome
         """Called with each record and the outcome it reached (read once per batch)."""
         self._counters: dict[str, Any] = {}

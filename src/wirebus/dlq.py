@@ -1,4 +1,20 @@
-"""Dead-letter replay: send records of ``<topic>.dlq`` back to their original topic.
+"""Dead-letter records: their size bound, and replay back to the original topic.
+
+A dead letter must always leave its partition, so it must always fit the
+DLQ producer's ``max_request_size``. :func:`fit_dead_letter` keeps a record
+that fits whole; one that does not keeps the ``wirebus_*`` reasons, the
+original headers that fit (CloudEvents ones first in practice: they come
+first and are small), the key (cut to an eighth of the limit) and as much
+of the value as fits, and says so in headers::
+
+    wirebus_truncated          what was cut: "value", "value,headers", "value,headers,key"
+    wirebus_original_size      the original value's length in bytes
+    wirebus_original_sha256    hex SHA-256 of the original value
+    wirebus_dropped_headers    names of the original headers left out (if any)
+    wirebus_original_key_size  the original key's length (if it was cut)
+
+Replay leaves such a record where it is (skipped, counted): its value is not the event
+any more.
 
 A replayed record keeps its key, value and CloudEvents headers (so its
 ``ce_id`` is unchanged and the inbox still recognises it); the ``wirebus_*``
@@ -23,19 +39,24 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .broker import ConsumerPort, EventPublisher, OutgoingRecord, Record, TopicPartition
 from .errors import ConfigurationError, WirebusError
 
 __all__ = [
     "DLQ_SUFFIX",
+    "MIN_DEAD_LETTER_BYTES",
     "REPLAY_GROUP",
+    "TRUNCATED",
     "ReplayItem",
     "ReplayReport",
     "check_dead_letter_topic",
+    "fit_dead_letter",
+    "record_size",
     "replay",
     "replay_record",
 ]
@@ -44,6 +65,74 @@ log = logging.getLogger(__name__)
 
 REPLAY_GROUP = "wirebus-dlq-replay"
 DLQ_SUFFIX = ".dlq"
+TRUNCATED = "wirebus_truncated"
+"""The header a dead letter cut to fit carries (its value says what was cut)."""
+MIN_DEAD_LETTER_BYTES = 16 * 1024
+"""The smallest size limit a dead letter can be fitted to (its reasons need room)."""
+
+# A record batch of one record: the batch header (61 bytes) and the record's
+# own varints (at most 36 bytes), then ~10 bytes of varints per header.
+_RECORD_OVERHEAD = 128
+_HEADER_OVERHEAD = 10
+
+
+def record_size(key: bytes | None, value: bytes, headers: Iterable[tuple[str, bytes]]) -> int:
+    """An upper bound of the bytes Kafka counts for a record sent alone.
+
+    Example::
+
+        assert record_size(b"k", b"v", [("ce_id", b"1")]) < 200
+    """
+    size = _RECORD_OVERHEAD + len(key or b"") + len(value)
+    for name, header in headers:
+        size += _HEADER_OVERHEAD + len(name.encode()) + len(header)
+    return size
+
+
+def fit_dead_letter(dead: OutgoingRecord, max_bytes: int) -> OutgoingRecord:
+    """``dead`` itself if it fits ``max_bytes``, else a copy cut to fit (module docstring).
+
+    The reasons (``wirebus_*`` headers) are always kept whole; ``max_bytes``
+    must be at least :data:`MIN_DEAD_LETTER_BYTES`.
+
+    Example::
+
+        out = fit_dead_letter(dead_letter, 1024 * 1024)
+        if out is not dead_letter:
+            ...  # cut: out.header says what, the original size and sha256
+    """
+    if record_size(dead.key, dead.value, dead.headers) <= max_bytes:
+        return dead
+    value = dead.value
+    cut = ["value"]
+    reasons = [(k, v) for k, v in dead.headers if k.startswith("wirebus_")]
+    kept: list[tuple[str, bytes]] = []
+    dropped: list[str] = []
+    room = max_bytes // 4
+    for name, header in dead.headers:
+        if name.startswith("wirebus_"):
+            continue
+        size = _HEADER_OVERHEAD + len(name.encode()) + len(header)
+        if size <= room:
+            kept.append((name, header))
+            room -= size
+        else:
+            dropped.append(name)
+    extra = [
+        ("wirebus_original_size", str(len(value)).encode()),
+        ("wirebus_original_sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]
+    if dropped:
+        cut.append("headers")
+        extra.append(("wirebus_dropped_headers", ",".join(dropped)[:1000].encode()))
+    key = dead.key
+    if key is not None and len(key) > max_bytes // 8:
+        cut.append("key")
+        extra.append(("wirebus_original_key_size", str(len(key)).encode()))
+        key = key[: max_bytes // 8]
+    headers = (*kept, *reasons, (TRUNCATED, ",".join(cut).encode()), *extra)
+    room = max(0, max_bytes - record_size(key, b"", headers))
+    return OutgoingRecord(dead.topic, key, value[:room], headers)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -77,6 +166,8 @@ class ReplayReport:
     ends: dict[TopicPartition, int] = dataclasses.field(default_factory=dict)
     """The dead-letter topic's end offsets when the replay started: nothing at or after them
     was read."""
+    skipped: list[ReplayItem] = dataclasses.field(default_factory=list)
+    """Dead letters left where they are: cut to fit the DLQ, their value is not the event."""
     failure: str | None = None
     """Why the replay stopped early (a send failed); what was sent before is committed."""
 
@@ -153,19 +244,24 @@ async def _run(
                         pending.discard(tp)
                     break
                 item = _item(record)
+                offsets[tp] = record.offset + 1
+                if record.offset + 1 >= ends[tp]:
+                    pending.discard(tp)
+                if record.header(TRUNCATED) is not None:
+                    log.warning("not replaying %s: it was cut to fit the DLQ", item.line())
+                    report.skipped.append(item)
+                    continue
                 if not dry_run:
                     try:
                         await publisher.send_records([replay_record(record)])
                     except WirebusError as exc:
                         report.failure = f"sending {item.line()} failed: {exc}"
+                        offsets[tp] = record.offset  # not sent: the next replay starts here
                         await _commit(port, offsets)
                         return
                     report.replayed += 1
                 report.items.append(item)
-                offsets[tp] = record.offset + 1
                 idle_since = time.monotonic()
-                if record.offset + 1 >= ends[tp]:
-                    pending.discard(tp)
         if not dry_run:
             await _commit(port, offsets)
         if time.monotonic() - idle_since > idle:
@@ -196,6 +292,7 @@ def _item(record: Record) -> ReplayItem:
 def summary(report: ReplayReport, topic: str, *, dry_run: bool) -> Sequence[str]:
     """The lines ``wirebus dlq replay`` prints."""
     lines = [item.line() for item in report.items] if dry_run else []
+    lines += [f"skipped (cut to fit the DLQ): {item.line()}" for item in report.skipped]
     if dry_run:
         lines.append(f"would replay {len(report.items)} record(s) from {topic} (dry run)")
     else:

@@ -223,6 +223,17 @@ class Mediator(AsyncLifecycle):
             self._event_handlers[key] = found
         return found
 
+    def tombstone_handlers(
+        self, event_type: type, routers: frozenset[str] | None = None
+    ) -> frozenset[str]:
+        """Names of the handlers of :meth:`event_handlers` registered with ``tombstones=True``."""
+        return frozenset(
+            spec.name
+            for base in event_type.__mro__
+            for spec in self._event_specs.get(base, ())
+            if spec.tombstones and (routers is None or spec.router in routers)
+        )
+
     async def dispatch(self, events: Sequence[Any]) -> None:
         """Hand emitted events to the sink (publisher or in-process handlers).
 

@@ -8,7 +8,9 @@ own registry (no global state); ``wirebus serve|run|relay|consume
 - ``wirebus_outbox_oldest_pending_seconds`` (gauge): the outbox lag;
 - ``wirebus_outbox_published_total`` / ``wirebus_outbox_failed_total`` (counters, this relay);
 - ``wirebus_consumer_records_total{outcome}`` (counter): handled, duplicate,
-  ignored, skipped, dead_lettered.
+  ignored, skipped, dead_lettered;
+- ``wirebus_consumer_dead_letters_truncated_total{topic}`` (counter): dead
+  letters cut to fit the DLQ producer's ``max_request_size``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class Metrics:
             "wirebus_consumer_records",
             "Consumed records by outcome",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.dead_letters_truncated = Counter(
+            "wirebus_consumer_dead_letters_truncated",
+            "Dead letters cut to fit the DLQ producer's max_request_size, by original topic",
+            ["topic"],
             registry=self.registry,
         )
         self._server: Any = None

@@ -65,6 +65,8 @@ class HandlerSpec:
     router: str
     retry: Retry | None = None
     """Retry policy when this event handler runs in a consumer (app default if None)."""
+    tombstones: bool = False
+    """A consumer runs this event handler for a record with a null or empty value too."""
 
     @property
     def message_type(self) -> type:
@@ -88,16 +90,27 @@ class Router:
     def handler(self, target: H, /) -> H: ...
 
     @overload
-    def handler(self, /, *, event: bool = False, retry: Retry | None = None) -> _Decorator: ...
+    def handler(
+        self, /, *, event: bool = False, retry: Retry | None = None, tombstones: bool = False
+    ) -> _Decorator: ...
 
     def handler(
-        self, target: Any = None, /, *, event: bool = False, retry: Retry | None = None
+        self,
+        target: Any = None,
+        /,
+        *,
+        event: bool = False,
+        retry: Retry | None = None,
+        tombstones: bool = False,
     ) -> Any:
         """Register a function or a class with ``handle`` as a handler.
 
         ``event=True`` makes it an event handler even when the message is a
         raw protobuf class rather than an ``Event`` subclass. ``retry`` sets
         how a consumer retries this event handler before dead-lettering.
+        ``tombstones=True`` has a consumer run this event handler for a
+        record whose value is null (a Kafka tombstone) or empty: it gets the
+        type's default message. Without it such a record is dead-lettered.
         """
 
         # Names local to the defining function (a handler or message class
@@ -110,6 +123,10 @@ class Router:
                 if spec.kind != "event":
                     raise ConfigurationError(f"{spec.name}: retry= is for event handlers")
                 spec = dataclasses.replace(spec, retry=retry)
+            if tombstones:
+                if spec.kind != "event":
+                    raise ConfigurationError(f"{spec.name}: tombstones= is for event handlers")
+                spec = dataclasses.replace(spec, tombstones=True)
             self._specs.append(spec)
             return t
 

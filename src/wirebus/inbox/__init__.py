@@ -6,6 +6,6 @@
 
 from __future__ import annotations
 
-from .store import InboxClaim, InboxStore, InMemoryInbox
+from .store import MAX_EVENT_ID_LENGTH, InboxClaim, InboxStore, InMemoryInbox, unstorable
 
-__all__ = ["InMemoryInbox", "InboxClaim", "InboxStore"]
+__all__ = ["MAX_EVENT_ID_LENGTH", "InMemoryInbox", "InboxClaim", "InboxStore", "unstorable"]

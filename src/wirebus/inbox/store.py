@@ -9,7 +9,29 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from ..outbox.batch import BatchUnitOfWork
 
-__all__ = ["InMemoryInbox", "InboxClaim", "InboxStore"]
+__all__ = ["MAX_EVENT_ID_LENGTH", "InMemoryInbox", "InboxClaim", "InboxStore", "unstorable"]
+
+MAX_EVENT_ID_LENGTH = 255
+"""The longest ``ce_id`` (and consumer group), in characters, every inbox stores:
+the length of the ``wirebus_inbox`` columns."""
+
+
+def unstorable(what: str, text: str) -> str | None:
+    """Why ``text`` cannot be an inbox key on every database, or None if it can.
+
+    The same rule for every inbox, decided before a handler runs: PostgreSQL
+    stores no NUL character and checks the column length (SQLite does
+    neither), and a ``str`` decoded from UTF-8 holds nothing else it refuses.
+
+    Example::
+
+        assert unstorable("ce_id", "x" * 300).startswith("ce_id is 300 characters")
+    """
+    if len(text) > MAX_EVENT_ID_LENGTH:
+        return f"{what} is {len(text)} characters, more than {MAX_EVENT_ID_LENGTH} (the inbox's)"
+    if "\x00" in text:
+        return f"{what} contains a NUL character"
+    return None
 
 
 @dataclasses.dataclass(slots=True)
