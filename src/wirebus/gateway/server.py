@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -36,6 +37,7 @@ from ..errors import ConfigurationError, ConversionError, LifecycleError
 from ..messages import converter_of, proto_class_of
 from .binding import MethodRoute
 from .errors import DETAILS_KEY, malformed_request, status_for
+from .limits import CallLimiter
 
 if TYPE_CHECKING:
     from ..app import App
@@ -55,14 +57,23 @@ class GatewayConfig:
 
     ``port=0`` picks a free port (read it from ``Gateway.port``).
     ``max_message_bytes`` bounds requests and responses; larger ones get
-    RESOURCE_EXHAUSTED from gRPC itself. ``grace_seconds`` is how long
-    in-flight calls may finish on stop.
+    RESOURCE_EXHAUSTED from gRPC itself. ``max_concurrent_calls`` bounds the
+    app's calls in flight (streams included; health and reflection not):
+    one more gets RESOURCE_EXHAUSTED at once (``None``: no bound, see
+    ``limits.py``). ``grace_seconds`` is how long in-flight calls may
+    finish on stop; calls that were not running get UNAVAILABLE at once.
+    ``reflection=False`` turns server reflection off (UNIMPLEMENTED).
+
+    Example::
+
+        GatewayConfig(port=50051, max_concurrent_calls=256, grace_seconds=20)
     """
 
     host: str = "127.0.0.1"
     port: int = 50051
     max_message_bytes: int = 4 * 1024 * 1024
     grace_seconds: float = 10.0
+    max_concurrent_calls: int | None = None
     reflection: bool = True
     health: bool = True
     options: Sequence[tuple[str, Any]] = ()
@@ -76,6 +87,11 @@ class GatewayConfig:
             )
         if self.grace_seconds < 0:
             raise ConfigurationError(f"grace_seconds must be >= 0, not {self.grace_seconds}")
+        if self.max_concurrent_calls is not None and self.max_concurrent_calls < 1:
+            raise ConfigurationError(
+                f"max_concurrent_calls must be >= 1 (or None for no bound),"
+                f" not {self.max_concurrent_calls}"
+            )
 
 
 class Gateway(AsyncLifecycle):
@@ -102,6 +118,7 @@ class Gateway(AsyncLifecycle):
         self._server: grpc.aio.Server | None = None
         self._health: Any = None  # grpc_health ships no type information
         self._port: int | None = None
+        self._limiter = CallLimiter(limit=self.config.max_concurrent_calls, domain=app.name)
         self._state = "new"
 
     @property
@@ -115,6 +132,11 @@ class Gateway(AsyncLifecycle):
     def address(self) -> str:
         """``host:port`` for a client channel."""
         return f"{self.config.host}:{self.port}"
+
+    @property
+    def calls_in_flight(self) -> int:
+        """The app's calls running now (what ``max_concurrent_calls`` bounds)."""
+        return self._limiter.active
 
     @property
     def routes(self) -> tuple[MethodRoute, ...]:
@@ -153,7 +175,7 @@ class Gateway(AsyncLifecycle):
         domain = self.app.name
         by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
         for route in self._routes:
-            handler = _method_handler(route, mediator, domain)
+            handler = _method_handler(route, mediator, domain, self._limiter)
             by_service.setdefault(route.service, {})[route.method] = handler
         for service, handlers in by_service.items():
             server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
@@ -175,15 +197,28 @@ class Gateway(AsyncLifecycle):
             await self._health.set(service.full_name, serving)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting calls, let in-flight calls finish for ``grace`` seconds, close."""
+        """Stop: refuse new calls, let running ones finish for ``grace`` seconds, close.
+
+        From the first moment every call that is not running yet, new or
+        queued in grpc core, gets UNAVAILABLE at once (health turns
+        NOT_SERVING); the server itself shuts down once the running calls
+        are done (or the grace has passed, which cancels them).
+        """
         if self._state != "started":
             self._state = "stopped"
             return
         self._state = "stopped"
+        grace = self.config.grace_seconds if grace is None else grace
+        deadline = time.monotonic() + grace
+        self._limiter.drain()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
-            await self._server.stop(self.config.grace_seconds if grace is None else grace)
+            if not await self._limiter.wait_drained(grace):
+                log.warning(
+                    "gateway: %d call(s) still running after the grace", self.calls_in_flight
+                )
+            await self._server.stop(max(0.0, deadline - time.monotonic()))
         if self._owns_mediator and self._mediator is not None:
             await self._mediator.close()
         log.info("gateway stopped")
@@ -248,7 +283,7 @@ async def _abort(context: _Context, status: tuple[grpc.StatusCode, str, bytes]) 
 
 
 def _method_handler(
-    route: MethodRoute, mediator: Mediator, domain: str
+    route: MethodRoute, mediator: Mediator, domain: str, limiter: CallLimiter
 ) -> grpc.RpcMethodHandler[Any, Any]:
     path = route.path
     if route.spec is None:
@@ -262,6 +297,7 @@ def _method_handler(
     encode = _encoder(route)
     full_name = route.request_proto.DESCRIPTOR.full_name
     fail = functools.partial(status_for, domain=domain, method=path)
+    admit, release, refusal = limiter.admit, limiter.release, limiter.refusal
 
     async def reject(exc: Exception, context: _Context) -> NoReturn:
         if isinstance(exc, DecodeError):
@@ -272,36 +308,46 @@ def _method_handler(
         open_stream = mediator.stream_runner(route.spec.message_type)
 
         async def unary_stream(request: bytes, context: _Context) -> AsyncIterator[bytes]:
-            bind_call(functools.partial(CallInfo.from_grpc, path, context))
+            if not admit():
+                await _abort(context, refusal())
             try:
-                message = decode(request)
-            except (DecodeError, ConversionError) as exc:
-                await reject(exc, context)
-            try:
-                items: AsyncIterator[Any] = await open_stream(message)
-                async for item in items:
-                    yield encode(item)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception as exc:
-                await _abort(context, fail(exc))
+                bind_call(functools.partial(CallInfo.from_grpc, path, context))
+                try:
+                    message = decode(request)
+                except (DecodeError, ConversionError) as exc:
+                    await reject(exc, context)
+                try:
+                    items: AsyncIterator[Any] = await open_stream(message)
+                    async for item in items:
+                        yield encode(item)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    await _abort(context, fail(exc))
+            finally:
+                release()
 
         return grpc.unary_stream_rpc_method_handler(unary_stream)
 
     run: Callable[[Any], Awaitable[Any]] = mediator.runner(route.spec.message_type)
 
     async def unary_unary(request: bytes, context: _Context) -> bytes:
-        bind_call(functools.partial(CallInfo.from_grpc, path, context))
+        if not admit():
+            await _abort(context, refusal())
         try:
-            message = decode(request)
-        except (DecodeError, ConversionError) as exc:
-            await reject(exc, context)
-        try:
-            return encode(await run(message))
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:
-            await _abort(context, fail(exc))
+            bind_call(functools.partial(CallInfo.from_grpc, path, context))
+            try:
+                message = decode(request)
+            except (DecodeError, ConversionError) as exc:
+                await reject(exc, context)
+            try:
+                return encode(await run(message))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await _abort(context, fail(exc))
+        finally:
+            release()
 
     return grpc.unary_unary_rpc_method_handler(unary_unary)
 
