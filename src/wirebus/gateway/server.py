@@ -5,7 +5,9 @@ Handlers are built at start-up from the app's service descriptors (see
 the raw request bytes, so bytes that do not parse become INVALID_ARGUMENT
 (a plain grpc.aio server answers UNKNOWN), and returns encoded bytes. Health
 (``grpc.health.v1``, SERVING per service) and server reflection (``v1`` and
-``v1alpha``) are served alongside.
+``v1alpha``, describing only the served services: ``reflection.py``) are
+served alongside. ``max_concurrent_calls`` and the shutdown's refusals are
+in ``limits.py``.
 
 Example::
 
@@ -25,11 +27,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import grpc.aio
-from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from .._lifecycle import AsyncLifecycle
 from ..context import CallInfo, bind_call
@@ -38,6 +38,7 @@ from ..messages import converter_of, proto_class_of
 from .binding import MethodRoute
 from .errors import DETAILS_KEY, malformed_request, status_for
 from .limits import CallLimiter
+from .reflection import add_reflection
 
 if TYPE_CHECKING:
     from ..app import App
@@ -47,7 +48,6 @@ __all__ = ["Gateway", "GatewayConfig"]
 
 log = logging.getLogger(__name__)
 
-_REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 _Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -179,14 +179,13 @@ class Gateway(AsyncLifecycle):
             by_service.setdefault(route.service, {})[route.method] = handler
         for service, handlers in by_service.items():
             server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
-        names = [s.full_name for s in self.app.services]
+        services = list(self.app.services)
         if self.config.health:
             self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-            names.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+            services.append(health_pb2.DESCRIPTOR.services_by_name["Health"])
         if self.config.reflection:
-            names += [reflection.SERVICE_NAME, _REFLECTION_V1]
-            _add_reflection(server, names)
+            add_reflection(server, services)
 
     async def _set_serving(self) -> None:
         if self._health is None:
@@ -227,50 +226,6 @@ class Gateway(AsyncLifecycle):
         """Wait until the server terminates (after ``stop``)."""
         if self._server is not None:
             await self._server.wait_for_termination()
-
-
-def _register_reflection_v1_descriptor() -> None:
-    """Put a ``grpc.reflection.v1`` file in the default pool.
-
-    grpcio-reflection ships only v1alpha. The v1 messages are wire-identical,
-    so the v1 file is the v1alpha one renamed; with it in the pool, clients
-    that resolve every listed service (``buf curl --list-methods``) find v1.
-    """
-    pool = descriptor_pool.Default()
-    name = "grpc/reflection/v1/reflection.proto"
-    try:
-        pool.FindFileByName(name)
-        return
-    except KeyError:
-        pass
-    proto = descriptor_pb2.FileDescriptorProto()
-    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
-    old = f".{proto.package}."
-    proto.name, proto.package = name, "grpc.reflection.v1"
-    for message in proto.message_type:
-        for field in message.field:
-            if field.type_name:  # assigning "" would mark a scalar as typed
-                field.type_name = field.type_name.replace(old, ".grpc.reflection.v1.")
-    for service in proto.service:
-        for method in service.method:
-            method.input_type = method.input_type.replace(old, ".grpc.reflection.v1.")
-            method.output_type = method.output_type.replace(old, ".grpc.reflection.v1.")
-    pool.Add(proto)
-
-
-def _add_reflection(server: grpc.aio.Server, names: list[str]) -> None:
-    """Serve reflection as v1alpha and, wire-identical, as v1."""
-    _register_reflection_v1_descriptor()
-    servicer = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
-    v1 = grpc.stream_stream_rpc_method_handler(
-        servicer.ServerReflectionInfo,
-        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
-    )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(_REFLECTION_V1, {"ServerReflectionInfo": v1}),)
-    )
 
 
 # ---------------------------------------------------------------- method handlers
