@@ -55,8 +55,8 @@ class CallLimiter:
         "_capacity",
         "_draining",
         "_idle",
-        "_last_refusal",
         "_refusals",
+        "_refused",
         "limit",
     )
 
@@ -67,7 +67,7 @@ class CallLimiter:
         self._capacity = sys.maxsize if limit is None else limit
         self._active = 0
         self._draining = False
-        self._last_refusal = 0.0
+        self._refused = 0
         self._idle = asyncio.Event()
         self._idle.set()
         full = ResourceExhausted(
@@ -94,7 +94,7 @@ class CallLimiter:
     def admit(self) -> bool:
         """Take a slot for one call; ``False`` (take none) at capacity or draining."""
         if self._active >= self._capacity:
-            self._last_refusal = time.monotonic()
+            self._refused += 1
             return False
         self._active += 1
         self._idle.clear()
@@ -115,14 +115,16 @@ class CallLimiter:
         self._draining = True
         self._capacity = 0
 
-    async def wait_drained(self, within: float, *, quiet: float = 0.05) -> bool:
+    async def wait_drained(self, within: float, *, quiet: float = 0.1) -> bool:
         """After :meth:`drain`: wait until no call runs and none was refused for ``quiet`` s.
 
         The quiet period lets calls already queued in grpc core reach the
         binding and be refused with UNAVAILABLE before the server shuts
-        down (grpc core would CANCEL them); it lasts one second at most
-        once no call runs, so steady traffic does not hold the stop for the
-        whole ``within``. ``False`` when ``within`` seconds passed first.
+        down (grpc core would CANCEL them): it ends after a whole ``quiet``
+        sleep (the event loop ran, so the server took what core held) saw
+        no refusal, or one second after no call runs, so steady traffic does
+        not hold the stop for the whole ``within``. ``False`` when
+        ``within`` seconds passed first.
         """
         deadline = time.monotonic() + within
         try:
@@ -130,9 +132,9 @@ class CallLimiter:
         except TimeoutError:
             return False
         deadline = min(deadline, time.monotonic() + _MAX_QUIET_WAIT)
-        while (since := time.monotonic() - self._last_refusal) < quiet:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            await asyncio.sleep(min(quiet - since, left))
-        return True
+        while (left := deadline - time.monotonic()) > 0:
+            seen = self._refused
+            await asyncio.sleep(min(quiet, left))
+            if self._refused == seen:
+                return True
+        return False
