@@ -11,7 +11,10 @@
 
 A bad module path or a wiring error prints one ``Error:`` line; so does an app
 whose generated protobuf code is missing (exit 2), saying to run ``buf
-generate``. SIGTERM or Ctrl-C stops the gateway gracefully.
+generate``. SIGTERM or Ctrl-C stops the gateway gracefully: calls running
+finish within ``--grace``, every other call gets UNAVAILABLE at once.
+``--max-concurrent-calls N`` answers call N+1 with RESOURCE_EXHAUSTED at
+once; ``--no-reflection`` turns server reflection off.
 """
 
 from __future__ import annotations
@@ -185,6 +188,14 @@ _grace = click.option(
     type=click.FloatRange(min=0),
     help="Seconds in-flight calls may take to finish on shutdown.",
 )
+_max_calls = click.option(
+    "--max-concurrent-calls", "max_calls", type=click.IntRange(min=1), default=None,
+    help="Calls in flight at most; one more gets RESOURCE_EXHAUSTED at once [default: no bound].",
+)  # fmt: skip
+_reflection = click.option(
+    "--reflection/--no-reflection", default=True, show_default=True,
+    help="Serve gRPC server reflection (the served services' schemas).",
+)  # fmt: skip
 _slices = click.option(
     "--slice", "slices", multiple=True,
     help="Only consume for the event handlers of this router (repeatable).",
@@ -221,17 +232,19 @@ def main() -> None:
 @_host
 @_port
 @_grace
+@_max_calls
+@_reflection
 @_log_level
 @_relay
 @_metrics_port
 def serve(
-    target: str, app_dir: str, host: str, port: int, grace: float, log_level: str, relay: bool,
-    metrics_port: int | None,
+    target: str, app_dir: str, host: str, port: int, grace: float, max_calls: int | None,
+    reflection: bool, log_level: str, relay: bool, metrics_port: int | None,
 ) -> None:  # fmt: skip
     """Serve the app's gRPC gateway."""
     _logging(log_level)
     app = _checked(load_app(target, app_dir))
-    config = GatewayConfig(host=host, port=port, grace_seconds=grace)
+    config = _gateway_config(host, port, grace, max_calls, reflection)
     settings = _settings()
     # Without Kafka the broker lives in this process: so must its consumers.
     runtime = Runtime(
@@ -239,6 +252,15 @@ def serve(
         metrics_port=metrics_port,
     )  # fmt: skip
     _run_async(lambda: _until_signal(runtime, "serve"))
+
+
+def _gateway_config(
+    host: str, port: int, grace: float, max_calls: int | None, reflection: bool
+) -> GatewayConfig:
+    return GatewayConfig(
+        host=host, port=port, grace_seconds=grace, max_concurrent_calls=max_calls,
+        reflection=reflection,
+    )  # fmt: skip
 
 
 def _logging(level: str) -> None:
@@ -253,6 +275,8 @@ def _logging(level: str) -> None:
 @_host
 @_port
 @_grace
+@_max_calls
+@_reflection
 @_log_level
 @_slices
 @_relay
@@ -262,9 +286,9 @@ def _logging(level: str) -> None:
 @_start_at
 @_metrics_port
 def run(
-    target: str, app_dir: str, host: str, port: int, grace: float, log_level: str,
-    slices: tuple[str, ...], relay: bool, group: str | None, start_at: str,
-    metrics_port: int | None,
+    target: str, app_dir: str, host: str, port: int, grace: float, max_calls: int | None,
+    reflection: bool, log_level: str, slices: tuple[str, ...], relay: bool, group: str | None,
+    start_at: str, metrics_port: int | None,
 ) -> None:  # fmt: skip
     """Run everything of the app in one process: gateway and event consumers.
 
@@ -273,7 +297,7 @@ def run(
     """
     _logging(log_level)
     app = _checked(load_app(target, app_dir))
-    config = GatewayConfig(host=host, port=port, grace_seconds=grace)
+    config = _gateway_config(host, port, grace, max_calls, reflection)
     try:
         runtime = Runtime(
             app, _settings(), gateway=config, consume=True, routers=_routers(slices), relay=relay,

@@ -5,7 +5,9 @@ Handlers are built at start-up from the app's service descriptors (see
 the raw request bytes, so bytes that do not parse become INVALID_ARGUMENT
 (a plain grpc.aio server answers UNKNOWN), and returns encoded bytes. Health
 (``grpc.health.v1``, SERVING per service) and server reflection (``v1`` and
-``v1alpha``) are served alongside.
+``v1alpha``, describing only the served services: ``reflection.py``) are
+served alongside. ``max_concurrent_calls`` and the shutdown's refusals are
+in ``limits.py``.
 
 Example::
 
@@ -19,16 +21,15 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import grpc.aio
-from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from .._lifecycle import AsyncLifecycle
 from ..context import CallInfo, bind_call
@@ -36,6 +37,8 @@ from ..errors import ConfigurationError, ConversionError, LifecycleError
 from ..messages import converter_of, proto_class_of
 from .binding import MethodRoute
 from .errors import DETAILS_KEY, malformed_request, status_for
+from .limits import CallLimiter
+from .reflection import add_reflection
 
 if TYPE_CHECKING:
     from ..app import App
@@ -45,7 +48,6 @@ __all__ = ["Gateway", "GatewayConfig"]
 
 log = logging.getLogger(__name__)
 
-_REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 _Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -55,14 +57,23 @@ class GatewayConfig:
 
     ``port=0`` picks a free port (read it from ``Gateway.port``).
     ``max_message_bytes`` bounds requests and responses; larger ones get
-    RESOURCE_EXHAUSTED from gRPC itself. ``grace_seconds`` is how long
-    in-flight calls may finish on stop.
+    RESOURCE_EXHAUSTED from gRPC itself. ``max_concurrent_calls`` bounds the
+    app's calls in flight (streams included; health and reflection not):
+    one more gets RESOURCE_EXHAUSTED at once (``None``: no bound, see
+    ``limits.py``). ``grace_seconds`` is how long in-flight calls may
+    finish on stop; calls that were not running get UNAVAILABLE at once.
+    ``reflection=False`` turns server reflection off (UNIMPLEMENTED).
+
+    Example::
+
+        GatewayConfig(port=50051, max_concurrent_calls=256, grace_seconds=20)
     """
 
     host: str = "127.0.0.1"
     port: int = 50051
     max_message_bytes: int = 4 * 1024 * 1024
     grace_seconds: float = 10.0
+    max_concurrent_calls: int | None = None
     reflection: bool = True
     health: bool = True
     options: Sequence[tuple[str, Any]] = ()
@@ -76,6 +87,11 @@ class GatewayConfig:
             )
         if self.grace_seconds < 0:
             raise ConfigurationError(f"grace_seconds must be >= 0, not {self.grace_seconds}")
+        if self.max_concurrent_calls is not None and self.max_concurrent_calls < 1:
+            raise ConfigurationError(
+                f"max_concurrent_calls must be >= 1 (or None for no bound),"
+                f" not {self.max_concurrent_calls}"
+            )
 
 
 class Gateway(AsyncLifecycle):
@@ -102,6 +118,7 @@ class Gateway(AsyncLifecycle):
         self._server: grpc.aio.Server | None = None
         self._health: Any = None  # grpc_health ships no type information
         self._port: int | None = None
+        self._limiter = CallLimiter(limit=self.config.max_concurrent_calls, domain=app.name)
         self._state = "new"
 
     @property
@@ -115,6 +132,11 @@ class Gateway(AsyncLifecycle):
     def address(self) -> str:
         """``host:port`` for a client channel."""
         return f"{self.config.host}:{self.port}"
+
+    @property
+    def calls_in_flight(self) -> int:
+        """The app's calls running now (what ``max_concurrent_calls`` bounds)."""
+        return self._limiter.active
 
     @property
     def routes(self) -> tuple[MethodRoute, ...]:
@@ -153,18 +175,17 @@ class Gateway(AsyncLifecycle):
         domain = self.app.name
         by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
         for route in self._routes:
-            handler = _method_handler(route, mediator, domain)
+            handler = _method_handler(route, mediator, domain, self._limiter)
             by_service.setdefault(route.service, {})[route.method] = handler
         for service, handlers in by_service.items():
             server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
-        names = [s.full_name for s in self.app.services]
+        services = list(self.app.services)
         if self.config.health:
             self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-            names.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+            services.append(health_pb2.DESCRIPTOR.services_by_name["Health"])
         if self.config.reflection:
-            names += [reflection.SERVICE_NAME, _REFLECTION_V1]
-            _add_reflection(server, names)
+            add_reflection(server, services)
 
     async def _set_serving(self) -> None:
         if self._health is None:
@@ -175,15 +196,28 @@ class Gateway(AsyncLifecycle):
             await self._health.set(service.full_name, serving)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting calls, let in-flight calls finish for ``grace`` seconds, close."""
+        """Stop: refuse new calls, let running ones finish for ``grace`` seconds, close.
+
+        From the first moment every call that is not running yet, new or
+        queued in grpc core, gets UNAVAILABLE at once (health turns
+        NOT_SERVING); the server itself shuts down once the running calls
+        are done (or the grace has passed, which cancels them).
+        """
         if self._state != "started":
             self._state = "stopped"
             return
         self._state = "stopped"
+        grace = self.config.grace_seconds if grace is None else grace
+        deadline = time.monotonic() + grace
+        self._limiter.drain()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
-            await self._server.stop(self.config.grace_seconds if grace is None else grace)
+            if not await self._limiter.wait_drained(grace):
+                log.warning(
+                    "gateway: %d call(s) still running after the grace", self.calls_in_flight
+                )
+            await self._server.stop(max(0.0, deadline - time.monotonic()))
         if self._owns_mediator and self._mediator is not None:
             await self._mediator.close()
         log.info("gateway stopped")
@@ -192,50 +226,6 @@ class Gateway(AsyncLifecycle):
         """Wait until the server terminates (after ``stop``)."""
         if self._server is not None:
             await self._server.wait_for_termination()
-
-
-def _register_reflection_v1_descriptor() -> None:
-    """Put a ``grpc.reflection.v1`` file in the default pool.
-
-    grpcio-reflection ships only v1alpha. The v1 messages are wire-identical,
-    so the v1 file is the v1alpha one renamed; with it in the pool, clients
-    that resolve every listed service (``buf curl --list-methods``) find v1.
-    """
-    pool = descriptor_pool.Default()
-    name = "grpc/reflection/v1/reflection.proto"
-    try:
-        pool.FindFileByName(name)
-        return
-    except KeyError:
-        pass
-    proto = descriptor_pb2.FileDescriptorProto()
-    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
-    old = f".{proto.package}."
-    proto.name, proto.package = name, "grpc.reflection.v1"
-    for message in proto.message_type:
-        for field in message.field:
-            if field.type_name:  # assigning "" would mark a scalar as typed
-                field.type_name = field.type_name.replace(old, ".grpc.reflection.v1.")
-    for service in proto.service:
-        for method in service.method:
-            method.input_type = method.input_type.replace(old, ".grpc.reflection.v1.")
-            method.output_type = method.output_type.replace(old, ".grpc.reflection.v1.")
-    pool.Add(proto)
-
-
-def _add_reflection(server: grpc.aio.Server, names: list[str]) -> None:
-    """Serve reflection as v1alpha and, wire-identical, as v1."""
-    _register_reflection_v1_descriptor()
-    servicer = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
-    v1 = grpc.stream_stream_rpc_method_handler(
-        servicer.ServerReflectionInfo,
-        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
-    )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(_REFLECTION_V1, {"ServerReflectionInfo": v1}),)
-    )
 
 
 # ---------------------------------------------------------------- method handlers
@@ -248,7 +238,7 @@ async def _abort(context: _Context, status: tuple[grpc.StatusCode, str, bytes]) 
 
 
 def _method_handler(
-    route: MethodRoute, mediator: Mediator, domain: str
+    route: MethodRoute, mediator: Mediator, domain: str, limiter: CallLimiter
 ) -> grpc.RpcMethodHandler[Any, Any]:
     path = route.path
     if route.spec is None:
@@ -262,6 +252,7 @@ def _method_handler(
     encode = _encoder(route)
     full_name = route.request_proto.DESCRIPTOR.full_name
     fail = functools.partial(status_for, domain=domain, method=path)
+    admit, release, refusal = limiter.admit, limiter.release, limiter.refusal
 
     async def reject(exc: Exception, context: _Context) -> NoReturn:
         if isinstance(exc, DecodeError):
@@ -272,36 +263,46 @@ def _method_handler(
         open_stream = mediator.stream_runner(route.spec.message_type)
 
         async def unary_stream(request: bytes, context: _Context) -> AsyncIterator[bytes]:
-            bind_call(functools.partial(CallInfo.from_grpc, path, context))
+            if not admit():
+                await _abort(context, refusal())
             try:
-                message = decode(request)
-            except (DecodeError, ConversionError) as exc:
-                await reject(exc, context)
-            try:
-                items: AsyncIterator[Any] = await open_stream(message)
-                async for item in items:
-                    yield encode(item)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception as exc:
-                await _abort(context, fail(exc))
+                bind_call(functools.partial(CallInfo.from_grpc, path, context))
+                try:
+                    message = decode(request)
+                except (DecodeError, ConversionError) as exc:
+                    await reject(exc, context)
+                try:
+                    items: AsyncIterator[Any] = await open_stream(message)
+                    async for item in items:
+                        yield encode(item)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    await _abort(context, fail(exc))
+            finally:
+                release()
 
         return grpc.unary_stream_rpc_method_handler(unary_stream)
 
     run: Callable[[Any], Awaitable[Any]] = mediator.runner(route.spec.message_type)
 
     async def unary_unary(request: bytes, context: _Context) -> bytes:
-        bind_call(functools.partial(CallInfo.from_grpc, path, context))
+        if not admit():
+            await _abort(context, refusal())
         try:
-            message = decode(request)
-        except (DecodeError, ConversionError) as exc:
-            await reject(exc, context)
-        try:
-            return encode(await run(message))
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:
-            await _abort(context, fail(exc))
+            bind_call(functools.partial(CallInfo.from_grpc, path, context))
+            try:
+                message = decode(request)
+            except (DecodeError, ConversionError) as exc:
+                await reject(exc, context)
+            try:
+                return encode(await run(message))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await _abort(context, fail(exc))
+        finally:
+            release()
 
     return grpc.unary_unary_rpc_method_handler(unary_unary)
 
