@@ -14,6 +14,8 @@ status ``code`` it maps to; the gateway turns it into a status with
     │   ├── PermissionDenied          PERMISSION_DENIED
     │   ├── Unauthenticated           UNAUTHENTICATED
     │   ├── ResourceExhausted         RESOURCE_EXHAUSTED   (retriable)
+    │   │   └── EventTooLarge         an emitted event is larger than the producer can send
+    │   │                             (not retriable; refused at commit, nothing persisted)
     │   ├── Aborted                   ABORTED              (retriable)
     │   └── Unavailable               UNAVAILABLE          (retriable)
     ├── ConfigurationError            wiring is wrong; raised at definition or start-up
@@ -54,6 +56,7 @@ __all__ = [
     "ConversionError",
     "ConversionSchemaError",
     "DomainError",
+    "EventTooLarge",
     "FailedPrecondition",
     "FieldViolation",
     "HandlerNotFound",
@@ -274,6 +277,29 @@ class ResourceExhausted(DomainError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_reason = "RESOURCE_EXHAUSTED"
     retriable = True
+
+
+class EventTooLarge(ResourceExhausted):
+    """An emitted event encodes to a record larger than the producer can send.
+
+    Raised when the event is written to the outbox, so the unit of work
+    rolls back and nothing of the call persists: an event accepted with a
+    larger record could never be published. RESOURCE_EXHAUSTED is gRPC's
+    own status for a message over a size limit; unlike other quotas, the same
+    call never succeeds when tried again unchanged, so it is not retriable.
+    ``metadata`` names the ``event_type``, its ``record_bytes`` and the
+    ``limit_bytes``.
+
+    Example::
+
+        try:
+            await mediator.send(PlaceOrder(...))       # its OrderPlaced is 1.2 MB
+        except EventTooLarge as exc:
+            print(exc.metadata["record_bytes"], exc.metadata["limit_bytes"])
+    """
+
+    default_reason = "EVENT_TOO_LARGE"
+    retriable = False
 
 
 class Aborted(DomainError):

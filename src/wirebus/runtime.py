@@ -12,6 +12,22 @@ Shutdown order: the gateway stops taking calls and lets in-flight ones
 finish; consumers finish the batch in hand and commit; the relay finishes
 its batch; the publisher flushes; the mediator and the database close.
 
+**Embedded mode loses nothing it committed.** With the in-memory broker
+(no ``WIREBUS_KAFKA_BOOTSTRAP``) a record exists only in this process, so
+the relay publishes with ``acks="handled"``: an outbox row is deleted only
+once the consumer group subscribed to its topic committed past its record,
+that is, once its handlers ran and their transaction (with the inbox row)
+committed. The group subscribes before the relay starts. On shutdown the
+consumers stop first, and whatever they did not handle fails back to the
+relay, whose rows stay pending: the next start on the same database file
+publishes them again. This was chosen over draining the broker at shutdown
+because it holds at any moment, not only within a grace period: after a
+SIGKILL too the rows of unhandled records are still in the outbox, and a
+record handled but not yet deleted is published again and skipped by the
+inbox (same ``ce_id``). What a kill cannot keep is what SQLite itself had
+not committed. Dead letters of the embedded broker stay in memory (its
+``<topic>.dlq`` topics have no subscriber) and do go with the process.
+
 Example::
 
     async with Runtime(app, Settings.from_env(), gateway=GatewayConfig(port=50051),
@@ -160,6 +176,9 @@ class Runtime(AsyncLifecycle):
         self.mediator = self.app.mediator(database=self.database, owns_database=False)
         self._stack.push_async_callback(self.mediator.close)
         await self.mediator.start()
+        # Built before the relay runs: an in-memory group subscribes as its
+        # port is made, so no record is acked as handled before it is.
+        port = self._consumer_port() if self.consume and self.topics else None
         if self.relay:
             store = outbox_store_for(self.database)
             self.relay_worker = Relay(
@@ -170,8 +189,8 @@ class Runtime(AsyncLifecycle):
             if not self.database.is_postgres:  # PostgreSQL's NOTIFY wakes the relay already
                 _wake_after_outbox_commits(self.database, self.relay_worker)
             self._relay_task = asyncio.create_task(self.relay_worker.run(), name="wirebus relay")
-        if self.consume and self.topics:
-            await self._start_consumers(publisher)
+        if port is not None:
+            await self._start_consumers(port, publisher)
         if self.gateway_config is not None:
             self.gateway = Gateway(self.app, self.gateway_config, mediator=self.mediator)
             self._stack.push_async_callback(self.gateway.stop)
@@ -222,27 +241,28 @@ class Runtime(AsyncLifecycle):
             await kafka.start()
             return kafka
         assert self.broker is not None
-        return self.broker.publisher(self.app.registry(), source=self.app.source)
+        # The broker's records die with the process: a row goes only once handled.
+        return self.broker.publisher(self.app.registry(), source=self.app.source, acks="handled")
 
-    async def _start_consumers(self, publisher: EventPublisher) -> None:
-        assert self.mediator is not None
-        assert self.database is not None
-        from .inbox.sqlalchemy import SqlAlchemyInbox
-
-        port: ConsumerPort
-        inbox = SqlAlchemyInbox(self.database.engine)  # the handlers' database: one transaction
+    def _consumer_port(self) -> ConsumerPort:
         if self.settings.kafka_bootstrap is not None:
             from .kafka import KafkaConsumer
 
-            port = KafkaConsumer(
+            return KafkaConsumer(
                 self.settings.kafka_bootstrap,
                 group=self.group,
                 topics=self.topics,
                 start_at=self.start_at,
             )
-        else:
-            assert self.broker is not None
-            port = self.broker.consumer(group=self.group, topics=self.topics)
+        assert self.broker is not None
+        return self.broker.consumer(group=self.group, topics=self.topics)
+
+    async def _start_consumers(self, port: ConsumerPort, publisher: EventPublisher) -> None:
+        assert self.mediator is not None
+        assert self.database is not None
+        from .inbox.sqlalchemy import SqlAlchemyInbox
+
+        inbox = SqlAlchemyInbox(self.database.engine)  # the handlers' database: one transaction
         processor = EventProcessor(
             self.mediator,
             self.app.registry(),

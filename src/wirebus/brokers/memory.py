@@ -8,6 +8,23 @@ committed offsets; a consumer that is stopped and started again resumes from
 them, and uncommitted records are delivered again, exactly the at-least-once
 behaviour the Kafka runner has.
 
+A record larger than ``max_record_bytes`` (the Kafka producer's limit by
+default, :data:`~wirebus.outbox.rows.MAX_RECORD_BYTES`) is refused as the
+producer refuses it: a non-retriable ``PublishError``, the later records of
+its key held back.
+
+**Acknowledged once handled** (``publisher(..., acks="handled")``, what the
+embedded runtime's relay uses): the records live only in this process, so an
+ack on append would let the relay delete outbox rows whose records vanish
+with the process. Such a publisher returns for a record only once every
+consumer group subscribed to its topic (by :meth:`InMemoryBroker.consumer`)
+has committed past it -- after its handlers ran and their transaction
+committed. When a group's consumer stops first, the records it did not
+handle fail with a retriable ``PublishError``; so do records sent while a
+subscribed group has no running consumer, and they are not stored. The
+relay then leaves their rows pending in the outbox, for the next start.
+A record of a topic no group subscribes to is acknowledged on append.
+
 Example::
 
     broker = InMemoryBroker()
@@ -23,12 +40,14 @@ import contextlib
 import itertools
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from ..broker import OutgoingRecord, Record, TopicPartition
+from ..broker import HeldBack, OutgoingRecord, PublishError, Record, TopicPartition
 from ..codec import EventRegistry
 from ..encoding import EventEncoder
 from ..errors import ConfigurationError
+from ..outbox.rows import MAX_RECORD_BYTES, record_size
+from ._handled import HandledAcks
 from .partitioner import key_partition
 
 __all__ = ["InMemoryBroker", "InMemoryConsumer", "InMemoryEventPublisher"]
@@ -37,10 +56,15 @@ __all__ = ["InMemoryBroker", "InMemoryConsumer", "InMemoryEventPublisher"]
 class InMemoryBroker:
     """Partitioned topics and consumer-group offsets in memory."""
 
-    def __init__(self, *, partitions: int = 3) -> None:
+    def __init__(self, *, partitions: int = 3, max_record_bytes: int = MAX_RECORD_BYTES) -> None:
         if partitions < 1:
             raise ConfigurationError(f"partitions must be at least 1, not {partitions}")
+        if max_record_bytes < 1:
+            raise ConfigurationError(f"max_record_bytes must be positive, not {max_record_bytes}")
         self.partitions = partitions
+        self.max_record_bytes = max_record_bytes
+        """Records larger than this (as Kafka's producer sizes them) are refused."""
+        self.acks = HandledAcks(self.committed)
         self._topics: dict[str, list[list[Record]]] = {}
         self._committed: dict[tuple[str, TopicPartition], int] = {}
         self._round_robin = itertools.count()
@@ -91,19 +115,37 @@ class InMemoryBroker:
         """The committed offset of ``group`` on ``partition`` (0 if none)."""
         return self._committed.get((group, partition), 0)
 
-    def publisher(self, registry: EventRegistry, *, source: str) -> InMemoryEventPublisher:
-        """An ``EventPublisher`` writing to this broker."""
-        return InMemoryEventPublisher(self, EventEncoder(registry, source=source))
+    def publisher(
+        self,
+        registry: EventRegistry,
+        *,
+        source: str,
+        acks: Literal["appended", "handled"] = "appended",
+    ) -> InMemoryEventPublisher:
+        """An ``EventPublisher`` writing to this broker.
+
+        ``acks="handled"``: a send returns once the subscribed groups
+        committed past its records (see the module docstring).
+
+        Example::
+
+            relay_publisher = broker.publisher(registry, source="shop", acks="handled")
+        """
+        encoder = EventEncoder(registry, source=source)
+        return InMemoryEventPublisher(self, encoder, handled=acks == "handled")
 
     def consumer(self, *, group: str, topics: Iterable[str]) -> InMemoryConsumer:
-        """A ``ConsumerPort`` of ``group`` on ``topics``."""
-        return InMemoryConsumer(self, group, list(topics))
+        """A ``ConsumerPort`` of ``group`` on ``topics``; ``group`` subscribes to them now."""
+        consumer = InMemoryConsumer(self, group, list(topics))
+        self.acks.subscribe(group, consumer.topics)
+        return consumer
 
     # -- used by InMemoryConsumer -----------------------------------------
 
     def _commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():
             self._committed[(group, tp)] = offset
+        self.acks.committed_to(offsets)
 
     @property
     def waiting(self) -> int:
@@ -121,26 +163,92 @@ class InMemoryBroker:
 
 
 class InMemoryEventPublisher:
-    """``EventPublisher`` for an :class:`InMemoryBroker`."""
+    """``EventPublisher`` for an :class:`InMemoryBroker` (``handled``: acks once consumed)."""
 
-    def __init__(self, broker: InMemoryBroker, encoder: EventEncoder) -> None:
+    def __init__(
+        self, broker: InMemoryBroker, encoder: EventEncoder, *, handled: bool = False
+    ) -> None:
         self.broker = broker
         self.encoder = encoder
+        self.handled = handled
+        """Whether sends return only once the subscribed groups handled their records."""
+        self._small = broker.max_record_bytes // 2
 
     async def publish(self, event: Any, *, subject: str | None = None) -> None:
-        await self.broker.append([self.encoder.record(event, subject=subject)])
+        await self.send_records([self.encoder.record(event, subject=subject)])
 
     async def publish_many(self, events: Iterable[Any]) -> None:
-        await self.broker.append(self.encoder.records(events))
+        await self.send_records(self.encoder.records(events))
 
     async def send_records(self, records: Sequence[OutgoingRecord]) -> None:
-        await self.broker.append(records)
+        for error in await self.send_records_settled(records):
+            if error is not None:
+                raise error
 
     async def send_records_settled(
         self, records: Sequence[OutgoingRecord]
     ) -> list[BaseException | None]:
-        await self.broker.append(records)
-        return [None] * len(records)
+        small = self._small
+        refused = [
+            None if len(r.value) <= small else self._too_large(r) for r in records
+        ]  # a value under half the limit: only outsized headers could make it too large
+        results: list[BaseException | None]
+        if any(refused):
+            results, records = _settle_refused(records, refused)
+        else:
+            results = [None] * len(records)
+        acks = self.broker.acks
+        gone = acks.gone() if self.handled else None
+        if gone is not None:
+            results, records = _settle_refused(records, [gone(r) for r in records], results)
+        stored = await self.broker.append(records)
+        if self.handled and stored:
+            _fill(results, await acks.until_handled(stored))
+        return results
+
+    def _too_large(self, record: OutgoingRecord) -> PublishError | None:
+        limit = self.broker.max_record_bytes
+        size = record_size(record.key, record.value, record.headers)
+        if size <= limit:
+            return None
+        error = PublishError(
+            record.topic, f"the record is {size} bytes, more than max_record_bytes ({limit})"
+        )
+        error.retriable = False
+        return error
+
+
+def _settle_refused(
+    records: Sequence[OutgoingRecord],
+    refused: Sequence[PublishError | None],
+    results: list[BaseException | None] | None = None,
+) -> tuple[list[BaseException | None], list[OutgoingRecord]]:
+    """Results with the refused records' errors, later records of their keys held back;
+    and the records still to send. ``results`` (of earlier refusals) has a slot per record,
+    ``None`` where it may still go."""
+    settled: list[BaseException | None] = [None] * len(records) if results is None else results
+    keys: set[tuple[str, bytes]] = set()
+    sending: list[OutgoingRecord] = []
+    slots = [i for i, r in enumerate(settled) if r is None]
+    for slot, record, error in zip(slots, records, refused, strict=True):
+        key = (record.topic, record.key) if record.key is not None else None
+        if error is None and key is not None and key in keys:
+            error = HeldBack(record.topic, "an earlier record of its key was refused")
+        if error is None:
+            sending.append(record)
+            continue
+        settled[slot] = error
+        if key is not None:
+            keys.add(key)
+    return settled, sending
+
+
+def _fill(results: list[BaseException | None], outcomes: Sequence[BaseException | None]) -> None:
+    """Put the outcomes of the records sent into the slots still open, in order."""
+    it = iter(outcomes)
+    for i, result in enumerate(results):
+        if result is None:
+            results[i] = next(it)
 
 
 class InMemoryConsumer:
@@ -156,12 +264,19 @@ class InMemoryConsumer:
         self.max_records = 500
         self._positions: dict[TopicPartition, int] = {}
         self._signal = asyncio.Event()  # set by appends while fetch waits, and by wake()
+        self._state = "new"
 
     async def start(self) -> None:
         self._positions.clear()
+        if self._state != "running":
+            self._state = "running"
+            self.broker.acks.started(self.group)
 
     async def stop(self) -> None:
-        return None
+        """Leave the group (idempotent); sends waiting for it to handle records are released."""
+        if self._state != "stopped":
+            was_running, self._state = self._state == "running", "stopped"
+            self.broker.acks.stopped(self.group, was_running=was_running)
 
     def guard_rebalance(self, lock: asyncio.Lock) -> None:
         return None  # one member per group in-process: nothing is ever revoked

@@ -84,6 +84,21 @@ class KafkaEventPublisher(AsyncLifecycle):
         self._batches: OwnBatches | None = None
 
     @property
+    def max_record_bytes(self) -> int:
+        """The largest record this producer sends (its ``max_request_size``: ``max_batch_bytes``).
+
+        The unit of work refuses, at commit, an event whose record is larger
+        than :data:`wirebus.outbox.rows.MAX_RECORD_BYTES`, this limit's
+        default; size records with :func:`wirebus.outbox.rows.record_size`.
+
+        Example::
+
+            record_size(record.key, record.value, record.headers) <= publisher.max_record_bytes
+        """
+        limit: int = self._options["max_request_size"]
+        return limit
+
+    @property
     def batching(self) -> bool:
         """Whether large per-partition calls go out as the publisher's own batches."""
         return self._batches is not None

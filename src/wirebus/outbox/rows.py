@@ -1,4 +1,11 @@
-"""Outbox rows <-> records: what is stored is exactly what will be published."""
+"""Outbox rows <-> records: what is stored is exactly what will be published.
+
+A record is sized as Kafka's producer sizes it (:func:`record_size`); one
+larger than the producer can send is refused when its row is built
+(:class:`~wirebus.errors.EventTooLarge`), inside the unit of work, so the
+call that emitted it fails with nothing persisted instead of leaving a row
+that every publish attempt would fail.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..broker import OutgoingRecord
+from ..errors import EventTooLarge
 
 __all__ = [
     "CLAIMED",
+    "MAX_RECORD_BYTES",
     "SHARDS",
     "HeaderReader",
     "pack_headers",
+    "record_size",
     "records_from_rows",
+    "refuse_oversized",
     "row_from_record",
     "shard_of",
     "unpack_headers",
@@ -48,16 +59,87 @@ def shard_of(key: bytes | None, event_id: str) -> int:
     return zlib.crc32(key if key is not None else event_id.encode()) % SHARDS
 
 
-def row_from_record(record: OutgoingRecord, now: dt.datetime) -> dict[str, Any]:
-    """The ``wirebus_outbox`` row of a record encoded at commit time."""
+MAX_RECORD_BYTES = 1024 * 1024
+"""The largest record the producer sends: Kafka's ``max.request.size`` default (1 MiB).
+
+The Kafka publisher's ``max_batch_bytes`` (its ``max_request_size``) and the
+in-memory broker default to it, so an event refused here is one the
+production producer would refuse too.
+"""
+
+# aiokafka's DefaultRecordBatchBuilder: a batch header, and the most a
+# record's own attributes, timestamp and offset deltas and length can take.
+_BATCH_HEADER = 61
+_MAX_RECORD_OVERHEAD = 21
+
+
+def _varint_size(value: int) -> int:
+    """Bytes of a zigzag varint of ``value >= 0`` (as Kafka writes lengths)."""
+    return max(1, ((value << 1).bit_length() + 6) // 7)
+
+
+def record_size(key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> int:
+    """The size the Kafka producer counts for one record, batch header included.
+
+    The same upper bound aiokafka's producer compares with its
+    ``max_request_size`` (``DefaultRecordBatchBuilder.estimate_size_in_bytes``).
+
+    Example::
+
+        record_size(b"o-1", event_bytes, [("ce_type", b"shop.orders.v1.OrderPlaced")])
+    """
+    size = _BATCH_HEADER + _MAX_RECORD_OVERHEAD
+    size += 1 if key is None else _varint_size(len(key)) + len(key)
+    size += _varint_size(len(value)) + len(value) + _varint_size(len(headers))
+    for name, data in headers:
+        name_size = len(name.encode())
+        size += _varint_size(name_size) + name_size + _varint_size(len(data)) + len(data)
+    return size
+
+
+def refuse_oversized(record: OutgoingRecord, limit: int = MAX_RECORD_BYTES) -> None:
+    """Raise :class:`~wirebus.errors.EventTooLarge` if ``record`` is over ``limit`` bytes.
+
+    Example::
+
+        refuse_oversized(encoder.record(event))     # before it is stored or sent
+    """
+    size = record_size(record.key, record.value, record.headers)
+    if size <= limit:
+        return
+    event_type = dict(record.headers).get("ce_type", b"?").decode()
+    raise EventTooLarge(
+        f"{event_type} encodes to a {size}-byte record, more than the {limit} bytes the"
+        f" producer can send to {record.topic!r}: make the event smaller (or carry a"
+        " reference to the data instead of the data)",
+        metadata={"event_type": event_type, "record_bytes": str(size), "limit_bytes": str(limit)},
+    )
+
+
+def row_from_record(
+    record: OutgoingRecord, now: dt.datetime, *, max_bytes: int = MAX_RECORD_BYTES
+) -> dict[str, Any]:
+    """The ``wirebus_outbox`` row of a record encoded at commit time.
+
+    Raises :class:`~wirebus.errors.EventTooLarge` for a record larger than
+    ``max_bytes``, which no publish attempt could ever send.
+    """
     headers = dict(record.headers)
     event_id = headers["ce_id"].decode()
+    packed = pack_headers(record.headers)
+    key, value = record.key, record.value
+    # Sizing exactly costs a pass over the headers; this bound (each stored
+    # header character is at most 9 record bytes: UTF-8 plus two varints per
+    # header of at least two characters) decides almost every record without it.
+    bound = len(value) + (len(key) if key is not None else 0) + 9 * len(packed) + 100
+    if bound > max_bytes:
+        refuse_oversized(record, max_bytes)
     return {
         "event_id": event_id,
         "topic": record.topic,
-        "key": record.key,
-        "value": record.value,
-        "headers": pack_headers(record.headers),
+        "key": key,
+        "value": value,
+        "headers": packed,
         "shard": shard_of(record.key, event_id),
         "status": "pending",
         "attempts": 0,
