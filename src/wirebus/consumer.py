@@ -53,6 +53,7 @@ from .codec import EventRegistry, EventType
 from .dlq import MIN_DEAD_LETTER_BYTES, TRUNCATED, fit_dead_letter
 from .errors import ConfigurationError, UnknownEventType, WirebusError
 from .inbox import MAX_EVENT_ID_LENGTH, InboxClaim, InboxStore, unstorable
+from .outbox.rows import MAX_RECORD_BYTES
 from .retry import Retry
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ log = logging.getLogger(__name__)
 DLQ_SUFFIX = ".dlq"
 Outcome = Literal["handled", "duplicate", "ignored", "skipped", "dead_lettered"]
 _MAX_ERROR_MESSAGE = 2000
-MAX_DEAD_LETTER_BYTES = 1024 * 1024
+MAX_DEAD_LETTER_BYTES = MAX_RECORD_BYTES  # the Kafka producer's default max_request_size
 """The default ``max_dead_letter_bytes``: the Kafka publisher's default ``max_request_size``."""
 Handlers = tuple[tuple[str, "Retry | None", "EventRunner"], ...]
 

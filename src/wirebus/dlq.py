@@ -42,10 +42,11 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from .broker import ConsumerPort, EventPublisher, OutgoingRecord, Record, TopicPartition
 from .errors import ConfigurationError, WirebusError
+from .outbox.rows import record_size
 
 __all__ = [
     "DLQ_SUFFIX",
@@ -70,23 +71,7 @@ TRUNCATED = "wirebus_truncated"
 MIN_DEAD_LETTER_BYTES = 16 * 1024
 """The smallest size limit a dead letter can be fitted to (its reasons need room)."""
 
-# A record batch of one record: the batch header (61 bytes) and the record's
-# own varints (at most 36 bytes), then ~10 bytes of varints per header.
-_RECORD_OVERHEAD = 128
-_HEADER_OVERHEAD = 10
-
-
-def record_size(key: bytes | None, value: bytes, headers: Iterable[tuple[str, bytes]]) -> int:
-    """An upper bound of the bytes Kafka counts for a record sent alone.
-
-    Example::
-
-        assert record_size(b"k", b"v", [("ce_id", b"1")]) < 200
-    """
-    size = _RECORD_OVERHEAD + len(key or b"") + len(value)
-    for name, header in headers:
-        size += _HEADER_OVERHEAD + len(name.encode()) + len(header)
-    return size
+_HEADER_OVERHEAD = 10  # a header's varints, at most
 
 
 def fit_dead_letter(dead: OutgoingRecord, max_bytes: int) -> OutgoingRecord:
@@ -131,7 +116,7 @@ def fit_dead_letter(dead: OutgoingRecord, max_bytes: int) -> OutgoingRecord:
         extra.append(("wirebus_original_key_size", str(len(key)).encode()))
         key = key[: max_bytes // 8]
     headers = (*kept, *reasons, (TRUNCATED, ",".join(cut).encode()), *extra)
-    room = max(0, max_bytes - record_size(key, b"", headers))
+    room = max(0, max_bytes - record_size(key, b"", headers) - 8)  # 8: the value's varint
     return OutgoingRecord(dead.topic, key, value[:room], headers)
 
 
