@@ -18,7 +18,6 @@ import grpc.aio
 import pytest
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from examples.shop.app import app as shop_app
 from tests.conftest import bad_request, error_info
@@ -60,12 +59,12 @@ def ledger_app() -> App:
     router = Router("ledger")
 
     @router.handler
-    async def book(cmd: Book, uow: UnitOfWork, session: AsyncSession) -> Ref:
+    async def book(cmd: Book, uow: UnitOfWork) -> Ref:
         row = {"customer_id": cmd.customer_id, "total": sum(i.price_cents for i in cmd.items)}
         if any(i.sku == "session" for i in cmd.items):
-            await session.execute(insert(ledger), row)
+            await uow.session.execute(insert(ledger), row)  # the handler's own statement
         else:
-            await uow.insert(ledger, row)
+            await uow.insert(ledger, row)  # PostgreSQL: one statement, at commit
         return Ref(order_id="booked")
 
     return App(
