@@ -8,6 +8,7 @@ status ``code`` it maps to; the gateway turns it into a status with
     WirebusError                      (code=INTERNAL; base, never raised bare by wirebus)
     ├── DomainError                   errors handlers raise on purpose; carry ErrorInfo ``reason``
     │   ├── InvalidArgument           INVALID_ARGUMENT, with BadRequest ``violations``
+    │   │   └── DataRejected          the database refused a value the caller sent
     │   ├── NotFound                  NOT_FOUND
     │   ├── AlreadyExists             ALREADY_EXISTS
     │   ├── FailedPrecondition        FAILED_PRECONDITION
@@ -24,6 +25,7 @@ status ``code`` it maps to; the gateway turns it into a status with
     │   └── UnknownEventType          an event type the app does not know (publish, or a
     │                                 consumed record's ``ce_type``)
     ├── ConversionError               a value cannot be converted at run time
+    │   └── RequestLimitExceeded      INVALID_ARGUMENT: a request over ``RequestLimits``
     ├── HandlerNotFound               send/stream with no handler registered (UNIMPLEMENTED)
     ├── LifecycleError                start after stop, stop before start misuse
     ├── MalformedEvent                a record's CloudEvents headers are missing or broken
@@ -55,6 +57,7 @@ __all__ = [
     "ConsumeError",
     "ConversionError",
     "ConversionSchemaError",
+    "DataRejected",
     "DomainError",
     "EventTooLarge",
     "FailedPrecondition",
@@ -67,6 +70,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "PublishError",
+    "RequestLimitExceeded",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
@@ -333,3 +337,53 @@ class ConsumeError(WirebusError):
 
     code = grpc.StatusCode.UNAVAILABLE
     retriable = True
+
+
+# ---------------------------------------------------------------- request bounds (issue 12)
+
+
+class RequestLimitExceeded(ConversionError):
+    """A request holds more repeated elements than the gateway's ``RequestLimits`` allow.
+
+    Raised while decoding, before the request is converted; ``field`` is the
+    path of the repeated field (``items``, ``values[0].list_value.values``),
+    ``limit`` the limit it went over and ``count`` what it held. The gateway
+    answers INVALID_ARGUMENT with a ``BadRequest`` naming the field.
+
+    Example::
+
+        try:
+            check(request)
+        except RequestLimitExceeded as exc:
+            print(exc.field, exc.count, exc.limit)   # items 1000000 10000
+    """
+
+    def __init__(self, message: str, *, field: str, count: int, limit: int) -> None:
+        super().__init__(message)
+        self.field = field
+        self.count = count
+        self.limit = limit
+
+    @property
+    def violations(self) -> tuple[FieldViolation, ...]:
+        """The one field violation this stands for."""
+        return (FieldViolation(self.field, str(self)),)
+
+
+class DataRejected(InvalidArgument):
+    """The database refused a value the request carried (too long, out of range, a NUL byte).
+
+    The unit of work raises it for a database's data error (PostgreSQL's
+    SQLSTATE class 22, SQLite's ``OverflowError``): the value came from the
+    caller, so it is the caller's error, INVALID_ARGUMENT. The message names
+    the database's reason, never the SQL; the cause keeps the driver's error.
+
+    Example::
+
+        try:
+            await mediator.send(PlaceOrder(customer_id="x" * 300, items=items))
+        except DataRejected as exc:
+            print(exc.reason, exc.message)   # DATA_REJECTED the database rejected ...
+    """
+
+    default_reason = "DATA_REJECTED"

@@ -24,11 +24,21 @@ from .store import OrderStore
 
 router = Router("orders")
 
+CUSTOMER_ID_MAX = 255  # the orders table's customer_id column
+INT64_MAX = 2**63 - 1  # the orders table's total_cents column
 
-def _validate(cmd: PlaceOrder) -> None:
+
+def _validate(cmd: PlaceOrder) -> int:
+    """The order's total, if the order is valid; else InvalidArgument naming each field."""
     violations = []
     if not cmd.customer_id:
         violations.append(FieldViolation("customer_id", "must not be empty"))
+    elif len(cmd.customer_id) > CUSTOMER_ID_MAX:
+        violations.append(
+            FieldViolation("customer_id", f"must be at most {CUSTOMER_ID_MAX} characters")
+        )
+    elif "\x00" in cmd.customer_id:
+        violations.append(FieldViolation("customer_id", "must not contain a NUL character"))
     if not cmd.items:
         violations.append(FieldViolation("items", "an order needs at least one item"))
     for i, item in enumerate(cmd.items):
@@ -36,18 +46,22 @@ def _validate(cmd: PlaceOrder) -> None:
             violations.append(FieldViolation(f"items[{i}].quantity", "must be at least 1"))
         if item.price_cents < 0:
             violations.append(FieldViolation(f"items[{i}].price_cents", "must not be negative"))
+    total = sum(i.quantity * i.price_cents for i in cmd.items)
+    if not violations and total > INT64_MAX:
+        violations.append(FieldViolation("items", f"the order total must be at most {INT64_MAX}"))
     if violations:
         raise InvalidArgument("the order is not valid", violations=violations)
+    return total
 
 
 @router.handler
 async def place_order(cmd: PlaceOrder, orders: OrderStore, ctx: Context) -> OrderRef:
-    _validate(cmd)
+    total = _validate(cmd)
     order = OrderView(
         order_id=str(uuid.uuid4()),
         customer_id=cmd.customer_id,
         items=cmd.items,
-        total_cents=sum(i.quantity * i.price_cents for i in cmd.items),
+        total_cents=total,
         status=OrderStatus.PENDING,
         placed_at=dt.datetime.now(dt.UTC),
     )

@@ -12,19 +12,29 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from google.protobuf import message_factory
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message as ProtoMessage
 
 from ..errors import ConfigurationError
 from ..messages import converter_of, proto_class_of
 from ..router import HandlerSpec
+from .request_limits import RequestLimits
 
-__all__ = ["MethodRoute", "resolve_routes", "service_descriptors"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MethodRoute",
+    "RequestLimits",
+    "resolve_routes",
+    "service_descriptors",
+]
+
+DEFAULT_LIMITS = RequestLimits()
+"""The limits a route's decoder applies unless given others."""
 
 Arity = Literal["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
 
@@ -45,16 +55,44 @@ class MethodRoute:
         """The gRPC path, ``/package.Service/Method``."""
         return f"/{self.service}/{self.method}"
 
-    def decoder(self) -> Any:
-        """``bytes -> message`` for the handler's message type (parse + from_proto)."""
+    def decoder(self, limits: RequestLimits = DEFAULT_LIMITS) -> Any:
+        """``bytes -> message`` for the handler's message type (parse, check, from_proto).
+
+        The parsed request is checked against ``limits`` before it is
+        converted (``RequestLimitExceeded``); a request type that cannot
+        hold a repeated field is not checked at all.
+
+        Example::
+
+            decode = route.decoder(RequestLimits(max_repeated=1_000))
+            command = decode(request_bytes)
+        """
         parse = self.request_proto.FromString
+        check = limits.checker(cast("Descriptor", self.request_proto.DESCRIPTOR))
         if self.spec is None or self.spec.message_type is self.request_proto:
-            return parse
+            if check is None:
+                return parse
+            return _checked(parse, check, lambda m: m)
         conv = converter_of(self.spec.message_type)
         if conv is None:
             raise ConfigurationError(f"{self.spec.message_type.__qualname__} has no proto binding")
         from_proto_fn = conv.from_proto
-        return lambda data: from_proto_fn(parse(data))
+        if check is None:
+            return lambda data: from_proto_fn(parse(data))
+        return _checked(parse, check, from_proto_fn)
+
+
+def _checked(
+    parse: Callable[[bytes], ProtoMessage],
+    check: Callable[[ProtoMessage], None],
+    convert: Callable[[ProtoMessage], Any],
+) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        message = parse(data)
+        check(message)
+        return convert(message)
+
+    return decode
 
 
 def service_descriptors(

@@ -35,10 +35,11 @@ from .._lifecycle import AsyncLifecycle
 from ..context import CallInfo, bind_call
 from ..errors import ConfigurationError, ConversionError, LifecycleError
 from ..messages import converter_of, proto_class_of
-from .binding import MethodRoute
+from .binding import DEFAULT_LIMITS, MethodRoute
 from .errors import DETAILS_KEY, malformed_request, status_for
 from .limits import CallLimiter
 from .reflection import add_reflection
+from .request_limits import RequestLimits
 
 if TYPE_CHECKING:
     from ..app import App
@@ -74,6 +75,8 @@ class GatewayConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     grace_seconds: float = 10.0
     max_concurrent_calls: int | None = None
+    limits: RequestLimits = DEFAULT_LIMITS
+    """Repeated elements one request may hold (bounded decode cost): see ``RequestLimits``."""
     reflection: bool = True
     health: bool = True
     options: Sequence[tuple[str, Any]] = ()
@@ -175,7 +178,7 @@ class Gateway(AsyncLifecycle):
         domain = self.app.name
         by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
         for route in self._routes:
-            handler = _method_handler(route, mediator, domain, self._limiter)
+            handler = _method_handler(route, mediator, domain, self._limiter, self.config.limits)
             by_service.setdefault(route.service, {})[route.method] = handler
         for service, handlers in by_service.items():
             server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
@@ -238,7 +241,11 @@ async def _abort(context: _Context, status: tuple[grpc.StatusCode, str, bytes]) 
 
 
 def _method_handler(
-    route: MethodRoute, mediator: Mediator, domain: str, limiter: CallLimiter
+    route: MethodRoute,
+    mediator: Mediator,
+    domain: str,
+    limiter: CallLimiter,
+    limits: RequestLimits = DEFAULT_LIMITS,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     path = route.path
     if route.spec is None:
@@ -248,7 +255,7 @@ def _method_handler(
             raise AssertionError("unreachable")  # pragma: no cover
 
         return grpc.unary_unary_rpc_method_handler(unimplemented)
-    decode = route.decoder()
+    decode = route.decoder(limits)
     encode = _encoder(route)
     full_name = route.request_proto.DESCRIPTOR.full_name
     fail = functools.partial(status_for, domain=domain, method=path)

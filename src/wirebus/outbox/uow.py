@@ -13,6 +13,13 @@ fails, none of it persists. A consumed event whose claim carries a
 a partition's records together. Events that stay in-process are left to the
 sink, to be handed on after the commit.
 
+A value the database refuses (PostgreSQL's data exceptions, SQLSTATE class
+22: a string too long for its column, a NUL byte, a number out of range;
+SQLite's ``OverflowError`` for an integer over int64), raised by the
+handler's own statements or at commit, came from the caller: the stage
+raises :class:`~wirebus.errors.DataRejected` (INVALID_ARGUMENT) in its place
+and logs one warning line, the database's reason without the SQL.
+
 A streaming handler's unit of work commits each time the handler yields an
 item (what it changed and emitted before that item) and once at the end;
 if the stream fails or is cancelled, the work since its last item is rolled
@@ -31,17 +38,21 @@ Example (a handler using the session)::
 from __future__ import annotations
 
 import functools
+import logging
+import sqlite3
 from collections.abc import Mapping, Sequence
+from types import TracebackType
 from typing import Any
 
 from dishka import Provider, Scope, provide
 from sqlalchemy import Table, insert, text
+from sqlalchemy.exc import DataError as SqlAlchemyDataError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..broker import EventEncoder, now_rfc3339
 from ..context import Context, current_context
 from ..db import NOTIFY_CHANNEL, Database, outbox_table, utcnow
-from ..errors import LifecycleError
+from ..errors import DataRejected, LifecycleError
 from ..inbox import InboxClaim
 from ..inbox.sqlalchemy import mark_handled
 from ..pipeline import CallNext
@@ -57,6 +68,8 @@ __all__ = [
     "UnitOfWork",
     "UnitOfWorkStage",
 ]
+
+log = logging.getLogger(__name__)
 
 # Built once: building statements per commit costs more CPU than running them.
 _INSERT_OUTBOX = insert(outbox_table)
@@ -209,6 +222,11 @@ class UnitOfWorkStage:
             result = await call_next(message)
             await self._commit(uow, ctx)
             return result
+        except Exception as exc:
+            rejected = data_rejected(exc, message)
+            if rejected is None:
+                raise
+            raise rejected from exc
         finally:
             ctx.item_hooks.remove(hook)
             ctx.unit_of_work = outer
@@ -241,7 +259,82 @@ class UnitOfWorkStage:
             outbound, ctx.events = self.sink.split(ctx.events)
         else:
             outbound = []
-        await uow.commit(outbound, ctx.inbox)
+        try:
+            await uow.commit(outbound, ctx.inbox)
+        except Exception as exc:  # a stream's item hook commits here too
+            rejected = data_rejected(exc, None)
+            if rejected is None:
+                raise
+            raise rejected from exc
+
+
+# ---------------------------------------------------------------- a value the database refused
+
+_REASON_CHARS = 200
+_DRIVER_DIRS = ("/aiosqlite/", "/sqlite3/", "/asyncpg/", "/sqlalchemy/")
+
+
+def data_rejected(exc: BaseException, message: object) -> DataRejected | None:
+    """:class:`DataRejected` for a database's data error in ``exc`` (or its causes), else None.
+
+    Logs one warning line naming the message type and the database's reason.
+
+    Example::
+
+        try:
+            await session.commit()
+        except Exception as exc:
+            raise (data_rejected(exc, command) or exc) from exc
+    """
+    if isinstance(exc, DataRejected):
+        return None
+    driver = _driver_data_error(exc)
+    if driver is None:
+        return None
+    reason = (str(driver).strip().splitlines() or [type(driver).__name__])[0][:_REASON_CHARS]
+    what = type(message).__qualname__ if message is not None else "a call"
+    log.warning("%s: the database rejected a value: %s: %s", what, type(driver).__name__, reason)
+    return DataRejected(f"the database rejected a value of the request: {reason}")
+
+
+def _driver_data_error(exc: BaseException) -> BaseException | None:
+    """The outermost driver exception (not SQLAlchemy's wrapper, which quotes the SQL)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    wrapped: BaseException | None = None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, SqlAlchemyDataError):
+            wrapped = current
+        elif _is_data_error(current):
+            return current
+        current = current.__cause__ or current.__context__
+    if wrapped is not None:  # SQLAlchemy's DataError: its driver error is ``orig``
+        orig = getattr(wrapped, "orig", None)
+        return orig if isinstance(orig, BaseException) else wrapped
+    return None
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.DataError):
+        return True
+    if isinstance(exc, OverflowError):  # sqlite3 binding an int over int64
+        return _raised_in_driver(exc.__traceback__)
+    # asyncpg's DataError (class 22 and its subclasses, or its own encoding
+    # check), matched by name: asyncpg is an optional dependency
+    return any(
+        c.__name__ == "DataError" and c.__module__.startswith("asyncpg") for c in type(exc).__mro__
+    )
+
+
+def _raised_in_driver(tb: TracebackType | None) -> bool:
+    """Whether the innermost frame is a database driver's (not the handler's own arithmetic)."""
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+    return any(part in filename for part in _DRIVER_DIRS)
 
 
 class DatabaseProvider(Provider):
