@@ -170,16 +170,23 @@ ITEMS = [
     orders_pb2.LineItem(sku="pen", quantity=1, price_cents=199),
 ]
 TOTAL = 2 * 1250 + 199
+TURNS_PER_CUSTOMER = 32
 
 
 async def client(address: str, number: int, until: float, tally: Tally) -> None:
-    """One client on its own channel: place, read back, sometimes cancel or list."""
-    customer = f"soak-{number}-{uuid.uuid4().hex[:6]}"
-    placed: list[str] = []
+    """One client on its own channel: place, read back, sometimes cancel or list.
+
+    Every :data:`TURNS_PER_CUSTOMER` turns it becomes a new customer, so what a
+    ListOrders streams stays the same size all run long: the server's work
+    per call is steady, and so must its memory be.
+    """
     async with grpc.aio.insecure_channel(address) as channel:
         stub = orders_pb2_grpc.OrderServiceStub(channel)
         turn = 0
+        placed: list[str] = []
         while time.monotonic() < until:
+            if turn % TURNS_PER_CUSTOMER == 0:
+                customer, placed = f"soak-{number}-{uuid.uuid4().hex[:8]}", []
             turn += 1
             try:
                 await one_turn(stub, customer, turn, placed, tally)
