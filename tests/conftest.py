@@ -10,6 +10,37 @@ from google.rpc import error_details_pb2, status_pb2
 
 from wirebus import App, Gateway, GatewayConfig
 
+FIGURES = pytest.StashKey[list[str]]()
+"""Where the soak and fuzz tests put the figures they report (see :func:`figures`)."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("wirebus", "wirebus soak and fuzz lengths")
+    group.addoption(
+        "--soak-seconds", type=float, default=60.0,
+        help="How long tests/soak drives the shop (default 60, the CI length).",
+    )  # fmt: skip
+    group.addoption(
+        "--fuzz-examples", type=int, default=300,
+        help="Hypothesis examples per fuzz target (default 300, derandomized, for CI).",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def figures(pytestconfig: pytest.Config) -> list[str]:
+    """Lines a test reports (throughput, RSS, examples/s), printed after the run."""
+    return pytestconfig.stash.setdefault(FIGURES, [])
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    lines = config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("soak and fuzz figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
 
 def status_details(err: grpc.aio.AioRpcError) -> status_pb2.Status | None:
     """The ``google.rpc.Status`` an error carried in ``grpc-status-details-bin``."""
