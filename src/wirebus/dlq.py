@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 
@@ -53,6 +54,7 @@ __all__ = [
     "MIN_DEAD_LETTER_BYTES",
     "REPLAY_GROUP",
     "TRUNCATED",
+    "UnreplayableRecord",
     "ReplayItem",
     "ReplayReport",
     "check_dead_letter_topic",
@@ -97,7 +99,7 @@ def fit_dead_letter(dead: OutgoingRecord, max_bytes: int) -> OutgoingRecord:
     for name, header in dead.headers:
         if name.startswith("wirebus_"):
             continue
-        size = _HEADER_OVERHEAD + len(name.encode()) + len(header)
+        size = _HEADER_OVERHEAD + len(name.encode()) + len(header or b"")
         if size <= room:
             kept.append((name, header))
             room -= size
@@ -167,13 +169,42 @@ def check_dead_letter_topic(topic: str, *, force: bool = False) -> None:
         )
 
 
+class UnreplayableRecord(WirebusError):
+    """A dead letter that names no topic it could go back to (garbled or illegal)."""
+
+
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
 def replay_record(record: Record) -> OutgoingRecord:
-    """The record to send back: to ``wirebus_original_topic``, without ``wirebus_*`` headers."""
+    """The record to send back: to ``wirebus_original_topic``, without ``wirebus_*`` headers.
+
+    :class:`UnreplayableRecord` when that topic is not UTF-8, not a legal Kafka
+    topic name, a broker-internal topic (``__...``) or a dead-letter topic.
+    """
     original = record.header("wirebus_original_topic")
-    # A record not written by wirebus has no such header: strip the suffix.
-    topic = original.decode() if original else record.topic.removesuffix(DLQ_SUFFIX)
+    if original is None:  # a record not written by wirebus: strip the suffix
+        topic = record.topic.removesuffix(DLQ_SUFFIX)
+    else:
+        try:
+            topic = original.decode()
+        except UnicodeDecodeError:
+            raise UnreplayableRecord(
+                f"{_where(record)}: its wirebus_original_topic header is not UTF-8"
+            ) from None
+    if not _TOPIC.fullmatch(topic) or topic in (".", "..") or topic.startswith("__"):
+        raise UnreplayableRecord(
+            f"{_where(record)}: {topic[:100]!r} (its wirebus_original_topic, or its topic"
+            " without .dlq) is not a topic a record can be replayed to"
+        )
+    if topic.endswith(DLQ_SUFFIX) and topic != record.topic:
+        raise UnreplayableRecord(f"{_where(record)}: it names another dead-letter topic {topic!r}")
     headers = tuple((k, v) for k, v in record.headers if not k.startswith("wirebus_"))
     return OutgoingRecord(topic=topic, key=record.key, value=record.value or b"", headers=headers)
+
+
+def _where(record: Record) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"
 
 
 async def replay(
@@ -236,9 +267,15 @@ async def _run(
                     log.warning("not replaying %s: it was cut to fit the DLQ", item.line())
                     report.skipped.append(item)
                     continue
+                try:
+                    outgoing = replay_record(record)
+                except UnreplayableRecord as exc:
+                    log.warning("not replaying %s", exc)
+                    report.skipped.append(dataclasses.replace(item, reason=str(exc)[:300]))
+                    continue
                 if not dry_run:
                     try:
-                        await publisher.send_records([replay_record(record)])
+                        await publisher.send_records([outgoing])
                     except WirebusError as exc:
                         report.failure = f"sending {item.line()} failed: {exc}"
                         offsets[tp] = record.offset  # not sent: the next replay starts here
@@ -258,6 +295,13 @@ async def _commit(port: ConsumerPort, offsets: Mapping[TopicPartition, int]) -> 
         await port.commit(offsets)
 
 
+def _target(record: Record) -> str:
+    try:
+        return replay_record(record).topic
+    except UnreplayableRecord:
+        return "(none)"
+
+
 def _item(record: Record) -> ReplayItem:
     def text(name: str) -> str:
         value = record.header(name)
@@ -266,7 +310,7 @@ def _item(record: Record) -> ReplayItem:
     return ReplayItem(
         partition=(record.topic, record.partition),
         offset=record.offset,
-        target=replay_record(record).topic,
+        target=_target(record),
         key=record.key,
         ce_type=text("ce_type"),
         ce_id=text("ce_id"),
@@ -277,7 +321,7 @@ def _item(record: Record) -> ReplayItem:
 def summary(report: ReplayReport, topic: str, *, dry_run: bool) -> Sequence[str]:
     """The lines ``wirebus dlq replay`` prints."""
     lines = [item.line() for item in report.items] if dry_run else []
-    lines += [f"skipped (cut to fit the DLQ): {item.line()}" for item in report.skipped]
+    lines += [f"skipped: {item.line()}" for item in report.skipped]
     if dry_run:
         lines.append(f"would replay {len(report.items)} record(s) from {topic} (dry run)")
     else:

@@ -23,7 +23,7 @@ from wirebus import WirebusError
 from wirebus.broker import OutgoingRecord, Record
 from wirebus.brokers.memory import InMemoryBroker
 from wirebus.codec import EventRegistry
-from wirebus.dlq import REPLAY_GROUP, replay, replay_record
+from wirebus.dlq import REPLAY_GROUP, UnreplayableRecord, replay, replay_record
 
 pytestmark = pytest.mark.fuzz
 
@@ -68,7 +68,12 @@ def test_a_dlq_record_with_text_headers_becomes_its_original_key_value_and_heade
     def any_record(record: Record) -> None:
         nonlocal count
         count += 1
-        assert_valid_replay(record, replay_record(record))
+        try:
+            replayed = replay_record(record)
+        except UnreplayableRecord as exc:  # a topic name Kafka would refuse, or another DLQ
+            assert "topic" in str(exc)  # noqa: PT017
+            return
+        assert_valid_replay(record, replayed)
 
     started = time.monotonic()
     any_record()
@@ -78,11 +83,6 @@ def test_a_dlq_record_with_text_headers_becomes_its_original_key_value_and_heade
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="replay_record decodes wirebus_original_topic with .decode(): a non-UTF-8 value"
-    " raises UnicodeDecodeError (see test_regressions.py)",
-)
 def test_any_dlq_record_becomes_a_valid_replay_record_or_a_clear_error(fuzz_examples: int) -> None:
     @settings_for(fuzz_examples)
     @given(dlq_records(ANY_BYTES))
@@ -96,11 +96,6 @@ def test_any_dlq_record_becomes_a_valid_replay_record_or_a_clear_error(fuzz_exam
     any_record()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="replay() lets replay_record's UnicodeDecodeError out: one garbled record ends"
-    " the replay of the whole topic (see test_regressions.py)",
-)
 def test_a_replay_sends_back_every_readable_record_whatever_else_is_on_the_topic(
     fuzz_examples: int,
 ) -> None:

@@ -30,12 +30,6 @@ from wirebus.testing import AppHarness
 INT64_MAX = 2**63 - 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shop's total (quantity x price_cents summed) is not checked against int64: the"
-    " order row's insert raises OverflowError (SQLite; NumericValueOutOfRange on PostgreSQL),"
-    " which the gateway answers INTERNAL and logs at ERROR with its traceback",
-)
 async def test_an_order_whose_total_does_not_fit_int64_is_a_client_error_not_internal(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -54,11 +48,6 @@ async def test_an_order_whose_total_does_not_fit_int64_is_a_client_error_not_int
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="replay_record() calls .decode() on wirebus_original_topic: a non-UTF-8 value"
-    " raises a bare UnicodeDecodeError",
-)
 def test_a_dlq_record_whose_original_topic_header_is_not_utf8_is_replayed_or_refused_clearly() -> (
     None
 ):
@@ -71,11 +60,6 @@ def test_a_dlq_record_whose_original_topic_header_is_not_utf8_is_replayed_or_ref
         assert replayed == OutgoingRecord("t", b"k", b"v", ())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="replay() lets replay_record()'s UnicodeDecodeError out: one garbled record on the"
-    " DLQ topic ends the replay, and the records behind it are never sent back",
-)
 async def test_one_garbled_dlq_record_does_not_stop_the_replay_of_the_records_behind_it() -> None:
     broker = InMemoryBroker(partitions=1)
     garbled = OutgoingRecord("t.dlq", None, b"bad", (("wirebus_original_topic", b"\x80"),))
@@ -103,12 +87,6 @@ NUL_REQUESTS = [
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="PostgreSQL refuses a NUL character in text (CharacterNotInRepertoireError,"
-    " 'invalid byte sequence for encoding UTF8: 0x00'); the gateway answers INTERNAL and"
-    " logs the DBAPIError at ERROR, for what is the caller's input",
-)
 @pytest.mark.parametrize(("method", "request_message"), NUL_REQUESTS)
 async def test_a_nul_character_in_a_string_field_is_a_client_error_on_postgresql(
     pg_url: str,  # noqa: F811

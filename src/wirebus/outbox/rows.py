@@ -78,7 +78,9 @@ def _varint_size(value: int) -> int:
     return max(1, ((value << 1).bit_length() + 6) // 7)
 
 
-def record_size(key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> int:
+def record_size(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+) -> int:
     """The size the Kafka producer counts for one record, batch header included.
 
     The same upper bound aiokafka's producer compares with its
@@ -90,10 +92,12 @@ def record_size(key: bytes | None, value: bytes, headers: Sequence[tuple[str, by
     """
     size = _BATCH_HEADER + _MAX_RECORD_OVERHEAD
     size += 1 if key is None else _varint_size(len(key)) + len(key)
-    size += _varint_size(len(value)) + len(value) + _varint_size(len(headers))
+    size += 1 if value is None else _varint_size(len(value)) + len(value)  # None: a tombstone
+    size += _varint_size(len(headers))
     for name, data in headers:
         name_size = len(name.encode())
-        size += _varint_size(name_size) + name_size + _varint_size(len(data)) + len(data)
+        size += _varint_size(name_size) + name_size
+        size += 1 if data is None else _varint_size(len(data)) + len(data)  # None: no value
     return size
 
 
