@@ -219,7 +219,8 @@ class ResolvingDriver:
     A command that fails UNAVAILABLE has an unknown outcome: once the
     database answers again, the driver looks for its state row and goes on
     (it committed) or sends it again (it did not). Any other failure fails
-    the test.
+    the test. :meth:`hold` makes the stream wait at a point until a fault is
+    over, so each fault lands mid-stream however fast the machine is.
     """
 
     def __init__(self, world: World, port: int, *, concurrency: int, rate: float) -> None:
@@ -229,12 +230,20 @@ class ResolvingDriver:
         self.rate = rate
         self.done = 0
         self.failed: list[Failed] = []
-        self._issued = 0
+        self._next = 0.0  # when the next command may start
         self._marks: list[tuple[int, asyncio.Event]] = []
+        self._holds: list[tuple[int, asyncio.Event]] = []
 
     def reached(self, count: int) -> asyncio.Event:
+        """Set once ``count`` commands were answered."""
         event = asyncio.Event()
         self._marks.append((count, event))
+        return event
+
+    def hold(self, count: int) -> asyncio.Event:
+        """No command starts after ``count`` were answered until the event returned is set."""
+        event = asyncio.Event()
+        self._holds.append((count, event))
         return event
 
     async def _committed(self, aggregate: str, seq: int) -> bool:
@@ -258,10 +267,13 @@ class ResolvingDriver:
             stub = orders_pb2_grpc.OrderServiceStub(channel)
 
             async def send(name: str, seq: int) -> bool:
-                slot, self._issued = self._issued, self._issued + 1
-                delay = started + slot / self.rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                for count, event in self._holds:
+                    if self.done >= count:
+                        await asyncio.wait_for(event.wait(), 300)
+                now = time.monotonic()
+                self._next = max(self._next, now) + 1 / self.rate
+                if self._next - 1 / self.rate > now:
+                    await asyncio.sleep(self._next - 1 / self.rate - now)
                 try:
                     async with limit:
                         reply = await stub.PlaceOrder(step(name, seq), timeout=60)
@@ -374,13 +386,18 @@ async def test_two_broker_crashes_and_a_database_crash_lose_nothing_and_keep_ord
     crashes: list[BrokerCrash] = []
     outage: dict[str, float] = {}
 
+    # the stream waits (if it must) at 40%, 70% and 90% for the fault before to be over
+    first_over, second_over, database_over = (driver.hold(COMMANDS * n // 10) for n in (4, 7, 9))
+
     async def faults() -> None:
         await driver.reached(COMMANDS // 10).wait()
         first = await leader_of_most(world.bootstrap, world.topic)
         crashes.append(await crash_broker(world, first, driver.done))
+        first_over.set()
         await driver.reached(COMMANDS * 4 // 10).wait()
         second = await leader_of_most(world.bootstrap, world.topic, besides=first)
         crashes.append(await crash_broker(world, second, driver.done))
+        second_over.set()
         await driver.reached(COMMANDS * 7 // 10).wait()
         outage["at_command"] = driver.done
         outage["killed_at"] = time.monotonic()
@@ -391,6 +408,7 @@ async def test_two_broker_crashes_and_a_database_crash_lose_nothing_and_keep_ord
         assert started.returncode == 0, f"PostgreSQL did not come back: {started.stderr}"
         outage["back_at"] = time.monotonic()
         outage["finished_at_command"] = driver.done
+        database_over.set()
 
     async with Reader(world.bootstrap, world.topic) as reader:
         async with asyncio.TaskGroup() as tasks:
