@@ -14,6 +14,15 @@ Reader, check_stream). Commands in flight when PostgreSQL dies fail with
 UNAVAILABLE; the driver then asks the database (once it is back) whether the
 command committed, and goes on or sends it again, so every aggregate still
 gets exactly its sequence 1..n.
+
+The test kills the PostgreSQL of ``scripts/services``: on a shared machine,
+run it against a server of its own (and a cluster of its own), e.g.::
+
+    WIREBUS_SERVICES_DIR=/tmp/pgb WIREBUS_PG_PORT=15433 WIREBUS_KEEP_SERVICES=1 \
+        pytest tests/faults/test_kafka_cluster.py -s
+
+The cluster is started on demand and stopped after the module when this test
+started it (unless ``WIREBUS_KEEP_SERVICES=1``).
 """
 
 from __future__ import annotations
