@@ -171,3 +171,41 @@ async def test_on_stop_running_calls_finish_and_every_other_call_gets_unavailabl
         replies = await asyncio.gather(*running)
         assert [r.order_id for r in replies] == [f"run-{i}" for i in range(4)]  # type: ignore[attr-defined]
         await stopping
+
+
+async def test_a_burst_over_grpc_cores_default_pending_queue_is_served_not_cancelled() -> None:
+    """grpc core cancelled the calls over its default of 1,000 waiting for the process
+    (2,000 calls at once: ~10 % CANCELLED); the gateway raises that bound."""
+    router = Router()
+
+    @router.handler
+    async def get_order(query: orders_pb2.GetOrderRequest) -> orders_pb2.Order:
+        await asyncio.sleep(0.005)  # as on a database: calls pile up
+        return orders_pb2.Order(order_id=query.order_id)
+
+    app = App(name="burst", services=[orders_pb2], routers=[router], allow_unbound=True)
+    codes: dict[str, int] = {}
+    async with Gateway(app, GatewayConfig(port=0, grace_seconds=1)) as gateway:
+        channels = [grpc.aio.insecure_channel(gateway.address) for _ in range(4)]
+        stubs = [orders_pb2_grpc.OrderServiceStub(c) for c in channels]
+
+        async def one(n: int) -> None:
+            request = orders_pb2.GetOrderRequest(order_id=str(n))
+            try:
+                await stubs[n % 4].GetOrder(request, timeout=60)
+                name = "OK"
+            except grpc.aio.AioRpcError as exc:
+                name = exc.code().name
+            codes[name] = codes.get(name, 0) + 1
+
+        try:
+            await asyncio.gather(*(one(n) for n in range(2_500)))
+        finally:
+            for channel in channels:
+                await channel.close()
+    assert codes == {"OK": 2_500}
+
+
+def test_the_pending_queue_bound_must_be_positive() -> None:
+    with pytest.raises(ConfigurationError, match="max_pending_calls must be positive"):
+        GatewayConfig(max_pending_calls=0)

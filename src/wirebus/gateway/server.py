@@ -64,6 +64,11 @@ class GatewayConfig:
     ``limits.py``). ``grace_seconds`` is how long in-flight calls may
     finish on stop; calls that were not running get UNAVAILABLE at once.
     ``reflection=False`` turns server reflection off (UNIMPLEMENTED).
+    ``max_pending_calls`` bounds the calls that wait in grpc core's own queue
+    before the process takes them (a flood arriving faster than it does):
+    grpc core's default (1,000) cancels the calls over it that waited more than
+    a moment, so a burst of 2,000 calls saw ~10 % CANCELLED; past this bound
+    grpc core still cancels (see ``_pending_queue_options``).
 
     Example::
 
@@ -75,6 +80,7 @@ class GatewayConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     grace_seconds: float = 10.0
     max_concurrent_calls: int | None = None
+    max_pending_calls: int = 20_000
     limits: RequestLimits = DEFAULT_LIMITS
     """Repeated elements one request may hold (bounded decode cost): see ``RequestLimits``."""
     reflection: bool = True
@@ -90,11 +96,31 @@ class GatewayConfig:
             )
         if self.grace_seconds < 0:
             raise ConfigurationError(f"grace_seconds must be >= 0, not {self.grace_seconds}")
+        if self.max_pending_calls < 1:
+            raise ConfigurationError(
+                f"max_pending_calls must be positive, not {self.max_pending_calls}"
+            )
         if self.max_concurrent_calls is not None and self.max_concurrent_calls < 1:
             raise ConfigurationError(
                 f"max_concurrent_calls must be >= 1 (or None for no bound),"
                 f" not {self.max_concurrent_calls}"
             )
+
+
+def _pending_queue_options(bound: int) -> list[tuple[str, int]]:
+    """grpc core's bound on calls waiting for the application to take them.
+
+    These channel arguments are grpc core's (``GRPC_ARG_SERVER_MAX_PENDING_REQUESTS``
+    and its hard limit, defined in ``src/core/server/server.h``, not in the public
+    headers: kept as an escape hatch by grpc). They are set here only, and
+    ``tests/unit/test_gateway_limits.py`` proves on every run that a burst
+    over grpc's default is served, not CANCELLED, so a grpcio that drops them
+    fails the suite instead of silently cancelling calls again.
+    """
+    return [
+        ("grpc.server.max_pending_requests", bound),
+        ("grpc.server.max_pending_requests_hard_limit", bound),
+    ]
 
 
 class Gateway(AsyncLifecycle):
@@ -162,6 +188,7 @@ class Gateway(AsyncLifecycle):
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
+            *_pending_queue_options(cfg.max_pending_calls),
             *cfg.options,
         ]
         server = grpc.aio.server(interceptors=self._interceptors, options=options)
