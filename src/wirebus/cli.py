@@ -196,6 +196,35 @@ _reflection = click.option(
     "--reflection/--no-reflection", default=True, show_default=True,
     help="Serve gRPC server reflection (the served services' schemas).",
 )  # fmt: skip
+
+
+def _tls(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--tls-cert``, ``--tls-key`` and ``--client-ca`` (PEM files)."""
+    options = [
+        click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+                     help="Serve TLS with this certificate chain (PEM); needs --tls-key."),
+        click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
+                     help="The private key of --tls-cert (PEM)."),
+        click.option("--client-ca", type=click.Path(dir_okay=False), default=None,
+                     help="Require client certificates signed by this CA (mutual TLS)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _tls_config(tls_cert: str | None, tls_key: str | None, client_ca: str | None) -> Any:
+    from .gateway.tls import TLSConfig
+
+    if tls_cert is None and tls_key is None:
+        if client_ca is not None:
+            raise click.UsageError("--client-ca needs --tls-cert and --tls-key")
+        return None
+    if tls_cert is None or tls_key is None:
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    return TLSConfig(tls_cert, tls_key, client_ca_file=client_ca)
+
+
 _slices = click.option(
     "--slice", "slices", multiple=True,
     help="Only consume for the event handlers of this router (repeatable).",
@@ -234,17 +263,20 @@ def main() -> None:
 @_grace
 @_max_calls
 @_reflection
+@_tls
 @_log_level
 @_relay
 @_metrics_port
 def serve(
     target: str, app_dir: str, host: str, port: int, grace: float, max_calls: int | None,
-    reflection: bool, log_level: str, relay: bool, metrics_port: int | None,
+    reflection: bool, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
+    log_level: str, relay: bool, metrics_port: int | None,
 ) -> None:  # fmt: skip
     """Serve the app's gRPC gateway."""
     _logging(log_level)
     app = _checked(load_app(target, app_dir))
-    config = _gateway_config(host, port, grace, max_calls, reflection)
+    tls = (tls_cert, tls_key, client_ca)
+    config = _gateway_config(host, port, grace, max_calls, reflection, tls)
     settings = _settings()
     # Without Kafka the broker lives in this process: so must its consumers.
     runtime = Runtime(
@@ -255,11 +287,16 @@ def serve(
 
 
 def _gateway_config(
-    host: str, port: int, grace: float, max_calls: int | None, reflection: bool
+    host: str,
+    port: int,
+    grace: float,
+    max_calls: int | None,
+    reflection: bool,
+    tls: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> GatewayConfig:
     return GatewayConfig(
         host=host, port=port, grace_seconds=grace, max_concurrent_calls=max_calls,
-        reflection=reflection,
+        reflection=reflection, tls=_tls_config(*tls),
     )  # fmt: skip
 
 
@@ -277,6 +314,7 @@ def _logging(level: str) -> None:
 @_grace
 @_max_calls
 @_reflection
+@_tls
 @_log_level
 @_slices
 @_relay
@@ -287,7 +325,8 @@ def _logging(level: str) -> None:
 @_metrics_port
 def run(
     target: str, app_dir: str, host: str, port: int, grace: float, max_calls: int | None,
-    reflection: bool, log_level: str, slices: tuple[str, ...], relay: bool, group: str | None,
+    reflection: bool, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
+    log_level: str, slices: tuple[str, ...], relay: bool, group: str | None,
     start_at: str, metrics_port: int | None,
 ) -> None:  # fmt: skip
     """Run everything of the app in one process: gateway and event consumers.
@@ -297,7 +336,8 @@ def run(
     """
     _logging(log_level)
     app = _checked(load_app(target, app_dir))
-    config = _gateway_config(host, port, grace, max_calls, reflection)
+    tls = (tls_cert, tls_key, client_ca)
+    config = _gateway_config(host, port, grace, max_calls, reflection, tls)
     try:
         runtime = Runtime(
             app, _settings(), gateway=config, consume=True, routers=_routers(slices), relay=relay,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CallInfo",
+    "PeerCertificate",
     "Context",
     "bind_call",
     "current_call",
@@ -44,6 +45,33 @@ __all__ = [
 # grpc answers time_remaining() with a huge number when the caller set no
 # deadline; anything beyond a year is "no deadline".
 _NO_DEADLINE = 365 * 24 * 3600.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PeerCertificate:
+    """The verified client certificate of a mutual-TLS call."""
+
+    common_name: str
+    subject_alt_names: tuple[str, ...]
+    subject: str
+    """The whole subject (``CN=...,O=...``) as grpc reports it."""
+
+
+def peer_certificate(auth_context: Mapping[str, Iterable[bytes]]) -> PeerCertificate | None:
+    """The client certificate grpc verified for a call, from its ``auth_context()``."""
+    if not auth_context.get("x509_pem_cert") and not auth_context.get("x509_common_name"):
+        return None
+
+    def texts(key: str) -> tuple[str, ...]:
+        return tuple(v.decode(errors="replace") for v in auth_context.get(key, ()))
+
+    names = texts("x509_common_name")
+    subject = texts("x509_subject")
+    return PeerCertificate(
+        common_name=names[0] if names else "",
+        subject_alt_names=texts("x509_subject_alternative_name"),
+        subject=subject[0] if subject else "",
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +93,8 @@ class CallInfo:
     peer: str
     metadata: Mapping[str, str | bytes]
     deadline: float | None
+    certificate: PeerCertificate | None = None
+    """The client certificate grpc verified (mutual TLS), else ``None``."""
 
     def time_remaining(self) -> float | None:
         """Seconds left before the deadline, or ``None`` if there is none."""
@@ -85,7 +115,14 @@ class CallInfo:
         deadline = (
             None if remaining is None or remaining > _NO_DEADLINE else time.monotonic() + remaining
         )
-        return cls(method=method, peer=context.peer(), metadata=metadata, deadline=deadline)
+        certificate = peer_certificate(context.auth_context() or {})
+        return cls(
+            method=method,
+            peer=context.peer(),
+            metadata=metadata,
+            deadline=deadline,
+            certificate=certificate,
+        )
 
 
 _LOCAL = CallInfo(method="", peer="local", metadata={}, deadline=None)

@@ -40,6 +40,7 @@ from .errors import DETAILS_KEY, malformed_request, status_for
 from .limits import CallLimiter
 from .reflection import add_reflection
 from .request_limits import RequestLimits
+from .tls import TLSConfig
 
 if TYPE_CHECKING:
     from ..app import App
@@ -81,6 +82,8 @@ class GatewayConfig:
     grace_seconds: float = 10.0
     max_concurrent_calls: int | None = None
     max_pending_calls: int = 20_000
+    tls: TLSConfig | None = None
+    """Serve TLS (and mutual TLS with a client CA) instead of plaintext."""
     limits: RequestLimits = DEFAULT_LIMITS
     """Repeated elements one request may hold (bounded decode cost): see ``RequestLimits``."""
     reflection: bool = True
@@ -194,7 +197,11 @@ class Gateway(AsyncLifecycle):
         server = grpc.aio.server(interceptors=self._interceptors, options=options)
         self._server = server
         self._register(server, self._mediator)
-        self._port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        address = f"{cfg.host}:{cfg.port}"
+        if cfg.tls is None:
+            self._port = server.add_insecure_port(address)
+        else:
+            self._port = server.add_secure_port(address, cfg.tls.credentials())
         if self._port == 0:
             raise LifecycleError(f"could not bind {cfg.host}:{cfg.port}")
         await server.start()
