@@ -37,7 +37,7 @@ def pytest_terminal_summary(
 ) -> None:
     lines = config.stash.get(FIGURES, [])
     if lines:
-        terminalreporter.section("soak and fuzz figures")
+        terminalreporter.section("figures (soak, fuzz, cluster faults)")
         for line in lines:
             terminalreporter.write_line(line)
 

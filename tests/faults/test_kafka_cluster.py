@@ -408,7 +408,7 @@ def order_violations(rows: list[asyncpg.Record], plan: dict[str, int]) -> dict[s
 
 
 async def test_two_broker_crashes_and_a_database_crash_lose_nothing_and_keep_order(
-    world: World,
+    world: World, figures: list[str]
 ) -> None:
     plan = plan_of(80, COMMANDS, "agg")
     group = f"{world.topic}.handlers"
@@ -498,8 +498,8 @@ async def test_two_broker_crashes_and_a_database_crash_lose_nothing_and_keep_ord
 
     seen = [outcomes(p) for _, p in consumers]
     removed = sum(s.get("duplicate", 0) for s in seen)
-    print(
-        f"\n{COMMANDS:,} commands in {sent:.1f}s ({COMMANDS / sent:.0f}/s);"
+    report = (
+        f"{COMMANDS:,} commands in {sent:.1f}s ({COMMANDS / sent:.0f}/s);"
         + "".join(
             f" broker {c.node} killed at command {c.at_command}, answering {c.down_s:.1f}s"
             f" later, in every ISR {c.rejoined_s:.1f}s later;"
@@ -513,6 +513,8 @@ async def test_two_broker_crashes_and_a_database_crash_lose_nothing_and_keep_ord
         f" {verdict.duplicates} duplicate(s) on the topic; inbox removed {removed:.0f}"
         f" duplicate deliveries; handled by a/b {by_consumer}; per-key order violations 0"
     )
+    print("\n" + report)
+    figures.append("kafka cluster (3 brokers, RF 3, min ISR 2): " + report)
 
 
 async def _count_handled(world: World, expected: int) -> bool:
