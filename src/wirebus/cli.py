@@ -417,9 +417,12 @@ def dlq_replay(topic: str, limit: int | None, dry_run: bool, force: bool) -> Non
         from .codec import EventRegistry
         from .kafka import KafkaConsumer, KafkaEventPublisher
 
-        port = KafkaConsumer(bootstrap, group=REPLAY_GROUP, topics=[topic], create_topics=False)
+        security = settings.kafka_security
+        port = KafkaConsumer(
+            bootstrap, group=REPLAY_GROUP, topics=[topic], create_topics=False, security=security
+        )
         async with KafkaEventPublisher(
-            bootstrap, EventRegistry(), source="wirebus-dlq"
+            bootstrap, EventRegistry(), source="wirebus-dlq", security=security
         ) as publisher:
             report = await replay(port, publisher, limit=limit, dry_run=dry_run)
         for line in summary(report, topic, dry_run=dry_run):

@@ -235,7 +235,11 @@ class Runtime(AsyncLifecycle):
             # letters), in batches already; a linger only delays the acks the
             # relay waits for, on every pass (e2e latency).
             kafka = KafkaEventPublisher(
-                bootstrap, self.app.registry(), source=self.app.source, linger_ms=0
+                bootstrap,
+                self.app.registry(),
+                source=self.app.source,
+                linger_ms=0,
+                security=self.settings.kafka_security,
             )
             self._stack.push_async_callback(kafka.stop)  # before start: a failed start too
             await kafka.start()
@@ -253,6 +257,7 @@ class Runtime(AsyncLifecycle):
                 group=self.group,
                 topics=self.topics,
                 start_at=self.start_at,
+                security=self.settings.kafka_security,
             )
         assert self.broker is not None
         return self.broker.consumer(group=self.group, topics=self.topics)

@@ -9,6 +9,12 @@ Nothing in the library reads the environment at import time; the CLI calls
 - ``WIREBUS_DATABASE_URL`` (SQLAlchemy async URL, e.g.
   ``postgresql+asyncpg://user:pw@host/db``): where consumers keep the inbox.
   Unset: ``sqlite+aiosqlite:///wirebus.db`` in the working directory.
+  PostgreSQL over TLS: the URL's ``?ssl=`` (asyncpg: ``require``,
+  ``verify-full``, ...), e.g. ``postgresql+asyncpg://u:pw@db/shop?ssl=verify-full``
+  (``PGSSLROOTCERT``/``PGSSLCERT``/``PGSSLKEY`` name the CA and client files).
+- ``WIREBUS_KAFKA_SECURITY_PROTOCOL``, ``WIREBUS_KAFKA_SSL_*``,
+  ``WIREBUS_KAFKA_SASL_*``: TLS and SASL for every Kafka client (see
+  :mod:`wirebus.kafka_security`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 from collections.abc import Mapping
 
 from .errors import ConfigurationError
+from .kafka_security import PLAINTEXT, KafkaSecurity
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
 
@@ -30,6 +37,7 @@ class Settings:
 
     kafka_bootstrap: str | None = None
     database_url: str = DEFAULT_DATABASE_URL
+    kafka_security: KafkaSecurity = PLAINTEXT
 
     def __post_init__(self) -> None:
         if self.kafka_bootstrap is not None:
@@ -52,6 +60,7 @@ class Settings:
         return cls(
             kafka_bootstrap=env.get("WIREBUS_KAFKA_BOOTSTRAP") or None,
             database_url=env.get("WIREBUS_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            kafka_security=KafkaSecurity.from_env(env),
         )
 
 

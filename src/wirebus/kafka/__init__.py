@@ -6,7 +6,8 @@ Needs the ``kafka`` extra (``pip install 'wirebus[kafka]'``); the root
 
 from __future__ import annotations
 
+from ..kafka_security import KafkaSecurity
 from .consumer import KafkaConsumer, ensure_topics
 from .publisher import KafkaEventPublisher
 
-__all__ = ["KafkaConsumer", "KafkaEventPublisher", "ensure_topics"]
+__all__ = ["KafkaConsumer", "KafkaEventPublisher", "KafkaSecurity", "ensure_topics"]

@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from ..broker import Record
 from ..broker import TopicPartition as TP
 from ..errors import ConfigurationError, ConsumeError
+from ..kafka_security import PLAINTEXT, KafkaSecurity
 
 __all__ = ["KafkaConsumer", "ensure_topics"]
 
@@ -36,13 +37,20 @@ log = logging.getLogger(__name__)
 
 
 async def ensure_topics(
-    bootstrap_servers: str, topics: Iterable[str], *, partitions: int = 3, replication: int = 1
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    *,
+    partitions: int = 3,
+    replication: int = 1,
+    security: KafkaSecurity | None = None,
 ) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are)."""
     wanted = sorted(set(topics))
     if not wanted:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, **(security or PLAINTEXT).client_options()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -89,6 +97,7 @@ class KafkaConsumer:
         session_timeout_ms: int = 10_000,
         max_poll_interval_ms: int = 300_000,
         start_at: Literal["earliest", "latest"] = "earliest",
+        security: KafkaSecurity | None = None,
     ) -> None:
         if not group:
             raise ConfigurationError("a consumer needs a group")
@@ -109,7 +118,9 @@ class KafkaConsumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(1000, session_timeout_ms // 3),
             max_poll_interval_ms=max_poll_interval_ms,
+            **(security or PLAINTEXT).client_options(),
         )
+        self.security = security
         self._started = False
 
     def guard_rebalance(self, lock: asyncio.Lock) -> None:
@@ -119,7 +130,12 @@ class KafkaConsumer:
         """Create missing topics, join the group and subscribe; ``ConsumeError`` if it cannot."""
         try:
             if self.create_topics:
-                await ensure_topics(self.bootstrap_servers, self.topics, partitions=self.partitions)
+                await ensure_topics(
+                    self.bootstrap_servers,
+                    self.topics,
+                    partitions=self.partitions,
+                    security=self.security,
+                )
             await self._consumer.start()
         except KafkaError as exc:
             await self._consumer.stop()  # release its client: nothing to leak on failure

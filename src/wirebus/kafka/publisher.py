@@ -37,6 +37,7 @@ from ..brokers.partitioner import partition_for
 from ..codec import EventRegistry
 from ..encoding import EventEncoder
 from ..errors import ConfigurationError, LifecycleError
+from ..kafka_security import PLAINTEXT, KafkaSecurity
 from .batching import Append, OwnBatches, own_batches
 
 __all__ = ["KafkaEventPublisher"]
@@ -61,6 +62,7 @@ class KafkaEventPublisher(AsyncLifecycle):
         request_timeout_ms: int = 30_000,
         client_id: str = "wirebus",
         own_batches: bool = True,
+        security: KafkaSecurity | None = None,
     ) -> None:
         if not bootstrap_servers:
             raise ConfigurationError("bootstrap_servers must not be empty")
@@ -77,6 +79,7 @@ class KafkaEventPublisher(AsyncLifecycle):
             "max_batch_size": max_batch_bytes,
             "max_request_size": max_batch_bytes,
             "request_timeout_ms": request_timeout_ms,
+            **(security or PLAINTEXT).client_options(),
         }
         self._producer: AIOKafkaProducer | None = None
         self._state = "new"
