@@ -11,7 +11,7 @@ from typing import Any
 from dishka import Provider, Scope, provide
 from shop.orders.v1 import orders_pb2
 
-from wirebus import App, current_call
+from wirebus import App, Validation, current_call
 
 from .orders.handlers import router as orders_router
 from .orders.messages import OrderCancelled, OrderPlaced
@@ -53,6 +53,7 @@ app = App(
     routers=[orders_router, payments_router],
     providers=[ShopProvider()],
     behaviours=[log_with_correlation_id],
+    validation=Validation(),  # the buf.validate rules of orders.proto, before any handler
     metadata=orders_metadata,
     events=[OrderPlaced, OrderCancelled, PaymentCaptured],  # all travel, handled here or not
 )

@@ -55,6 +55,7 @@ from .messages import Command, Event, Message, Query, Request
 from .pipeline import Behaviour, CallNext, Stage
 from .retry import Retry
 from .router import Router
+from .validation import Validation
 
 __all__ = [
     "Aborted",
@@ -93,6 +94,7 @@ __all__ = [
     "StaticTokens",
     "Unauthenticated",
     "Unavailable",
+    "Validation",
     "WirebusError",
     "current_call",
     "current_context",

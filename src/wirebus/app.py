@@ -45,6 +45,7 @@ from .sink import EventSink
 if TYPE_CHECKING:
     from .auth import Authentication
     from .db import Database
+    from .validation import Validation
 
 __all__ = ["App"]
 
@@ -73,6 +74,7 @@ class App:
         metadata: Any = None,
         migrations: str | None = None,
         authentication: Authentication | None = None,
+        validation: Validation | None = None,
     ) -> None:
         if event_dispatch not in ("sequential", "concurrent"):
             raise ConfigurationError(
@@ -96,6 +98,8 @@ class App:
         self._behaviours = list(behaviours)
         self.authentication = authentication
         """The authentication stage (outermost), if calls must prove who they are."""
+        self.validation = validation
+        """The validation stage (after authentication): the protos' ``buf.validate`` rules."""
         self._registry: EventRegistry | None = None
         for router in routers:
             self.include_router(router)
@@ -195,6 +199,10 @@ class App:
 
             database = _Database.in_memory(extra_metadata=[self.metadata])
             owns.append(database)
+        if self.validation is not None:
+            self.validation.prepare(
+                s.message_type for s in specs if s.kind in self.validation.kinds
+            )
         stages: list[Behaviour | Stage] = self._outer_stages()
         providers = list(self._providers)
         if database is not None:
@@ -220,10 +228,12 @@ class App:
         return mediator
 
     def _outer_stages(self) -> list[Behaviour | Stage]:
-        """Authentication (if any), then the app's behaviours, outermost first."""
+        """Authentication and validation (if any), then the app's behaviours, outermost first."""
         outer: list[Behaviour | Stage] = []
         if self.authentication is not None:
             outer.append(self.authentication)
+        if self.validation is not None:
+            outer.append(self.validation)
         return [*outer, *self._behaviours]
 
     def describe(self, *, database: bool = False) -> str:

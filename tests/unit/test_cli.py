@@ -244,3 +244,7 @@ def test_make_demo_script_drives_every_call_and_reports_ok():
     assert "demo OK" in result.stdout
     assert "ORDER_STATUS_PAID" in result.stdout
     assert "reason ORDER_NOT_FOUND" in result.stdout
+    # the buf.validate rules of orders.proto, through the shop's Validation stage
+    out = result.stdout
+    assert "field items: must contain at least 1 item(s) [repeated.min_items]" in out
+    assert "field items[0].quantity: must be greater than or equal to 1 [int32.gte]" in out

@@ -46,6 +46,7 @@ EXPECTED = {
     "Stage",
     "Unauthenticated",
     "Unavailable",
+    "Validation",
     "WirebusError",
     "current_call",
     "current_context",
@@ -70,10 +71,11 @@ def test_each_public_name_is_importable_and_documented(name: str) -> None:
     assert (obj.__doc__ or "").strip(), f"wirebus.{name} has no docstring"
 
 
-def test_importing_wirebus_does_not_import_kafka_or_sqlalchemy() -> None:
+def test_importing_wirebus_does_not_import_kafka_sqlalchemy_or_protovalidate() -> None:
     code = (
         "import sys, wirebus\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('aiokafka', 'sqlalchemy'))\n"
+        "heavy = sorted(m for m in sys.modules\n"
+        "               if m.split('.')[0] in ('aiokafka', 'sqlalchemy', 'protovalidate'))\n"
         "print(','.join(heavy))\n"
     )
 

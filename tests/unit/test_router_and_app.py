@@ -408,9 +408,9 @@ async def test_the_shop_rejects_an_invalid_order_naming_each_field() -> None:
             )
 
     assert info.value.violations == (
-        FieldViolation("customer_id", "must not be empty"),
-        FieldViolation("items[0].quantity", "must be at least 1"),
-        FieldViolation("items[0].price_cents", "must not be negative"),
+        FieldViolation("customer_id", "must be at least 1 characters [string.min_len]"),
+        FieldViolation("items[0].quantity", "must be greater than or equal to 1 [int32.gte]"),
+        FieldViolation("items[0].price_cents", "must be greater than or equal to 0 [int64.gte]"),
     )
 
 
