@@ -67,6 +67,7 @@ _NO_DEADLINE = 365 * 24 * 3600.0
 _OK = grpc.StatusCode.OK
 _CANCELLED = grpc.StatusCode.CANCELLED
 _UNKNOWN = grpc.StatusCode.UNKNOWN
+_DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 _GRPC_TYPES = {"unary_unary": "unary", "unary_stream": "server_stream"}
 
 
@@ -224,6 +225,12 @@ def _unary_stream(
     return unary_stream
 
 
+def _cancelled_code(context: _Context) -> grpc.StatusCode:
+    """CANCELLED, or DEADLINE_EXCEEDED when grpc cancelled the call because its deadline passed."""
+    remaining = context.time_remaining()
+    return _CANCELLED if remaining is None or remaining > 0.001 else _DEADLINE_EXCEEDED
+
+
 def _code_of(context: _Context) -> grpc.StatusCode:
     """The code a call that raised ended with (its abort's), ``UNKNOWN`` if none was set."""
     code = context.code()
@@ -247,7 +254,7 @@ def _observe_unary(path: str, unary: _Unary, metrics: MethodMetrics | None) -> _
                 metrics.sent.inc()
             return response
         except asyncio.CancelledError:
-            code = _CANCELLED
+            code = _cancelled_code(context)
             raise
         except BaseException:
             code = _code_of(context)
@@ -280,7 +287,7 @@ def _observe_stream(path: str, stream: _Stream, metrics: MethodMetrics | None) -
                 if sent is not None:
                     sent()
         except (asyncio.CancelledError, GeneratorExit):
-            code = _CANCELLED
+            code = _cancelled_code(context)
             raise
         except BaseException:
             code = _code_of(context)
