@@ -14,7 +14,10 @@ whose generated protobuf code is missing (exit 2), saying to run ``buf
 generate``. SIGTERM or Ctrl-C stops the gateway gracefully: calls running
 finish within ``--grace``, every other call gets UNAVAILABLE at once.
 ``--max-concurrent-calls N`` answers call N+1 with RESOURCE_EXHAUSTED at
-once; ``--no-reflection`` turns server reflection off.
+once; ``--no-reflection`` turns server reflection off. Each call writes one
+line to the ``wirebus.access`` logger (``--log-format json``: every log line
+is one JSON object); ``--metrics-port`` serves the ``grpc_server_*`` and
+``wirebus_*`` metrics.
 """
 
 from __future__ import annotations
@@ -180,7 +183,10 @@ _app_dir = click.option(
     "--app-dir", default=".", show_default=True, help="Directory added to sys.path before import."
 )
 _host = click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-_port = click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535))
+_port = click.option(
+    "--port", default=50051, show_default=True, type=click.IntRange(0, 65535),
+    help="Port of the gRPC gateway (0: a free one).",
+)  # fmt: skip
 _grace = click.option(
     "--grace",
     default=10.0,
@@ -246,7 +252,27 @@ _log_level = click.option(
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Least severe log records written (info: one wirebus.access line per call).",
 )
+_log_format = click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="Log lines as text, or each as one JSON object (access lines with their fields).",
+)  # fmt: skip
+
+
+def _keepalive(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--keepalive-time`` and ``--keepalive-timeout`` (seconds)."""
+    options = [
+        click.option("--keepalive-time", type=click.FloatRange(min=0.001), default=60.0,
+                     show_default=True,
+                     help="Seconds a connection may be idle before the server pings it."),
+        click.option("--keepalive-timeout", type=click.FloatRange(min=0.001), default=20.0,
+                     show_default=True,
+                     help="Seconds to wait for the ping's answer before closing the connection."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @click.group()
@@ -264,19 +290,23 @@ def main() -> None:
 @_max_calls
 @_reflection
 @_tls
+@_keepalive
 @_log_level
+@_log_format
 @_relay
 @_metrics_port
 def serve(
     target: str, app_dir: str, host: str, port: int, grace: float, max_calls: int | None,
     reflection: bool, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
-    log_level: str, relay: bool, metrics_port: int | None,
+    keepalive_time: float, keepalive_timeout: float,
+    log_level: str, log_format: str, relay: bool, metrics_port: int | None,
 ) -> None:  # fmt: skip
     """Serve the app's gRPC gateway."""
-    _logging(log_level)
+    _logging(log_level, log_format)
     app = _checked(load_app(target, app_dir))
     tls = (tls_cert, tls_key, client_ca)
-    config = _gateway_config(host, port, grace, max_calls, reflection, tls)
+    keepalive = (keepalive_time, keepalive_timeout)
+    config = _gateway_config(host, port, grace, max_calls, reflection, tls, keepalive)
     settings = _settings()
     # Without Kafka the broker lives in this process: so must its consumers.
     runtime = Runtime(
@@ -293,17 +323,25 @@ def _gateway_config(
     max_calls: int | None,
     reflection: bool,
     tls: tuple[str | None, str | None, str | None] = (None, None, None),
+    keepalive: tuple[float, float] = (60.0, 20.0),
 ) -> GatewayConfig:
+    time_ms, timeout_ms = (max(1, round(seconds * 1000)) for seconds in keepalive)
     return GatewayConfig(
         host=host, port=port, grace_seconds=grace, max_concurrent_calls=max_calls,
         reflection=reflection, tls=_tls_config(*tls),
+        keepalive_time_ms=time_ms, keepalive_timeout_ms=timeout_ms,
     )  # fmt: skip
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+def _logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        from .access_log import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 @main.command()
@@ -315,7 +353,9 @@ def _logging(level: str) -> None:
 @_max_calls
 @_reflection
 @_tls
+@_keepalive
 @_log_level
+@_log_format
 @_slices
 @_relay
 @click.option(
@@ -326,7 +366,8 @@ def _logging(level: str) -> None:
 def run(
     target: str, app_dir: str, host: str, port: int, grace: float, max_calls: int | None,
     reflection: bool, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
-    log_level: str, slices: tuple[str, ...], relay: bool, group: str | None,
+    keepalive_time: float, keepalive_timeout: float, log_level: str, log_format: str,
+    slices: tuple[str, ...], relay: bool, group: str | None,
     start_at: str, metrics_port: int | None,
 ) -> None:  # fmt: skip
     """Run everything of the app in one process: gateway and event consumers.
@@ -334,10 +375,11 @@ def run(
     Events travel through Kafka when WIREBUS_KAFKA_BOOTSTRAP is set, through
     the embedded in-memory broker otherwise.
     """
-    _logging(log_level)
+    _logging(log_level, log_format)
     app = _checked(load_app(target, app_dir))
     tls = (tls_cert, tls_key, client_ca)
-    config = _gateway_config(host, port, grace, max_calls, reflection, tls)
+    keepalive = (keepalive_time, keepalive_timeout)
+    config = _gateway_config(host, port, grace, max_calls, reflection, tls, keepalive)
     try:
         runtime = Runtime(
             app, _settings(), gateway=config, consume=True, routers=_routers(slices), relay=relay,
@@ -357,15 +399,16 @@ def run(
     "--skip-unknown", is_flag=True, help="Skip unknown ce_type instead of dead-lettering."
 )
 @_log_level
+@_log_format
 @_relay
 @_start_at
 @_metrics_port
 def consume(
     target: str, app_dir: str, group: str, slices: tuple[str, ...], skip_unknown: bool,
-    log_level: str, relay: bool, start_at: str, metrics_port: int | None,
+    log_level: str, log_format: str, relay: bool, start_at: str, metrics_port: int | None,
 ) -> None:  # fmt: skip
     """Run the app's event handlers on records from Kafka (needs WIREBUS_KAFKA_BOOTSTRAP)."""
-    _logging(log_level)
+    _logging(log_level, log_format)
     settings = _settings()
     if settings.kafka_bootstrap is None:
         raise click.ClickException("consume needs WIREBUS_KAFKA_BOOTSTRAP=host:port")

@@ -8,9 +8,16 @@
   separately), to Kafka when ``WIREBUS_KAFKA_BOOTSTRAP`` is set, otherwise to
   the embedded in-memory broker.
 
-Shutdown order: the gateway stops taking calls and lets in-flight ones
-finish; consumers finish the batch in hand and commit; the relay finishes
-its batch; the publisher flushes; the mediator and the database close.
+Shutdown order: the gateway stops taking calls (health NOT_SERVING, new
+calls UNAVAILABLE) and lets in-flight ones finish within its grace;
+consumers finish the batch in hand and commit; on Kafka the relay then
+publishes what is already committed in the outbox (at most the gateway's
+grace more, ``drain_seconds`` without a gateway) and finishes its batch; the
+publisher flushes; the mediator and the database close.
+
+With ``metrics_port`` the gateway counts its calls (``grpc_server_*``),
+dead-lettered records are counted by DLQ topic, and a Kafka consumer's lag
+per partition is sampled every ``lag_interval`` seconds (``lag.py``).
 
 **Embedded mode loses nothing it committed.** With the in-memory broker
 (no ``WIREBUS_KAFKA_BOOTSTRAP``) a record exists only in this process, so
@@ -100,6 +107,8 @@ class Runtime(AsyncLifecycle):
         metrics_port: int | None = None,
         relay_poll: float = 1.0,
         on_outcome: Callable[[Record, Outcome], None] | None = None,
+        lag_interval: float = 5.0,
+        drain_seconds: float = 10.0,
     ) -> None:
         if relay_poll <= 0:
             raise ConfigurationError(f"relay_poll must be positive seconds, not {relay_poll}")
@@ -123,8 +132,11 @@ class Runtime(AsyncLifecycle):
         self.metrics_port = metrics_port
         self.relay_poll = relay_poll
         self.on_outcome = on_outcome
+        self.lag_interval = lag_interval
+        self.drain_seconds = gateway.grace_seconds if gateway is not None else drain_seconds
         self.metrics: Any = None
         self._metrics_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self.broker = broker
         if broker is None and settings.kafka_bootstrap is None:
             self.broker = InMemoryBroker()
@@ -192,7 +204,10 @@ class Runtime(AsyncLifecycle):
         if port is not None:
             await self._start_consumers(port, publisher)
         if self.gateway_config is not None:
-            self.gateway = Gateway(self.app, self.gateway_config, mediator=self.mediator)
+            rpc = self.metrics.rpc if self.metrics is not None else None
+            self.gateway = Gateway(
+                self.app, self.gateway_config, mediator=self.mediator, metrics=rpc
+            )
             self._stack.push_async_callback(self.gateway.stop)
             await self.gateway.start()
 
@@ -213,18 +228,45 @@ class Runtime(AsyncLifecycle):
         log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
 
     async def _stop_metrics(self) -> None:
-        if self._metrics_task is not None:
-            self._metrics_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._metrics_task
+        for task in (self._metrics_task, self._lag_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _stop_relay(self) -> None:
         if self.relay_worker is not None:
+            if self._relay_task is not None and self.settings.kafka_bootstrap is not None:
+                await self._flush_outbox(self.relay_worker)
             await self.relay_worker.stop()
         if self._relay_task is not None:
             await self._relay_task  # run() closes the relay as it leaves
         elif self.relay_worker is not None:
             await self.relay_worker.close()  # its start failed: release what it took
+
+    async def _flush_outbox(self, relay: Relay) -> None:
+        """Let the running relay publish the rows already committed, for ``drain_seconds`` at most.
+
+        Only on Kafka: the embedded broker's rows stay pending on purpose
+        (see the module docstring). Rows of other relays (sharded on
+        PostgreSQL) are counted too, so with several relays this may take
+        the whole bound; rows marked failed are not waited for.
+        """
+        from .outbox.relay import outbox_stats
+
+        assert self.database is not None
+        deadline = asyncio.get_running_loop().time() + self.drain_seconds
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                pending = (await outbox_stats(self.database)).pending
+            except Exception as exc:  # the database is away: nothing to flush from
+                log.warning("outbox flush on stop: %s: %s", type(exc).__name__, exc)
+                return
+            if not pending or self._relay_task is None or self._relay_task.done():
+                return
+            relay.wake()
+            await asyncio.sleep(0.05)
+        log.warning("stopping with outbox rows pending after %.1fs", self.drain_seconds)
 
     async def _start_publisher(self) -> EventPublisher:
         bootstrap = self.settings.kafka_bootstrap
@@ -281,12 +323,34 @@ class Runtime(AsyncLifecycle):
             database=self.database,  # a partition's batch commits once
         )
         self.runner = ConsumerRunner(
-            port, processor, metrics=self.metrics, on_outcome=self.on_outcome
+            port, processor, metrics=self.metrics, on_outcome=self._outcome_hook()
         )
         self._stack.push_async_callback(self._stop_consumers)  # before start: a failed start too
         await self.runner.start()
         self._task = asyncio.create_task(self.runner.run(), name=f"wirebus consumer {self.group}")
+        lag = getattr(port, "lag", None)
+        if self.metrics is not None and lag is not None:
+            from .lag import sample_lag
+
+            gauge = self.metrics.consumer_lag
+            sampler = sample_lag(lag, gauge, group=self.group, interval=self.lag_interval)
+            self._lag_task = asyncio.create_task(sampler, name=f"wirebus lag {self.group}")
         log.info("consuming %s as group %s", ", ".join(self.topics), self.group)
+
+    def _outcome_hook(self) -> Callable[[Record, Outcome], None] | None:
+        """``on_outcome``, and the DLQ counter of the metrics when there are metrics."""
+        observer = self.on_outcome
+        if self.metrics is None:
+            return observer
+        count = self.metrics.count_outcome
+        if observer is None:
+            return count  # type: ignore[no-any-return]
+
+        def both(record: Record, outcome: Outcome) -> None:
+            count(record, outcome)
+            observer(record, outcome)
+
+        return both
 
     async def _stop_consumers(self) -> None:
         if self.runner is not None:

@@ -8,8 +8,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from google.protobuf import descriptor_pb2, timestamp_pb2
+from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 from shop.orders.v1 import orders_pb2
 
@@ -64,11 +65,20 @@ def test_buf_generate_offline_reproduces_the_generated_python(tmp_path):
 
 
 def test_grpc_python_plugin_writes_service_stubs_from_a_code_generator_request():
-    files = []
-    for module in (timestamp_pb2, orders_pb2):
+    files: list[descriptor_pb2.FileDescriptorProto] = []
+    seen: set[str] = set()
+
+    def add(file: Any) -> None:  # dependencies first, as protoc sends them
+        if file.name in seen:
+            return
+        seen.add(file.name)
+        for dependency in file.dependencies:
+            add(dependency)
         proto = descriptor_pb2.FileDescriptorProto()
-        module.DESCRIPTOR.CopyToProto(proto)
+        file.CopyToProto(proto)
         files.append(proto)
+
+    add(orders_pb2.DESCRIPTOR)
     request = plugin_pb2.CodeGeneratorRequest(
         file_to_generate=["shop/orders/v1/orders.proto"], proto_file=files
     )

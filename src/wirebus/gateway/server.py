@@ -7,7 +7,8 @@ the raw request bytes, so bytes that do not parse become INVALID_ARGUMENT
 (``grpc.health.v1``, SERVING per service) and server reflection (``v1`` and
 ``v1alpha``, describing only the served services: ``reflection.py``) are
 served alongside. ``max_concurrent_calls`` and the shutdown's refusals are
-in ``limits.py``.
+in ``limits.py``; deadlines, cancellation, the ``grpc_server_*`` metrics and
+the access line of each call in ``methods.py``.
 
 Example::
 
@@ -17,27 +18,21 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
-from google.protobuf.message import DecodeError
-from google.protobuf.message import Message as ProtoMessage
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .._lifecycle import AsyncLifecycle
-from ..context import CallInfo, bind_call
-from ..errors import ConfigurationError, ConversionError, LifecycleError
-from ..messages import converter_of, proto_class_of
+from ..errors import ConfigurationError, LifecycleError
 from .binding import DEFAULT_LIMITS, MethodRoute
-from .errors import DETAILS_KEY, malformed_request, status_for
 from .limits import CallLimiter
+from .methods import method_handler
 from .reflection import add_reflection
 from .request_limits import RequestLimits
 from .tls import TLSConfig
@@ -45,12 +40,11 @@ from .tls import TLSConfig
 if TYPE_CHECKING:
     from ..app import App
     from ..mediator import Mediator
+    from ..metrics import RpcMetrics
 
 __all__ = ["Gateway", "GatewayConfig"]
 
 log = logging.getLogger(__name__)
-
-_Context = grpc.aio.ServicerContext[Any, Any]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +65,19 @@ class GatewayConfig:
     a moment, so a burst of 2,000 calls saw ~10 % CANCELLED; past this bound
     grpc core still cancels (see ``_pending_queue_options``).
 
+    Keepalive (grpc's server channel arguments, see ``keepalive_options``):
+    the server pings a connection idle for ``keepalive_time_ms`` (60 s; grpc's
+    own default is 2 h, longer than most load balancers and NATs keep an
+    idle TCP flow) and closes it when no answer comes within
+    ``keepalive_timeout_ms`` (20 s). Clients may ping every
+    ``min_client_ping_interval_ms`` (10 s; grpc's 5 min makes a client
+    with a 30 s keepalive get GOAWAY ``too_many_pings``), with or without
+    calls in flight. ``max_connection_idle_ms`` closes a connection without
+    calls for that long (GOAWAY; the client reconnects when needed), and
+    ``max_connection_age_ms`` any connection that old, letting its calls
+    finish for ``max_connection_age_grace_ms`` (both help clients rebalance
+    across replicas); ``None`` is grpc's "never".
+
     Example::
 
         GatewayConfig(port=50051, max_concurrent_calls=256, grace_seconds=20)
@@ -89,8 +96,25 @@ class GatewayConfig:
     reflection: bool = True
     health: bool = True
     options: Sequence[tuple[str, Any]] = ()
+    keepalive_time_ms: int = 60_000
+    keepalive_timeout_ms: int = 20_000
+    min_client_ping_interval_ms: int = 10_000
+    max_connection_idle_ms: int | None = None
+    max_connection_age_ms: int | None = None
+    max_connection_age_grace_ms: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("keepalive_time_ms", "keepalive_timeout_ms", "min_client_ping_interval_ms"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be positive, not {getattr(self, name)}")
+        for name in (
+            "max_connection_idle_ms",
+            "max_connection_age_ms",
+            "max_connection_age_grace_ms",
+        ):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigurationError(f"{name} must be positive or None, not {value}")
         if not 0 <= self.port <= 65535:
             raise ConfigurationError(f"port must be 0..65535, not {self.port}")
         if self.max_message_bytes < 1:
@@ -108,6 +132,29 @@ class GatewayConfig:
                 f"max_concurrent_calls must be >= 1 (or None for no bound),"
                 f" not {self.max_concurrent_calls}"
             )
+
+
+def keepalive_options(config: GatewayConfig) -> list[tuple[str, int]]:
+    """grpc's server channel arguments for ``config``'s keepalive settings.
+
+    Example::
+
+        keepalive_options(GatewayConfig(max_connection_idle_ms=300_000))
+    """
+    options = [
+        ("grpc.keepalive_time_ms", config.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", config.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", config.min_client_ping_interval_ms),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+    optional = (
+        ("grpc.max_connection_idle_ms", config.max_connection_idle_ms),
+        ("grpc.max_connection_age_ms", config.max_connection_age_ms),
+        ("grpc.max_connection_age_grace_ms", config.max_connection_age_grace_ms),
+    )
+    options += [(name, value) for name, value in optional if value is not None]
+    return options
 
 
 def _pending_queue_options(bound: int) -> list[tuple[str, int]]:
@@ -130,7 +177,9 @@ class Gateway(AsyncLifecycle):
     """Serves an :class:`~wirebus.App`'s services over gRPC.
 
     ``start()``/``stop()`` or ``async with``; ``stop`` is idempotent and
-    a stopped gateway cannot be started again.
+    a stopped gateway cannot be started again. ``metrics`` (a
+    :class:`~wirebus.metrics.RpcMetrics`) counts every call of the app's
+    methods; without it nothing is counted.
     """
 
     def __init__(
@@ -140,6 +189,7 @@ class Gateway(AsyncLifecycle):
         *,
         mediator: Mediator | None = None,
         interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+        metrics: RpcMetrics | None = None,
     ) -> None:
         self.app = app
         self.config = config or GatewayConfig()
@@ -151,6 +201,10 @@ class Gateway(AsyncLifecycle):
         self._health: Any = None  # grpc_health ships no type information
         self._port: int | None = None
         self._limiter = CallLimiter(limit=self.config.max_concurrent_calls, domain=app.name)
+        self._metrics = metrics
+        if metrics is not None:
+            limiter = self._limiter
+            metrics.track_in_flight(lambda: limiter.active)
         self._state = "new"
 
     @property
@@ -192,6 +246,7 @@ class Gateway(AsyncLifecycle):
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
             *_pending_queue_options(cfg.max_pending_calls),
+            *keepalive_options(cfg),
             *cfg.options,
         ]
         server = grpc.aio.server(interceptors=self._interceptors, options=options)
@@ -212,7 +267,9 @@ class Gateway(AsyncLifecycle):
         domain = self.app.name
         by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
         for route in self._routes:
-            handler = _method_handler(route, mediator, domain, self._limiter, self.config.limits)
+            handler = method_handler(
+                route, mediator, domain, self._limiter, self.config.limits, rpc=self._metrics
+            )
             by_service.setdefault(route.service, {})[route.method] = handler
         for service, handlers in by_service.items():
             server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
@@ -263,132 +320,3 @@ class Gateway(AsyncLifecycle):
         """Wait until the server terminates (after ``stop``)."""
         if self._server is not None:
             await self._server.wait_for_termination()
-
-
-# ---------------------------------------------------------------- method handlers
-
-
-async def _abort(context: _Context, status: tuple[grpc.StatusCode, str, bytes]) -> NoReturn:
-    code, message, details = status
-    await context.abort(code, message, trailing_metadata=((DETAILS_KEY, details),))
-    raise AssertionError("unreachable: abort raises")  # pragma: no cover
-
-
-def _method_handler(
-    route: MethodRoute,
-    mediator: Mediator,
-    domain: str,
-    limiter: CallLimiter,
-    limits: RequestLimits = DEFAULT_LIMITS,
-) -> grpc.RpcMethodHandler[Any, Any]:
-    path = route.path
-    if route.spec is None:
-
-        async def unimplemented(request: bytes, context: _Context) -> bytes:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not implemented")
-            raise AssertionError("unreachable")  # pragma: no cover
-
-        return grpc.unary_unary_rpc_method_handler(unimplemented)
-    decode = route.decoder(limits)
-    encode = _encoder(route)
-    full_name = route.request_proto.DESCRIPTOR.full_name
-    fail = functools.partial(status_for, domain=domain, method=path)
-    admit, release, refusal = limiter.admit, limiter.release, limiter.refusal
-
-    async def reject(exc: Exception, context: _Context) -> NoReturn:
-        if isinstance(exc, DecodeError):
-            await _abort(context, malformed_request(full_name, domain=domain))
-        await _abort(context, fail(exc))
-
-    if route.arity == "unary_stream":
-        open_stream = mediator.stream_runner(route.spec.message_type)
-
-        async def unary_stream(request: bytes, context: _Context) -> AsyncIterator[bytes]:
-            if not admit():
-                await _abort(context, refusal())
-            try:
-                bind_call(functools.partial(CallInfo.from_grpc, path, context))
-                try:
-                    message = decode(request)
-                except (DecodeError, ConversionError) as exc:
-                    await reject(exc, context)
-                try:
-                    items: AsyncIterator[Any] = await open_stream(message)
-                    async for item in items:
-                        yield encode(item)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception as exc:
-                    await _abort(context, fail(exc))
-            finally:
-                release()
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream)
-
-    run: Callable[[Any], Awaitable[Any]] = mediator.runner(route.spec.message_type)
-
-    async def unary_unary(request: bytes, context: _Context) -> bytes:
-        if not admit():
-            await _abort(context, refusal())
-        try:
-            bind_call(functools.partial(CallInfo.from_grpc, path, context))
-            try:
-                message = decode(request)
-            except (DecodeError, ConversionError) as exc:
-                await reject(exc, context)
-            try:
-                return encode(await run(message))
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception as exc:
-                await _abort(context, fail(exc))
-        finally:
-            release()
-
-    return grpc.unary_unary_rpc_method_handler(unary_unary)
-
-
-def _encoder(route: MethodRoute) -> Callable[[Any], bytes]:
-    """``result -> bytes``: specialised for the handler's declared return type."""
-    response = route.response_proto
-    spec = route.spec
-    declared: Any = spec.params.returns if spec else None
-    if spec is not None and spec.kind == "stream":
-        args = getattr(declared, "__args__", ())
-        declared = args[0] if args else None
-    fast: Callable[[Any], bytes] | None = None
-    if declared is response:
-        fast = response.SerializeToString
-    elif isinstance(declared, type) and proto_class_of(declared) is response:
-        conv = converter_of(declared)
-        to_proto: Callable[[Any], ProtoMessage] = conv.to_proto if conv else declared.proto  # type: ignore[attr-defined]
-
-        def fast(result: Any) -> bytes:
-            return to_proto(result).SerializeToString()
-
-    def generic(result: Any) -> bytes:
-        if result is None:
-            return b""  # the default instance of any message
-        if isinstance(result, ProtoMessage):
-            if type(result) is not response:
-                raise _wrong_type(route, result)
-            return result.SerializeToString()
-        if proto_class_of(type(result)) is response:
-            return result.proto().SerializeToString()  # type: ignore[no-any-return]
-        raise _wrong_type(route, result)
-
-    if fast is None:
-        return generic
-    declared_type = declared
-
-    def encode(result: Any) -> bytes:
-        if type(result) is declared_type:
-            return fast(result)
-        return generic(result)
-
-    return encode
-
-
-def _wrong_type(route: MethodRoute, result: object) -> TypeError:
-    expected = route.response_proto.DESCRIPTOR.full_name
-    return TypeError(f"{route.path} answers {expected}, got {type(result).__qualname__}")

@@ -192,6 +192,29 @@ class KafkaConsumer:
             raise _consume_error(f"reading the end offsets of {self.topics}", exc) from exc
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
+    async def lag(self) -> Mapping[TP, int]:
+        """Records not yet committed by the group, per partition assigned to this member.
+
+        End offset (the highwater mark of the last fetch: no extra request;
+        asked from the broker until a fetch saw the partition) minus the
+        group's committed offset (its first offset when none is committed).
+        For a sampler every few seconds (``wirebus.lag``), not per record.
+        """
+        consumer = self._consumer
+        try:
+            lags: dict[TP, int] = {}
+            for tp in sorted(consumer.assignment()):
+                end = consumer.highwater(tp)
+                if end is None:
+                    end = (await consumer.end_offsets([tp]))[tp]
+                committed = await consumer.committed(tp)
+                if committed is None:
+                    committed = (await consumer.beginning_offsets([tp]))[tp]
+                lags[(tp.topic, tp.partition)] = max(0, end - committed)
+        except KafkaError as exc:
+            raise _consume_error(f"reading the lag of {self.group!r}", exc) from exc
+        return lags
+
     async def _partitions_of(self, topic: str, within: float = 10.0) -> set[int]:
         """The partitions of an existing topic, once the subscription's metadata has it."""
         deadline = time.monotonic() + within

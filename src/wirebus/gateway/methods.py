@@ -1,0 +1,348 @@
+"""The gateway's method handlers: bytes in, mediator, bytes out; deadline, metrics, access line.
+
+One grpc.aio method handler per route, built at start-up (``method_handler``):
+
+- **Limits**: :class:`~wirebus.gateway.limits.CallLimiter` admits the call
+  before the request is decoded, or refuses it at once.
+- **Deadline**: when the caller set one, the handler runs under
+  ``asyncio.timeout(time_remaining)``; when it passes, the handler is
+  cancelled (its unit of work rolls back: nothing it wrote is committed, no
+  outbox row) and the caller gets DEADLINE_EXCEEDED. A call with no deadline
+  (grpc reports a huge remaining time) runs unbounded. Whatever the handler
+  does through wirebus on the call path runs inside that bound: an
+  in-process ``mediator.send`` (same task, same ``current_call()``, so the
+  same ``CallInfo.deadline``), the unit of work's database statements and
+  commit, and, without a database, the publisher's send to Kafka. Not
+  bounded by it: what happens after the call (the relay publishing the
+  outbox, consumers of the events).
+- **Cancellation**: a client that cancels makes grpc.aio cancel the handler's
+  task; ``CancelledError`` unwinds through the unit of work, which rolls back.
+- **Observation**: ``grpc_server_*`` metrics (when the gateway has
+  :class:`~wirebus.metrics.RpcMetrics`: labelled children made here, the hot
+  path calls ``inc``/``observe``) and one ``wirebus.access`` line per call
+  (``access_log.py``; one ``isEnabledFor`` check when disabled).
+
+Example::
+
+    handler = method_handler(route, mediator, "shop", CallLimiter(), rpc=None)
+    server.add_registered_method_handlers(route.service, {route.method: handler})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
+
+from .. import access_log
+from ..context import CallInfo, bind_call
+from ..errors import ConversionError, WirebusError
+from ..messages import converter_of, proto_class_of
+from .binding import DEFAULT_LIMITS, MethodRoute
+from .errors import DETAILS_KEY, malformed_request, status_for
+from .limits import CallLimiter
+from .request_limits import RequestLimits
+
+if TYPE_CHECKING:
+    from ..mediator import Mediator
+    from ..metrics import MethodMetrics, RpcMetrics
+
+__all__ = ["method_handler"]
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+_Unary = Callable[[bytes, _Context], Awaitable[bytes]]
+_Stream = Callable[[bytes, _Context], AsyncIterator[bytes]]
+
+# grpc answers time_remaining() with a huge number when the caller set no
+# deadline (as CallInfo.from_grpc does, anything beyond a year is none).
+_NO_DEADLINE = 365 * 24 * 3600.0
+_OK = grpc.StatusCode.OK
+_CANCELLED = grpc.StatusCode.CANCELLED
+_UNKNOWN = grpc.StatusCode.UNKNOWN
+_DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
+_GRPC_TYPES = {"unary_unary": "unary", "unary_stream": "server_stream"}
+
+
+class _DeadlinePassed(WirebusError):
+    """The caller's deadline passed while the handler ran: it was cancelled."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def _abort(context: _Context, status: tuple[grpc.StatusCode, str, bytes]) -> NoReturn:
+    code, message, details = status
+    await context.abort(code, message, trailing_metadata=((DETAILS_KEY, details),))
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def _remaining(context: _Context) -> float | None:
+    """Seconds left of the caller's deadline; ``None`` without one (grpc's "infinite")."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > _NO_DEADLINE else remaining
+
+
+async def _bounded(run: Callable[[Any], Awaitable[Any]], message: Any, seconds: float) -> Any:
+    """``await run(message)``, cancelled after ``seconds`` (then ``_DeadlinePassed``)."""
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            return await run(message)
+    except TimeoutError:
+        if scope.expired():
+            raise _DeadlinePassed("deadline exceeded: the handler was cancelled") from None
+        raise  # the handler's own TimeoutError
+
+
+def method_handler(
+    route: MethodRoute,
+    mediator: Mediator,
+    domain: str,
+    limiter: CallLimiter,
+    limits: RequestLimits = DEFAULT_LIMITS,
+    *,
+    rpc: RpcMetrics | None = None,
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The grpc.aio handler of ``route`` (see the module docstring)."""
+    grpc_type = _GRPC_TYPES.get(route.arity, route.arity)
+    observed = rpc.method(grpc_type, route.service, route.method) if rpc is not None else None
+    if route.arity == "unary_stream" and route.spec is not None:
+        stream = _unary_stream(route, mediator, domain, limiter, limits)
+        return grpc.unary_stream_rpc_method_handler(_observe_stream(route.path, stream, observed))
+    unary = _unary_unary(route, mediator, domain, limiter, limits)
+    return grpc.unary_unary_rpc_method_handler(_observe_unary(route.path, unary, observed))
+
+
+def _unimplemented(path: str) -> _Unary:
+    async def unimplemented(request: bytes, context: _Context) -> bytes:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not implemented")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return unimplemented
+
+
+def _rejecting(
+    route: MethodRoute, domain: str
+) -> Callable[[Exception, _Context], Awaitable[NoReturn]]:
+    """Abort a call whose request did not decode: INVALID_ARGUMENT with the reason."""
+    full_name = route.request_proto.DESCRIPTOR.full_name
+    fail = functools.partial(status_for, domain=domain, method=route.path)
+
+    async def reject(exc: Exception, context: _Context) -> NoReturn:
+        if isinstance(exc, DecodeError):
+            await _abort(context, malformed_request(full_name, domain=domain))
+        await _abort(context, fail(exc))
+
+    return reject
+
+
+def _unary_unary(
+    route: MethodRoute,
+    mediator: Mediator,
+    domain: str,
+    limiter: CallLimiter,
+    limits: RequestLimits,
+) -> _Unary:
+    path = route.path
+    if route.spec is None:
+        return _unimplemented(path)
+    decode, reject = route.decoder(limits), _rejecting(route, domain)
+    encode = _encoder(route)
+    fail = functools.partial(status_for, domain=domain, method=path)
+    admit, release, refusal = limiter.admit, limiter.release, limiter.refusal
+    run: Callable[[Any], Awaitable[Any]] = mediator.runner(route.spec.message_type)
+
+    async def unary_unary(request: bytes, context: _Context) -> bytes:
+        if not admit():
+            await _abort(context, refusal())
+        try:
+            bind_call(functools.partial(CallInfo.from_grpc, path, context))
+            try:
+                message = decode(request)
+            except (DecodeError, ConversionError) as exc:
+                await reject(exc, context)
+            try:
+                remaining = _remaining(context)
+                if remaining is None:
+                    return encode(await run(message))
+                return encode(await _bounded(run, message, remaining))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await _abort(context, fail(exc))
+        finally:
+            release()
+
+    return unary_unary
+
+
+def _unary_stream(
+    route: MethodRoute,
+    mediator: Mediator,
+    domain: str,
+    limiter: CallLimiter,
+    limits: RequestLimits,
+) -> _Stream:
+    assert route.spec is not None
+    path = route.path
+    decode, reject = route.decoder(limits), _rejecting(route, domain)
+    encode = _encoder(route)
+    fail = functools.partial(status_for, domain=domain, method=path)
+    admit, release, refusal = limiter.admit, limiter.release, limiter.refusal
+    open_stream = mediator.stream_runner(route.spec.message_type)
+
+    async def unary_stream(request: bytes, context: _Context) -> AsyncIterator[bytes]:
+        if not admit():
+            await _abort(context, refusal())
+        try:
+            bind_call(functools.partial(CallInfo.from_grpc, path, context))
+            try:
+                message = decode(request)
+            except (DecodeError, ConversionError) as exc:
+                await reject(exc, context)
+            scope = asyncio.timeout(_remaining(context))  # None: no deadline
+            try:
+                async with scope:
+                    items: AsyncIterator[Any] = await open_stream(message)
+                    async for item in items:
+                        yield encode(item)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                if isinstance(exc, TimeoutError) and scope.expired():
+                    exc = _DeadlinePassed("deadline exceeded: the stream was cancelled")
+                await _abort(context, fail(exc))
+        finally:
+            release()
+
+    return unary_stream
+
+
+def _cancelled_code(context: _Context) -> grpc.StatusCode:
+    """CANCELLED, or DEADLINE_EXCEEDED when grpc cancelled the call because its deadline passed."""
+    remaining = context.time_remaining()
+    return _CANCELLED if remaining is None or remaining > 0.001 else _DEADLINE_EXCEEDED
+
+
+def _code_of(context: _Context) -> grpc.StatusCode:
+    """The code a call that raised ended with (its abort's), ``UNKNOWN`` if none was set."""
+    code = context.code()
+    return code if isinstance(code, grpc.StatusCode) else _UNKNOWN
+
+
+def _observe_unary(path: str, unary: _Unary, metrics: MethodMetrics | None) -> _Unary:
+    """``unary`` counted in ``metrics`` (if any) and written to the access log."""
+    clock, logger, info = time.perf_counter, access_log.access, logging.INFO
+    log_call = access_log.log_call
+
+    async def observed(request: bytes, context: _Context) -> bytes:
+        began = clock()
+        if metrics is not None:
+            metrics.started.inc()
+            metrics.received.inc()
+        code = _OK
+        try:
+            response = await unary(request, context)
+            if metrics is not None:
+                metrics.sent.inc()
+            return response
+        except asyncio.CancelledError:
+            code = _cancelled_code(context)
+            raise
+        except BaseException:
+            code = _code_of(context)
+            raise
+        finally:
+            seconds = clock() - began
+            if metrics is not None:
+                metrics.finished(code, seconds)
+            if logger.isEnabledFor(info):
+                log_call(path, code, seconds, context)
+
+    return observed
+
+
+def _observe_stream(path: str, stream: _Stream, metrics: MethodMetrics | None) -> _Stream:
+    """``stream`` counted in ``metrics`` (if any; each item sent too) and in the access log."""
+    clock, logger, info = time.perf_counter, access_log.access, logging.INFO
+    log_call = access_log.log_call
+    sent = metrics.sent.inc if metrics is not None else None
+
+    async def observed(request: bytes, context: _Context) -> AsyncIterator[bytes]:
+        began = clock()
+        if metrics is not None:
+            metrics.started.inc()
+            metrics.received.inc()
+        code = _OK
+        try:
+            async for item in stream(request, context):
+                yield item
+                if sent is not None:
+                    sent()
+        except (asyncio.CancelledError, GeneratorExit):
+            code = _cancelled_code(context)
+            raise
+        except BaseException:
+            code = _code_of(context)
+            raise
+        finally:
+            seconds = clock() - began
+            if metrics is not None:
+                metrics.finished(code, seconds)
+            if logger.isEnabledFor(info):
+                log_call(path, code, seconds, context)
+
+    return observed
+
+
+def _encoder(route: MethodRoute) -> Callable[[Any], bytes]:
+    """``result -> bytes``: specialised for the handler's declared return type."""
+    response = route.response_proto
+    spec = route.spec
+    declared: Any = spec.params.returns if spec else None
+    if spec is not None and spec.kind == "stream":
+        args = getattr(declared, "__args__", ())
+        declared = args[0] if args else None
+    fast: Callable[[Any], bytes] | None = None
+    if declared is response:
+        fast = response.SerializeToString
+    elif isinstance(declared, type) and proto_class_of(declared) is response:
+        conv = converter_of(declared)
+        to_proto: Callable[[Any], ProtoMessage] = conv.to_proto if conv else declared.proto  # type: ignore[attr-defined]
+
+        def fast(result: Any) -> bytes:
+            return to_proto(result).SerializeToString()
+
+    def generic(result: Any) -> bytes:
+        if result is None:
+            return b""  # the default instance of any message
+        if isinstance(result, ProtoMessage):
+            if type(result) is not response:
+                raise _wrong_type(route, result)
+            return result.SerializeToString()
+        if proto_class_of(type(result)) is response:
+            return result.proto().SerializeToString()  # type: ignore[no-any-return]
+        raise _wrong_type(route, result)
+
+    if fast is None:
+        return generic
+    declared_type = declared
+
+    def encode(result: Any) -> bytes:
+        if type(result) is declared_type:
+            return fast(result)
+        return generic(result)
+
+    return encode
+
+
+def _wrong_type(route: MethodRoute, result: object) -> TypeError:
+    expected = route.response_proto.DESCRIPTOR.full_name
+    return TypeError(f"{route.path} answers {expected}, got {type(result).__qualname__}")
