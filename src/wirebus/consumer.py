@@ -34,7 +34,12 @@ redelivers them: at-least-once, as between a handler and its inbox row).
 
 Only infrastructure failures (the DLQ or the inbox unreachable) raise
 :class:`ProcessingInterrupted`; the runner then keeps the offset uncommitted,
-seeks back and retries after a pause, so nothing is lost.
+seeks back and retries after a pause, so nothing is lost. A handler (or a
+batch commit) failing because the *database* is unreachable (see
+:func:`wirebus.db_errors.database_unreachable`) is one of them,
+:class:`DatabaseUnavailable`: the record is not dead-lettered and keeps all
+its attempts for when the database answers again. A handler's own error
+(an ``IntegrityError``, a bug) takes its retries, then the DLQ.
 
 ``wirebus.consumer_runner.ConsumerRunner`` drives a processor over a
 :class:`ConsumerPort` (Kafka or in-memory).
@@ -50,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .broker import ConsumerPort, EventPublisher, OutgoingRecord, Record, TopicPartition
 from .cloudevents import CloudEventsReader, MalformedEvent
 from .codec import EventRegistry, EventType
+from .db_errors import database_unreachable
 from .dlq import MIN_DEAD_LETTER_BYTES, TRUNCATED, fit_dead_letter
 from .errors import ConfigurationError, UnknownEventType, WirebusError
 from .inbox import MAX_EVENT_ID_LENGTH, InboxClaim, InboxStore, unstorable
@@ -64,6 +70,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConsumerPort",
     "DLQ_SUFFIX",
+    "DatabaseUnavailable",
     "EmptyValue",
     "EventProcessor",
     "Outcome",
@@ -87,6 +94,24 @@ class ProcessingInterrupted(WirebusError):
     """The record could not reach an outcome (DLQ or inbox unavailable); retry it."""
 
     retriable = True
+
+
+class DatabaseUnavailable(ProcessingInterrupted):
+    """The handlers' (or the inbox's) database is unreachable: hold the offset, retry later.
+
+    Example::
+
+        try:
+            await processor.process(record)
+        except DatabaseUnavailable:
+            ...  # the record has no outcome yet: run it again when the database answers
+    """
+
+
+def _interruption(error: BaseException) -> ProcessingInterrupted:
+    """The :class:`ProcessingInterrupted` (or :class:`DatabaseUnavailable`) of ``error``."""
+    kind = DatabaseUnavailable if database_unreachable(error) else ProcessingInterrupted
+    return kind(f"{type(error).__name__}: {error}")
 
 
 class UndecodableEvent(WirebusError):
@@ -354,8 +379,8 @@ class EventProcessor:
             try:
                 await batch.commit()
             except Exception as exc:
-                if _database_gone(exc):
-                    raise ProcessingInterrupted(f"{type(exc).__name__}: {exc}") from exc
+                if database_unreachable(exc):
+                    raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
                 log.warning(
                     "a batch of %d record(s) of %s[%d] failed to commit (%s: %s);"
                     " running them one transaction each",
@@ -414,6 +439,8 @@ class EventProcessor:
                 try:
                     local.extend(await run(event, claim))
                 except Exception as exc:
+                    if database_unreachable(exc):
+                        raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
                     log.info(
                         "handler %s failed on %s %s in a batch (%s: %s);"
                         " running the batch one transaction per record",
@@ -583,9 +610,16 @@ class EventProcessor:
     async def _retry(
         self, run: EventRunner, event: Any, retry: Retry, claim: InboxClaim | None, error: Exception
     ) -> tuple[Exception, int] | None:
-        """After a failed first attempt: retry while ``retry`` allows; the last failure, or None."""
+        """After a failed first attempt: retry while ``retry`` allows; the last failure, or None.
+
+        Raises :class:`DatabaseUnavailable` when an attempt failed because the
+        database is unreachable: that attempt does not count, nor do the
+        ones before it (the record runs again, from its first attempt).
+        """
         attempt = 1
         while attempt < retry.attempts and retry.worth_retrying(error):
+            if database_unreachable(error):
+                raise DatabaseUnavailable(f"{type(error).__name__}: {error}") from error
             await self._sleep(retry.delay(attempt))
             attempt += 1
             try:
@@ -595,6 +629,8 @@ class EventProcessor:
                 return None
             except Exception as exc:
                 error = exc
+        if database_unreachable(error):
+            raise DatabaseUnavailable(f"{type(error).__name__}: {error}") from error
         return error, attempt
 
     async def _dead_letter(self, record: Record, error: Exception, attempts: int) -> Outcome:
@@ -631,7 +667,7 @@ class EventProcessor:
         try:
             return await step
         except Exception as exc:
-            raise ProcessingInterrupted(f"{type(exc).__name__}: {exc}") from exc
+            raise _interruption(exc) from exc
 
 
 def _empty_value(record: Record, event_type: str) -> EmptyValue:
@@ -640,12 +676,3 @@ def _empty_value(record: Record, event_type: str) -> EmptyValue:
         f"the value is {what}: no handler of {event_type} here takes tombstones"
         " (register one with tombstones=True to handle such records)"
     )
-
-
-def _database_gone(error: BaseException) -> bool:
-    """Whether a commit failed because the database is unreachable (not because of the data)."""
-    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, (InterfaceError, OperationalError, OSError))

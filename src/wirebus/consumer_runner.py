@@ -3,9 +3,14 @@
 Records of one partition are processed in order, partitions concurrently;
 offsets are committed only after their records reached an outcome (and the
 handlers' work committed); a processing interruption keeps the offset,
-seeks back and retries after a pause; a stop finishes the batch in hand,
-commits and returns. Rebalances wait for the batch in hand (the port holds
-the runner's lock while giving up partitions).
+seeks back and retries after a pause (a :class:`~wirebus.retry.Backoff`,
+growing while the interruptions last, each wait at most ``failure_pause``);
+a stop finishes the batch in hand, commits and returns, and ends such a
+wait at once. An unreachable database
+(:class:`~wirebus.consumer.DatabaseUnavailable`) is logged once when the
+outage starts and once when it ends, not per record or per attempt.
+Rebalances wait for the batch in hand (the port holds the runner's lock
+while giving up partitions).
 
 Example::
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -26,8 +32,9 @@ from typing import Any, Self
 import anyio
 
 from .broker import ConsumerPort, Record, TopicPartition
-from .consumer import EventProcessor, Outcome, ProcessingInterrupted
-from .errors import LifecycleError
+from .consumer import DatabaseUnavailable, EventProcessor, Outcome, ProcessingInterrupted
+from .errors import ConfigurationError, LifecycleError
+from .retry import Backoff
 
 __all__ = ["ConsumerRunner"]
 
@@ -44,6 +51,10 @@ class ConsumerRunner:
     at once instead of at the end of its ``poll_timeout``. ``metrics`` are
     also the processor's, unless it was given its own.
 
+    After an interruption the runner waits ``backoff.delay(n)`` (n
+    interruptions in a row) before it tries again; the default backoff
+    starts at a tenth of ``failure_pause`` and grows to ``failure_pause``.
+
     Example::
 
         runner = ConsumerRunner(port, processor, on_outcome=lambda r, o: seen.append(o))
@@ -56,13 +67,22 @@ class ConsumerRunner:
         *,
         poll_timeout: float = 0.5,
         failure_pause: float = 1.0,
+        backoff: Backoff | None = None,
         metrics: Any = None,
         on_outcome: Callable[[Record, Outcome], None] | None = None,
     ) -> None:
+        if failure_pause < 0:
+            raise ConfigurationError(f"failure_pause must not be negative, not {failure_pause}")
         self.port = port
         self.processor = processor
         self.poll_timeout = poll_timeout
         self.failure_pause = failure_pause
+        self.backoff = backoff or Backoff(
+            initial_delay=failure_pause / 10, max_delay=failure_pause, jitter="equal"
+        )
+        """The waits after interruptions in a row (reset by a batch that goes through)."""
+        self.database_outages = 0
+        """How many times the database was found unreachable (one per outage)."""
         self.outcomes: dict[str, int] = {}
         self.metrics = metrics
         if metrics is not None and processor.metrics is None:
@@ -73,6 +93,8 @@ class ConsumerRunner:
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._state = "new"
+        self._failures = 0  # interruptions in a row
+        self._outage_since: float | None = None  # monotonic start of a database outage
 
     async def start(self) -> None:
         """Join the group; call :meth:`run` next (or use ``async with``)."""
@@ -89,8 +111,13 @@ class ConsumerRunner:
         try:
             while not self._stopping.is_set():
                 batch = await self.port.fetch(self.poll_timeout)
-                if batch and not await self._process_batch(batch):
-                    await _wait(self._stopping, self.failure_pause)
+                if not batch:
+                    continue
+                if await self._process_batch(batch):
+                    self._went_through()
+                else:
+                    self._failures += 1
+                    await _wait(self._stopping, self.backoff.delay(self._failures))
         finally:
             await self.port.stop()
             self._state = "stopped"
@@ -137,6 +164,9 @@ class ConsumerRunner:
 
         try:
             await self.processor.process_batch(records, reached)
+        except DatabaseUnavailable as exc:
+            failed[tp] = last + 1 if last >= 0 else records[0].offset
+            self._database_unavailable(tp, failed[tp], exc)
         except ProcessingInterrupted as exc:
             offset = last + 1 if last >= 0 else records[0].offset
             log.error("%s[%d]@%d interrupted: %s", tp[0], tp[1], offset, exc)
@@ -144,6 +174,31 @@ class ConsumerRunner:
         finally:
             if last >= 0:
                 done[tp] = last + 1
+
+    def _database_unavailable(self, tp: TopicPartition, offset: int, exc: Exception) -> None:
+        """Note an unreachable database: one warning (and one count) per outage."""
+        if self._outage_since is not None:
+            log.debug("%s[%d]@%d waits for the database: %s", tp[0], tp[1], offset, exc)
+            return
+        self._outage_since = time.monotonic()
+        self.database_outages += 1
+        if self.metrics is not None:
+            self.metrics.database_outages.inc()
+        log.warning(
+            "the database is unreachable (%s): %s[%d] holds at offset %d and retries"
+            " until it answers (no record is dead-lettered for this)",
+            exc, tp[0], tp[1], offset,
+        )  # fmt: skip
+
+    def _went_through(self) -> None:
+        """A batch reached its outcomes: the interruptions (and an outage) are over."""
+        self._failures = 0
+        if self._outage_since is not None:
+            log.warning(
+                "the database answers again: consuming after %.1f s",
+                time.monotonic() - self._outage_since,
+            )
+            self._outage_since = None
 
     def _count_metric(self, outcome: Outcome) -> None:
         counter = self._counters.get(outcome)

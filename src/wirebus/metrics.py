@@ -10,7 +10,9 @@ own registry (no global state); ``wirebus serve|run|relay|consume
 - ``wirebus_consumer_records_total{outcome}`` (counter): handled, duplicate,
   ignored, skipped, dead_lettered;
 - ``wirebus_consumer_dead_letters_truncated_total{topic}`` (counter): dead
-  letters cut to fit the DLQ producer's ``max_request_size``.
+  letters cut to fit the DLQ producer's ``max_request_size``;
+- ``wirebus_consumer_database_outages_total`` (counter): times a consumer
+  found its database unreachable and held its offsets until it answered.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class Metrics:
             "wirebus_consumer_dead_letters_truncated",
             "Dead letters cut to fit the DLQ producer's max_request_size, by original topic",
             ["topic"],
+            registry=self.registry,
+        )
+        self.database_outages = Counter(
+            "wirebus_consumer_database_outages",
+            "Times a consumer found its database unreachable and held its offsets",
             registry=self.registry,
         )
         self._server: Any = None

@@ -183,6 +183,24 @@ async def fully_replicated(bootstrap: str, topics: list[str]) -> bool:
     return False
 
 
+async def fenced(bootstrap: str, topics: list[str], node: int) -> bool:
+    """No partition of ``topics`` has ``node`` as its leader or in its ISR."""
+    with contextlib.suppress(Exception):  # the metadata request may hit the dead node
+        parts = await partitions_of(bootstrap, topics)
+        return bool(parts) and all(p["leader"] != node and node not in p["isr"] for p in parts)
+    return False
+
+
+async def refuses_connections(dsn: str) -> bool:
+    """True once a new session to ``dsn`` cannot be opened (the server is down)."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=2)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        return True
+    await conn.close()
+    return False
+
+
 @dataclasses.dataclass
 class BrokerCrash:
     node: int
@@ -197,7 +215,13 @@ async def crash_broker(world: World, node: int, at_command: int) -> BrokerCrash:
     killed_at = time.monotonic()
     killed = await services_cmd("kill", "kafka-cluster", str(node))
     assert killed.returncode == 0, killed.stderr
-    await asyncio.sleep(3)  # down for a while: leaders move, the group coordinator may too
+    # down until the cluster fenced it: out of every ISR, its leaderships moved
+    await wait_until(
+        lambda: fenced(world.bootstrap, topics, node),
+        within=60,
+        interval=0.5,
+        message=f"the cluster never fenced node {node}",
+    )
     started = await services_cmd("start", "kafka-cluster")
     assert started.returncode == 0, f"node {node} did not come back: {started.stderr}"
     down = time.monotonic() - killed_at
@@ -412,7 +436,12 @@ async def test_two_broker_crashes_and_a_database_crash_lose_nothing_and_keep_ord
         outage["killed_at"] = time.monotonic()
         killed = await services_cmd("kill", "postgres")
         assert killed.returncode == 0, killed.stderr
-        await asyncio.sleep(2)
+        await wait_until(
+            lambda: refuses_connections(world.dsn),
+            within=30,
+            interval=0.2,
+            message="PostgreSQL still answered after its SIGKILL",
+        )
         started = await services_cmd("start", "postgres")
         assert started.returncode == 0, f"PostgreSQL did not come back: {started.stderr}"
         outage["back_at"] = time.monotonic()
