@@ -44,12 +44,12 @@ from typing import TYPE_CHECKING, Any
 from .context import current_call, current_call_binding, in_transport_call
 from .correlation import Correlation, CorrelationStage, _bound
 from .errors import ConfigurationError
-from .pipeline import ALL_KINDS, Behaviour, CallNext, Stage
+from .pipeline import ALL_KINDS, Behaviour, CallNext, Pipeline, Stage
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, SpanContext, Tracer, TracerProvider
 
-__all__ = ["Tracing", "aiokafka_instrumented"]
+__all__ = ["RecordObserver", "Tracing", "aiokafka_instrumented"]
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -119,6 +119,20 @@ class Tracing:
         if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
             return None
         return cls(tracer_provider=provider)
+
+    @staticmethod
+    def of_pipeline(pipeline: Pipeline) -> Tracing | None:
+        """The :class:`Tracing` whose stages ``pipeline`` has (a mediator's), if any.
+
+        Example::
+
+            tracing = Tracing.of_pipeline(mediator.pipeline)
+        """
+        for stage in pipeline.stages:
+            owner = getattr(stage.behaviour, "__self__", None)
+            if isinstance(owner, Tracing):
+                return owner
+        return None
 
     # ------------------------------------------------------------ pipeline
 
@@ -386,3 +400,59 @@ def _format(span_context: SpanContext) -> Headers:
     if state:
         return (("traceparent", parent), ("tracestate", state.to_header().encode()))
     return (("traceparent", parent),)
+
+
+class RecordObserver:
+    """The scope of one consumed record: its correlation bound and, with tracing, its span.
+
+    Built once per consumer; ``observer(record, event_type)`` is a context
+    manager around the record's handlers (and the delivery of what they
+    emit), so what they log and emit carries the record's correlation and
+    continues its trace.
+
+    Example::
+
+        observe = RecordObserver(Tracing.of_pipeline(mediator.pipeline))
+        with observe(record, "shop.orders.v1.OrderPlaced"):
+            await run_handlers(record)
+    """
+
+    __slots__ = ("tracing",)
+
+    def __init__(self, tracing: Tracing | None) -> None:
+        self.tracing = tracing
+
+    def __call__(self, record: Any, event_type: str) -> _RecordScope:
+        return _RecordScope(self.tracing, record, event_type)
+
+
+class _RecordScope:
+    __slots__ = ("event_type", "record", "span", "token", "tracing")
+
+    def __init__(self, tracing: Tracing | None, record: Any, event_type: str) -> None:
+        self.tracing = tracing
+        self.record = record
+        self.event_type = event_type
+        self.span: contextlib.AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> None:
+        record = self.record
+        self.token = _bound.set(Correlation.of_event(record.headers))
+        tracing = self.tracing
+        if tracing is not None:
+            span = tracing.consuming(
+                record.headers,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                event_type=self.event_type,
+            )
+            span.__enter__()
+            self.span = span
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            if self.span is not None:
+                self.span.__exit__(*exc_info)
+        finally:
+            _bound.reset(self.token)
