@@ -31,6 +31,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .correlation import current_correlation
+
 if TYPE_CHECKING:
     import grpc
     import grpc.aio
@@ -49,7 +51,11 @@ _STANDARD = frozenset(
 
 
 def correlation_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The caller's ``x-correlation-id`` metadata, or ``-``."""
+    """The call's correlation id: the one its events carry (``x-correlation-id`` metadata,
+    or the id the pipeline made for it), else the metadata's, else ``-``."""
+    bound = current_correlation()
+    if bound is not None:
+        return bound.correlation_id
     for key, value in context.invocation_metadata() or ():
         if key == CORRELATION_KEY:
             return value if isinstance(value, str) else value.decode(errors="replace")

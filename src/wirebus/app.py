@@ -45,6 +45,7 @@ from .sink import EventSink
 if TYPE_CHECKING:
     from .auth import Authentication
     from .db import Database
+    from .tracing import Tracing
     from .validation import Validation
 
 __all__ = ["App"]
@@ -75,6 +76,7 @@ class App:
         migrations: str | None = None,
         authentication: Authentication | None = None,
         validation: Validation | None = None,
+        tracing: Tracing | bool | None = None,
     ) -> None:
         if event_dispatch not in ("sequential", "concurrent"):
             raise ConfigurationError(
@@ -100,6 +102,8 @@ class App:
         """The authentication stage (outermost), if calls must prove who they are."""
         self.validation = validation
         """The validation stage (after authentication): the protos' ``buf.validate`` rules."""
+        self._tracing_choice = tracing
+        """``None``: trace if a tracer provider is configured (checked once); a bool; a Tracing."""
         self._registry: EventRegistry | None = None
         for router in routers:
             self.include_router(router)
@@ -203,15 +207,17 @@ class App:
             self.validation.prepare(
                 s.message_type for s in specs if s.kind in self.validation.kinds
             )
+        tracing = self.tracing()
         stages: list[Behaviour | Stage] = self._outer_stages()
         providers = list(self._providers)
         if database is not None:
             from .broker import EventEncoder
             from .outbox.uow import DatabaseProvider, UnitOfWorkStage
 
-            encoder = EventEncoder(registry, source=self.source)
+            encoder = EventEncoder(registry, source=self.source, tracing=tracing)
             stages.append(UnitOfWorkStage(database, encoder, sink, outbox=outbox))
             providers.append(DatabaseProvider(database))
+        stages = _observed(stages, tracing, publisher is not None or database is not None)
         holder: list[Mediator] = []
         container = build_container(providers, specs, lambda: holder[0])
         mediator = Mediator(
@@ -226,6 +232,23 @@ class App:
         )
         holder.append(mediator)
         return mediator
+
+    def tracing(self) -> Tracing | None:
+        """The app's :class:`~wirebus.tracing.Tracing`, decided once (``None``: off).
+
+        ``App(tracing=None)`` (the default) traces when a global tracer
+        provider is configured by the time the first mediator is built.
+        """
+        choice = self._tracing_choice
+        if choice is None or choice is True:
+            from .tracing import Tracing
+
+            configured = Tracing.configured()
+            if configured is None and choice is True:
+                configured = Tracing()
+            self._tracing_choice = configured if configured is not None else False
+            return configured
+        return None if choice is False else choice
 
     def _outer_stages(self) -> list[Behaviour | Stage]:
         """Authentication and validation (if any), then the app's behaviours, outermost first."""
@@ -246,6 +269,10 @@ class App:
         stages = [Stage.of(b).name for b in self._outer_stages()]
         if database:
             stages.append("unit of work")
+        if self.tracing() is not None:
+            stages.insert(0, "tracing")
+        elif database:
+            stages.insert(0, "correlation")
         lines = [f"app {self.name}", "pipeline (outermost first):"]
         lines.append("  " + " -> ".join([*stages, "handler"]))
         lines.append("methods:")
@@ -276,6 +303,28 @@ class App:
         for spec in requests:
             lines.append(f"  {spec.message_type.__qualname__} [{spec.kind}] -> {spec.name}")
         return "\n".join(lines)
+
+
+def _observed(
+    stages: list[Behaviour | Stage], tracing: Tracing | None, events_leave: bool
+) -> list[Behaviour | Stage]:
+    """``stages`` with tracing outermost (and a span around each), or correlation.
+
+    Without tracing, the correlation stage is added only when events leave
+    the process (a database or a publisher): a bare mediator keeps its
+    direct calls.
+    """
+    if tracing is None:
+        if not events_leave:
+            return stages
+        from .correlation import CorrelationStage
+
+        return [CorrelationStage(), *stages]
+    plain = [Stage.of(s) for s in stages]
+    if not plain:
+        return [*tracing.stages(), tracing.handler_stage()]
+    traced = [tracing.traced(s, innermost=i == len(plain) - 1) for i, s in enumerate(plain)]
+    return [*tracing.stages(), *traced]
 
 
 def _declared_events(annotation: Any) -> list[type]:

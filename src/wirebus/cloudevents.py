@@ -12,6 +12,8 @@ binary mode)::
     content-type    application/protobuf
     ce_dataschema   type.googleapis.com/<full name>
     ce_subject      optional
+    ce_correlationid / ce_causationid   extensions: the call the work started from, and
+                    the message that caused this event (``wirebus.correlation``)
     traceparent / tracestate   optional, W3C trace context
 
 One :class:`CloudEventsCodec` per producing service owns everything that is
@@ -74,6 +76,10 @@ class Attributes:
     subject: str | None = None
     traceparent: str | None = None
     tracestate: str | None = None
+    correlationid: str | None = None
+    """Extension: the id of the call (or first event) this event's chain of work started from."""
+    causationid: str | None = None
+    """Extension: the id of the message (call or event) that caused this event."""
 
     @classmethod
     def new(
@@ -107,6 +113,8 @@ class Attributes:
         for name, value in (
             ("ce_dataschema", self.dataschema),
             ("ce_subject", self.subject),
+            ("ce_correlationid", self.correlationid),
+            ("ce_causationid", self.causationid),
             ("traceparent", self.traceparent),
             ("tracestate", self.tracestate),
         ):
@@ -127,10 +135,10 @@ class Attributes:
 _REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")
 _TEXT = frozenset(
     ("ce_id", "ce_source", "ce_type", "ce_time", "ce_dataschema", "ce_subject", "traceparent",
-     "tracestate")
+     "tracestate", "ce_correlationid", "ce_causationid")
 )  # fmt: skip
 _CONTENT_TYPES = (_B_CONTENT_TYPE, b"application/x-protobuf")
-_OPTIONAL_TEXT = ("ce_subject", "traceparent", "tracestate")
+_OPTIONAL_TEXT = ("ce_subject", "traceparent", "tracestate", "ce_correlationid", "ce_causationid")
 
 
 class CloudEventsWriter:
@@ -160,6 +168,7 @@ class CloudEventsWriter:
         event_id: str | None = None,
         time: bytes | None = None,
         subject: str | None = None,
+        extra: Headers = (),
     ) -> Headers:
         """Headers of one event of ``kind``: a new ``ce_id`` (or ``event_id``), ``time`` or now."""
         fixed = self._fixed.get(kind.full_name)
@@ -171,6 +180,7 @@ class CloudEventsWriter:
             ("ce_id", (event_id or self.ids.next()).encode()),
             ("ce_time", time or now_rfc3339()),
             *after,
+            *extra,
         )
         if subject is not None:
             headers = (*headers, ("ce_subject", subject.encode()))
@@ -314,6 +324,8 @@ class CloudEventsReader:
             subject=text.get("ce_subject"),
             traceparent=text.get("traceparent"),
             tracestate=text.get("tracestate"),
+            correlationid=text.get("ce_correlationid"),
+            causationid=text.get("ce_causationid"),
         )
 
     def _read_fast(self, headers: tuple[Any, ...] | list[Any]) -> Attributes | None:
@@ -347,6 +359,9 @@ class CloudEventsReader:
             _set_subject(attributes, None if subject is None else subject.decode())
             _set_traceparent(attributes, None if parent is None else parent.decode())
             _set_tracestate(attributes, None if state is None else state.decode())
+            correlation, causation = get("ce_correlationid"), get("ce_causationid")
+            _set_correlationid(attributes, None if correlation is None else correlation.decode())
+            _set_causationid(attributes, None if causation is None else causation.decode())
         except (UnicodeDecodeError, MalformedEvent):
             return None
         return attributes
@@ -406,6 +421,8 @@ _set_dataschema = _slot_setter("dataschema")
 _set_subject = _slot_setter("subject")
 _set_traceparent = _slot_setter("traceparent")
 _set_tracestate = _slot_setter("tracestate")
+_set_correlationid = _slot_setter("correlationid")
+_set_causationid = _slot_setter("causationid")
 
 
 def now_rfc3339() -> bytes:

@@ -61,6 +61,7 @@ from .errors import ConfigurationError, UnknownEventType, WirebusError
 from .inbox import MAX_EVENT_ID_LENGTH, InboxClaim, InboxStore, unstorable
 from .outbox.rows import MAX_RECORD_BYTES
 from .retry import Retry
+from .tracing import RecordObserver, Tracing
 
 if TYPE_CHECKING:
     from .db import Database
@@ -210,6 +211,7 @@ class EventProcessor:
         max_dead_letter_bytes: int = MAX_DEAD_LETTER_BYTES,
         metrics: Any = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        tracing: Tracing | None = None,
     ) -> None:
         problem = unstorable("the consumer group", group)
         if problem is not None:
@@ -242,6 +244,10 @@ class EventProcessor:
         self._tombstone_plans: dict[str, list[tuple[EventType, Handlers]]] = {}
         self._singles: dict[str, _Single | None] = {}
         self._reader = CloudEventsReader()
+        self.observe = RecordObserver(
+            tracing if tracing is not None else Tracing.of_pipeline(mediator.pipeline)
+        )
+        """Binds each record's correlation (and, with tracing, its CONSUMER span)."""
 
     @property
     def planned_types(self) -> frozenset[str]:
@@ -304,6 +310,7 @@ class EventProcessor:
         """
         handled: list[str] = []
         singles, claims, dispatch = self._singles, self.claim_inbox, self.mediator.dispatch
+        observe = self.observe
         outcome: Outcome
         try:
             for record, route in zip(records, routes, strict=True):
@@ -314,7 +321,8 @@ class EventProcessor:
                 ident, name = route
                 single = singles[name] if name in singles else self._single(name)
                 if single is None or not record.value:  # a tombstone takes the general path
-                    outcome = await self._handle(record, ident, name, seen, handled)
+                    with observe(record, name):
+                        outcome = await self._handle(record, ident, name, seen, handled)
                     on_outcome(record, outcome)
                     continue
                 try:
@@ -327,15 +335,16 @@ class EventProcessor:
                     on_outcome(record, "duplicate")
                     continue
                 claim = InboxClaim(self.group, ident) if claims else None
-                try:
-                    emitted = await single.run(event, claim)
-                    if emitted:
-                        await dispatch(emitted)
-                    outcome = "handled"
-                except Exception as exc:
-                    outcome = await self._single_failed(
-                        record, ident, name, event, single, claim, exc
-                    )
+                with observe(record, name):  # the record's correlation and trace
+                    try:
+                        emitted = await single.run(event, claim)
+                        if emitted:
+                            await dispatch(emitted)
+                        outcome = "handled"
+                    except Exception as exc:
+                        outcome = await self._single_failed(
+                            record, ident, name, event, single, claim, exc
+                        )
                 if outcome == "handled":
                     seen.add(ident)  # a copy later in this batch is a duplicate
                     if claim is None or not claim.written:
@@ -434,6 +443,24 @@ class EventProcessor:
         if isinstance(decoded, (str, Exception)):
             return decoded
         claim = InboxClaim(self.group, ident, batch=batch)
+        with self.observe(record, name):  # the record's correlation and trace
+            staged = await self._stage_handlers(record, name, ident, decoded, claim, local)
+        if staged is None:
+            return None
+        seen.add(ident)
+        batch.mark(ident)
+        return "handled"
+
+    async def _stage_handlers(
+        self,
+        record: Record,
+        name: str,
+        ident: str,
+        decoded: list[tuple[Any, Handlers]],
+        claim: InboxClaim,
+        local: list[Any],
+    ) -> Outcome | None:
+        """Run the handlers of a decoded record in a batch: None if one failed."""
         for event, handlers in decoded:
             for handler, _retry, run in handlers:
                 try:
@@ -447,8 +474,6 @@ class EventProcessor:
                         handler, name, ident, type(exc).__name__, exc,
                     )  # fmt: skip
                     return None
-        seen.add(ident)
-        batch.mark(ident)
         return "handled"
 
     def _plan(self, event_type: str) -> list[tuple[EventType, Handlers]]:

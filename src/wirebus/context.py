@@ -39,6 +39,7 @@ __all__ = [
     "bind_call",
     "current_call",
     "current_context",
+    "in_transport_call",
     "unbind_call",
 ]
 
@@ -128,8 +129,9 @@ class CallInfo:
 _LOCAL = CallInfo(method="", peer="local", metadata={}, deadline=None)
 
 # A transport binds a *factory* per call; CallInfo is built only if asked for.
+_LOCAL_FACTORY: Callable[[], CallInfo] = CallInfo.local
 _call_factory: contextvars.ContextVar[Callable[[], CallInfo]] = contextvars.ContextVar(
-    "wirebus_call_factory", default=CallInfo.local
+    "wirebus_call_factory", default=_LOCAL_FACTORY
 )
 _context: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
     "wirebus_context", default=None
@@ -155,6 +157,16 @@ def unbind_call(token: CallToken) -> None:
 def current_call() -> CallInfo:
     """The call info of the request being handled (``CallInfo.local()`` in-process)."""
     return _call_factory.get()()
+
+
+def in_transport_call() -> bool:
+    """Whether a transport (the gateway) bound the call being handled (no CallInfo is built)."""
+    return _call_factory.get() is not _LOCAL_FACTORY
+
+
+def current_call_binding() -> object:
+    """The transport's binding of the call being handled (an identity: one per call)."""
+    return _call_factory.get()
 
 
 def current_context() -> Context | None:

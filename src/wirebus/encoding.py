@@ -2,7 +2,10 @@
 
 A record is the event's protobuf bytes (nothing around them), its topic and
 key from the registry, and the CloudEvents headers written by the encoder's
-:class:`~wirebus.cloudevents.CloudEventsCodec`.
+:class:`~wirebus.cloudevents.CloudEventsCodec`, followed by the context of
+the work that emitted it: ``ce_correlationid``/``ce_causationid``
+(``wirebus.correlation``) and, with tracing, the current span's
+``traceparent``/``tracestate`` -- read once per batch of records.
 
 Example::
 
@@ -14,13 +17,19 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .broker import OutgoingRecord
 from .cloudevents import Attributes, CloudEventsCodec, now_rfc3339
 from .codec import EventRegistry, EventType
+from .correlation import correlation_headers
 from .errors import ConfigurationError, UnknownEventType
 from .event_ids import new_event_id
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
+
+Headers = tuple[tuple[str, bytes], ...]
 
 __all__ = ["EventEncoder", "new_event_id", "now_rfc3339"]
 
@@ -29,7 +38,9 @@ class EventEncoder:
     """Turns events into records: protobuf bytes plus CloudEvents headers.
 
     ``codec`` defaults to a new :class:`CloudEventsCodec` for ``source``; it
-    keeps the fixed headers per type and the pool of event ids.
+    keeps the fixed headers per type and the pool of event ids. With
+    ``tracing``, records carry the trace context current when they are
+    encoded.
 
     Example::
 
@@ -38,7 +49,12 @@ class EventEncoder:
     """
 
     def __init__(
-        self, registry: EventRegistry, *, source: str, codec: CloudEventsCodec | None = None
+        self,
+        registry: EventRegistry,
+        *,
+        source: str,
+        codec: CloudEventsCodec | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         if codec is not None and codec.source != source:
             raise ConfigurationError(f"source={source!r} but the codec writes {codec.source!r}")
@@ -47,6 +63,18 @@ class EventEncoder:
         self.source = self.codec.source
         self._kinds: dict[type, EventType] = {}
         self._headers = self.codec.writer.headers
+        self.tracing = tracing
+        self._trace_headers = tracing.headers if tracing is not None else None
+
+    def context_headers(self) -> Headers:
+        """The headers of the current work: correlation, causation and (with tracing) trace.
+
+        Read once and passed to :meth:`record` as ``context=`` for a batch.
+        """
+        trace = self._trace_headers
+        if trace is None:
+            return correlation_headers()
+        return (*correlation_headers(), *trace())
 
     def _kind(self, event_type: type) -> EventType:
         kind = self.registry.by_type(event_type)
@@ -66,13 +94,21 @@ class EventEncoder:
         subject: str | None = None,
         event_id: str | None = None,
         time: bytes | None = None,
+        context: Headers | None = None,
     ) -> OutgoingRecord:
-        """Encode ``event``: a fresh ``ce_id`` (or ``event_id``) unless ``attributes`` are given."""
+        """Encode ``event``: a fresh ``ce_id`` (or ``event_id``) unless ``attributes`` are given.
+
+        ``context`` is :meth:`context_headers` (read now when not given).
+        """
         kind = self._kinds.get(type(event)) or self._kind(type(event))
         if attributes is not None:
             headers = tuple(attributes.headers())
         else:
-            headers = self._headers(kind, event_id=event_id, time=time, subject=subject)
+            if context is None:
+                context = self.context_headers()
+            headers = self._headers(
+                kind, event_id=event_id, time=time, subject=subject, extra=context
+            )
         return OutgoingRecord(kind.topic, kind.key_bytes(event), kind.encode(event), headers)
 
     def records(self, events: Iterable[Any]) -> list[OutgoingRecord]:
@@ -82,5 +118,6 @@ class EventEncoder:
     def iter_records(self, events: Iterable[Any]) -> Iterator[OutgoingRecord]:
         """Encode several events lazily, so a publisher can send while encoding."""
         time = now_rfc3339()
+        context = self.context_headers()
         for event in events:
-            yield self.record(event, time=time)
+            yield self.record(event, time=time, context=context)

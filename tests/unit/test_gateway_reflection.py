@@ -123,15 +123,19 @@ async def test_served_files_come_with_their_dependencies(serve, version):
             ],
         )
     orders, timestamp, request, health, reflection = (file_names(r) for r in replies)
-    assert orders == request == {
-        "shop/orders/v1/orders.proto",
-        "google/protobuf/timestamp.proto",
-        # the buf.validate annotations' file, and what it imports
-        "buf/validate/validate.proto",
-        "google/protobuf/descriptor.proto",
-        "google/protobuf/duration.proto",
-        "google/protobuf/field_mask.proto",
-    }
+    assert (
+        orders
+        == request
+        == {
+            "shop/orders/v1/orders.proto",
+            "google/protobuf/timestamp.proto",
+            # the buf.validate annotations' file, and what it imports
+            "buf/validate/validate.proto",
+            "google/protobuf/descriptor.proto",
+            "google/protobuf/duration.proto",
+            "google/protobuf/field_mask.proto",
+        }
+    )
     assert timestamp == {"google/protobuf/timestamp.proto"}
     assert health == {"grpc_health/v1/health.proto"}
     assert reflection == {REFLECTION_FILES[version]}

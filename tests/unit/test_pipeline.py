@@ -226,7 +226,7 @@ def test_the_pipeline_is_described_outermost_first() -> None:
 
     app = shop_like([], behaviours=[Stage("tracing", tracing)])
     assert "  tracing -> handler" in app.describe()
-    assert "  tracing -> unit of work -> handler" in app.describe(database=True)
+    assert "  correlation -> tracing -> unit of work -> handler" in app.describe(database=True)
 
 
 # ---------------------------------------------------------------- the unit of work stage

@@ -47,11 +47,14 @@ ID, EVENT_ID, TOPIC, KEY, VALUE, HEADERS, ATTEMPTS = range(len(CLAIMED))
 # Most headers repeat from row to row (ce_type, ce_source, content-type, ...):
 # their (name, value) pairs are kept once, keyed by their stored text, so
 # reading a row allocates only what is new in it (a HeaderReader's state: a
-# relay keeps one). Headers known to change with every event are not kept,
+# relay keeps one). Headers known to change with every event or call (ids,
+# time, trace context, correlation and causation ids) are not kept,
 # and the cache stops growing at its limit.
 _RS = "\x1e"
 _US = "\x1f"
-_UNIQUE = frozenset({"ce_id", "ce_time", "traceparent", "tracestate"})
+_UNIQUE = frozenset(
+    {"ce_id", "ce_time", "traceparent", "tracestate", "ce_correlationid", "ce_causationid"}
+)
 
 
 def shard_of(key: bytes | None, event_id: str) -> int:

@@ -174,7 +174,8 @@ class UnitOfWork:
         if not outbound:
             return []
         now, time = utcnow(), now_rfc3339()
-        return [row_from_record(self.encoder.record(e, time=time), now) for e in outbound]
+        record, context = self.encoder.record, self.encoder.context_headers()
+        return [row_from_record(record(e, time=time, context=context), now) for e in outbound]
 
     async def close(self) -> None:
         """Close the session; anything not committed is rolled back."""
@@ -250,8 +251,10 @@ class UnitOfWorkStage:
             outbound, ctx.events = self.sink.split(ctx.events)
             if outbound:
                 now, time = utcnow(), now_rfc3339()
-                record = self.encoder.record
-                batch.add_outbox_rows(row_from_record(record(e, time=time), now) for e in outbound)
+                record, context = self.encoder.record, self.encoder.context_headers()
+                batch.add_outbox_rows(
+                    row_from_record(record(e, time=time, context=context), now) for e in outbound
+                )
         return result
 
     async def _commit(self, uow: UnitOfWork, ctx: Context) -> None:
