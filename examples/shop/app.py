@@ -11,7 +11,8 @@ from typing import Any
 from dishka import Provider, Scope, provide
 from shop.orders.v1 import orders_pb2
 
-from wirebus import App, Validation, current_call
+from wirebus import App, Validation
+from wirebus.correlation import current_correlation
 
 from .orders.handlers import router as orders_router
 from .orders.messages import OrderCancelled, OrderPlaced
@@ -31,7 +32,8 @@ async def log_with_correlation_id(request: Any, call_next: Callable[[Any], Await
     """Log each request with the caller's ``x-correlation-id`` (or a new one)."""
     if not log.isEnabledFor(logging.INFO):  # nothing to log: no id, no clock
         return await call_next(request)
-    correlation_id = current_call().metadata.get("x-correlation-id") or uuid.uuid4().hex[:12]
+    bound = current_correlation()  # the call's: the id its events carry too
+    correlation_id = bound.correlation_id if bound is not None else uuid.uuid4().hex[:12]
     started = time.perf_counter()
     try:
         result = await call_next(request)
