@@ -32,6 +32,7 @@ from tests.crosslang.conftest import (
     run_tool,
     tool_env,
 )
+from tests.crosslang.tls import PKI, serve_with_tls
 
 if shutil.which("go") is None:
     pytest.skip(
@@ -54,6 +55,8 @@ TOOLS = {
 }
 # The one-line module that makes the generated code importable through the
 # `replace` in tests/crosslang/go/go.mod (gen/ is git-ignored and buf cleans it).
+# The Go test of the gateway over mutual TLS: run on a TLS server of its own, not in go_run.
+TLS_TEST = "^TestGatewayTLS$"
 GEN_GO_MOD = "module github.com/wirebus/wirebus/gen/go\n\ngo 1.24\n"
 
 
@@ -140,7 +143,7 @@ def go_run(
         **seeded_backlog("crosslang-go").env(),
     )
     done = run_tool(
-        ["go", "test", "./...", "-count=1", "-v", "-timeout=5m"],
+        ["go", "test", "./...", "-count=1", "-v", "-timeout=5m", f"-skip={TLS_TEST}"],
         cwd=GO_MODULE,
         env=env,
         timeout=900,
@@ -225,3 +228,23 @@ def test_grpcurl_lists_and_calls_by_reflection(shop: ShopServer, go_tools: dict[
     assert order["orderId"] == order_id
     assert order["customerId"] == "x"
     assert order["totalCents"] == "5"
+
+
+def test_go_client_calls_the_gateway_over_mutual_tls(generated: Path, tmp_path: Path) -> None:
+    """grpc-go with ``credentials.NewTLS``: with the client certificate it places an order and
+    reads it back; without one it is refused (UNAVAILABLE). See ``go/tls_test.go``."""
+    pki = PKI.make(tmp_path)
+    with serve_with_tls(pki, tmp_path) as server:
+        done = run_tool(
+            ["go", "test", "-run", TLS_TEST, "-count=1", "-v", "-timeout=2m", "."],
+            cwd=GO_MODULE,
+            env=go_environ(**pki.env(server)),
+            timeout=600,
+            shop=server,
+            merge_stderr=True,
+        )
+    for name in (
+        "TestGatewayTLS/with_a_client_certificate_an_order_is_placed_and_read_back",
+        "TestGatewayTLS/without_a_client_certificate_the_call_is_UNAVAILABLE",
+    ):
+        assert f"--- PASS: {name} " in done.stdout, f"{name} did not pass:\n{done.stdout}"
