@@ -30,6 +30,7 @@ from tests.crosslang.conftest import (
     run_tool,
     tool_env,
 )
+from tests.crosslang.tls import PKI, serve_with_tls
 
 if shutil.which("java") is None or shutil.which("mvn") is None:
     pytest.skip(
@@ -46,6 +47,7 @@ M2 = CACHE / "m2"
 MVN = ["mvn", "-B", "-q", f"-Dmaven.repo.local={M2}"]
 # the JUnit classes that must all run, none skipped
 JUNIT_CLASSES = ("GoldenFilesTest", "ShopInteropTest", "BacklogConsumerTest")
+TLS_CLASS = "GatewayTlsTest"  # grpc-java over mutual TLS, against `wirebus serve --tls-cert ...`
 
 
 def pom_property(name: str) -> str:
@@ -105,10 +107,9 @@ def junit_counts() -> dict[str, dict[str, int]]:
     return counts
 
 
-def test_java_reads_golden_files_calls_the_gateway_and_consumes_the_events(
-    shop: ShopServer, kafka_bootstrap: str, seeded_backlog: BacklogFactory
-) -> None:
-    # protoc (java builtin) and protoc-gen-grpc-java, the versions the pom depends on
+def generate_java() -> None:
+    """protoc (java builtin) and protoc-gen-grpc-java, the versions the pom depends on, then
+    ``buf generate`` into the pom's generated sources."""
     protobuf, grpc_java = pom_property("protobuf.version"), pom_property("grpc.version")
     protoc = fetch_exe(
         f"com.google.protobuf:protoc:{protobuf}:exe:linux-x86_64",
@@ -123,21 +124,30 @@ def test_java_reads_golden_files_calls_the_gateway_and_consumes_the_events(
     buf = ["buf", "generate", "--template", "buf.gen.java.yaml"]
     run_tool(buf, timeout=300, merge_stderr=True)
 
-    # offline once this pom's dependencies and plugins are all in the local repository
+
+def mvn_test(env: dict[str, str], *args: str, shop: ShopServer) -> str:
+    """``mvn test ARGS`` (offline once this pom's dependencies are all local); its output."""
     stamp = M2 / f".wirebus-crosslang-{pom_stamp()}"
     offline = ["-o"] if stamp.exists() else []
     shutil.rmtree(JAVA / "target" / "surefire-reports", ignore_errors=True)
+    command = [*MVN, *offline, "test", *args]
+    done = run_tool(command, cwd=JAVA, env=env, timeout=900, shop=shop, merge_stderr=True)
+    stamp.touch()
+    return done.stdout
+
+
+def test_java_reads_golden_files_calls_the_gateway_and_consumes_the_events(
+    shop: ShopServer, kafka_bootstrap: str, seeded_backlog: BacklogFactory
+) -> None:
+    generate_java()
     java_env = tool_env(
         WIREBUS_GATEWAY=shop.address,
         WIREBUS_KAFKA_BOOTSTRAP=kafka_bootstrap,
         WIREBUS_GOLDEN_DIR=str(GOLDEN),
         **seeded_backlog("crosslang-java").env(),
     )
-    done = run_tool(
-        [*MVN, *offline, "test"], cwd=JAVA, env=java_env, timeout=900, shop=shop, merge_stderr=True
-    )
-    output = done.stdout
-    stamp.touch()
+    # GatewayTlsTest runs alone, on a TLS server of its own (the test below)
+    output = mvn_test(java_env, f"-Dtest=!{TLS_CLASS}", shop=shop)
 
     counts = junit_counts()
     for name in JUNIT_CLASSES:
@@ -147,3 +157,16 @@ def test_java_reads_golden_files_calls_the_gateway_and_consumes_the_events(
     assert counts["ShopInteropTest"]["tests"] == 4, counts
     assert counts["BacklogConsumerTest"]["tests"] == 1, counts
     print(f"JUnit: {counts}")
+
+
+def test_java_client_calls_the_gateway_over_mutual_tls(tmp_path: Path) -> None:
+    """grpc-java with ``TlsChannelCredentials``: with the client certificate it places an order
+    and reads it back; without one it is refused (UNAVAILABLE). See ``GatewayTlsTest.java``."""
+    generate_java()
+    pki = PKI.make(tmp_path)
+    with serve_with_tls(pki, tmp_path) as server:
+        output = mvn_test(tool_env(**pki.env(server)), f"-Dtest={TLS_CLASS}", shop=server)
+    counts = junit_counts()
+    assert counts.get(TLS_CLASS) == {"tests": 2, "failures": 0, "errors": 0, "skipped": 0}, (
+        f"{counts}\n{output}"
+    )
