@@ -29,8 +29,14 @@ def test_status_shows_both_services_running(services: dict[str, str]) -> None:
 
 
 def test_env_output_parses_and_evals(services: dict[str, str]) -> None:
-    assert set(services) == {"WIREBUS_KAFKA_BOOTSTRAP", "WIREBUS_DATABASE_URL"}
+    # the TLS listener's two variables come only from a broker started with it
+    tls = {"WIREBUS_KAFKA_TLS_BOOTSTRAP", "WIREBUS_KAFKA_TLS_CAFILE"} & set(services)
+    assert set(services) == {"WIREBUS_KAFKA_BOOTSTRAP", "WIREBUS_DATABASE_URL", *tls}
+    assert len(tls) in (0, 2), services
     assert re.fullmatch(r"127\.0\.0\.1:\d+", services["WIREBUS_KAFKA_BOOTSTRAP"])
+    if tls:
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", services["WIREBUS_KAFKA_TLS_BOOTSTRAP"])
+        assert services["WIREBUS_KAFKA_TLS_CAFILE"].endswith("/kafka/tls/ca.pem")
     assert re.fullmatch(
         r"postgresql\+asyncpg://wirebus:wirebus@127\.0\.0\.1:\d+/wirebus_test",
         services["WIREBUS_DATABASE_URL"],
