@@ -5,20 +5,29 @@ call bound with metadata), ``--calls`` times per case, in one process:
 
 - off: the correlation stage only (what every app with a database has);
 - not sampled: tracing installed, the caller's ``traceparent`` not sampled;
+- root dropped: no ``traceparent``, a sampler that drops every root
+  (``ParentBased(ALWAYS_OFF)``, the SDK's ``parentbased_always_off``);
 - sampled: tracing installed, spans recorded (an SDK provider, no exporter).
+
+Times are the process's CPU time (``time.process_time``), so the
+machine's other load counts only through caches. The cases take turns, ``--rounds`` times; each prints its median (and the
+median of its per-round difference from off), so a noisy machine moves
+all cases of a round together.
 
 Example::
 
-    python bench/tracing_overhead.py --calls 20000
+    python bench/tracing_overhead.py --calls 5000 --rounds 7
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import time
 
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 from wirebus import App, Router
 from wirebus.context import CallInfo, bind_call
@@ -42,8 +51,8 @@ def app(tracing: Tracing | bool) -> App:
     return App(name="bench", routers=[router], tracing=tracing)
 
 
-async def per_call(tracing: Tracing | bool, flags: str, calls: int) -> float:
-    metadata = {"traceparent": f"00-{TRACE}-{flags}"}
+async def per_call(tracing: Tracing | bool, flags: str | None, calls: int) -> float:
+    metadata = {"traceparent": f"00-{TRACE}-{flags}"} if flags is not None else {}
     info = CallInfo(method="/bench.Ping/Ping", peer="bench", metadata=metadata, deadline=None)
     async with app(tracing).mediator(publisher=_NoPublisher()) as mediator:  # type: ignore[arg-type]
         run = mediator.runner(Ping)
@@ -55,10 +64,10 @@ async def per_call(tracing: Tracing | bool, flags: str, calls: int) -> float:
 
         for _ in range(200):
             await asyncio.create_task(one_call())
-        started = time.perf_counter()
+        started = time.process_time()  # CPU time: the machine's other load does not count
         for _ in range(calls):
             await asyncio.create_task(one_call())
-        return (time.perf_counter() - started) / calls * 1e6
+        return (time.process_time() - started) / calls * 1e6
 
 
 class _NoPublisher:
@@ -66,16 +75,30 @@ class _NoPublisher:
         return None
 
 
+CASES = ("off", "not sampled", "root dropped", "sampled")
+
+
+async def one_round(calls: int) -> dict[str, float]:
+    dropping = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    return {
+        "off": await per_call(False, "01", calls),
+        "not sampled": await per_call(Tracing(tracer_provider=TracerProvider()), "00", calls),
+        "root dropped": await per_call(Tracing(tracer_provider=dropping), None, calls),
+        "sampled": await per_call(Tracing(tracer_provider=TracerProvider()), "01", calls),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=5000)
-    calls = parser.parse_args().calls
-    off = await per_call(False, "01", calls)
-    unsampled = await per_call(Tracing(tracer_provider=TracerProvider()), "00", calls)
-    sampled = await per_call(Tracing(tracer_provider=TracerProvider()), "01", calls)
-    print(f"off           {off:7.2f} us/call")
-    print(f"not sampled   {unsampled:7.2f} us/call  (+{unsampled - off:.2f})")
-    print(f"sampled       {sampled:7.2f} us/call  (+{sampled - off:.2f}: server + handler spans)")
+    parser.add_argument("--rounds", type=int, default=5)
+    options = parser.parse_args()
+    rounds = [await one_round(options.calls) for _ in range(options.rounds)]
+    for case in CASES:
+        median = statistics.median(r[case] for r in rounds)
+        over = statistics.median(r[case] - r["off"] for r in rounds)
+        extra = "" if case == "off" else f"  (+{over:.2f} over off)"
+        print(f"{case:13} {median:7.2f} us/call{extra}")
 
 
 if __name__ == "__main__":
