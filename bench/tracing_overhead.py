@@ -14,9 +14,17 @@ machine's other load counts only through caches. The cases take turns, ``--round
 median of its per-round difference from off), so a noisy machine moves
 all cases of a round together.
 
+``--encode N``: instead, the cost of encoding one event into a record
+(``EventEncoder``), N encodes per timing: ``record(event)`` alone (what a
+publisher's ``publish`` does: its context read per event) and
+``record(event, context=)`` (the outbox's: context read once per
+transaction). Runs on any wirebus version (for a before/after from the same
+run, put an older ``src`` first on PYTHONPATH).
+
 Example::
 
     python bench/tracing_overhead.py --calls 5000 --rounds 7
+    python bench/tracing_overhead.py --encode 20000 --rounds 7
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import asyncio
 import statistics
 import time
+from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
@@ -32,7 +41,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from wirebus import App, Router
 from wirebus.context import CallInfo, bind_call
 from wirebus.messages import Query
-from wirebus.tracing import Tracing
+
+if TYPE_CHECKING:
+    from wirebus.tracing import Tracing
 
 TRACE = "0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331"
 
@@ -79,6 +90,8 @@ CASES = ("off", "not sampled", "root dropped", "sampled")
 
 
 async def one_round(calls: int) -> dict[str, float]:
+    from wirebus.tracing import Tracing
+
     dropping = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
     return {
         "off": await per_call(False, "01", calls),
@@ -88,11 +101,51 @@ async def one_round(calls: int) -> dict[str, float]:
     }
 
 
+def encode_round(count: int) -> dict[str, float]:
+    """µs per event (the best of 9 timings of ``count`` encodes, CPU time)."""
+    import datetime as dt
+    import inspect
+    import timeit
+
+    from examples.shop.orders.messages import LineItem, OrderPlaced
+    from wirebus.broker import now_rfc3339
+    from wirebus.codec import EventRegistry
+    from wirebus.encoding import EventEncoder
+
+    registry = EventRegistry()
+    registry.add(OrderPlaced)
+    encoder = EventEncoder(registry, source="bench")
+    at = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    items = (LineItem(sku="book", quantity=2, price_cents=1250),)
+    event = OrderPlaced(
+        order_id="o-1", customer_id="c-1", items=items, total_cents=2500, placed_at=at
+    )
+    record, stamp = encoder.record, now_rfc3339()
+    cases = {"record(event)": lambda: record(event, time=stamp)}
+    if "context" in inspect.signature(record).parameters:  # the outbox's: context read per batch
+        context = encoder.context_headers()
+        cases["record(event, context=)"] = lambda: record(event, time=stamp, context=context)
+    else:  # before correlation headers: the same call
+        cases["record(event, context=)"] = cases["record(event)"]
+    timer = timeit.Timer
+    return {
+        name: min(timer(call, timer=time.process_time).repeat(9, count)) / count * 1e6
+        for name, call in cases.items()
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--encode", type=int, default=0, metavar="N")
     options = parser.parse_args()
+    if options.encode:
+        results = [encode_round(options.encode) for _ in range(options.rounds)]
+        for case in results[0]:
+            median = statistics.median(r[case] for r in results)
+            print(f"{case:24} {median:6.2f} us/event")
+        return
     rounds = [await one_round(options.calls) for _ in range(options.rounds)]
     for case in CASES:
         median = statistics.median(r[case] for r in rounds)

@@ -60,3 +60,15 @@ async def test_the_runtimes_publisher_carries_the_apps_trace_context(tmp_path: P
             await runtime.relay_worker.publisher.publish(placed("o-1"))
     [record] = broker.records("shop.orders.v1")
     assert traceparents(record) == [traceparent_of(span)]
+
+
+async def test_an_event_published_outside_any_work_names_its_own_chain_by_its_id() -> None:
+    broker = InMemoryBroker()
+    publisher = broker.publisher(shop_app().registry(), source="shop")
+    await publisher.publish(placed("o-1"))
+    await publisher.publish(placed("o-2"))
+    first, second = broker.records("shop.orders.v1")
+    for record in (first, second):
+        headers = dict(record.headers)
+        assert headers["ce_correlationid"] == headers["ce_causationid"] == headers["ce_id"]
+    assert dict(first.headers)["ce_id"] != dict(second.headers)["ce_id"]
