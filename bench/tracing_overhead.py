@@ -10,7 +10,9 @@ call bound with metadata), ``--calls`` times per case, in one process:
 - sampled: tracing installed, spans recorded (an SDK provider, no exporter).
 
 Times are the process's CPU time (``time.process_time``), so the
-machine's other load counts only through caches. The cases take turns, ``--rounds`` times; each prints its median (and the
+machine's other load counts only through caches. ``--direct``: each call's coroutine is driven to its end in a context of its
+own, without a task per call or an event loop pass (~5 µs of noise each),
+so only the pipeline's cost is left. The cases take turns, ``--rounds`` times; each prints its median (and the
 median of its per-round difference from off), so a noisy machine moves
 all cases of a round together.
 
@@ -31,9 +33,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import statistics
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
@@ -62,7 +65,9 @@ def app(tracing: Tracing | bool) -> App:
     return App(name="bench", routers=[router], tracing=tracing)
 
 
-async def per_call(tracing: Tracing | bool, flags: str | None, calls: int) -> float:
+async def per_call(
+    tracing: Tracing | bool, flags: str | None, calls: int, *, direct: bool = False
+) -> float:
     metadata = {"traceparent": f"00-{TRACE}-{flags}"} if flags is not None else {}
     info = CallInfo(method="/bench.Ping/Ping", peer="bench", metadata=metadata, deadline=None)
     async with app(tracing).mediator(publisher=_NoPublisher()) as mediator:  # type: ignore[arg-type]
@@ -73,12 +78,38 @@ async def per_call(tracing: Tracing | bool, flags: str | None, calls: int) -> fl
             bind_call(lambda: info)  # a transport binds each call in a task of its own
             await run(message)
 
+        if direct:
+            return _direct(lambda: run(message), info, calls)
         for _ in range(200):
             await asyncio.create_task(one_call())
         started = time.process_time()  # CPU time: the machine's other load does not count
         for _ in range(calls):
             await asyncio.create_task(one_call())
         return (time.process_time() - started) / calls * 1e6
+
+
+def _direct(call: Any, info: CallInfo, calls: int) -> float:
+    """Each call run to its end in a context of its own, with no task and no event loop pass.
+
+    The handler never waits, so one ``send`` completes the coroutine: what is
+    left is the pipeline's own cost per call.
+    """
+
+    def one_call() -> None:
+        bind_call(lambda: info)
+        coroutine = call()
+        try:
+            coroutine.send(None)
+        except StopIteration:
+            return
+        raise RuntimeError("the call waited: --direct needs a handler that never waits")
+
+    for _ in range(200):
+        contextvars.copy_context().run(one_call)
+    started = time.process_time()
+    for _ in range(calls):
+        contextvars.copy_context().run(one_call)
+    return (time.process_time() - started) / calls * 1e6
 
 
 class _NoPublisher:
@@ -89,15 +120,18 @@ class _NoPublisher:
 CASES = ("off", "not sampled", "root dropped", "sampled")
 
 
-async def one_round(calls: int) -> dict[str, float]:
+async def one_round(calls: int, direct: bool) -> dict[str, float]:
     from wirebus.tracing import Tracing
 
-    dropping = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    def sdk() -> Tracing:
+        return Tracing(tracer_provider=TracerProvider())
+
+    dropping = Tracing(tracer_provider=TracerProvider(sampler=ParentBased(ALWAYS_OFF)))
     return {
-        "off": await per_call(False, "01", calls),
-        "not sampled": await per_call(Tracing(tracer_provider=TracerProvider()), "00", calls),
-        "root dropped": await per_call(Tracing(tracer_provider=dropping), None, calls),
-        "sampled": await per_call(Tracing(tracer_provider=TracerProvider()), "01", calls),
+        "off": await per_call(False, "01", calls, direct=direct),
+        "not sampled": await per_call(sdk(), "00", calls, direct=direct),
+        "root dropped": await per_call(dropping, None, calls, direct=direct),
+        "sampled": await per_call(sdk(), "01", calls, direct=direct),
     }
 
 
@@ -139,6 +173,7 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--encode", type=int, default=0, metavar="N")
+    parser.add_argument("--direct", action="store_true", help="no task per call (see _direct)")
     options = parser.parse_args()
     if options.encode:
         results = [encode_round(options.encode) for _ in range(options.rounds)]
@@ -146,7 +181,7 @@ async def main() -> None:
             median = statistics.median(r[case] for r in results)
             print(f"{case:24} {median:6.2f} us/event")
         return
-    rounds = [await one_round(options.calls) for _ in range(options.rounds)]
+    rounds = [await one_round(options.calls, options.direct) for _ in range(options.rounds)]
     for case in CASES:
         median = statistics.median(r[case] for r in rounds)
         over = statistics.median(r[case] - r["off"] for r in rounds)
