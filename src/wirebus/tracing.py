@@ -21,9 +21,12 @@ instrumentation (``opentelemetry-instrumentation-aiokafka``) must not be
 enabled: it appends a second ``traceparent`` and ends its consumer span
 before processing starts. :class:`Tracing` refuses to start when it is.
 
-A parent that is not sampled (``traceparent`` flags ``00``) is continued
-without spans: its context is passed on as it came (to the outbox rows and
-on), at the cost of a header lookup. Only ``opentelemetry-api`` is needed;
+A parent that is not sampled (``traceparent`` flags without the sampled
+bit: ``00``, ``02``) is continued without spans: its context is passed on as
+it came (to the outbox rows and on), at the cost of a header lookup. With a
+sampler that drops every root (``AlwaysOffSampler``, or ``ParentBased`` on
+it: seen once, from its description), a call or record with no parent makes
+no SDK span either and passes on a new unsampled context. Only ``opentelemetry-api`` is needed;
 an SDK (exporters, samplers) is the application's choice.
 
 Example::
