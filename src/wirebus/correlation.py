@@ -57,6 +57,7 @@ __all__ = [
     "bind_correlation",
     "current_correlation",
     "unbind_correlation",
+    "work_correlation_headers",
 ]
 
 CORRELATION_HEADER = "ce_correlationid"
@@ -176,12 +177,33 @@ def current_correlation() -> Correlation | None:
 
 def correlation_headers() -> tuple[tuple[str, bytes], ...]:
     """The headers of the current correlation; outside any, of a new one (the encoder's)."""
-    bound = current_correlation()
-    if bound is not None:
+    found = work_correlation_headers()
+    return found if found is not None else Correlation.new().headers
+
+
+def work_correlation_headers() -> tuple[tuple[str, bytes], ...] | None:
+    """The headers of the current correlation, or the call's; ``None`` outside any work.
+
+    An event encoded outside any work starts a chain of its own: the encoder
+    then names it by the event's ``ce_id`` (as a consumer does for an event
+    that came with none), with no id to make.
+
+    Example::
+
+        headers = work_correlation_headers()
+        if headers is None:  # an event starting its own chain
+            headers = (("ce_correlationid", ce_id), ("ce_causationid", ce_id))
+    """
+    bound = _bound.get()
+    if bound is None:
+        if in_transport_call():
+            return Correlation.of_call(current_call()).headers
+        return None
+    if bound.owner is None or bound.owner is current_call_binding():
         return bound.headers
     if in_transport_call():
         return Correlation.of_call(current_call()).headers
-    return Correlation.new().headers
+    return None
 
 
 class CorrelationStage:

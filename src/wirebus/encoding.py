@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 from .broker import OutgoingRecord
 from .cloudevents import Attributes, CloudEventsCodec, now_rfc3339
 from .codec import EventRegistry, EventType
-from .correlation import correlation_headers
+from .correlation import (
+    CAUSATION_HEADER,
+    CORRELATION_HEADER,
+    correlation_headers,
+    work_correlation_headers,
+)
 from .errors import ConfigurationError, UnknownEventType
 from .event_ids import new_event_id
 
@@ -63,6 +68,7 @@ class EventEncoder:
         self.source = self.codec.source
         self._kinds: dict[type, EventType] = {}
         self._headers = self.codec.writer.headers
+        self._ids = self.codec.ids
         self.tracing = tracing
         self._trace_headers = tracing.headers if tracing is not None else None
 
@@ -98,14 +104,22 @@ class EventEncoder:
     ) -> OutgoingRecord:
         """Encode ``event``: a fresh ``ce_id`` (or ``event_id``) unless ``attributes`` are given.
 
-        ``context`` is :meth:`context_headers` (read now when not given).
+        ``context`` is :meth:`context_headers` (read now when not given;
+        outside any call or consumed event, the event starts a chain of its
+        own: its ``ce_id`` is its correlation and causation id).
         """
         kind = self._kinds.get(type(event)) or self._kind(type(event))
         if attributes is not None:
             headers = tuple(attributes.headers())
         else:
             if context is None:
-                context = self.context_headers()
+                found = work_correlation_headers()
+                if found is None:  # outside any work: the event's own id names its chain
+                    event_id = event_id or self._ids.next()
+                    own = event_id.encode()
+                    found = ((CORRELATION_HEADER, own), (CAUSATION_HEADER, own))
+                trace = self._trace_headers
+                context = found if trace is None else (*found, *trace())
             headers = self._headers(
                 kind, event_id=event_id, time=time, subject=subject, extra=context
             )

@@ -282,13 +282,16 @@ class Runtime(AsyncLifecycle):
                 source=self.app.source,
                 linger_ms=0,
                 security=self.settings.kafka_security,
+                tracing=self.app.tracing(),
             )
             self._stack.push_async_callback(kafka.stop)  # before start: a failed start too
             await kafka.start()
             return kafka
         assert self.broker is not None
         # The broker's records die with the process: a row goes only once handled.
-        return self.broker.publisher(self.app.registry(), source=self.app.source, acks="handled")
+        return self.broker.publisher(
+            self.app.registry(), source=self.app.source, acks="handled", tracing=self.app.tracing()
+        )
 
     def _consumer_port(self) -> ConsumerPort:
         if self.settings.kafka_bootstrap is not None:
@@ -321,6 +324,7 @@ class Runtime(AsyncLifecycle):
             routers=self.routers,
             claim_inbox=True,
             database=self.database,  # a partition's batch commits once
+            tracing=self.app.tracing(),
         )
         self.runner = ConsumerRunner(
             port, processor, metrics=self.metrics, on_outcome=self._outcome_hook()

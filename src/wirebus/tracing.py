@@ -21,9 +21,12 @@ instrumentation (``opentelemetry-instrumentation-aiokafka``) must not be
 enabled: it appends a second ``traceparent`` and ends its consumer span
 before processing starts. :class:`Tracing` refuses to start when it is.
 
-A parent that is not sampled (``traceparent`` flags ``00``) is continued
-without spans: its context is passed on as it came (to the outbox rows and
-on), at the cost of a header lookup. Only ``opentelemetry-api`` is needed;
+A parent that is not sampled (``traceparent`` flags without the sampled
+bit: ``00``, ``02``) is continued without spans: its context is passed on as
+it came (to the outbox rows and on), at the cost of a header lookup. With a
+sampler that drops every root (``AlwaysOffSampler``, or ``ParentBased`` on
+it: seen once, from its description), a call or record with no parent makes
+no SDK span either and passes on a new unsampled context. Only ``opentelemetry-api`` is needed;
 an SDK (exporters, samplers) is the application's choice.
 
 Example::
@@ -37,8 +40,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import random
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .context import current_call, current_call_binding, in_transport_call
@@ -55,10 +59,15 @@ Headers = tuple[tuple[str, bytes], ...]
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _NO_HEADERS: Headers = ()
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+_SAMPLED_DIGITS = frozenset("13579bdf")  # the low digit of flags with the sampled bit set
+_Remote = tuple[str, str, str, bool]
+_Passed = tuple[str, str | None]  # traceparent, tracestate: encoded only if a record needs them
 
 # The context of a parent that is not sampled, passed on as it came (no span is made).
-_passthrough: contextvars.ContextVar[Headers] = contextvars.ContextVar(
-    "wirebus_trace_passthrough", default=_NO_HEADERS
+_passthrough: contextvars.ContextVar[_Passed | None] = contextvars.ContextVar(
+    "wirebus_trace_passthrough", default=None
 )
 
 
@@ -96,13 +105,23 @@ class Tracing:
                 " the trace context on records itself (two traceparent headers would be"
                 " sent); uninstrument aiokafka (AIOKafkaInstrumentor().uninstrument())"
             )
+        from opentelemetry import context
+
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         self.tracer: Tracer = provider.get_tracer("wirebus")
         self._trace = trace
         self._get_span = trace.get_current_span
-        self._use_span = trace.use_span
+        self._current = context.get_current
+        self._no_parent = trace.INVALID_SPAN_CONTEXT
+        self._attach = context.attach
+        self._detach = context.detach
+        self._set_span = trace.set_span_in_context
         self._span_names: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._type_names: dict[tuple[str, type], str] = {}
+        self._topic_names: dict[str, str] = {}
+        self._consumer_attributes: dict[tuple[str, int, str], dict[str, Any]] = {}
         self._correlation = CorrelationStage()
+        self._unsampled_root = _unsampled_root(provider)
 
     @classmethod
     def configured(cls) -> Tracing | None:
@@ -156,12 +175,15 @@ class Tracing:
         return Stage("tracing", _Traced(self, "", None, True), ALL_KINDS)
 
     async def _call_stage(self, message: Any, call_next: CallNext) -> Any:
-        parent = self._get_span().get_span_context()
-        if parent.is_valid or _passthrough.get():  # a nested call: a child span, if sampled
+        if _passthrough.get():  # nested in a call or record that is not sampled
+            return await call_next(message)
+        # an empty context (a transport's new call) has no span: no span lookup
+        parent = self._get_span().get_span_context() if self._current() else self._no_parent
+        if parent.is_valid:  # a nested call: a child span, if sampled
             if not parent.trace_flags.sampled:
                 return await call_next(message)
-            with self.tracer.start_as_current_span(f"send {type(message).__name__}"):
-                return await call_next(message)
+            span = self.tracer.start_span(self._type_name("send", message))
+            return await self._in_span(span, message, call_next)
         if not in_transport_call():
             return await self._correlation(message, self._local_span(call_next))
         call = current_call()
@@ -173,18 +195,47 @@ class Tracing:
         traceparent = _text(metadata.get("traceparent"))
         tracestate = _text(metadata.get("tracestate"))
         remote = _parse(traceparent) if traceparent else None
-        if remote is not None and remote[2] == "00":  # not sampled upstream: pass it on
-            token = _passthrough.set(_headers_of(traceparent, tracestate))
-            try:
-                return await call_next(message)
-            finally:
-                _passthrough.reset(token)
-        return await self._server_span(call.method, remote, tracestate, message, call_next)
+        if remote is None:
+            if self._unsampled_root is None:
+                return await self._server_span(call.method, None, tracestate, message, call_next)
+            passed = self._unsampled_root()  # the sampler drops every root: no SDK span
+        elif remote[3]:
+            return await self._server_span(call.method, remote, tracestate, message, call_next)
+        else:  # not sampled upstream: pass it on
+            passed = (traceparent or "", tracestate)
+        token = _passthrough.set(passed)
+        try:
+            return await call_next(message)
+        finally:
+            _passthrough.reset(token)
+
+    async def _in_span(self, span: Span, message: Any, call_next: CallNext) -> Any:
+        """``call_next(message)`` with ``span`` current; ended after (as ``use_span`` does)."""
+        token = self._attach(self._set_span(span))
+        try:
+            return await call_next(message)
+        except Exception as exc:
+            span.record_exception(exc)
+            _error_status(span, exc)
+            raise
+        finally:
+            self._detach(token)
+            span.end()
+
+    def _type_name(self, prefix: str, message: Any) -> str:
+        """``"<prefix> <type name>"``, made once per message type."""
+        key = (prefix, type(message))
+        name = self._type_names.get(key)
+        if name is None:
+            name = f"{prefix} {key[1].__name__}"
+            if len(self._type_names) < 4096:
+                self._type_names[key] = name
+        return name
 
     async def _server_span(
         self,
         method: str,
-        remote: tuple[str, str, str] | None,
+        remote: _Remote | None,
         tracestate: str | None,
         message: Any,
         call_next: CallNext,
@@ -193,26 +244,28 @@ class Tracing:
         context = self._remote_context(remote, tracestate) if remote is not None else None
         span = self.tracer.start_span(
             name, context=context, kind=self._trace.SpanKind.SERVER, attributes=attributes
-        )
-        with self._use_span(span, end_on_exit=True, record_exception=False):
-            try:
-                result = await call_next(message)
-            except BaseException as exc:
-                _fail(span, exc)
-                raise
-            span.set_attribute("rpc.grpc.status_code", 0)
-            return result
+        )  # attributes say status 0 (OK): a failure overwrites it
+        token = self._attach(self._set_span(span))
+        try:
+            return await call_next(message)
+        except BaseException as exc:
+            _fail(span, exc)
+            if isinstance(exc, Exception):
+                _error_status(span, exc)
+            raise
+        finally:
+            self._detach(token)
+            span.end()
 
     def _local_span(self, call_next: CallNext) -> CallNext:
         async def in_span(message: Any) -> Any:
-            with self.tracer.start_as_current_span(f"send {type(message).__name__}"):
-                return await call_next(message)
+            span = self.tracer.start_span(self._type_name("send", message))
+            return await self._in_span(span, message, call_next)
 
         return in_span
 
     async def _event_stage(self, message: Any, call_next: CallNext) -> Any:
-        parent = self._get_span().get_span_context()
-        if parent.is_valid or _passthrough.get():
+        if _passthrough.get() or self._get_span().get_span_context().is_valid:
             # the consumer's span, or a call's: the handler's own span is the innermost one
             return await self._correlation(message, call_next)
         return await self._correlation(message, self._event_span(call_next))
@@ -231,21 +284,26 @@ class Tracing:
             remote = _parse(traceparent) if traceparent else None
             if remote is not None:
                 context = self._remote_context(remote, _text(metadata.get("tracestate")))
-        with self.tracer.start_as_current_span(f"handle {type(message).__name__}", context=context):
-            return await call_next(message)
+        span = self.tracer.start_span(self._type_name("handle", message), context=context)
+        return await self._in_span(span, message, call_next)
 
     def _span_name(self, method: str) -> tuple[str, dict[str, Any]]:
         known = self._span_names.get(method)
         if known is None:
             name = method.lstrip("/")
             service, _, rpc = name.rpartition("/")
-            attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+            attributes = {
+                "rpc.system": "grpc",
+                "rpc.service": service,
+                "rpc.method": rpc,
+                "rpc.grpc.status_code": 0,
+            }
             known = (name or "rpc", attributes)
             if len(self._span_names) < 4096:
                 self._span_names[method] = known
         return known
 
-    def _remote_context(self, remote: tuple[str, str, str], tracestate: str | None) -> Any:
+    def _remote_context(self, remote: _Remote, tracestate: str | None) -> Any:
         trace = self._trace
         state = trace.TraceState.from_header([tracestate]) if tracestate else None
         span_context = trace.SpanContext(
@@ -263,7 +321,8 @@ class Tracing:
         """``traceparent``/``tracestate`` of the current span (what an outbox row stores)."""
         span_context = self._get_span().get_span_context()
         if not span_context.is_valid:
-            return _passthrough.get()
+            passed = _passthrough.get()
+            return _NO_HEADERS if passed is None else _headers_of(*passed)
         return _format(span_context)
 
     @contextlib.contextmanager
@@ -283,37 +342,80 @@ class Tracing:
             with tracing.consuming(record.headers, topic=t, partition=p, offset=o, event_type=k):
                 await run_handlers(record)
         """
-        found = dict(headers)
-        traceparent = _text(found.get("traceparent"))
-        tracestate = _text(found.get("tracestate"))
+        scope = self._enter_record(
+            headers, topic=topic, partition=partition, offset=offset, event_type=event_type
+        )
+        try:
+            yield
+        except BaseException as exc:
+            self._exit_record(scope, exc)
+            raise
+        self._exit_record(scope, None)
+
+    def _enter_record(
+        self,
+        headers: Headers | list[tuple[str, bytes]],
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        event_type: str,
+    ) -> tuple[Span | None, Any]:
+        """Start a record's scope: ``(span, context token)``, or ``(None, passthrough token)``."""
+        traceparent = tracestate = None
+        for header, value in headers:
+            if header == "traceparent" and traceparent is None:
+                traceparent = _text(value)
+            elif header == "tracestate" and tracestate is None:
+                tracestate = _text(value)
         remote = _parse(traceparent) if traceparent else None
-        if remote is not None and remote[2] == "00":
-            token = _passthrough.set(_headers_of(traceparent, tracestate))
-            try:
-                yield
-            finally:
-                _passthrough.reset(token)
-            return
+        if remote is None:
+            if self._unsampled_root is not None:  # the sampler drops every root: no SDK span
+                return None, _passthrough.set(self._unsampled_root())
+        elif not remote[3]:  # not sampled upstream: pass it on
+            return None, _passthrough.set((traceparent or "", tracestate))
         context = self._remote_context(remote, tracestate) if remote is not None else None
-        span = self.tracer.start_span(
-            f"{topic} process",
-            context=context,
-            kind=self._trace.SpanKind.CONSUMER,
-            attributes={
+        key = (topic, partition, event_type)
+        base = self._consumer_attributes.get(key)
+        if base is None:
+            base = {
                 "messaging.system": "kafka",
                 "messaging.operation": "process",
                 "messaging.destination.name": topic,
                 "messaging.destination.partition.id": str(partition),
-                "messaging.kafka.message.offset": offset,
                 "cloudevents.event_type": event_type,
-            },
+            }
+            if len(self._consumer_attributes) < 4096:
+                self._consumer_attributes[key] = base
+        span = self.tracer.start_span(
+            self._consumer_name(topic),
+            context=context,
+            kind=self._trace.SpanKind.CONSUMER,
+            attributes={**base, "messaging.kafka.message.offset": offset},
         )
-        with self._use_span(span, end_on_exit=True, record_exception=False):
-            try:
-                yield
-            except BaseException as exc:
+        return span, self._attach(self._set_span(span))
+
+    def _exit_record(self, scope: tuple[Span | None, Any], exc: BaseException | None) -> None:
+        span, token = scope
+        if span is None:
+            _passthrough.reset(token)
+            return
+        try:
+            if exc is not None:
                 _fail(span, exc)
-                raise
+                if isinstance(exc, Exception):
+                    _error_status(span, exc)
+        finally:
+            self._detach(token)
+            span.end()
+
+    def _consumer_name(self, topic: str) -> str:
+        name = self._topic_names.get(topic)
+        if name is None:
+            name = f"{topic} process"
+            if len(self._topic_names) < 4096:
+                self._topic_names[topic] = name
+        return name
 
 
 class _Traced:
@@ -330,31 +432,51 @@ class _Traced:
         self.behaviour = behaviour
         self.innermost = innermost
 
-    async def __call__(self, message: Any, call_next: CallNext) -> Any:
+    def __call__(self, message: Any, call_next: CallNext) -> Awaitable[Any]:
+        # Not async: when not sampled, the behaviour (or what follows) is awaited directly.
         tracing = self.tracing
-        if not tracing._get_span().get_span_context().trace_flags.sampled:
+        # a passed-on context is never sampled: no span lookup needed
+        if _passthrough.get() or not tracing._get_span().get_span_context().trace_flags.sampled:
             if self.behaviour is None:
-                return await call_next(message)
-            return await self.behaviour(message, call_next)
+                return call_next(message)
+            return self.behaviour(message, call_next)
+        return self._sampled(message, call_next)
+
+    async def _sampled(self, message: Any, call_next: CallNext) -> Any:
+        tracing = self.tracing
         inner = call_next
         if self.innermost:
-            inner = _HandlerSpan(tracing.tracer, call_next)
+            inner = _HandlerSpan(tracing, call_next)
         if self.behaviour is None:
             return await inner(message)
-        with tracing.tracer.start_as_current_span(self.name):
-            return await self.behaviour(message, inner)
+        span = tracing.tracer.start_span(self.name)
+        return await tracing._in_span(span, message, _Behaving(self.behaviour, inner))
 
 
-class _HandlerSpan:
-    __slots__ = ("call_next", "tracer")
+class _Behaving:
+    """``behaviour`` bound to what it calls next, as a ``CallNext``."""
 
-    def __init__(self, tracer: Tracer, call_next: CallNext) -> None:
-        self.tracer = tracer
+    __slots__ = ("behaviour", "call_next")
+
+    def __init__(self, behaviour: Behaviour, call_next: CallNext) -> None:
+        self.behaviour = behaviour
         self.call_next = call_next
 
     async def __call__(self, message: Any) -> Any:
-        with self.tracer.start_as_current_span(f"handler {type(message).__name__}"):
-            return await self.call_next(message)
+        return await self.behaviour(message, self.call_next)
+
+
+class _HandlerSpan:
+    __slots__ = ("call_next", "tracing")
+
+    def __init__(self, tracing: Tracing, call_next: CallNext) -> None:
+        self.tracing = tracing
+        self.call_next = call_next
+
+    async def __call__(self, message: Any) -> Any:
+        tracing = self.tracing
+        span = tracing.tracer.start_span(tracing._type_name("handler", message))
+        return await tracing._in_span(span, message, self.call_next)
 
 
 def _fail(span: Span, exc: BaseException) -> None:
@@ -367,20 +489,53 @@ def _fail(span: Span, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
 
 
+def _error_status(span: Span, exc: Exception) -> None:
+    """What ``use_span`` sets on a span an exception leaves."""
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+def _unsampled_root(provider: Any) -> Callable[[], _Passed] | None:
+    """With a sampler that drops every root span: a maker of new unsampled trace contexts.
+
+    Decided once from the sampler's description (``AlwaysOffSampler``, or
+    ``ParentBased`` on it: the SDK's ``parentbased_always_off``), so a call
+    or record with no parent context makes no SDK span at all; the context
+    it passes on (flags ``00``) keeps its consumers from sampling it.
+    """
+    sampler = getattr(provider, "sampler", None)
+    describe = getattr(sampler, "get_description", None)
+    text = describe() if callable(describe) else ""
+    if text != "AlwaysOffSampler" and not text.startswith("ParentBased{root:AlwaysOffSampler,"):
+        return None
+    ids = getattr(provider, "id_generator", None)
+    trace_id = getattr(ids, "generate_trace_id", None) or (lambda: random.getrandbits(128) or 1)
+    span_id = getattr(ids, "generate_span_id", None) or (lambda: random.getrandbits(64) or 1)
+
+    def new_context() -> _Passed:
+        return f"00-{trace_id():032x}-{span_id():016x}-00", None
+
+    return new_context
+
+
 def _text(value: str | bytes | None) -> str | None:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     return value
 
 
-def _parse(traceparent: str) -> tuple[str, str, str] | None:
-    match = _TRACEPARENT.fullmatch(traceparent.strip())
+def _parse(traceparent: str) -> _Remote | None:
+    """``(trace id, span id, flags, sampled)`` of a valid ``traceparent``, else ``None``."""
+    match = _TRACEPARENT.fullmatch(traceparent)
     if match is None:
-        return None
+        match = _TRACEPARENT.fullmatch(traceparent.strip())
+        if match is None:
+            return None
     trace_id, span_id, flags = match.groups()
-    if trace_id == "0" * 32 or span_id == "0" * 16:
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
-    return trace_id, span_id, flags
+    return trace_id, span_id, flags, flags[1] in _SAMPLED_DIGITS
 
 
 def _headers_of(traceparent: str | None, tracestate: str | None) -> Headers:
@@ -427,32 +582,30 @@ class RecordObserver:
 
 
 class _RecordScope:
-    __slots__ = ("event_type", "record", "span", "token", "tracing")
+    __slots__ = ("event_type", "record", "scope", "token", "tracing")
 
     def __init__(self, tracing: Tracing | None, record: Any, event_type: str) -> None:
         self.tracing = tracing
         self.record = record
         self.event_type = event_type
-        self.span: contextlib.AbstractContextManager[None] | None = None
+        self.scope: tuple[Span | None, Any] | None = None
 
     def __enter__(self) -> None:
         record = self.record
         self.token = _bound.set(Correlation.of_event(record.headers))
         tracing = self.tracing
         if tracing is not None:
-            span = tracing.consuming(
+            self.scope = tracing._enter_record(
                 record.headers,
                 topic=record.topic,
                 partition=record.partition,
                 offset=record.offset,
                 event_type=self.event_type,
             )
-            span.__enter__()
-            self.span = span
 
     def __exit__(self, *exc_info: Any) -> None:
         try:
-            if self.span is not None:
-                self.span.__exit__(*exc_info)
+            if self.tracing is not None and self.scope is not None:
+                self.tracing._exit_record(self.scope, exc_info[1])
         finally:
             _bound.reset(self.token)

@@ -40,7 +40,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..broker import HeldBack, OutgoingRecord, PublishError, Record, TopicPartition
 from ..codec import EventRegistry
@@ -49,6 +49,9 @@ from ..errors import ConfigurationError
 from ..outbox.rows import MAX_RECORD_BYTES, record_size
 from ._handled import HandledAcks
 from .partitioner import key_partition
+
+if TYPE_CHECKING:
+    from ..tracing import Tracing
 
 __all__ = ["InMemoryBroker", "InMemoryConsumer", "InMemoryEventPublisher"]
 
@@ -121,6 +124,7 @@ class InMemoryBroker:
         *,
         source: str,
         acks: Literal["appended", "handled"] = "appended",
+        tracing: Tracing | None = None,
     ) -> InMemoryEventPublisher:
         """An ``EventPublisher`` writing to this broker.
 
@@ -131,7 +135,7 @@ class InMemoryBroker:
 
             relay_publisher = broker.publisher(registry, source="shop", acks="handled")
         """
-        encoder = EventEncoder(registry, source=source)
+        encoder = EventEncoder(registry, source=source, tracing=tracing)
         return InMemoryEventPublisher(self, encoder, handled=acks == "handled")
 
     def consumer(self, *, group: str, topics: Iterable[str]) -> InMemoryConsumer:

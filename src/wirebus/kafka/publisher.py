@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -39,6 +39,9 @@ from ..encoding import EventEncoder
 from ..errors import ConfigurationError, LifecycleError
 from ..kafka_security import PLAINTEXT, KafkaSecurity
 from .batching import Append, OwnBatches, own_batches
+
+if TYPE_CHECKING:
+    from ..tracing import Tracing
 
 __all__ = ["KafkaEventPublisher"]
 
@@ -63,12 +66,13 @@ class KafkaEventPublisher(AsyncLifecycle):
         client_id: str = "wirebus",
         own_batches: bool = True,
         security: KafkaSecurity | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         if not bootstrap_servers:
             raise ConfigurationError("bootstrap_servers must not be empty")
         if linger_ms < 0:
             raise ConfigurationError(f"linger_ms must be >= 0, not {linger_ms}")
-        self.encoder = EventEncoder(registry, source=source)
+        self.encoder = EventEncoder(registry, source=source, tracing=tracing)
         self._options: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
             "client_id": client_id,
