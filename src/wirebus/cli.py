@@ -569,9 +569,23 @@ async def _on_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) 
 
     database = Database(settings.database_url)
     try:
+        _require_file(database.sqlite_path, settings.database_url)
+    except ConfigurationError:
+        await database.close()
+        raise
+    try:
         return await work(database)
     finally:
         await database.close()
+
+
+def _require_file(path: str | None, url: str) -> None:
+    """A SQLite database that does not exist yet is not created by a command that only reads."""
+    if path is not None and not Path(path).exists():
+        raise ConfigurationError(
+            f"no outbox database: {path} does not exist (WIREBUS_DATABASE_URL is"
+            f" {_safe_url(url)}); `wirebus serve`, `run` or `db upgrade` creates it"
+        )
 
 
 def _run_db(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -579,8 +593,14 @@ def _run_db(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         _run_async(main)
     except WirebusError as exc:
         raise click.ClickException(_one_line(exc)) from None
-    except Exception as exc:  # the database refused: say so in one line
-        raise click.ClickException(f"database error: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # the database refused: say so in one line, without SQL
+        cause = getattr(exc, "orig", None) or exc
+        reason = (str(cause).strip().splitlines() or [""])[0]
+        if "no such table" in reason or "does not exist" in reason:
+            raise click.ClickException(
+                f"the database has no wirebus tables ({reason}): run `wirebus db upgrade APP`"
+            ) from None
+        raise click.ClickException(f"database error: {type(cause).__name__}: {reason}") from None
 
 
 def _safe_url(url: str) -> str:

@@ -97,6 +97,45 @@ def test_a_wiring_error_is_one_line_naming_every_unbound_method(tmp_path):
         assert "Traceback" not in result.stderr
 
 
+def test_a_port_in_use_is_one_error_line_and_a_non_zero_exit(tmp_path):
+    """It was ~40 lines of traceback ending in grpc's "Failed to bind"."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = wirebus(
+            "serve",
+            "examples.shop.app:app",
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            env={**ENV, "PYTHONPATH": ENV["PYTHONPATH"] + os.pathsep + str(ROOT)},
+        )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert errors == [
+        f"Error: cannot listen on 127.0.0.1:{port}: the port is in use by another process,"
+        " or the address is not this machine's (choose another with --port)"
+    ], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_outbox_status_without_a_database_says_so_and_creates_nothing(tmp_path):
+    """It created an empty wirebus.db and printed SQLAlchemy's 'no such table' with its SQL."""
+    result = wirebus("outbox", "status", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: no outbox database: wirebus.db does not exist")
+    assert not (tmp_path / "wirebus.db").exists()
+
+    (tmp_path / "wirebus.db").touch()  # a database without wirebus's tables
+    result = wirebus("outbox", "status", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "Error: the database has no wirebus tables (no such table: wirebus_outbox):"
+        " run `wirebus db upgrade APP`"
+    ]
+
+
 def test_an_import_that_raises_is_reported_without_a_traceback(tmp_path):
     (tmp_path / "raising_app.py").write_text("raise RuntimeError('boom at import')\n")
     result = wirebus("describe", "raising_app:app", "--app-dir", str(tmp_path))

@@ -253,12 +253,18 @@ class Gateway(AsyncLifecycle):
         self._server = server
         self._register(server, self._mediator)
         address = f"{cfg.host}:{cfg.port}"
-        if cfg.tls is None:
-            self._port = server.add_insecure_port(address)
-        else:
-            self._port = server.add_secure_port(address, cfg.tls.credentials())
+        try:
+            if cfg.tls is None:
+                self._port = server.add_insecure_port(address)
+            else:
+                self._port = server.add_secure_port(address, cfg.tls.credentials())
+        except RuntimeError:  # grpc: "Failed to bind to address ..."
+            self._port = 0
         if self._port == 0:
-            raise LifecycleError(f"could not bind {cfg.host}:{cfg.port}")
+            raise LifecycleError(
+                f"cannot listen on {cfg.host}:{cfg.port}: the port is in use by another"
+                " process, or the address is not this machine's (choose another with --port)"
+            )
         await server.start()
         await self._set_serving()
         log.info("gateway serving %d methods on %s", len(self._routes), self.address)
