@@ -101,8 +101,15 @@ def _app_roots(module_name: str, app_dir: str) -> list[Path]:
 
 
 def _one_line(exc: BaseException) -> str:
+    """A multi-line message as one line: ``head: item; item (note)``."""
     lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip()]
-    return "; ".join(lines)
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    for line in lines[1:]:
+        separator = " " if text.endswith(":") or line.startswith("(") else "; "
+        text += separator + line
+    return text
 
 
 def _checked(app: App) -> App:

@@ -95,6 +95,12 @@ def test_a_wiring_error_is_one_line_naming_every_unbound_method(tmp_path):
         assert "PlaceOrder" in errors[0]
         assert "ListOrders" in errors[0]
         assert "Traceback" not in result.stderr
+        # reads cleanly: it was "cannot bind every method:; /shop...; (register ...)"
+        assert errors[0].startswith("Error: the gateway cannot bind every method: /shop.orders")
+        assert ":;" not in errors[0]
+        assert errors[0].endswith(
+            " (register the handlers, or pass allow_unbound=True to answer UNIMPLEMENTED)"
+        )
 
 
 def test_a_port_in_use_is_one_error_line_and_a_non_zero_exit(tmp_path):
