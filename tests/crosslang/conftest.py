@@ -224,20 +224,31 @@ def wait_group_empty(bootstrap: str, group: str) -> None:
         time.sleep(2)
 
 
-def wait_serving(server: ShopServer, proc: subprocess.Popen[bytes]) -> None:
-    """Wait until the gateway's gRPC health check answers SERVING."""
+def wait_serving(
+    server: ShopServer,
+    proc: subprocess.Popen[bytes],
+    credentials: grpc.ChannelCredentials | None = None,
+) -> None:
+    """Wait until the gateway's gRPC health check answers SERVING (over TLS with
+    ``credentials``), bounded; fail with the server's log if it exits or never does."""
     deadline = time.monotonic() + SERVING_WITHIN
-    with grpc.insecure_channel(server.address) as channel:
+    channel = (
+        grpc.insecure_channel(server.address)
+        if credentials is None
+        else grpc.secure_channel(server.address, credentials)
+    )
+    over = "" if credentials is None else " over TLS"
+    with channel:
         health = health_pb2_grpc.HealthStub(channel)
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"wirebus run exited early ({proc.returncode}):{server.log_tail()}")
+                pytest.fail(f"the server exited early ({proc.returncode}):{server.log_tail()}")
             with contextlib.suppress(grpc.RpcError):
                 reply = health.Check(health_pb2.HealthCheckRequest(), timeout=2)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             if time.monotonic() > deadline:
-                pytest.fail(f"not SERVING within {SERVING_WITHIN:g} s:{server.log_tail()}")
+                pytest.fail(f"not SERVING{over} within {SERVING_WITHIN:g} s:{server.log_tail()}")
             time.sleep(0.1)
 
 

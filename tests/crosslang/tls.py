@@ -20,17 +20,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.crosslang.conftest import ROOT, SERVING_WITHIN, SHOP_APP, ShopServer, free_port
+from tests.crosslang.conftest import ROOT, SHOP_APP, ShopServer, free_port, wait_serving
 
 
 def pkcs8(key_pem: bytes) -> bytes:
@@ -89,23 +86,6 @@ class PKI:
         )
 
 
-def wait_serving_tls(pki: PKI, server: ShopServer, proc: subprocess.Popen[bytes]) -> None:
-    """Until the health check answers SERVING over mutual TLS (bounded)."""
-    deadline = time.monotonic() + SERVING_WITHIN
-    with grpc.secure_channel(server.address, pki.credentials()) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"wirebus serve exited early ({proc.returncode}):{server.log_tail()}")
-            with contextlib.suppress(grpc.RpcError):
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            if time.monotonic() > deadline:
-                pytest.fail(f"not SERVING over TLS within {SERVING_WITHIN:g} s:{server.log_tail()}")
-            time.sleep(0.1)
-
-
 def serve_env(workdir: Path) -> dict[str, str]:
     """This tree's code; the embedded defaults (no Kafka, SQLite in ``workdir``)."""
     pythonpath = [ROOT / "src", ROOT / "gen" / "python", ROOT]
@@ -131,7 +111,7 @@ def serve_with_tls(pki: PKI, workdir: Path) -> Iterator[ShopServer]:
             stderr=log,
         )
     try:
-        wait_serving_tls(pki, server, proc)
+        wait_serving(server, proc, pki.credentials())
         yield server
     finally:
         if proc.poll() is None:
