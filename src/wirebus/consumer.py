@@ -56,7 +56,7 @@ from .broker import ConsumerPort, EventPublisher, OutgoingRecord, Record, TopicP
 from .cloudevents import CloudEventsReader, MalformedEvent
 from .codec import EventRegistry, EventType
 from .db_errors import database_unreachable
-from .dlq import MIN_DEAD_LETTER_BYTES, TRUNCATED, fit_dead_letter
+from .dlq import DLQ_SUFFIX, MIN_DEAD_LETTER_BYTES, TRUNCATED, fit_dead_letter
 from .errors import ConfigurationError, UnknownEventType, WirebusError
 from .inbox import MAX_EVENT_ID_LENGTH, InboxClaim, InboxStore, unstorable
 from .outbox.rows import MAX_RECORD_BYTES
@@ -83,7 +83,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DLQ_SUFFIX = ".dlq"
 Outcome = Literal["handled", "duplicate", "ignored", "skipped", "dead_lettered"]
 _MAX_ERROR_MESSAGE = 2000
 MAX_DEAD_LETTER_BYTES = MAX_RECORD_BYTES  # the Kafka producer's default max_request_size
