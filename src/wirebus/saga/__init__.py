@@ -1,0 +1,1 @@
+"""Orchestrated sagas: ordered steps with compensations, persisted state, timeouts, recovery."""
