@@ -9,7 +9,6 @@ import pytest
 
 from wirebus.saga.memory import MemorySagaStore
 from wirebus.saga.state import SagaState
-from wirebus.saga.store import SagaStore
 from wirebus.testing.saga_harnesses import MemorySagaHarness
 from wirebus.testing.saga_suite import (
     CHECKS,
@@ -27,11 +26,6 @@ async def test_the_memory_store_passes(check: SagaCheck) -> None:
 
 def test_the_memory_store_runs_every_check_a_store_without_transactions_can() -> None:
     assert checks_for(MemorySagaHarness) == CHECKS
-
-
-def test_the_memory_store_is_a_saga_store() -> None:
-    store: SagaStore = MemorySagaStore()
-    assert isinstance(store, MemorySagaStore)
 
 
 class IgnoresVersions(MemorySagaStore):

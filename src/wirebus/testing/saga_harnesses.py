@@ -25,7 +25,7 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import text
 
@@ -34,6 +34,7 @@ from ..saga.memory import MemorySagaStore
 from ..saga.sqlalchemy import SqlSagaStore
 from ..saga.state import SagaState, SagaTimeout
 from ..saga.store import SagaStore
+from .waiting import wait_until
 
 __all__ = [
     "T0",
@@ -42,7 +43,9 @@ __all__ = [
     "SagaCheck",
     "SagaStoreHarness",
     "SqlSagaHarness",
+    "blocked_behind_a_lock",
     "expect",
+    "in_transaction",
     "new_saga",
     "new_timeout",
     "stored_state",
@@ -71,35 +74,66 @@ class SagaStoreHarness(Protocol):
 SagaCheck = Callable[[SagaStoreHarness], Awaitable[None]]
 
 
+# ------------------------------------------------------------------ what checks are written with
+
+
 def expect(condition: object, message: str) -> None:
+    """Raise ``AssertionError(message)`` unless ``condition`` holds (the suite needs no pytest)."""
     if not condition:
         raise AssertionError(message)
 
 
 def new_saga(key: str = "o-1", *, saga_type: str = "checkout", minutes: int = 0) -> SagaState:
+    """A new pending saga correlated by ``key``, created ``minutes`` after :data:`T0`."""
     return SagaState.new(
         saga_type, key=key, data={"order": key}, now=T0 + dt.timedelta(minutes=minutes)
     )
 
 
 def new_timeout(saga_id: str, minutes: int, *, step: int = 1) -> SagaTimeout:
+    """A timeout of ``saga_id``'s ``step`` (at version 1), due ``minutes`` after :data:`T0`."""
     due = T0 + dt.timedelta(minutes=minutes)
     return SagaTimeout(str(uuid.uuid4()), saga_id, step=step, version=1, due_at=due)
 
 
 async def stored(harness: SagaStoreHarness, *states: SagaState) -> None:
+    """Insert ``states`` in one committed transaction (each must be new)."""
     async with harness.transaction() as store:
         for state in states:
             expect(await store.insert(state), f"a new saga {state.key} was not inserted")
 
 
 async def stored_state(harness: SagaStoreHarness, saga_id: str) -> SagaState | None:
+    """The saga as a new transaction reads it."""
     async with harness.transaction() as store:
         return await store.get(saga_id)
 
 
+async def blocked_behind_a_lock(harness: SagaStoreHarness) -> bool:
+    """Whether a transaction comes to wait for another's lock (within 10 s)."""
+
+    async def waiting() -> bool:
+        return await harness.waiting_for_locks() >= 1
+
+    condition: Callable[[], Any] = waiting
+    try:
+        await wait_until(condition, within=10)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def in_transaction(harness: SagaStoreHarness, work: Callable[[SagaStore], Any]) -> Any:
+    """``work(store)`` in a new transaction, committed when it returns."""
+    async with harness.transaction() as store:
+        return await work(store)
+
+
 class Rollback(Exception):
     """Raised in a transaction to roll it back."""
+
+
+# ------------------------------------------------------------------ wirebus's harnesses
 
 
 class MemorySagaHarness:

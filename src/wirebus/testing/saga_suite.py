@@ -1,18 +1,15 @@
-"""The ``SagaStore`` conformance suite: what every saga store keeps (``wirebus.saga.store``).
+"""The ``SagaStore`` conformance suite: the rules of ``wirebus.saga.store``, checked.
 
-Each check is an async function of a :class:`SagaStoreHarness`.
-:func:`checks_for` lists the checks a harness can run: every store runs
-``CHECKS``; a store with real transactions (``transactional``) also runs
-``TRANSACTION_CHECKS`` (a rolled-back transaction leaves nothing), and one
-whose transactions run side by side and wait on each other's row locks
-(``concurrent``: PostgreSQL) runs ``CONCURRENCY_CHECKS`` too::
+Each check is an async function of a :class:`SagaStoreHarness`, starting
+from an empty store. Every store runs ``CHECKS``; one with real transactions
+(``transactional``) also ``TRANSACTION_CHECKS``, and one whose transactions
+wait on each other's row locks (``concurrent``: PostgreSQL) also
+``CONCURRENCY_CHECKS``. :func:`checks_for` picks them; a failed check raises
+``AssertionError`` saying what was expected (no pytest needed)::
 
     @pytest.mark.parametrize("check", checks_for(MemorySagaHarness), ids=lambda c: c.__name__)
     async def test_the_memory_store_passes(check: SagaCheck) -> None:
         await check(MemorySagaHarness())
-
-Each check starts from an empty store. The suite has no pytest dependency: a
-failed check raises ``AssertionError`` saying what was expected.
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from ..saga.state import SagaConflict, SagaState, SagaStatus, SagaTimeout, StepRecord
 from ..saga.store import SagaStore
@@ -32,13 +28,14 @@ from .saga_harnesses import (
     SagaCheck,
     SagaStoreHarness,
     SqlSagaHarness,
+    blocked_behind_a_lock,
     expect,
+    in_transaction,
     new_saga,
     new_timeout,
     stored,
     stored_state,
 )
-from .waiting import wait_until
 
 __all__ = [
     "CHECKS",
@@ -316,26 +313,14 @@ TRANSACTION_CHECKS: tuple[SagaCheck, ...] = (
 # ------------------------------------------------------------------ concurrent transactions
 
 
-async def _blocked(harness: SagaStoreHarness, what: str) -> None:
-    async def waiting() -> bool:
-        return await harness.waiting_for_locks() >= 1
-
-    condition: Callable[[], Any] = waiting
-    await wait_until(condition, within=10, message=f"{what} never waited for the first one's lock")
-
-
-async def _in_transaction(harness: SagaStoreHarness, work: Callable[[SagaStore], Any]) -> Any:
-    async with harness.transaction() as store:
-        return await work(store)
-
-
 async def two_concurrent_starts_of_one_saga_insert_one(harness: SagaStoreHarness) -> None:
     first, second = new_saga(), new_saga()
     async with harness.transaction() as store:
         expect(await store.insert(first), "the first start was refused")
-        racing = asyncio.ensure_future(_in_transaction(harness, lambda s: s.insert(second)))
-        await _blocked(harness, "the second start")
+        racing = asyncio.ensure_future(in_transaction(harness, lambda s: s.insert(second)))
+        blocked = await blocked_behind_a_lock(harness)
     inserted = await asyncio.wait_for(racing, 30)
+    expect(blocked, "the second start never waited for the first one's row")
     expect(inserted is False, "a concurrent second start of checkout o-1 was inserted")
     async with harness.transaction() as store:
         found = await store.find("checkout", "o-1")
@@ -359,9 +344,10 @@ async def two_concurrent_updates_of_one_version_write_one(harness: SagaStoreHarn
     async with harness.transaction() as store:
         state.step = 1
         await store.update(state, expected_version=1)
-        racing = asyncio.ensure_future(_in_transaction(harness, late_worker))
-        await _blocked(harness, "the second update")
+        racing = asyncio.ensure_future(in_transaction(harness, late_worker))
+        blocked = await blocked_behind_a_lock(harness)
     outcome = await asyncio.wait_for(racing, 30)
+    expect(blocked, "the second update never waited for the first one's row lock")
     expect(outcome == "conflict", f"the second update of version 1 was {outcome}")
     read = await stored_state(harness, state.saga_id)
     expect(read == state, f"after two updates of version 1 the saga is {read}, not {state}")
@@ -379,7 +365,7 @@ async def concurrent_claims_take_disjoint_timeouts(harness: SagaStoreHarness) ->
         first = await first_store.claim_due(now, limit=2)
         # The second claimer skips the first's locked rows: it neither waits nor takes them.
         second = await asyncio.wait_for(
-            _in_transaction(harness, lambda s: s.claim_due(now, limit=10)), 10
+            in_transaction(harness, lambda s: s.claim_due(now, limit=10)), 10
         )
     expect(list(first) == timeouts[:2], f"the first claim took {first}")
     expect(list(second) == timeouts[2:], f"beside it, the second claim took {second}")
