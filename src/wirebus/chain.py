@@ -163,6 +163,8 @@ def part_of(spec: HandlerSpec, *, in_chain: bool, localns: dict[str, Any]) -> Pa
     next_param = next((n for n, tp in spec.params.deps if tp is Next), None)
     if next_param is not None and not in_chain:
         raise ConfigurationError(f"{spec.name}: a Next parameter is for chain links only")
+    if spec.kind == "event":
+        raise ConfigurationError(f"{spec.name}: chain links and fallbacks handle requests")
     if spec.kind != "request":
         raise ConfigurationError(f"{spec.name}: chain links and fallbacks must be `async def`")
     params = dataclasses.replace(

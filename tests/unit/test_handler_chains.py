@@ -347,3 +347,11 @@ def test_a_fallback_of_another_message_type_is_refused() -> None:
         @router.handler(fallback=other)
         async def live(query: GetQuote) -> str:
             return ""
+
+
+def test_a_chain_of_an_event_type_is_refused() -> None:
+    async def on_quoted(event: Quoted) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="chain links and fallbacks handle requests"):
+        Router().chain(Quoted, [on_quoted])
