@@ -19,7 +19,8 @@ What counts as a failure is ``CircuitBreaker.counts`` (default
 :func:`counts_as_failure`): any exception but the caller's own fault (a
 :class:`~wirebus.DomainError` that is not retriable, such as ``NotFound`` or
 ``InvalidArgument``) and but cancellation. An excluded error counts as an
-answer: the guarded service did respond.
+answer: the guarded service did respond. A cancelled call gives no verdict
+(a cancelled probe leaves the circuit half-open for the next call).
 
 Example (a handler's breaker is given at registration; a saga step or any
 other code guards a call itself)::
@@ -41,7 +42,7 @@ import enum
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import CircuitOpen, ConfigurationError, DomainError
@@ -181,7 +182,7 @@ class Circuit:
             await self._enter(breaker)
             try:
                 yield
-            except BaseException as exc:
+            except Exception as exc:  # cancellation gives no verdict: not reported
                 await breaker.__aexit__(type(exc), exc, exc.__traceback__)
                 raise
             await breaker.__aexit__(None, None, None)
@@ -205,7 +206,7 @@ class Circuit:
         await self._enter(breaker)
         try:
             result = await fn(*args)
-        except BaseException as exc:
+        except Exception as exc:  # cancellation gives no verdict: not reported
             await breaker.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         await breaker.__aexit__(None, None, None)
@@ -263,7 +264,7 @@ class Circuits:
             )
         return found
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Circuit]:
         return iter(tuple(self._circuits.values()))
 
     def __len__(self) -> int:

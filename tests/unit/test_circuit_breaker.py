@@ -188,6 +188,28 @@ async def test_half_open_lets_one_probe_through_while_the_others_fail_fast() -> 
     assert dep.calls == 1
 
 
+async def test_a_cancelled_probe_gives_no_verdict_and_the_next_call_probes_again() -> None:
+    circuit, dep = circuit_of(threshold=1, timeout=FAST), Dependency()
+    await fail(circuit, dep, 1)
+    await half_open(circuit)
+    probing = asyncio.Event()
+
+    async def hanging() -> None:
+        probing.set()
+        await asyncio.Event().wait()
+
+    probe = asyncio.create_task(circuit.call(hanging))
+    await probing.wait()
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+
+    assert circuit.state is CircuitState.HALF_OPEN
+    dep.down = False
+    assert await circuit.call(dep) == "ok"
+    assert circuit.state is CircuitState.CLOSED
+
+
 async def test_guard_is_the_same_circuit_as_a_block() -> None:
     circuit, dep = circuit_of(threshold=2), Dependency()
 
