@@ -29,10 +29,13 @@ from .auth import (
     current_identity,
     require_scopes,
 )
+from .breaker import CircuitBreaker
+from .chain import PASS, Fallback, Next, Pass
 from .context import CallInfo, Context, current_call, current_context
 from .errors import (
     Aborted,
     AlreadyExists,
+    CircuitOpen,
     ConfigurationError,
     ConversionError,
     ConversionSchemaError,
@@ -65,6 +68,8 @@ __all__ = [
     "Behaviour",
     "CallNext",
     "CallInfo",
+    "CircuitBreaker",
+    "CircuitOpen",
     "Command",
     "ConfigurationError",
     "Context",
@@ -72,6 +77,7 @@ __all__ = [
     "ConversionSchemaError",
     "DomainError",
     "Event",
+    "Fallback",
     "FailedPrecondition",
     "FieldViolation",
     "Gateway",
@@ -83,7 +89,10 @@ __all__ = [
     "LifecycleError",
     "Mediator",
     "Message",
+    "Next",
     "NotFound",
+    "PASS",
+    "Pass",
     "PermissionDenied",
     "Query",
     "Request",

@@ -140,10 +140,7 @@ class App:
                 continue
             other = seen.get(spec.message_type)
             if other is not None:
-                problems.append(
-                    f"{spec.message_type.__qualname__} has two handlers:"
-                    f" {other.name} and {spec.name}"
-                )
+                problems.append(_two_handlers(spec.message_type, other, spec))
             seen[spec.message_type] = spec
         if problems:
             raise ConfigurationError("invalid wiring:\n  - " + "\n  - ".join(problems))
@@ -277,7 +274,7 @@ class App:
         lines.append("  " + " -> ".join([*stages, "handler"]))
         lines.append("methods:")
         for route in routes:
-            handler = route.spec.name if route.spec else "(unbound: UNIMPLEMENTED)"
+            handler = _label(route.spec) if route.spec else "(unbound: UNIMPLEMENTED)"
             lines.append(f"  {route.path} [{route.arity}] -> {handler}")
         lines.append("events:")
         events: dict[type, list[str]] = {}
@@ -301,8 +298,26 @@ class App:
         requests = [s for s in self.specs if s.kind != "event"]
         lines.append("in-process requests:")
         for spec in requests:
-            lines.append(f"  {spec.message_type.__qualname__} [{spec.kind}] -> {spec.name}")
+            lines.append(f"  {spec.message_type.__qualname__} [{spec.kind}] -> {_label(spec)}")
         return "\n".join(lines)
+
+
+def _two_handlers(message_type: type, first: HandlerSpec, second: HandlerSpec) -> str:
+    """The problem of a request type registered twice (a chain counts as its handler)."""
+    name = message_type.__qualname__
+    chains = [s for s in (first, second) if s.composite is not None and s.composite.chain]
+    if len(chains) == 1:
+        handler = second if chains[0] is first else first
+        return (
+            f"{name} has both a handler ({handler.name}) and a chain ({chains[0].name}):"
+            " make the handler the chain's last link, or drop one"
+        )
+    return f"{name} has two handlers: {first.name} and {second.name}"
+
+
+def _label(spec: HandlerSpec) -> str:
+    """A handler as ``describe`` prints it: a chain's links in order, its fallback, breaker."""
+    return spec.name if spec.composite is None else spec.composite.describe()
 
 
 def _observed(

@@ -19,6 +19,7 @@ status ``code`` it maps to; the gateway turns it into a status with
     │   │                             (not retriable; refused at commit, nothing persisted)
     │   ├── Aborted                   ABORTED              (retriable)
     │   └── Unavailable               UNAVAILABLE          (retriable)
+    │       └── CircuitOpen               a circuit breaker is open: failed fast, with RetryInfo
     ├── ConfigurationError            wiring is wrong; raised at definition or start-up
     │   ├── ConversionSchemaError     a dataclass cannot be mapped to its proto
     │   ├── UnregisteredEvent         a travelling event the app has no topic for
@@ -27,6 +28,7 @@ status ``code`` it maps to; the gateway turns it into a status with
     ├── ConversionError               a value cannot be converted at run time
     │   └── RequestLimitExceeded      INVALID_ARGUMENT: a request over ``RequestLimits``
     ├── HandlerNotFound               send/stream with no handler registered (UNIMPLEMENTED)
+    ├── ChainExhausted                every link of a handler chain passed the request on
     ├── LifecycleError                start after stop, stop before start misuse
     ├── MalformedEvent                a record's CloudEvents headers are missing or broken
     ├── PublishError                  UNAVAILABLE (retriable): the broker did not acknowledge
@@ -53,6 +55,8 @@ import grpc
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "ChainExhausted",
+    "CircuitOpen",
     "ConfigurationError",
     "ConsumeError",
     "ConversionError",
@@ -320,6 +324,45 @@ class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
     default_reason = "UNAVAILABLE"
     retriable = True
+
+
+class CircuitOpen(Unavailable):
+    """A circuit breaker is open: the call failed fast, without reaching what it guards.
+
+    ``circuit`` names the circuit; ``retry_after`` is the number of seconds
+    until it lets a probe through (the gateway sends it as
+    ``google.rpc.RetryInfo``). Retriable: a consumer retries an event handler
+    that raised it with its backoff rather than dead-lettering the event.
+
+    Example::
+
+        try:
+            await mediator.send(GetQuote(symbol="ACME"))
+        except CircuitOpen as exc:
+            print(exc.circuit, exc.retry_after)     # rates-api 12.5
+    """
+
+    default_reason = "CIRCUIT_OPEN"
+
+    def __init__(self, circuit: str, *, retry_after: float) -> None:
+        super().__init__(
+            f"circuit {circuit!r} is open: its service failed repeatedly; retry later",
+            metadata={"circuit": circuit},
+        )
+        self.circuit = circuit
+        self.retry_after = retry_after
+
+
+class ChainExhausted(WirebusError):
+    """Every link of a handler chain passed the request on; none handled it.
+
+    A wiring gap of the service (the gateway answers INTERNAL): give the
+    chain a last link that always handles.
+
+    Example::
+
+        router.chain(GetQuote, [from_cache, from_rates_api])   # both may return PASS
+    """
 
 
 class ConsumeError(WirebusError):

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 import anyio
 
 from ._lifecycle import AsyncLifecycle
+from .breaker import Circuits
 from .codec import EventRegistry
 from .context import Context, _context, current_call
 from .errors import HandlerNotFound, LifecycleError
@@ -115,6 +116,8 @@ class Mediator(AsyncLifecycle):
         self._concurrent = event_dispatch == "concurrent"
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._closed = False
+        self.circuits = Circuits()
+        """The circuit breakers' state of this mediator's handlers (``wirebus.breaker``)."""
         self._requests: dict[type, _Runner] = {}
         self._streams: dict[type, _Runner] = {}
         self._event_specs: dict[type, list[HandlerSpec]] = {}
@@ -275,7 +278,10 @@ class Mediator(AsyncLifecycle):
         invoke = self._invoker(spec)
         behaviours = self.pipeline.behaviours("request")
         direct = (
-            not spec.is_class and spec.params.plain and not _returns_events(spec.params.returns)
+            not spec.is_class
+            and spec.params.plain
+            and not _returns_events(spec.params.returns)
+            and spec.composite is None
         )
         if direct and not behaviours:
             return typing.cast(_Runner, spec.target)  # nothing to add: call it as it is
@@ -377,6 +383,16 @@ class Mediator(AsyncLifecycle):
 
     def _invoker(self, spec: HandlerSpec) -> _Invoke:
         """``invoke(message, ctx)``: call the handler with its parameters resolved."""
+        if spec.composite is not None:  # a chain, fallback or breaker (wirebus.chain)
+            from .chain import compile_composite
+
+            return compile_composite(
+                spec.composite,
+                name=spec.name,
+                container=self._container,
+                mediator=self,
+                circuits=self.circuits,
+            )
         p = spec.params
         target = spec.target
         fixed: list[tuple[str, Callable[[Context], Any]]] = []

@@ -17,6 +17,10 @@ own registry (no global state); ``wirebus serve|run|relay|consume
   dead-letter topic ``topic`` (``<original>.dlq``);
 - ``wirebus_consumer_lag{topic,partition,group}`` (gauge): end offset minus
   the group's committed offset, sampled every few seconds (``lag.py``);
+- ``wirebus_circuit_breaker_state{breaker}`` (gauge): 0 closed, 1 half-open,
+  2 open; ``wirebus_circuit_breaker_transitions_total{breaker,state}``
+  (counter): transitions into ``state`` (closed, half_open, open) -- the
+  circuits of the runtime's mediator (:class:`BreakerMetrics`);
 - the gateway's RPC metrics, named as the gRPC Prometheus middleware
   (go-grpc-prometheus) names them, so its dashboards and alerts work
   unchanged (:class:`RpcMetrics`): ``grpc_server_started_total``,
@@ -37,12 +41,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["Metrics", "MethodMetrics", "RpcMetrics"]
+if TYPE_CHECKING:
+    from .breaker import Circuits, CircuitState
+
+__all__ = ["BreakerMetrics", "Metrics", "MethodMetrics", "RpcMetrics"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +106,7 @@ class Metrics:
             registry=self.registry,
         )
         self.rpc = RpcMetrics(self.registry)
+        self.breakers = BreakerMetrics(self.registry)
         self._server: Any = None
         self._dlq_children: dict[str, Any] = {}
 
@@ -243,3 +251,41 @@ class RpcMetrics:
     def track_in_flight(self, count: Callable[[], int]) -> None:
         """Report ``count()`` as the in-flight gauge, read at scrape time (no per-call cost)."""
         self.in_flight.set_function(count)
+
+
+class BreakerMetrics:
+    """Circuit breaker state and transitions, pushed by the circuits on each transition.
+
+    Nothing is done per call: a circuit reports only when its state changes.
+
+    Example::
+
+        metrics = Metrics()
+        metrics.breakers.watch(mediator.circuits)
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.state = Gauge(
+            "wirebus_circuit_breaker_state",
+            "State of a circuit breaker: 0 closed, 1 half-open, 2 open",
+            ["breaker"],
+            registry=registry,
+        )
+        self.transitions = Counter(
+            "wirebus_circuit_breaker_transitions",
+            "Transitions of a circuit breaker into a state (closed, half_open, open)",
+            ["breaker", "state"],
+            registry=registry,
+        )
+        self._seen: set[str] = set()
+
+    def watch(self, circuits: Circuits) -> None:
+        """Report the state of every circuit of ``circuits``, now and on each transition."""
+        circuits.subscribe(self._changed)
+
+    def _changed(self, name: str, state: CircuitState) -> None:
+        self.state.labels(name).set(int(state))
+        if name in self._seen:
+            self.transitions.labels(name, state.label).inc()
+        else:  # the first report of a circuit is its state when watched, no transition
+            self._seen.add(name)

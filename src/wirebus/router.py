@@ -30,6 +30,12 @@ Example::
 
     @router.handler(event=True)          # a raw protobuf class handled as an event
     async def on_audit(e: audit_pb2.Audited) -> None: ...
+
+    # a chain of links, a fallback, a circuit breaker (wirebus.chain, wirebus.breaker)
+    router.chain(GetQuote, [from_cache, from_rates_api])
+
+    @router.handler(fallback=cached_quote, breaker=CircuitBreaker(failure_threshold=5))
+    async def live_quote(query: GetLiveQuote, api: RatesApi) -> Quote: ...
 """
 
 from __future__ import annotations
@@ -37,13 +43,17 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import sys
-from collections.abc import Callable
-from typing import Any, Literal, Protocol, TypeVar, overload
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from .errors import ConfigurationError
 from .messages import Event
 from .retry import Retry
 from .signature import HandlerParams, analyse
+
+if TYPE_CHECKING:
+    from .breaker import CircuitBreaker
+    from .chain import Composite, Fallback
 
 __all__ = ["HandlerKind", "HandlerSpec", "Router"]
 
@@ -67,6 +77,8 @@ class HandlerSpec:
     """Retry policy when this event handler runs in a consumer (app default if None)."""
     tombstones: bool = False
     """A consumer runs this event handler for a record with a null or empty value too."""
+    composite: Composite | None = None
+    """A chain, a fallback or a breaker: the callables behind this handler (``wirebus.chain``)."""
 
     @property
     def message_type(self) -> type:
@@ -91,7 +103,14 @@ class Router:
 
     @overload
     def handler(
-        self, /, *, event: bool = False, retry: Retry | None = None, tombstones: bool = False
+        self,
+        /,
+        *,
+        event: bool = False,
+        retry: Retry | None = None,
+        tombstones: bool = False,
+        fallback: Callable[..., Any] | Fallback | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> _Decorator: ...
 
     def handler(
@@ -102,6 +121,8 @@ class Router:
         event: bool = False,
         retry: Retry | None = None,
         tombstones: bool = False,
+        fallback: Callable[..., Any] | Fallback | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> Any:
         """Register a function or a class with ``handle`` as a handler.
 
@@ -111,6 +132,9 @@ class Router:
         ``tombstones=True`` has a consumer run this event handler for a
         record whose value is null (a Kafka tombstone) or empty: it gets the
         type's default message. Without it such a record is dead-lettered.
+        ``fallback`` (a handler of the same request, or a
+        :class:`~wirebus.chain.Fallback`) answers when this request handler
+        fails or its ``breaker`` (a :class:`~wirebus.CircuitBreaker`) is open.
         """
 
         # Names local to the defining function (a handler or message class
@@ -127,10 +151,98 @@ class Router:
                 if spec.kind != "event":
                     raise ConfigurationError(f"{spec.name}: tombstones= is for event handlers")
                 spec = dataclasses.replace(spec, tombstones=True)
+            if fallback is not None or breaker is not None:
+                if spec.kind != "request":
+                    raise ConfigurationError(
+                        f"{spec.name}: fallback= and breaker= are for request handlers"
+                    )
+                spec = _composite([spec], spec, fallback, breaker, localns, chain=False)
             self._specs.append(spec)
             return t
 
         return register if target is None else register(target)
+
+    def chain(
+        self,
+        message_type: type,
+        links: Sequence[Callable[..., Any]],
+        /,
+        *,
+        fallback: Callable[..., Any] | Fallback | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        """Handle ``message_type`` with an ordered chain of links (``wirebus.chain``).
+
+        Each link is a handler of ``message_type`` (function or class) that
+        returns its result, or :data:`~wirebus.PASS` to pass the request on
+        (or awaits its :class:`~wirebus.Next` parameter). The chain is one
+        request handler: ``fallback`` and ``breaker`` apply to it as a whole.
+
+        Example::
+
+            router.chain(GetQuote, [from_cache, from_rates_api, from_last_close])
+        """
+        localns = dict(sys._getframe(1).f_locals)
+        if not links:
+            raise ConfigurationError(f"the chain of {message_type.__qualname__} has no links")
+        specs = [_spec(link, self.name, force_event=False, localns=localns) for link in links]
+        for spec in specs:
+            if spec.message_type is not message_type:
+                raise ConfigurationError(
+                    f"{spec.name} takes {spec.message_type.__qualname__}, but it is a link"
+                    f" of the chain of {message_type.__qualname__}"
+                )
+        first = specs[0]
+        head = HandlerSpec(
+            kind="request",
+            target=first.target,
+            params=first.params,
+            is_class=False,
+            name="chain[" + " -> ".join(s.name for s in specs) + "]",
+            router=self.name,
+        )
+        self._specs.append(_composite(specs, head, fallback, breaker, localns, chain=True))
+
+
+def _composite(
+    specs: list[HandlerSpec],
+    head: HandlerSpec,
+    fallback: Callable[..., Any] | Fallback | None,
+    breaker: CircuitBreaker | None,
+    localns: dict[str, Any],
+    *,
+    chain: bool,
+) -> HandlerSpec:
+    """``head`` standing for its links, fallback and breaker: one request handler."""
+    from .chain import Composite, Fallback, part_of, result_type
+
+    links = tuple(part_of(s, in_chain=chain, localns=localns) for s in specs)
+    fb = fallback if isinstance(fallback, Fallback) or fallback is None else Fallback(fallback)
+    fb_part = None
+    if fb is not None:
+        fb_spec = _spec(fb.handler, head.router, force_event=False, localns=localns)
+        if fb_spec.message_type is not head.message_type:
+            raise ConfigurationError(
+                f"{fb_spec.name} takes {fb_spec.message_type.__qualname__}: it cannot be"
+                f" the fallback of {head.name}, which takes {head.message_type.__qualname__}"
+            )
+        fb_part = part_of(fb_spec, in_chain=False, localns=localns)
+    circuit = ""
+    if breaker is not None:
+        circuit = breaker.name or (
+            head.name if not chain else f"chain {head.message_type.__qualname__}"
+        )
+    composite = Composite(links, chain, fb_part, fb.on if fb else None, breaker, circuit)
+    parts = composite.parts
+    params = HandlerParams(
+        message_type=head.message_type,
+        context=None,
+        call_info=None,
+        mediator=None,
+        deps=composite.deps(),
+        returns=result_type(parts),
+    )
+    return dataclasses.replace(head, params=params, is_class=False, composite=composite)
 
 
 class _Decorator(Protocol):

@@ -186,6 +186,8 @@ class Runtime(AsyncLifecycle):
             await self._start_metrics()
         publisher = await self._start_publisher()
         self.mediator = self.app.mediator(database=self.database, owns_database=False)
+        if self.metrics is not None:
+            self.metrics.breakers.watch(self.mediator.circuits)
         self._stack.push_async_callback(self.mediator.close)
         await self.mediator.start()
         # Built before the relay runs: an in-memory group subscribes as its

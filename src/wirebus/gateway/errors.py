@@ -9,6 +9,10 @@
   :class:`~wirebus.errors.RequestLimitExceeded` (more repeated elements than
   the gateway's ``RequestLimits``) adds a ``BadRequest`` naming the field,
   and ErrorInfo ``REQUEST_LIMIT_EXCEEDED`` with the field and the limit.
+- :class:`~wirebus.errors.CircuitOpen` (an open circuit breaker failed the
+  call fast) is UNAVAILABLE with ErrorInfo ``CIRCUIT_OPEN`` (metadata
+  ``circuit``) and ``google.rpc.RetryInfo`` whose ``retry_delay`` is the
+  time until the circuit lets a probe through.
 - :class:`~wirebus.HandlerNotFound` is UNIMPLEMENTED.
 - A lost connection to a service the handler needs (the database closed or
   refused it: a ``ConnectionError``, asyncpg's or SQLAlchemy's error for
@@ -38,10 +42,11 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from ..errors import (
+    CircuitOpen,
     ConversionError,
     DomainError,
     FieldViolation,
@@ -130,7 +135,10 @@ def status_for(
             bad, counts = _bad_request(exc.violations)
             info = _info(exc.reason, domain, {**counts, **exc.metadata})
             return _status(exc.code, exc.message, bad, info)
-        return _status(exc.code, exc.message, _info(exc.reason, domain, exc.metadata))
+        info = _info(exc.reason, domain, exc.metadata)
+        if isinstance(exc, CircuitOpen):
+            return _status(exc.code, exc.message, info, _retry_info(exc.retry_after))
+        return _status(exc.code, exc.message, info)
     if isinstance(exc, RequestLimitExceeded):
         bad, _ = _bad_request(exc.violations)
         metadata = {"field": exc.field, "limit": str(exc.limit)}
@@ -157,6 +165,13 @@ def _info(reason: str, domain: str, metadata: Mapping[str, str]) -> error_detail
         clip(k, MAX_KEY_BYTES): clip(v) for k, v in itertools.islice(metadata.items(), MAX_METADATA)
     }
     return error_details_pb2.ErrorInfo(reason=clip(reason), domain=domain, metadata=entries)
+
+
+def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    """``google.rpc.RetryInfo``: wait ``seconds`` (never negative) before retrying."""
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(max(0, round(seconds * 1e9)))
+    return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
 def _bad_request(
