@@ -18,6 +18,10 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import grpc
+
+from ..errors import WirebusError
+
 __all__ = ["SagaConflict", "SagaState", "SagaStatus", "SagaTimeout", "StepRecord"]
 
 
@@ -134,5 +138,12 @@ class SagaTimeout:
     due_at: dt.datetime
 
 
-class SagaConflict(Exception):
-    """Another worker advanced the saga first: its stored version is not the expected one."""
+class SagaConflict(WirebusError):
+    """Another worker advanced the saga first: its stored version is not the expected one.
+
+    The engine reads the saga again and retries the transition; if it keeps
+    losing the race, a caller sees ABORTED (retriable).
+    """
+
+    code = grpc.StatusCode.ABORTED
+    retriable = True

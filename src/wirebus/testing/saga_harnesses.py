@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from sqlalchemy import text
 
 from ..db import Database
+from ..errors import WirebusError
 from ..saga.memory import MemorySagaStore
 from ..saga.sqlalchemy import SqlSagaStore
 from ..saga.state import SagaState, SagaTimeout
@@ -129,7 +130,7 @@ async def in_transaction(harness: SagaStoreHarness, work: Callable[[SagaStore], 
         return await work(store)
 
 
-class Rollback(Exception):
+class Rollback(WirebusError):
     """Raised in a transaction to roll it back."""
 
 
