@@ -63,6 +63,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .broker import EventPublisher, Record
+    from .connect import ConnectConfig, ConnectServer
     from .consumer import Outcome
     from .db import Database
     from .mediator import Mediator
@@ -96,6 +97,7 @@ class Runtime(AsyncLifecycle):
         settings: Settings,
         *,
         gateway: GatewayConfig | None = None,
+        connect: ConnectConfig | None = None,
         consume: bool = False,
         group: str | None = None,
         routers: frozenset[str] | None = None,
@@ -122,6 +124,7 @@ class Runtime(AsyncLifecycle):
         self.app = app
         self.settings = settings
         self.gateway_config = gateway
+        self.connect_config = connect
         self.consume = consume
         self.group = group or app.name
         self.routers = routers
@@ -141,6 +144,7 @@ class Runtime(AsyncLifecycle):
         if broker is None and settings.kafka_bootstrap is None:
             self.broker = InMemoryBroker()
         self.gateway: Gateway | None = None
+        self.connect: ConnectServer | None = None
         self.runner: ConsumerRunner | None = None
         self.mediator: Mediator | None = None
         self.database: Database | None = None
@@ -210,6 +214,12 @@ class Runtime(AsyncLifecycle):
             )
             self._stack.push_async_callback(self.gateway.stop)
             await self.gateway.start()
+        if self.connect_config is not None:  # the Connect port: same routes, same mediator
+            from .connect import ConnectServer
+
+            self.connect = ConnectServer(self.app, self.connect_config, mediator=self.mediator)
+            self._stack.push_async_callback(self.connect.stop)
+            await self.connect.start()
 
     async def _start_metrics(self) -> None:
         from .metrics import Metrics
