@@ -1,6 +1,8 @@
 """``Runtime``: everything one process runs for an app, started and stopped in order.
 
-- a gateway (``serve``, ``run``), and/or
+- a gateway (``serve``, ``run``), and with it, optionally, the Connect and
+  gRPC-Web port (``connect=ConnectConfig(...)``, ``--connect-port``: the same
+  routes and mediator, ``wirebus.connect``), and/or
 - consumers of the app's event handlers (``run``, ``consume``),
 - the database (``WIREBUS_DATABASE_URL``, a SQLite file by default): the
   handlers' state, the outbox and the inbox; tables are created if missing,
@@ -9,7 +11,8 @@
   the embedded in-memory broker.
 
 Shutdown order: the gateway stops taking calls (health NOT_SERVING, new
-calls UNAVAILABLE) and lets in-flight ones finish within its grace;
+calls UNAVAILABLE) and lets in-flight ones finish within its grace, then the
+Connect port does the same;
 consumers finish the batch in hand and commit; on Kafka the relay then
 publishes what is already committed in the outbox (at most the gateway's
 grace more, ``drain_seconds`` without a gateway) and finishes its batch; the
@@ -207,6 +210,13 @@ class Runtime(AsyncLifecycle):
             self._relay_task = asyncio.create_task(self.relay_worker.run(), name="wirebus relay")
         if port is not None:
             await self._start_consumers(port, publisher)
+        if self.connect_config is not None:  # the Connect port: same routes, same mediator
+            from .connect import ConnectServer
+
+            # Started first: once the gRPC port answers, the Connect port does too.
+            self.connect = ConnectServer(self.app, self.connect_config, mediator=self.mediator)
+            self._stack.push_async_callback(self.connect.stop)
+            await self.connect.start()
         if self.gateway_config is not None:
             rpc = self.metrics.rpc if self.metrics is not None else None
             self.gateway = Gateway(
@@ -214,12 +224,6 @@ class Runtime(AsyncLifecycle):
             )
             self._stack.push_async_callback(self.gateway.stop)
             await self.gateway.start()
-        if self.connect_config is not None:  # the Connect port: same routes, same mediator
-            from .connect import ConnectServer
-
-            self.connect = ConnectServer(self.app, self.connect_config, mediator=self.mediator)
-            self._stack.push_async_callback(self.connect.stop)
-            await self.connect.start()
 
     async def _start_metrics(self) -> None:
         from .metrics import Metrics
