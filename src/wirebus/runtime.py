@@ -214,7 +214,10 @@ class Runtime(AsyncLifecycle):
             from .connect import ConnectServer
 
             # Started first: once the gRPC port answers, the Connect port does too.
-            self.connect = ConnectServer(self.app, self.connect_config, mediator=self.mediator)
+            rpc = self.metrics.rpc if self.metrics is not None else None
+            self.connect = ConnectServer(
+                self.app, self.connect_config, mediator=self.mediator, metrics=rpc
+            )
             self._stack.push_async_callback(self.connect.stop)
             await self.connect.start()
         if self.gateway_config is not None:

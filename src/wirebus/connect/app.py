@@ -50,10 +50,12 @@ from .cors import Cors
 from .endpoints import Endpoint, Failed, HealthEndpoint
 from .errors import Status, connect_error, end_stream, grpc_web_trailers
 from .framing import Disconnected, read_body, single_message
+from .observe import Observer
 from .protocol import END_STREAM, TRAILERS, envelope
 
 if TYPE_CHECKING:
     from ..mediator import Mediator
+    from ..metrics import RpcMetrics
 
 __all__ = ["ConnectApp"]
 
@@ -64,6 +66,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
+_OK = grpc.StatusCode.OK
+_CANCELLED = grpc.StatusCode.CANCELLED
 _JSON = (b"content-type", b"application/json")
 _PROTOCOL_VERSION = (b"connect-protocol-version", b"1")
 _ACCEPT_POST = (
@@ -104,11 +108,13 @@ class ConnectApp:
         max_message_bytes: int = 4 * 1024 * 1024,
         cors: Cors | None = None,
         health: bool = True,
+        rpc: RpcMetrics | None = None,
     ) -> None:
         self.limiter = limiter
         self.max_message_bytes = max_message_bytes
         self.cors = cors
         routes = list(routes)
+        self._observer = Observer(routes, rpc)
         self._endpoints: dict[str, _Endpoint] = {
             r.path: Endpoint(r, mediator, domain=domain, limits=limits) for r in routes
         }
@@ -170,31 +176,49 @@ class ConnectApp:
             reply = _Enveloped(send, response_type(protocol, codec), cors, connect=True)
         else:
             reply = _Enveloped(send, response_type(protocol, codec), cors, connect=False)
+        path = str(scope["path"])[:200]
+        began, metrics = self._observer.begin(path)
+        code = _OK
+        token = None
         try:
             if endpoint is None:
-                path = str(scope["path"])[:200]
                 raise Failed(_status(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not a method here"))
             if endpoint.refusal is not None:
                 raise Failed(endpoint.refusal)
             if endpoint.streaming and protocol == "connect":
                 raise Failed(_status(grpc.StatusCode.UNIMPLEMENTED, _STREAM_TYPES))
-            await self._call(endpoint, scope, headers, protocol, codec, reply, receive)
+            timeout = timeout_of(headers, protocol)
+            # bound until the access line is written: it reads the call's correlation
+            token = bind_call(call_info_factory(path, scope, headers, timeout))
+            sent = metrics.sent.inc if metrics is not None else None
+            code = await self._call(
+                endpoint, headers, protocol, codec, reply, receive, timeout, sent
+            )
         except Failed as failed:
+            code = failed.status[0]
             await reply.error(failed.status)
         except Disconnected:
-            return  # nobody to answer
+            code = _CANCELLED  # nobody to answer
+        except asyncio.CancelledError:
+            code = _CANCELLED
+            raise
+        finally:
+            self._observer.end(path, metrics, code, began, scope, headers)
+            if token is not None:
+                unbind_call(token)
 
     async def _call(
         self,
         endpoint: _Endpoint,
-        scope: Scope,
         headers: dict[bytes, bytes],
         protocol: str,
         codec: Codec,
         reply: _Reply,
         receive: Receive,
-    ) -> None:
-        timeout = timeout_of(headers, protocol)
+        seconds: float | None,
+        sent: Callable[[], None] | None,
+    ) -> grpc.StatusCode:
+        """Run the call and answer it; the code it ended with."""
         body = await read_body(receive, headers, protocol, self.max_message_bytes)
         if protocol != "connect":
             body = single_message(body, headers, protocol, self.max_message_bytes)
@@ -202,14 +226,14 @@ class ConnectApp:
         limiter = self.limiter
         if not limiter.admit():
             raise Failed(limiter.refusal())
-        token = bind_call(call_info_factory(endpoint.path, scope, headers, timeout))
         try:
-            if not endpoint.streaming:
-                await reply.unary(await endpoint.unary(data, timeout), endpoint)
-            else:
-                await _stream(endpoint.stream(data, timeout), reply, endpoint, receive)
+            if endpoint.streaming:
+                return await _stream(endpoint.stream(data, seconds), reply, endpoint, receive, sent)
+            await reply.unary(await endpoint.unary(data, seconds), endpoint)
+            if sent is not None:
+                sent()
+            return _OK
         finally:
-            unbind_call(token)
             limiter.release()
 
 
@@ -220,8 +244,12 @@ _STREAM_TYPES = (
 
 
 async def _stream(
-    items: AsyncIterator[bytes], reply: _Reply, endpoint: _Endpoint, receive: Receive
-) -> None:
+    items: AsyncIterator[bytes],
+    reply: _Reply,
+    endpoint: _Endpoint,
+    receive: Receive,
+    sent: Callable[[], None] | None,
+) -> grpc.StatusCode:
     """Send the stream's items; a client that goes away cancels the handler."""
     task = asyncio.current_task()
     assert task is not None
@@ -231,13 +259,18 @@ async def _stream(
         await reply.begin()
         async for item in items:
             await reply.item(item, endpoint)
+            if sent is not None:
+                sent()
         await reply.end(None)
+        return _OK
     except Failed as failed:
         await reply.end(failed.status)
+        return failed.status[0]
     except asyncio.CancelledError:
         if not gone.is_set():
             raise
         task.uncancel()  # the client left: nothing to answer
+        return _CANCELLED
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):

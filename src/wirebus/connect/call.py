@@ -29,7 +29,7 @@ from ..gateway.errors import _status
 from .endpoints import Failed
 from .protocol import connect_timeout, grpc_timeout
 
-__all__ = ["call_info_factory", "timeout_of"]
+__all__ = ["call_info_factory", "peer_of", "timeout_of"]
 
 # Headers of the HTTP exchange itself, not call metadata (grpc leaves these out too).
 _TRANSPORT = frozenset(
@@ -76,7 +76,7 @@ def call_info_factory(
     def build() -> CallInfo:
         return CallInfo(
             method=path,
-            peer=_peer(scope.get("client")),
+            peer=peer_of(scope.get("client")),
             metadata=_metadata(headers),
             deadline=deadline,
         )
@@ -84,7 +84,8 @@ def call_info_factory(
     return build
 
 
-def _peer(client: Any) -> str:
+def peer_of(client: Any) -> str:
+    """An ASGI ``client`` (host, port) as grpc writes a peer: ``ipv4:127.0.0.1:53211``."""
     if not client:
         return "unknown"
     host, port = client[0], client[1]

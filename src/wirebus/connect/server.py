@@ -39,6 +39,7 @@ from .cors import Cors
 if TYPE_CHECKING:
     from ..app import App
     from ..mediator import Mediator
+    from ..metrics import RpcMetrics
 
 __all__ = ["ConnectConfig", "ConnectServer", "MISSING_EXTRA"]
 
@@ -88,14 +89,22 @@ class ConnectServer(AsyncLifecycle):
     """Serves an :class:`~wirebus.App`'s services over Connect and gRPC-Web.
 
     Pass the gateway's ``mediator`` to share it (the runtime does); without
-    one the server builds and owns its own. ``start``/``stop`` or ``async
-    with``; ``stop`` is idempotent and a stopped server cannot start again.
+    one the server builds and owns its own. ``metrics`` counts the calls
+    in the same ``grpc_server_*`` series as the gateway's (``observe.py``).
+    ``start``/``stop`` or ``async with``; ``stop`` is idempotent and a
+    stopped server cannot start again.
     """
 
     def __init__(
-        self, app: App, config: ConnectConfig | None = None, *, mediator: Mediator | None = None
+        self,
+        app: App,
+        config: ConnectConfig | None = None,
+        *,
+        mediator: Mediator | None = None,
+        metrics: RpcMetrics | None = None,
     ) -> None:
         self.app = app
+        self._metrics = metrics
         self.config = config or ConnectConfig()
         self._routes = app.check()
         self._mediator = mediator
@@ -146,6 +155,7 @@ class ConnectServer(AsyncLifecycle):
             max_message_bytes=cfg.max_message_bytes,
             cors=cors,
             health=cfg.health,
+            rpc=self._metrics,
         )
         sock = _bind(cfg.host, cfg.port)
         self._port = sock.getsockname()[1]
