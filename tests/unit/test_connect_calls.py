@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -235,3 +236,33 @@ async def test_a_port_in_use_is_one_line_naming_the_flag():
         with pytest.raises(LifecycleError, match=r"cannot listen on .*--connect-port"):
             await second.start()
         await second.stop()
+
+
+async def test_an_unexpected_exception_is_500_internal_with_no_internals_in_the_message():
+    router = Router()
+
+    @router.handler
+    async def get_order(query: orders_pb2.GetOrderRequest) -> orders_pb2.Order:
+        raise KeyError("secret-internal-detail")
+
+    async with serving(app_of(router)) as server:
+        reply = await request(server.url + GET, b"{}")
+    assert reply.status == 500
+    assert reply.json() == {"code": "internal", "message": "internal error"}
+
+
+async def test_a_gzip_enveloped_message_is_inflated_and_an_unknown_compression_refused():
+    async with serving(app_of(echo_router())) as server:
+        packed = envelope(gzip.compress(b'{"orderId": "x"}'), flags=0x01)
+        ctype = "application/grpc-web+json"
+        reply = await request(
+            server.url + GET, packed, content_type=ctype, headers={"Grpc-Encoding": "gzip"}
+        )
+        (_, message), (_, trailer) = frames(reply.body)
+        assert json.loads(message)["orderId"] == GET
+        assert b"grpc-status: 0" in trailer
+        refused = await request(
+            server.url + GET, b'{"orderId": "x"}', headers={"Content-Encoding": "br"}
+        )
+    assert (refused.status, refused.json()["code"]) == (501, "unimplemented")
+    assert "gzip" in refused.json()["message"]
