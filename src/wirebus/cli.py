@@ -148,6 +148,8 @@ async def _until_signal(runtime: Runtime, label: str) -> None:
             parts = []
             if runtime.gateway is not None:
                 parts.append(f"serving on {runtime.gateway.address}")
+            if runtime.connect is not None:
+                parts.append(f"Connect and gRPC-Web on {runtime.connect.url}")
             if runtime.runner is not None:
                 parts.append(f"consuming {', '.join(runtime.topics)} as {runtime.group}")
             broker = (
@@ -267,6 +269,43 @@ _log_format = click.option(
 )  # fmt: skip
 
 
+def _connect(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--connect-port`` and ``--cors-origin`` (the Connect/gRPC-Web port, issue 15)."""
+    options = [
+        click.option("--connect-port", type=click.IntRange(0, 65535), default=None,
+                     help="Also serve Connect and gRPC-Web (browsers, curl) on this port"
+                          " (needs wirebus[connect])."),
+        click.option("--cors-origin", "cors_origins", multiple=True,
+                     help="Browser origin allowed to call the Connect port, such as"
+                          " http://localhost:5173, or '*' (repeatable)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _connect_config(
+    host: str, port: int | None, cors_origins: tuple[str, ...], grace: float, max_calls: int | None
+) -> Any:
+    if port is None:
+        if cors_origins:
+            raise click.UsageError("--cors-origin needs --connect-port")
+        return None
+    if importlib.util.find_spec("uvicorn") is None:
+        from .connect.server import MISSING_EXTRA
+
+        raise click.ClickException(MISSING_EXTRA)
+    from .connect import ConnectConfig
+
+    try:
+        return ConnectConfig(
+            host=host, port=port, cors_origins=cors_origins, grace_seconds=grace,
+            max_concurrent_calls=max_calls,
+        )  # fmt: skip
+    except ConfigurationError as exc:
+        raise click.ClickException(_one_line(exc)) from None
+
+
 def _keepalive(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--keepalive-time`` and ``--keepalive-timeout`` (seconds)."""
     options = [
@@ -298,6 +337,7 @@ def main() -> None:
 @_reflection
 @_tls
 @_keepalive
+@_connect
 @_log_level
 @_log_format
 @_relay
@@ -306,6 +346,7 @@ def serve(
     target: str, app_dir: str, host: str, port: int, grace: float, max_calls: int | None,
     reflection: bool, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
     keepalive_time: float, keepalive_timeout: float,
+    connect_port: int | None, cors_origins: tuple[str, ...],
     log_level: str, log_format: str, relay: bool, metrics_port: int | None,
 ) -> None:  # fmt: skip
     """Serve the app's gRPC gateway."""
@@ -314,11 +355,12 @@ def serve(
     tls = (tls_cert, tls_key, client_ca)
     keepalive = (keepalive_time, keepalive_timeout)
     config = _gateway_config(host, port, grace, max_calls, reflection, tls, keepalive)
+    connect = _connect_config(host, connect_port, cors_origins, grace, max_calls)
     settings = _settings()
     # Without Kafka the broker lives in this process: so must its consumers.
     runtime = Runtime(
-        app, settings, gateway=config, consume=settings.kafka_bootstrap is None, relay=relay,
-        metrics_port=metrics_port,
+        app, settings, gateway=config, connect=connect, consume=settings.kafka_bootstrap is None,
+        relay=relay, metrics_port=metrics_port,
     )  # fmt: skip
     _run_async(lambda: _until_signal(runtime, "serve"))
 
@@ -361,6 +403,7 @@ def _logging(level: str, log_format: str = "text") -> None:
 @_reflection
 @_tls
 @_keepalive
+@_connect
 @_log_level
 @_log_format
 @_slices
@@ -373,7 +416,8 @@ def _logging(level: str, log_format: str = "text") -> None:
 def run(
     target: str, app_dir: str, host: str, port: int, grace: float, max_calls: int | None,
     reflection: bool, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
-    keepalive_time: float, keepalive_timeout: float, log_level: str, log_format: str,
+    keepalive_time: float, keepalive_timeout: float,
+    connect_port: int | None, cors_origins: tuple[str, ...], log_level: str, log_format: str,
     slices: tuple[str, ...], relay: bool, group: str | None,
     start_at: str, metrics_port: int | None,
 ) -> None:  # fmt: skip
@@ -387,10 +431,12 @@ def run(
     tls = (tls_cert, tls_key, client_ca)
     keepalive = (keepalive_time, keepalive_timeout)
     config = _gateway_config(host, port, grace, max_calls, reflection, tls, keepalive)
+    connect = _connect_config(host, connect_port, cors_origins, grace, max_calls)
     try:
         runtime = Runtime(
-            app, _settings(), gateway=config, consume=True, routers=_routers(slices), relay=relay,
-            group=group, start_at=_start(start_at), metrics_port=metrics_port,
+            app, _settings(), gateway=config, connect=connect, consume=True,
+            routers=_routers(slices), relay=relay, group=group, start_at=_start(start_at),
+            metrics_port=metrics_port,
         )  # fmt: skip
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None

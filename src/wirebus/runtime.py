@@ -1,6 +1,8 @@
 """``Runtime``: everything one process runs for an app, started and stopped in order.
 
-- a gateway (``serve``, ``run``), and/or
+- a gateway (``serve``, ``run``), and with it, optionally, the Connect and
+  gRPC-Web port (``connect=ConnectConfig(...)``, ``--connect-port``: the same
+  routes and mediator, ``wirebus.connect``), and/or
 - consumers of the app's event handlers (``run``, ``consume``),
 - the database (``WIREBUS_DATABASE_URL``, a SQLite file by default): the
   handlers' state, the outbox and the inbox; tables are created if missing,
@@ -9,7 +11,8 @@
   the embedded in-memory broker.
 
 Shutdown order: the gateway stops taking calls (health NOT_SERVING, new
-calls UNAVAILABLE) and lets in-flight ones finish within its grace;
+calls UNAVAILABLE) and lets in-flight ones finish within its grace, then the
+Connect port does the same;
 consumers finish the batch in hand and commit; on Kafka the relay then
 publishes what is already committed in the outbox (at most the gateway's
 grace more, ``drain_seconds`` without a gateway) and finishes its batch; the
@@ -63,6 +66,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .broker import EventPublisher, Record
+    from .connect import ConnectConfig, ConnectServer
     from .consumer import Outcome
     from .db import Database
     from .mediator import Mediator
@@ -96,6 +100,7 @@ class Runtime(AsyncLifecycle):
         settings: Settings,
         *,
         gateway: GatewayConfig | None = None,
+        connect: ConnectConfig | None = None,
         consume: bool = False,
         group: str | None = None,
         routers: frozenset[str] | None = None,
@@ -122,6 +127,7 @@ class Runtime(AsyncLifecycle):
         self.app = app
         self.settings = settings
         self.gateway_config = gateway
+        self.connect_config = connect
         self.consume = consume
         self.group = group or app.name
         self.routers = routers
@@ -141,6 +147,7 @@ class Runtime(AsyncLifecycle):
         if broker is None and settings.kafka_bootstrap is None:
             self.broker = InMemoryBroker()
         self.gateway: Gateway | None = None
+        self.connect: ConnectServer | None = None
         self.runner: ConsumerRunner | None = None
         self.mediator: Mediator | None = None
         self.database: Database | None = None
@@ -205,6 +212,16 @@ class Runtime(AsyncLifecycle):
             self._relay_task = asyncio.create_task(self.relay_worker.run(), name="wirebus relay")
         if port is not None:
             await self._start_consumers(port, publisher)
+        if self.connect_config is not None:  # the Connect port: same routes, same mediator
+            from .connect import ConnectServer
+
+            # Started first: once the gRPC port answers, the Connect port does too.
+            rpc = self.metrics.rpc if self.metrics is not None else None
+            self.connect = ConnectServer(
+                self.app, self.connect_config, mediator=self.mediator, metrics=rpc
+            )
+            self._stack.push_async_callback(self.connect.stop)
+            await self.connect.start()
         if self.gateway_config is not None:
             rpc = self.metrics.rpc if self.metrics is not None else None
             self.gateway = Gateway(

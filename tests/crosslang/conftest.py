@@ -67,10 +67,16 @@ class ShopServer:
     a language's consumer in it reads only what this run published (a long-lived broker
     holds millions of older records, more than a slow client reads in its time); empty
     when the topics did not exist yet (then there is nothing older to skip)."""
+    connect_port: int = 0
+    """The shop's Connect and gRPC-Web port (``--connect-port``)."""
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def connect_url(self) -> str:
+        return f"http://127.0.0.1:{self.connect_port}"
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The end of the server's log, to show next to a failure."""
@@ -260,7 +266,12 @@ def run_shop(group: str, bootstrap: str, workdir: Path) -> Iterator[ShopServer]:
     reader_group = f"{group}-reader-{uuid.uuid4().hex[:8]}"
     if not skip_backlog(bootstrap, reader_group):
         reader_group = ""  # no topics yet: nothing to skip, read from the beginning
-    server = ShopServer(port=free_port(), log=workdir / "shop.log", reader_group=reader_group)
+    server = ShopServer(
+        port=free_port(),
+        log=workdir / "shop.log",
+        reader_group=reader_group,
+        connect_port=free_port(),
+    )
     # this tree's wirebus, its generated code and the examples
     pythonpath = [ROOT / "src", ROOT / "gen" / "python", ROOT]
     env = {
@@ -270,9 +281,10 @@ def run_shop(group: str, bootstrap: str, workdir: Path) -> Iterator[ShopServer]:
         "WIREBUS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/shop.db",
     }
     command = [sys.executable, "-m", "wirebus", "run", SHOP_APP]
+    connect = ["--connect-port", str(server.connect_port)]  # Connect clients call it too
     with server.log.open("wb") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [*command, "--port", str(server.port), "--group", group],
+            [*command, "--port", str(server.port), "--group", group, *connect],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -139,6 +139,7 @@ def go_run(
         WIREBUS_GOLDEN_DIR=str(GOLDEN),
         WIREBUS_GO_OUT=str(out),
         WIREBUS_GRPC_ADDR=shop.address,
+        WIREBUS_CONNECT_URL=shop.connect_url,
         WIREBUS_KAFKA_BOOTSTRAP=kafka_bootstrap,
         **seeded_backlog("crosslang-go").env(),
     )
@@ -169,6 +170,9 @@ def test_go_tests_pass_against_the_shop(
         "TestShop/client/second_CancelOrder_is_FAILED_PRECONDITION"
         "_with_ErrorInfo_ORDER_ALREADY_CANCELLED",
         "TestShop/consumer",
+        "TestShopOverConnect/connect+proto",
+        "TestShopOverConnect/connect+json",
+        "TestShopOverConnect/grpc-web",
     ):
         assert f"--- PASS: {name} " in output, f"{name} did not pass:\n{output}"
 

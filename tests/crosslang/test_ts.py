@@ -124,3 +124,10 @@ def test_typescript_client_and_kafka_consumer_talk_to_the_shop(
         **seeded_backlog("crosslang-ts").env(),
     )
     assert "ok 1 - waits for every wanted type of its order" in out, out
+
+
+def test_typescript_connect_clients_call_the_shops_connect_port(
+    ts_project: Path, shop: ShopServer
+) -> None:
+    out = node_test(ts_project, "test:connect", shop, WIREBUS_CONNECT_URL=shop.connect_url)
+    assert "\n# pass 3" in out, out

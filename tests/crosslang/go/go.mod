@@ -8,6 +8,7 @@ go 1.26.0
 replace github.com/wirebus/wirebus/gen/go => ../../../gen/go
 
 require (
+	connectrpc.com/connect v1.21.1
 	github.com/twmb/franz-go v1.22.2
 	github.com/wirebus/wirebus/gen/go v0.0.0-00010101000000-000000000000
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261104224025-d1e00e9f33ab

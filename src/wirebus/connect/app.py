@@ -1,0 +1,379 @@
+"""The ASGI app of the Connect port: Connect (binary and JSON) and gRPC-Web, one pipeline.
+
+Routes are the gateway's (``App.check()``), each an :class:`~.endpoints.Endpoint`
+over the same decoder, mediator runner, encoder and error mapping as the
+gRPC port; this module only speaks the protocols:
+
+- **Connect unary**: ``POST /pkg.Service/Method`` with ``application/proto``
+  or ``application/json``; errors as Connect's JSON with the spec's HTTP
+  status. ``curl -H 'content-type: application/json' -d '{...}'`` works.
+- **Connect streaming** (``application/connect+proto|json``): a
+  server-streaming method's items as enveloped messages, then the
+  end-of-stream message (``{}`` or ``{"error": ...}``).
+- **gRPC-Web** (``application/grpc-web[+proto|+json]``): unary and server
+  streaming, the status in a trailers frame.
+- Client and bidi streaming get ``unimplemented`` naming the gRPC port.
+- ``GET /healthz`` (``{"status": "SERVING"}``, 503 once draining) and
+  ``grpc.health.v1.Health/Check`` over Connect; CORS preflight (``cors.py``).
+
+Each call binds a :class:`~wirebus.context.CallInfo` built (lazily) from the
+HTTP headers -- keys lower case, ``-bin`` values base64-decoded, the peer as
+``ipv4:host:port``, the deadline from ``connect-timeout-ms`` or
+``grpc-timeout`` -- so authentication, correlation and tracing read the same
+fields as on the gRPC port. Calls pass the same kind of
+:class:`~wirebus.gateway.limits.CallLimiter`.
+
+Example::
+
+    app = ConnectApp(gateway_app.check(), mediator, domain="shop", limiter=CallLimiter())
+    # hand ``app`` to any ASGI server; ``ConnectServer`` runs it on uvicorn
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import grpc
+
+from ..context import bind_call, unbind_call
+from ..gateway.binding import DEFAULT_LIMITS, MethodRoute
+from ..gateway.errors import _status
+from ..gateway.limits import CallLimiter
+from ..gateway.request_limits import RequestLimits
+from .call import call_info_factory, timeout_of
+from .codec import Codec, JsonCodec, content_type, response_type
+from .cors import Cors
+from .endpoints import Endpoint, Failed, HealthEndpoint
+from .errors import Status, connect_error, end_stream, grpc_web_trailers
+from .framing import Disconnected, read_body, single_message
+from .observe import Observer
+from .protocol import END_STREAM, TRAILERS, envelope
+
+if TYPE_CHECKING:
+    from ..mediator import Mediator
+    from ..metrics import RpcMetrics
+
+__all__ = ["ConnectApp"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+_OK = grpc.StatusCode.OK
+_CANCELLED = grpc.StatusCode.CANCELLED
+_JSON = (b"content-type", b"application/json")
+_PROTOCOL_VERSION = (b"connect-protocol-version", b"1")
+_ACCEPT_POST = (
+    b"accept-post",
+    b"application/proto, application/json, application/connect+proto,"
+    b" application/connect+json, application/grpc-web, application/grpc-web+proto,"
+    b" application/grpc-web+json",
+)
+
+
+class _Endpoint(Protocol):
+    path: str
+    streaming: bool
+    refusal: Status | None
+    json: JsonCodec
+
+    def decode_json(self, body: bytes) -> bytes: ...
+    async def unary(self, data: bytes, seconds: float | None) -> bytes: ...
+    def stream(self, data: bytes, seconds: float | None) -> AsyncIterator[bytes]: ...
+
+
+class ConnectApp:
+    """An ASGI application serving ``routes`` over Connect and gRPC-Web (see the module doc).
+
+    ``max_message_bytes`` bounds a request body (``resource_exhausted`` past
+    it); ``cors`` (a :class:`~.cors.Cors`) lets browser pages of other
+    origins call; ``health=False`` leaves out both health endpoints.
+    """
+
+    def __init__(
+        self,
+        routes: Iterable[MethodRoute],
+        mediator: Mediator,
+        *,
+        domain: str,
+        limiter: CallLimiter,
+        limits: RequestLimits = DEFAULT_LIMITS,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        cors: Cors | None = None,
+        health: bool = True,
+        rpc: RpcMetrics | None = None,
+    ) -> None:
+        self.limiter = limiter
+        self.max_message_bytes = max_message_bytes
+        self.cors = cors
+        routes = list(routes)
+        self._observer = Observer(routes, rpc)
+        self._endpoints: dict[str, _Endpoint] = {
+            r.path: Endpoint(r, mediator, domain=domain, limits=limits) for r in routes
+        }
+        self._health = health
+        if health:
+            services = frozenset(r.service for r in routes)
+            checker = HealthEndpoint(services, limiter)
+            self._endpoints[checker.path] = checker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"])
+        cors = self.cors.headers(headers.get(b"origin")) if self.cors is not None else []
+        method = scope["method"]
+        if method == "POST":
+            endpoint = self._endpoints.get(scope["path"])
+            await self._post(endpoint, scope, headers, cors, receive, send)
+        elif method == "OPTIONS":
+            await self._preflight(headers, send)
+        elif method == "GET" and scope["path"] == "/healthz" and self._health:
+            await self._healthz(cors, send)
+        else:
+            body = b'{"code": "unimplemented", "message": "the Connect port takes POST"}'
+            await _respond(send, 405, [_JSON, (b"allow", b"POST, OPTIONS"), *cors], body)
+
+    async def _preflight(self, headers: dict[bytes, bytes], send: Send) -> None:
+        allowed = self.cors.preflight(headers.get(b"origin")) if self.cors is not None else None
+        await _respond(send, 403 if allowed is None else 204, allowed or [], b"")
+
+    async def _healthz(self, cors: Headers, send: Send) -> None:
+        draining = self.limiter.draining
+        body = b'{"status": "NOT_SERVING"}' if draining else b'{"status": "SERVING"}'
+        await _respond(send, 503 if draining else 200, [_JSON, *cors], body)
+
+    async def _post(
+        self,
+        endpoint: _Endpoint | None,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        cors: Headers,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        kind = content_type(headers.get(b"content-type"))
+        if kind is None:
+            body = b'{"code": "unimplemented", "message": "unsupported content-type"}'
+            await _respond(send, 415, [_JSON, _ACCEPT_POST, *cors], body)
+            return
+        protocol, codec = kind
+        if protocol == "connect":
+            reply: _Reply = _ConnectUnary(send, codec, cors)
+        elif protocol == "connect-stream":
+            reply = _Enveloped(send, response_type(protocol, codec), cors, connect=True)
+        else:
+            reply = _Enveloped(send, response_type(protocol, codec), cors, connect=False)
+        path = str(scope["path"])[:200]
+        began, metrics = self._observer.begin(path)
+        code = _OK
+        token = None
+        try:
+            if endpoint is None:
+                raise Failed(_status(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not a method here"))
+            if endpoint.refusal is not None:
+                raise Failed(endpoint.refusal)
+            if endpoint.streaming and protocol == "connect":
+                raise Failed(_status(grpc.StatusCode.UNIMPLEMENTED, _STREAM_TYPES))
+            timeout = timeout_of(headers, protocol)
+            # bound until the access line is written: it reads the call's correlation
+            token = bind_call(call_info_factory(path, scope, headers, timeout))
+            sent = metrics.sent.inc if metrics is not None else None
+            code = await self._call(
+                endpoint, headers, protocol, codec, reply, receive, timeout, sent
+            )
+        except Failed as failed:
+            code = failed.status[0]
+            await reply.error(failed.status)
+        except Disconnected:
+            code = _CANCELLED  # nobody to answer
+        except asyncio.CancelledError:
+            code = _CANCELLED
+            raise
+        finally:
+            self._observer.end(path, metrics, code, began, scope, headers)
+            if token is not None:
+                unbind_call(token)
+
+    async def _call(
+        self,
+        endpoint: _Endpoint,
+        headers: dict[bytes, bytes],
+        protocol: str,
+        codec: Codec,
+        reply: _Reply,
+        receive: Receive,
+        seconds: float | None,
+        sent: Callable[[], None] | None,
+    ) -> grpc.StatusCode:
+        """Run the call and answer it; the code it ended with."""
+        body = await read_body(receive, headers, protocol, self.max_message_bytes)
+        if protocol != "connect":
+            body = single_message(body, headers, protocol, self.max_message_bytes)
+        data = endpoint.decode_json(body) if codec == "json" else body
+        limiter = self.limiter
+        if not limiter.admit():
+            raise Failed(limiter.refusal())
+        try:
+            if endpoint.streaming:
+                return await _stream(endpoint.stream(data, seconds), reply, endpoint, receive, sent)
+            await reply.unary(await endpoint.unary(data, seconds), endpoint)
+            if sent is not None:
+                sent()
+            return _OK
+        finally:
+            limiter.release()
+
+
+_STREAM_TYPES = (
+    "a server-streaming method takes application/connect+proto or application/connect+json"
+    " (or gRPC-Web), not a unary content-type"
+)
+
+
+async def _stream(
+    items: AsyncIterator[bytes],
+    reply: _Reply,
+    endpoint: _Endpoint,
+    receive: Receive,
+    sent: Callable[[], None] | None,
+) -> grpc.StatusCode:
+    """Send the stream's items; a client that goes away cancels the handler."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = asyncio.Event()
+    watcher = asyncio.create_task(_wait_disconnect(receive, gone, task))
+    try:
+        await reply.begin()
+        async for item in items:
+            await reply.item(item, endpoint)
+            if sent is not None:
+                sent()
+        await reply.end(None)
+        return _OK
+    except Failed as failed:
+        await reply.end(failed.status)
+        return failed.status[0]
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise
+        task.uncancel()  # the client left: nothing to answer
+        return _CANCELLED
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _wait_disconnect(receive: Receive, gone: asyncio.Event, task: asyncio.Task[Any]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+    task.cancel()
+
+
+class _Reply(Protocol):
+    async def unary(self, data: bytes, endpoint: _Endpoint) -> None: ...
+    async def begin(self) -> None: ...
+    async def item(self, data: bytes, endpoint: _Endpoint) -> None: ...
+    async def end(self, status: Status | None) -> None: ...
+    async def error(self, status: Status) -> None: ...
+
+
+class _ConnectUnary:
+    """Connect's unary responses: the message, or a JSON error with its HTTP status."""
+
+    __slots__ = ("_codec", "_cors", "_ok", "_send")
+
+    def __init__(self, send: Send, codec: Codec, cors: Headers) -> None:
+        self._send, self._codec, self._cors = send, codec, cors
+        self._ok = [(b"content-type", response_type("connect", codec)), _PROTOCOL_VERSION, *cors]
+
+    async def unary(self, data: bytes, endpoint: _Endpoint) -> None:
+        if self._codec == "json":
+            data = endpoint.json.response(data)
+        await _respond(self._send, 200, self._ok, data)
+
+    async def error(self, status: Status) -> None:
+        code, body = connect_error(status)
+        await _respond(self._send, code, [_JSON, _PROTOCOL_VERSION, *self._cors], body)
+
+    async def begin(self) -> None:
+        raise AssertionError("a Connect unary reply has no stream")  # server-streaming is refused
+
+    async def item(self, data: bytes, endpoint: _Endpoint) -> None:
+        raise AssertionError("a Connect unary reply has no stream")
+
+    async def end(self, status: Status | None) -> None:
+        raise AssertionError("a Connect unary reply has no stream")
+
+
+class _Enveloped:
+    """Streaming Connect and gRPC-Web: enveloped messages, then the end of the stream."""
+
+    __slots__ = ("_connect", "_headers", "_json", "_send", "_started")
+
+    def __init__(self, send: Send, ctype: bytes, cors: Headers, *, connect: bool) -> None:
+        self._send, self._connect = send, connect
+        self._json = ctype.endswith(b"json")
+        self._headers = [(b"content-type", ctype), *cors]
+        if connect:
+            self._headers.append(_PROTOCOL_VERSION)
+        self._started = False
+
+    async def begin(self) -> None:
+        self._started = True
+        await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
+
+    async def item(self, data: bytes, endpoint: _Endpoint) -> None:
+        if self._json:
+            data = endpoint.json.response(data)
+        await self._send({"type": "http.response.body", "body": envelope(data), "more_body": True})
+
+    async def end(self, status: Status | None) -> None:
+        if not self._started:
+            await self.begin()
+        if self._connect:
+            frame = envelope(end_stream(status), END_STREAM)
+        else:
+            frame = envelope(grpc_web_trailers(status), TRAILERS)
+        await self._send({"type": "http.response.body", "body": frame})
+
+    async def unary(self, data: bytes, endpoint: _Endpoint) -> None:
+        await self.begin()
+        await self.item(data, endpoint)
+        await self.end(None)
+
+    async def error(self, status: Status) -> None:
+        await self.end(status)
+
+
+async def _respond(send: Send, status: int, headers: Headers, body: bytes) -> None:
+    headers = [*headers, (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,117 @@
+"""Reading a request body: bounded, decompressed, and (enveloped protocols) one message.
+
+The body is read whole (unary and server-streaming methods take one
+request message), at most ``limit`` bytes -- a larger one is
+``resource_exhausted`` before it is all read. ``gzip`` is the one request
+compression served (``content-encoding`` for Connect unary,
+``connect-content-encoding`` and the envelope's flag for Connect
+streaming, ``grpc-encoding`` for gRPC-Web), inflated to ``limit`` at most.
+
+Example::
+
+    body = await read_body(receive, headers, "grpc-web", 4 << 20)
+    message = single_message(body, headers, "grpc-web", 4 << 20)
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+import grpc
+
+from ..gateway.errors import _status
+from .endpoints import Failed
+from .protocol import COMPRESSED, next_frame
+
+__all__ = ["read_body", "single_message"]
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+_ENCODING_HEADER = {
+    "connect": b"content-encoding",
+    "connect-stream": b"connect-content-encoding",
+    "grpc-web": b"grpc-encoding",
+}
+_IDENTITY = (None, b"identity")
+
+
+class Disconnected(Exception):
+    """The client went away before its request was read."""
+
+
+def _too_large(limit: int) -> Failed:
+    return Failed(_status(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request larger than {limit} bytes"))
+
+
+def _encoding(headers: Mapping[bytes, bytes], protocol: str) -> bytes | None:
+    encoding = headers.get(_ENCODING_HEADER[protocol])
+    if encoding in _IDENTITY or encoding == b"gzip":
+        return encoding
+    name = encoding.decode("latin-1")[:32] if encoding else ""
+    raise Failed(
+        _status(grpc.StatusCode.UNIMPLEMENTED, f"compression {name!r} is not supported (gzip is)")
+    )
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflate.decompress(data, limit + 1)
+    except zlib.error:
+        raise Failed(_status(grpc.StatusCode.INVALID_ARGUMENT, "bad gzip data")) from None
+    if len(out) > limit:
+        raise _too_large(limit)
+    return out
+
+
+async def read_body(
+    receive: Receive, headers: Mapping[bytes, bytes], protocol: str, limit: int
+) -> bytes:
+    """The whole request body, at most ``limit`` bytes (Connect unary: decompressed)."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if message.get("more_body"):
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body"):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit + 5:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    elif message["type"] == "http.disconnect":
+        raise Disconnected
+    if len(body) > limit + 5:  # 5: an envelope's prefix
+        raise _too_large(limit)
+    if protocol == "connect" and _encoding(headers, protocol) == b"gzip":
+        return _gunzip(body, limit)
+    return body
+
+
+def single_message(body: bytes, headers: Mapping[bytes, bytes], protocol: str, limit: int) -> bytes:
+    """The one enveloped message of a request body (inflated when its flag says so)."""
+    frame = next_frame(body)
+    if frame is None or frame[2]:
+        raise Failed(
+            _status(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the request body must be exactly one enveloped message",
+            )
+        )
+    flags, data, _ = frame
+    if flags & COMPRESSED:
+        if _encoding(headers, protocol) != b"gzip":
+            raise Failed(
+                _status(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "a compressed message without a compression header",
+                )
+            )
+        return _gunzip(data, limit)
+    return data

@@ -1,0 +1,97 @@
+"""The Connect port's calls in the gateway's metrics and access log.
+
+Each call of an app method is counted in the same ``grpc_server_*`` series
+as the gRPC port's calls of that method (when the server has
+:class:`~wirebus.metrics.RpcMetrics`; children made at start-up, the hot
+path calls ``inc``/``observe``) and writes the same ``wirebus.access`` line
+(``access_log.py``; one ``isEnabledFor`` check when it is disabled), its
+peer and ``x-correlation-id`` read from the HTTP request.
+
+Example::
+
+    observer = Observer(routes, rpc=None)
+    began, metrics = observer.begin("/shop.orders.v1.OrderService/GetOrder")
+    ...
+    observer.end(path, metrics, grpc.StatusCode.OK, began, scope, headers)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+
+from .. import access_log
+from .call import peer_of
+
+if TYPE_CHECKING:
+    import grpc.aio
+
+    from ..gateway.binding import MethodRoute
+    from ..metrics import MethodMetrics, RpcMetrics
+
+    _Context = grpc.aio.ServicerContext[Any, Any]
+
+__all__ = ["Observer"]
+
+_GRPC_TYPES = {"unary_unary": "unary", "unary_stream": "server_stream"}
+
+
+class _HttpCall:
+    """What the access line reads of a call (``peer()``, ``invocation_metadata()``), over HTTP."""
+
+    __slots__ = ("_client", "_headers")
+
+    def __init__(self, client: Any, headers: Mapping[bytes, bytes]) -> None:
+        self._client, self._headers = client, headers
+
+    def peer(self) -> str:
+        return peer_of(self._client)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        value = self._headers.get(access_log.CORRELATION_KEY.encode())
+        return () if value is None else ((access_log.CORRELATION_KEY, value.decode("latin-1")),)
+
+
+class Observer:
+    """Counts and logs the calls of ``routes`` (``rpc=None``: logs only)."""
+
+    __slots__ = ("_clock", "_metrics", "_paths")
+
+    def __init__(self, routes: Iterable[MethodRoute], rpc: RpcMetrics | None) -> None:
+        self._clock = time.perf_counter
+        self._metrics: dict[str, MethodMetrics] = {}
+        routes = list(routes)
+        self._paths = frozenset(r.path for r in routes)  # health and unknown paths: not logged
+        if rpc is not None:
+            for r in routes:
+                kind = _GRPC_TYPES.get(r.arity, r.arity)
+                self._metrics[r.path] = rpc.method(kind, r.service, r.method)
+
+    def begin(self, path: str) -> tuple[float, MethodMetrics | None]:
+        """The call's start, and its method's metrics (counted as started and received)."""
+        metrics = self._metrics.get(path)
+        if metrics is not None:
+            metrics.started.inc()
+            metrics.received.inc()
+        return self._clock(), metrics
+
+    def end(
+        self,
+        path: str,
+        metrics: MethodMetrics | None,
+        code: grpc.StatusCode,
+        began: float,
+        scope: MutableMapping[str, Any],
+        headers: Mapping[bytes, bytes],
+    ) -> None:
+        """Count the ended call and write its access line (if the logger is enabled)."""
+        seconds = self._clock() - began
+        if metrics is not None:
+            metrics.finished(code, seconds)
+        if path in self._paths and access_log.access.isEnabledFor(logging.INFO):
+            view = _HttpCall(scope.get("client"), headers)
+            access_log.log_call(path, code, seconds, cast("_Context", view))
