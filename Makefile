@@ -12,7 +12,7 @@ export PYTHONPATH := $(CURDIR)/gen/python:$(CURDIR)
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install gen lint typecheck services services-stop test test-unit test-integration demo bench docker clean
+.PHONY: install gen lint typecheck services services-stop browser test test-unit test-integration demo bench docker clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,7 +42,12 @@ services:
 services-stop:
 	scripts/services stop
 
-test: gen lint typecheck services
+# Headless Chromium (Debian's package) for tests/browser; best effort: without it
+# (no root, no apt) the browser test skips with one line.
+browser:
+	@tests/browser/install-chromium || echo "headless Chromium not installed: tests/browser will skip"
+
+test: gen lint typecheck services browser
 	eval "$$(scripts/services env)" && pytest
 
 test-integration: gen services
