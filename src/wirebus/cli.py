@@ -36,9 +36,11 @@ from typing import Any, Literal, TypeVar
 
 import click
 
-from ._missing_codegen import missing_codegen_hint
+from ._cli_logging import configure_logging
+from ._missing_codegen import generated_python_dir, missing_codegen_hint
 from .app import App
-from .errors import ConfigurationError, WirebusError
+from .errors import ConfigurationError, PublishError, WirebusError
+from .extras import require_extra
 from .gateway import GatewayConfig
 from .runtime import Runtime
 from .settings import Settings
@@ -64,8 +66,11 @@ def load_app(target: str, app_dir: str = ".") -> App:
             f"expected MODULE:ATTR such as examples.shop.app:app, got {target!r}"
         )
     path = str(Path(app_dir).resolve())
-    if path not in sys.path:
-        sys.path.insert(0, path)
+    # The app's generated code, where its buf.gen.yaml writes it: no PYTHONPATH needed.
+    generated = generated_python_dir(Path(path))
+    for entry in ([str(generated)] if generated is not None else []) + [path]:
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -164,6 +169,10 @@ async def _until_signal(runtime: Runtime, label: str) -> None:
             for task in (waiter, died):
                 task.cancel()
             click.echo(f"wirebus {label}: stopping", err=True)
+    except PublishError as exc:
+        if exc.topic != "*":  # not a topic: the publisher could not connect
+            raise click.ClickException(_one_line(exc)) from None
+        raise click.ClickException(f"cannot {label}: Kafka is unreachable: {exc.reason}") from None
     except WirebusError as exc:
         raise click.ClickException(_one_line(exc)) from None
     except OSError as exc:
@@ -316,10 +325,13 @@ def serve(
     config = _gateway_config(host, port, grace, max_calls, reflection, tls, keepalive)
     settings = _settings()
     # Without Kafka the broker lives in this process: so must its consumers.
-    runtime = Runtime(
-        app, settings, gateway=config, consume=settings.kafka_bootstrap is None, relay=relay,
-        metrics_port=metrics_port,
-    )  # fmt: skip
+    try:
+        runtime = Runtime(
+            app, settings, gateway=config, consume=settings.kafka_bootstrap is None, relay=relay,
+            metrics_port=metrics_port,
+        )  # fmt: skip
+    except ConfigurationError as exc:  # a feature whose extra is missing
+        raise click.ClickException(_one_line(exc)) from None
     _run_async(lambda: _until_signal(runtime, "serve"))
 
 
@@ -341,14 +353,7 @@ def _gateway_config(
 
 
 def _logging(level: str, log_format: str = "text") -> None:
-    handler = logging.StreamHandler()
-    if log_format == "json":
-        from .access_log import JsonFormatter
-
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler])
+    configure_logging(level, log_format)  # aiokafka quieter unless --log-level debug
 
 
 @main.command()
@@ -462,6 +467,10 @@ def dlq_replay(topic: str, limit: int | None, dry_run: bool, force: bool) -> Non
     if settings.kafka_bootstrap is None:
         raise click.ClickException("dlq replay needs WIREBUS_KAFKA_BOOTSTRAP=host:port")
     bootstrap = settings.kafka_bootstrap
+    try:
+        require_extra("kafka", "dlq replay")
+    except ConfigurationError as exc:
+        raise click.ClickException(_one_line(exc)) from None
 
     async def main() -> None:
         from .codec import EventRegistry
@@ -510,7 +519,10 @@ def relay_command(target: str, app_dir: str, log_level: str, metrics_port: int |
     if settings.kafka_bootstrap is None:
         raise click.ClickException("relay needs WIREBUS_KAFKA_BOOTSTRAP=host:port")
     app = _checked(load_app(target, app_dir))
-    runtime = Runtime(app, settings, relay=True, metrics_port=metrics_port)
+    try:
+        runtime = Runtime(app, settings, relay=True, metrics_port=metrics_port)
+    except ConfigurationError as exc:
+        raise click.ClickException(_one_line(exc)) from None
     _run_async(lambda: _until_signal(runtime, "relay"))
 
 

@@ -24,6 +24,7 @@ import os
 from collections.abc import Mapping
 
 from .errors import ConfigurationError
+from .extras import require_extra
 from .kafka_security import PLAINTEXT, KafkaSecurity
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
@@ -47,6 +48,8 @@ class Settings:
                     raise ConfigurationError(
                         f"WIREBUS_KAFKA_BOOTSTRAP: {server!r} is not host:port"
                     )
+        if self.database_url.startswith("postgresql+asyncpg:"):
+            require_extra("postgres", "WIREBUS_DATABASE_URL=postgresql+asyncpg://...")
         if not _is_async_url(self.database_url):
             raise ConfigurationError(
                 f"WIREBUS_DATABASE_URL must name an async driver (sqlite+aiosqlite://,"
