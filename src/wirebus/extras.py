@@ -19,9 +19,9 @@ A feature asked for without its extra fails before anything starts, with one
 
 Example::
 
-    require_extra("metrics", "--metrics-port")
-    # ConfigurationError: --metrics-port needs the metrics extra (prometheus_client
-    # is not installed): pip install 'wirebus[metrics]'
+    require_extra("metrics", "serving metrics (--metrics-port)")
+    # ConfigurationError: serving metrics (--metrics-port) needs the metrics extra
+    # (prometheus_client is not installed): pip install 'wirebus[metrics]'
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ class Runtime(AsyncLifecycle):
         if settings.kafka_bootstrap is not None:
             require_extra("kafka", "WIREBUS_KAFKA_BOOTSTRAP")
         if metrics_port is not None:
-            require_extra("metrics", "--metrics-port")
+            require_extra("metrics", "serving metrics (--metrics-port)")
         self.app = app
         self.settings = settings
         self.gateway_config = gateway
