@@ -7,7 +7,8 @@
 - ``wirebus consume MODULE:ATTR --group G`` runs the app's event handlers on
   Kafka records (``WIREBUS_KAFKA_BOOTSTRAP``);
 - ``wirebus dlq replay --topic T.dlq`` sends dead letters back;
-- ``wirebus describe MODULE:ATTR`` prints methods, events and topics.
+- ``wirebus describe MODULE:ATTR`` prints methods, events and topics;
+- ``wirebus new NAME`` writes a minimal service to start from (``wirebus.new``).
 
 A bad module path or a wiring error prints one ``Error:`` line; so does an app
 whose generated protobuf code is missing (exit 2), saying to run ``buf
@@ -436,6 +437,26 @@ def consume(
     if not runtime.topics:
         raise click.ClickException(f"{target} has no event handlers to consume for")
     _run_async(lambda: _until_signal(runtime, "consume"))
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--dir", "directory", type=click.Path(file_okay=False), default=None,
+    help="Where to write the project (new or empty) [default: ./NAME].",
+)  # fmt: skip
+def new(name: str, directory: str | None) -> None:
+    """Write a minimal service NAME: a proto, buf templates, an app and its test."""
+    from .new import create_project
+
+    target = Path(directory if directory is not None else name)
+    try:
+        create_project(name, target)
+    except ConfigurationError as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    click.echo(f"wrote {target}/: proto/, buf.yaml, buf.gen.yaml, app.py, tests/, README.md")
+    click.echo(f"next: cd {target} && pip install 'wirebus[codegen,testing]'")
+    click.echo("      buf generate && pytest -q && wirebus run app:app")
 
 
 @main.group()
