@@ -40,7 +40,8 @@ def clean_env(venv: Path, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("WIREBUS_", "PYTHON", "VIRTUAL_ENV", "PYTEST"))
     }
-    path = [p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(ROOT))]
+    project = (str(ROOT), str((ROOT / ".venv").resolve()), sys.prefix)  # the checkout's venv
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(project)]
     env["PATH"] = os.pathsep.join([str(venv / "bin"), *path])
     env["VIRTUAL_ENV"] = str(venv)
     env["PIP_CACHE_DIR"] = str(CACHE / "pip")
