@@ -170,14 +170,18 @@ async def _until_signal(runtime: Runtime, label: str) -> None:
             for task in (waiter, died):
                 task.cancel()
             click.echo(f"wirebus {label}: stopping", err=True)
-    except PublishError as exc:
-        if exc.topic != "*":  # not a topic: the publisher could not connect
-            raise click.ClickException(_one_line(exc)) from None
-        raise click.ClickException(f"cannot {label}: Kafka is unreachable: {exc.reason}") from None
     except WirebusError as exc:
-        raise click.ClickException(_one_line(exc)) from None
+        raise click.ClickException(_startup_error(label, exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
+
+
+def _startup_error(label: str, exc: WirebusError) -> str:
+    """One line for a failed start; a publisher that could not connect names the command,
+    not a topic (it said "publishing to '*' failed" when `consume` found Kafka down)."""
+    if isinstance(exc, PublishError) and exc.topic == "*":
+        return f"cannot {label}: Kafka is unreachable: {exc.reason}"
+    return _one_line(exc)
 
 
 def _settings() -> Settings:
@@ -513,7 +517,7 @@ def dlq_replay(topic: str, limit: int | None, dry_run: bool, force: bool) -> Non
     try:
         _run_async(main)
     except WirebusError as exc:
-        raise click.ClickException(_one_line(exc)) from None
+        raise click.ClickException(_startup_error("replay", exc)) from None
 
 
 @main.command()

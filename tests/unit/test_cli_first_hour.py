@@ -70,6 +70,20 @@ def test_consume_with_kafka_unreachable_says_it_cannot_consume(tmp_path):
     assert "publishing" not in error
 
 
+def test_dlq_replay_with_kafka_unreachable_says_it_cannot_replay(tmp_path):
+    bootstrap = f"127.0.0.1:{closed_port()}"
+    result = wirebus(
+        "dlq", "replay", "--topic", "t.dlq", "--dry-run", cwd=tmp_path,
+        WIREBUS_KAFKA_BOOTSTRAP=bootstrap,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    [error] = error_lines(result)
+    assert error.startswith(
+        f"Error: cannot replay: Kafka is unreachable: cannot connect to {bootstrap}"
+    )
+
+
 def test_a_postgres_url_without_asyncpg_names_the_extra(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(
         "import sys\nsys.modules['asyncpg'] = None  # as if wirebus[postgres] were not installed\n"
