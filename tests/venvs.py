@@ -5,7 +5,8 @@ a wheel built from this checkout (the dependencies from the package registry,
 through the pip cache in ``.cache/pip``). The venv is kept under
 ``.cache/venvs/`` keyed by the extras and the hash of ``pyproject.toml``, so only
 the first run downloads; every run reinstalls the wheel itself (``--no-deps``),
-so the venv always holds this checkout's code. A file lock keeps concurrent
+so the venv always holds this checkout's code. Venvs of an older ``pyproject.toml``
+unused for a week are removed. A file lock keeps concurrent
 test runs from building one venv twice.
 
 Example::
@@ -24,12 +25,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"
 PIP_TIMEOUT = 600
+STALE_DAYS = 7
 
 
 def clean_env(venv: Path, **extra: str) -> dict[str, str]:
@@ -65,7 +68,21 @@ def installed_venv(extras: str) -> Path:
             _pip(venv, "install", "-q", requirement)
             ready.touch()
         _pip(venv, "install", "-q", "--no-deps", "--force-reinstall", str(wheel))
+        ready.touch()  # last used: what _forget_stale goes by
+    _forget_stale(venv)
     return venv
+
+
+def _forget_stale(current: Path) -> None:
+    """Remove venvs of the same extras for an older pyproject.toml, unused for STALE_DAYS."""
+    extras = current.name.rsplit("-", 1)[0]
+    for venv in current.parent.glob(f"{extras}-*"):
+        ready = venv / ".wirebus-ready"
+        if venv == current or not venv.is_dir() or venv.name.rsplit("-", 1)[0] != extras:
+            continue
+        if ready.exists() and time.time() - ready.stat().st_mtime > STALE_DAYS * 86400:
+            with _locked(venv.parent / f"{venv.name}.lock"):
+                shutil.rmtree(venv, ignore_errors=True)
 
 
 def _build_wheel(tmp: Path) -> Path:
