@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["missing_codegen_hint"]
+__all__ = ["generated_python_dir", "missing_codegen_hint"]
 
 _PB2_SUFFIX = re.compile(r"_pb2(_grpc)?$")
 _OUT = re.compile(r"^\s*out:\s*['\"]?([^'\"#\s]+)", re.MULTILINE)
@@ -54,6 +54,27 @@ def missing_codegen_hint(
     for directory in _upwards(roots):
         if any(_has_protos(d, top) for d in _proto_roots(directory)):
             return _hint(name, directory)
+    return None
+
+
+def generated_python_dir(start: Path) -> Path | None:
+    """The Python output directory of the buf workspace ``start`` is in, if it was generated.
+
+    The nearest ``buf.gen.yaml`` at or above ``start`` names it (the ``out:``
+    of its Python plugin); ``None`` when there is no template or the directory
+    does not exist yet. ``wirebus`` puts it on ``sys.path`` before it imports
+    an app, so ``wirebus run app:app`` works after ``buf generate`` without
+    ``PYTHONPATH``.
+
+    Example::
+
+        generated_python_dir(Path("."))  # Path('/home/me/shop/gen/python')
+    """
+    for directory in _upwards([start]):
+        template = directory / "buf.gen.yaml"
+        if template.is_file():
+            out = directory / _python_out(template)
+            return out if out.is_dir() else None
     return None
 
 

@@ -7,7 +7,8 @@
 - ``wirebus consume MODULE:ATTR --group G`` runs the app's event handlers on
   Kafka records (``WIREBUS_KAFKA_BOOTSTRAP``);
 - ``wirebus dlq replay --topic T.dlq`` sends dead letters back;
-- ``wirebus describe MODULE:ATTR`` prints methods, events and topics.
+- ``wirebus describe MODULE:ATTR`` prints methods, events and topics;
+- ``wirebus new NAME`` writes a minimal service to start from (``wirebus.new``).
 
 A bad module path or a wiring error prints one ``Error:`` line; so does an app
 whose generated protobuf code is missing (exit 2), saying to run ``buf
@@ -36,9 +37,11 @@ from typing import Any, Literal, TypeVar
 
 import click
 
-from ._missing_codegen import missing_codegen_hint
+from ._cli_logging import configure_logging
+from ._missing_codegen import generated_python_dir, missing_codegen_hint
 from .app import App
-from .errors import ConfigurationError, WirebusError
+from .errors import ConfigurationError, PublishError, WirebusError
+from .extras import require_extra
 from .gateway import GatewayConfig
 from .runtime import Runtime
 from .settings import Settings
@@ -64,8 +67,11 @@ def load_app(target: str, app_dir: str = ".") -> App:
             f"expected MODULE:ATTR such as examples.shop.app:app, got {target!r}"
         )
     path = str(Path(app_dir).resolve())
-    if path not in sys.path:
-        sys.path.insert(0, path)
+    # The app's generated code, where its buf.gen.yaml writes it: no PYTHONPATH needed.
+    generated = generated_python_dir(Path(path))
+    for entry in ([str(generated)] if generated is not None else []) + [path]:
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -167,9 +173,17 @@ async def _until_signal(runtime: Runtime, label: str) -> None:
                 task.cancel()
             click.echo(f"wirebus {label}: stopping", err=True)
     except WirebusError as exc:
-        raise click.ClickException(_one_line(exc)) from None
+        raise click.ClickException(_startup_error(label, exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
+
+
+def _startup_error(label: str, exc: WirebusError) -> str:
+    """One line for a failed start; a publisher that could not connect names the command,
+    not a topic (it said "publishing to '*' failed" when `consume` found Kafka down)."""
+    if isinstance(exc, PublishError) and exc.topic == "*":
+        return f"cannot {label}: Kafka is unreachable: {exc.reason}"
+    return _one_line(exc)
 
 
 def _settings() -> Settings:
@@ -358,10 +372,13 @@ def serve(
     connect = _connect_config(host, connect_port, cors_origins, grace, max_calls)
     settings = _settings()
     # Without Kafka the broker lives in this process: so must its consumers.
-    runtime = Runtime(
-        app, settings, gateway=config, connect=connect, consume=settings.kafka_bootstrap is None,
-        relay=relay, metrics_port=metrics_port,
-    )  # fmt: skip
+    try:
+        runtime = Runtime(
+            app, settings, gateway=config, connect=connect,
+            consume=settings.kafka_bootstrap is None, relay=relay, metrics_port=metrics_port,
+        )  # fmt: skip
+    except ConfigurationError as exc:  # a feature whose extra is missing
+        raise click.ClickException(_one_line(exc)) from None
     _run_async(lambda: _until_signal(runtime, "serve"))
 
 
@@ -383,14 +400,7 @@ def _gateway_config(
 
 
 def _logging(level: str, log_format: str = "text") -> None:
-    handler = logging.StreamHandler()
-    if log_format == "json":
-        from .access_log import JsonFormatter
-
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler])
+    configure_logging(level, log_format)  # aiokafka quieter unless --log-level debug
 
 
 @main.command()
@@ -479,6 +489,26 @@ def consume(
     _run_async(lambda: _until_signal(runtime, "consume"))
 
 
+@main.command()
+@click.argument("name")
+@click.option(
+    "--dir", "directory", type=click.Path(file_okay=False), default=None,
+    help="Where to write the project (new or empty) [default: ./NAME].",
+)  # fmt: skip
+def new(name: str, directory: str | None) -> None:
+    """Write a minimal service NAME: a proto, buf templates, an app and its test."""
+    from .new import create_project
+
+    target = Path(directory if directory is not None else name)
+    try:
+        create_project(name, target)
+    except ConfigurationError as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    click.echo(f"wrote {target}/: proto/, buf.yaml, buf.gen.yaml, app.py, tests/, README.md")
+    click.echo(f"next: cd {target} && pip install 'wirebus[codegen,testing]'")
+    click.echo("      buf generate && pytest -q && wirebus run app:app")
+
+
 @main.group()
 def dlq() -> None:
     """Dead-letter topics: replay records to their original topic."""
@@ -508,6 +538,10 @@ def dlq_replay(topic: str, limit: int | None, dry_run: bool, force: bool) -> Non
     if settings.kafka_bootstrap is None:
         raise click.ClickException("dlq replay needs WIREBUS_KAFKA_BOOTSTRAP=host:port")
     bootstrap = settings.kafka_bootstrap
+    try:
+        require_extra("kafka", "dlq replay")
+    except ConfigurationError as exc:
+        raise click.ClickException(_one_line(exc)) from None
 
     async def main() -> None:
         from .codec import EventRegistry
@@ -529,7 +563,7 @@ def dlq_replay(topic: str, limit: int | None, dry_run: bool, force: bool) -> Non
     try:
         _run_async(main)
     except WirebusError as exc:
-        raise click.ClickException(_one_line(exc)) from None
+        raise click.ClickException(_startup_error("replay", exc)) from None
 
 
 @main.command()
@@ -556,7 +590,10 @@ def relay_command(target: str, app_dir: str, log_level: str, metrics_port: int |
     if settings.kafka_bootstrap is None:
         raise click.ClickException("relay needs WIREBUS_KAFKA_BOOTSTRAP=host:port")
     app = _checked(load_app(target, app_dir))
-    runtime = Runtime(app, settings, relay=True, metrics_port=metrics_port)
+    try:
+        runtime = Runtime(app, settings, relay=True, metrics_port=metrics_port)
+    except ConfigurationError as exc:
+        raise click.ClickException(_one_line(exc)) from None
     _run_async(lambda: _until_signal(runtime, "relay"))
 
 

@@ -60,6 +60,7 @@ from .brokers.memory import InMemoryBroker
 from .consumer import EventProcessor
 from .consumer_runner import ConsumerRunner
 from .errors import ConfigurationError
+from .extras import require_extra
 from .gateway import Gateway, GatewayConfig
 from .retry import Retry
 from .settings import Settings
@@ -124,6 +125,10 @@ class Runtime(AsyncLifecycle):
                 raise ConfigurationError(
                     f"no router named {', '.join(unknown)}; the app has {', '.join(sorted(known))}"
                 )
+        if settings.kafka_bootstrap is not None:
+            require_extra("kafka", "WIREBUS_KAFKA_BOOTSTRAP")
+        if metrics_port is not None:
+            require_extra("metrics", "serving metrics (--metrics-port)")
         self.app = app
         self.settings = settings
         self.gateway_config = gateway

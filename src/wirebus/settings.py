@@ -8,7 +8,9 @@ Nothing in the library reads the environment at import time; the CLI calls
   broker (``wirebus run``) or in-process events (``wirebus serve``).
 - ``WIREBUS_DATABASE_URL`` (SQLAlchemy async URL, e.g.
   ``postgresql+asyncpg://user:pw@host/db``): where consumers keep the inbox.
-  Unset: ``sqlite+aiosqlite:///wirebus.db`` in the working directory.
+  Unset: ``sqlite+aiosqlite:///wirebus.db`` in the working directory (part of
+  every install); PostgreSQL needs the ``postgres`` extra (asyncpg), and a
+  ``postgresql+asyncpg://`` URL without it is one error naming the extra.
   PostgreSQL over TLS: the URL's ``?ssl=`` (asyncpg: ``require``,
   ``verify-full``, ...), e.g. ``postgresql+asyncpg://u:pw@db/shop?ssl=verify-full``
   (``PGSSLROOTCERT``/``PGSSLCERT``/``PGSSLKEY`` name the CA and client files).
@@ -24,6 +26,7 @@ import os
 from collections.abc import Mapping
 
 from .errors import ConfigurationError
+from .extras import require_extra
 from .kafka_security import PLAINTEXT, KafkaSecurity
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
@@ -47,6 +50,8 @@ class Settings:
                     raise ConfigurationError(
                         f"WIREBUS_KAFKA_BOOTSTRAP: {server!r} is not host:port"
                     )
+        if self.database_url.startswith("postgresql+asyncpg:"):
+            require_extra("postgres", "WIREBUS_DATABASE_URL=postgresql+asyncpg://...")
         if not _is_async_url(self.database_url):
             raise ConfigurationError(
                 f"WIREBUS_DATABASE_URL must name an async driver (sqlite+aiosqlite://,"

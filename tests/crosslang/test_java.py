@@ -11,10 +11,7 @@ See ``tests/crosslang/java/README.md``.
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,44 +47,8 @@ JUNIT_CLASSES = ("GoldenFilesTest", "ShopInteropTest", "BacklogConsumerTest")
 TLS_CLASS = "GatewayTlsTest"  # grpc-java over mutual TLS, against `wirebus serve --tls-cert ...`
 
 
-def pom_property(name: str) -> str:
-    match = re.search(rf"<{name}>([^<]+)</{name}>", POM.read_text())
-    assert match, f"no <{name}> in {POM}"
-    return match[1].strip()
-
-
 def pom_stamp() -> str:
     return hashlib.sha1(POM.read_bytes()).hexdigest()[:12]
-
-
-def fetch_exe(artifact: str, target: Path) -> Path:
-    """A native executable from Maven Central (``g:a:version:exe:classifier``), cached."""
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            run_tool(
-                [
-                    *MVN,
-                    "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy",
-                    f"-Dartifact={artifact}",
-                    f"-DoutputDirectory={tmp}",
-                ],
-                cwd=target.parent,
-                timeout=600,
-                merge_stderr=True,
-            )
-            (downloaded,) = Path(tmp).iterdir()
-            downloaded.chmod(0o755)
-            downloaded.replace(target)
-    return target
-
-
-def link(name: Path, target: Path) -> None:
-    """``name`` -> ``target`` (the unversioned path buf.gen.java.yaml names)."""
-    if name.is_symlink() and os.readlink(name) == target.name:
-        return
-    name.unlink(missing_ok=True)
-    name.symlink_to(target.name)
 
 
 @pytest.fixture
@@ -108,19 +69,10 @@ def junit_counts() -> dict[str, dict[str, int]]:
 
 
 def generate_java() -> None:
-    """protoc (java builtin) and protoc-gen-grpc-java, the versions the pom depends on, then
-    ``buf generate`` into the pom's generated sources."""
-    protobuf, grpc_java = pom_property("protobuf.version"), pom_property("grpc.version")
-    protoc = fetch_exe(
-        f"com.google.protobuf:protoc:{protobuf}:exe:linux-x86_64",
-        CACHE / "protoc" / f"protoc-{protobuf}",
-    )
-    link(CACHE / "protoc" / "protoc", protoc)
-    plugin = fetch_exe(
-        f"io.grpc:protoc-gen-grpc-java:{grpc_java}:exe:linux-x86_64",
-        CACHE / "grpc-java" / f"protoc-gen-grpc-java-{grpc_java}",
-    )
-    link(CACHE / "grpc-java" / "protoc-gen-grpc-java", plugin)
+    """protoc (java builtin) and protoc-gen-grpc-java, the versions the pom depends on
+    (``scripts/java-plugins``, as the README shows), then ``buf generate`` into the pom's
+    generated sources."""
+    run_tool([str(ROOT / "scripts" / "java-plugins")], timeout=900, merge_stderr=True)
     buf = ["buf", "generate", "--template", "buf.gen.java.yaml"]
     run_tool(buf, timeout=300, merge_stderr=True)
 

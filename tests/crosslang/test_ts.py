@@ -11,7 +11,8 @@ The Node side (protobuf-es v2, Connect's gRPC transport, kafkajs) proves that
    every wanted type of one order.
 
 This driver installs the Node packages (``npm ci``), generates the TypeScript
-code (``buf generate --template buf.gen.ts.yaml``, offline), starts the shop on
+code (``scripts/gen-ts tests/crosslang/ts/gen``: ``buf.gen.ts.yaml`` plus the
+google.rpc error details, offline), starts the shop on
 the real Kafka of ``scripts/services`` as group ``shop-crosslang-ts``
 (``shop_server`` in conftest.py) and runs ``node --test`` against it.
 """
@@ -19,6 +20,7 @@ the real Kafka of ``scripts/services`` as group ``shop-crosslang-ts``
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ import pytest
 
 from tests.crosslang.conftest import (
     ROOT,
+    VENV_BIN,
     BacklogFactory,
     ShopServer,
     ShopServerFactory,
@@ -87,7 +90,10 @@ def ts_project() -> Path:
     if not (STAMP.is_file() and STAMP.read_text() == lock_digest()):
         run(["npm", "ci", "--no-audit", "--no-fund"], TS, timeout=600)
         STAMP.write_text(lock_digest())
-    run(["buf", "generate", "--template", "buf.gen.ts.yaml"], ROOT, timeout=120)
+    # as the README shows: protoc-gen-es of the project on PATH, the output named
+    dirs = (TS / "node_modules" / ".bin", VENV_BIN, os.environ.get("PATH", ""))
+    plugins = os.pathsep.join(map(str, dirs))
+    run([str(ROOT / "scripts" / "gen-ts"), str(TS / "gen")], ROOT, timeout=120, PATH=plugins)
     for generated in ("shop/orders/v1/orders_pb.ts", "google/rpc/error_details_pb.ts"):
         assert (TS / "gen" / generated).is_file(), f"buf generate did not write gen/{generated}"
     return TS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("WIREBUS_")}
 # This checkout's src first: an installed (editable) wirebus may be another one.
 ENV["PYTHONPATH"] = os.pathsep.join(str(p) for p in (ROOT / "src", ROOT / "gen" / "python", ROOT))
-# The same, as if `buf generate` had never run.
+# The same, as if `buf generate` had never run (wirebus still finds gen/python through
+# buf.gen.yaml: run from a directory without it to hide it).
 ENV_WITHOUT_GEN = {**ENV, "PYTHONPATH": os.pathsep.join(str(p) for p in (ROOT / "src", ROOT))}
 
 
@@ -212,8 +214,15 @@ def test_a_missing_module_of_a_top_level_proto_file_is_generated_code_too(tmp_pa
     assert "generated module 'things_pb2' is missing" in one_error_line(result)
 
 
-def test_the_shop_without_its_generated_code_says_to_run_buf_generate():
-    result = wirebus("serve", "examples.shop.app:app", env=ENV_WITHOUT_GEN)
+def test_the_shop_without_its_generated_code_says_to_run_buf_generate(tmp_path):
+    # a checkout where `buf generate` never ran: this one's gen/python would be found
+    for name in ("examples", "proto"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("buf.yaml", "buf.gen.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    env = {**ENV_WITHOUT_GEN, "PYTHONPATH": str(ROOT / "src")}
+
+    result = wirebus("serve", "examples.shop.app:app", cwd=tmp_path, env=env)
 
     assert result.returncode == 2, result.stderr
     error = one_error_line(result)
