@@ -29,6 +29,7 @@ from tests.unit.test_metrics import free_port, scrape
 from wirebus import App, Context, Event, FailedPrecondition, Router, Validation
 from wirebus.db import outbox_table
 from wirebus.gateway import GatewayConfig
+from wirebus.gateway.request_limits import RequestLimits
 from wirebus.runtime import Runtime
 from wirebus.settings import Settings
 from wirebus.testing import wait_until
@@ -101,6 +102,8 @@ def streams_app(observed: Observed) -> App:
                 yield orders_pb2.OrderStatusUpdate(
                     order_id=request.order_id, status=orders_pb2.ORDER_STATUS_PENDING
                 )
+                if request.order_id == "last":  # the server ends the call first
+                    return
         finally:
             observed.closed.set()
 
@@ -257,6 +260,33 @@ async def test_a_passed_deadline_ends_a_client_stream_with_deadline_exceeded_and
     assert await committed(runtime) == (set(), 0)
 
 
+async def test_each_message_is_held_to_the_gateways_limits_as_it_is_read(
+    tmp_path: Path, observed: Observed
+) -> None:
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/limits.db")
+    config = GatewayConfig(
+        port=0, limits=RequestLimits(max_repeated=2), max_message_bytes=64 * 1024
+    )
+    many_items = orders_pb2.PlaceOrderRequest(customer_id="many", items=[ITEM] * 3)
+    huge = orders_pb2.PlaceOrderRequest(customer_id="x" * 100_000, items=[ITEM])
+    async with Runtime(streams_app(observed), settings, gateway=config, relay=False) as runtime:
+        assert runtime.gateway is not None
+        async with grpc.aio.insecure_channel(runtime.gateway.address) as channel:
+            stub = orders_pb2_grpc.OrderServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as over_limit:
+                await stub.ImportOrders(iter([order("a"), many_items]))
+            with pytest.raises(grpc.aio.AioRpcError) as too_big:
+                await stub.ImportOrders(iter([order("b"), huge]))
+        await idle(runtime)
+        assert await committed(runtime) == (set(), 0)
+    assert over_limit.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info(over_limit.value)
+    assert info is not None
+    assert info.reason == "REQUEST_LIMIT_EXCEEDED"
+    assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert observed.read == ["a", "b"]
+
+
 async def test_a_slow_handler_holds_the_clients_writes_back_instead_of_buffering_them(
     tmp_path: Path,
 ) -> None:
@@ -317,6 +347,17 @@ async def test_a_bidi_call_answers_each_message_as_it_arrives(
     assert await call.read() == grpc.aio.EOF
     assert await call.code() == grpc.StatusCode.OK
     assert await committed(runtime) == ({"a", "b"}, 2)
+
+
+async def test_a_bidi_handler_that_returns_ends_the_call_while_the_client_still_sends(
+    runtime: Runtime, stub: orders_pb2_grpc.OrderServiceStub
+) -> None:
+    call = stub.WatchOrders()
+    await call.write(watch("last"))
+    assert (await call.read()).order_id == "last"
+    assert await call.read() == grpc.aio.EOF  # the client never closed its side
+    assert await call.code() == grpc.StatusCode.OK
+    assert await committed(runtime) == ({"last"}, 1)
 
 
 async def test_a_bidi_call_failing_midway_keeps_what_it_answered_and_carries_the_status(

@@ -25,7 +25,15 @@ item (what it changed and emitted before that item) and once at the end;
 if the stream fails or is cancelled, the work since its last item is rolled
 back. A stream can last as long as its client likes: one transaction for
 its whole life would hold a pooled connection and keep its events from the
-relay for as long.
+relay for as long. A bidirectional handler's commits the same way (its
+items are its answers).
+
+A client-streaming handler's unit of work is one transaction for the whole
+call, committed when the handler returns its one result: all or nothing
+(a bulk import). If a message is invalid, the handler raises, or the call
+is cancelled or its deadline passes, nothing of it persists. Its session
+stays open while the client streams, so such a call should be bounded (the
+caller's deadline, ``GatewayConfig`` limits).
 
 Example (a handler using the session)::
 
