@@ -41,7 +41,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, final
 
 from .context import Context, _context
 
@@ -160,7 +160,8 @@ def _name(behaviour: object) -> str:
 T = TypeVar("T")
 
 
-class MessageStream(AsyncIterator[T], Generic[T]):
+@final
+class MessageStream(Generic[T]):
     """The incoming messages of a client-streaming or bidirectional call.
 
     What such a handler gets as its first parameter (annotated
@@ -168,6 +169,9 @@ class MessageStream(AsyncIterator[T], Generic[T]):
     call's ``message``. A message is read from its source (the gRPC call,
     which then lets the client send more) only when the handler asks for it,
     so a slow handler slows its client down instead of piling messages up.
+    It is an ``AsyncIterator[T]`` (structurally: not an ABC subclass, so the
+    stages that ask ``isinstance(message, MessageStream)`` on every call
+    pay a plain type check).
     Each check registered with :meth:`check_each` runs on every message as
     it is read; one that raises fails the call.
 

@@ -16,6 +16,7 @@ import pytest
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
 from examples.shop.app import app
+from examples.shop.orders.handlers import MAX_IMPORT_ORDERS
 from examples.shop.orders.messages import LineItem, OrderPlaced, PlaceOrder
 from tests.conftest import bad_request, error_info
 from wirebus.testing import AppHarness
@@ -81,6 +82,18 @@ async def test_an_invalid_order_in_an_import_places_none_of_them(shop: Shop) -> 
     later = await stub.PlaceOrder(order("dan"))  # published after anything the import left
     [published] = await harness.wait_published(OrderPlaced)
     assert published.key == later.order_id
+
+
+async def test_an_import_of_more_than_its_limit_places_none(shop: Shop) -> None:
+    stub, _ = shop
+    too_many = (order("ivy") for _ in range(MAX_IMPORT_ORDERS + 1))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ImportOrders(too_many)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info(caught.value)
+    assert info is not None
+    assert info.reason == "IMPORT_TOO_LARGE"
+    assert await placed_ids(stub, "ivy") == []
 
 
 async def test_import_orders_runs_in_process_too(shop: Shop) -> None:

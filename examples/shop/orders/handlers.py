@@ -127,18 +127,33 @@ WATCH_POLL_SECONDS = 0.2
 """How often ``WatchOrders`` reads the statuses of the orders it watches."""
 
 
+MAX_IMPORT_ORDERS = 1_000
+"""The most orders one ``ImportOrders`` call may hold (its one transaction stays bounded)."""
+
+
 @router.handler
 async def import_orders(
     cmds: AsyncIterator[PlaceOrder], orders: OrderStore, ctx: Context
 ) -> OrdersImported:
     """Place every order the client streams, in the call's one transaction: all or none.
 
-    The unit of work commits when this returns; an invalid order (the
-    Validation stage checks each one as it is read), a failure or a
-    cancelled call rolls every order of the import back, and no
-    OrderPlaced leaves.
+    The orders are read first (the Validation stage checks each one as it
+    is read) and written once the client has sent them all, so no
+    transaction is open -- on SQLite, no write lock held -- while a slow
+    client streams. The unit of work commits when this returns; an invalid
+    order, more than ``MAX_IMPORT_ORDERS``, a failure or a cancelled call
+    leaves no order and no OrderPlaced.
     """
-    ids = [(await place_order(cmd, orders, ctx)).order_id async for cmd in cmds]
+    received: list[PlaceOrder] = []
+    async for cmd in cmds:
+        if len(received) == MAX_IMPORT_ORDERS:
+            raise InvalidArgument(
+                f"an import holds at most {MAX_IMPORT_ORDERS} orders",
+                reason="IMPORT_TOO_LARGE",
+                metadata={"max_orders": str(MAX_IMPORT_ORDERS)},
+            )
+        received.append(cmd)
+    ids = [(await place_order(cmd, orders, ctx)).order_id for cmd in received]
     return OrdersImported(imported=len(ids), order_ids=tuple(ids))
 
 

@@ -63,7 +63,7 @@ from ..db import NOTIFY_CHANNEL, Database, outbox_table, utcnow
 from ..errors import DataRejected, LifecycleError
 from ..inbox import InboxClaim
 from ..inbox.sqlalchemy import mark_handled
-from ..pipeline import CallNext
+from ..pipeline import CallNext, MessageStream
 from ..sink import EventSink
 from ._onestatement import OneStatementWriter
 from .batch import BatchUnitOfWork
@@ -303,7 +303,8 @@ def data_rejected(exc: BaseException, message: object) -> DataRejected | None:
     if driver is None:
         return None
     reason = (str(driver).strip().splitlines() or [type(driver).__name__])[0][:_REASON_CHARS]
-    what = type(message).__qualname__ if message is not None else "a call"
+    tp = message.message_type if isinstance(message, MessageStream) else type(message)
+    what = tp.__qualname__ if message is not None else "a call"
     log.warning("%s: the database rejected a value: %s: %s", what, type(driver).__name__, reason)
     return DataRejected(f"the database rejected a value of the request: {reason}")
 
