@@ -37,6 +37,7 @@ import logging
 import types
 import typing
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
@@ -244,8 +245,8 @@ class Mediator(AsyncLifecycle):
             raise self._stream_not_found(message_type, "bidirectional") from None
         stream = _message_stream(message_type, messages)
         try:
-            iterator: AsyncIterator[Any] = await run(stream)
-            async with contextlib.aclosing(iterator) as items:  # type: ignore[type-var]
+            iterator: AsyncGenerator[Any, None] = await run(stream)
+            async with contextlib.aclosing(iterator) as items:
                 async for item in items:
                     yield item
         finally:
@@ -334,9 +335,11 @@ class Mediator(AsyncLifecycle):
 
     def handles(self, message_type: type) -> bool:
         """Whether a request or streaming handler is registered for ``message_type``."""
-        return any(
-            message_type in runners
-            for runners in (self._requests, self._streams, self._client_streams, self._bidis)
+        return (
+            message_type in self._requests
+            or message_type in self._streams
+            or message_type in self._client_streams
+            or message_type in self._bidis
         )
 
     # ------------------------------------------------------------ lifecycle

@@ -17,7 +17,13 @@ from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
 from examples.shop.app import app
 from examples.shop.orders.handlers import MAX_IMPORT_ORDERS
-from examples.shop.orders.messages import LineItem, OrderPlaced, PlaceOrder
+from examples.shop.orders.messages import (
+    LineItem,
+    OrderPlaced,
+    OrderStatus,
+    PlaceOrder,
+    WatchOrders,
+)
 from tests.conftest import bad_request, error_info
 from wirebus.testing import AppHarness
 
@@ -154,6 +160,14 @@ async def test_an_unwatched_order_is_no_longer_answered(idle_shop: Shop) -> None
     change = await call.read()
     assert (change.order_id, change.status) == (a, orders_pb2.ORDER_STATUS_CANCELLED)
     call.cancel()
+
+
+async def test_watch_orders_runs_in_process_too(idle_shop: Shop) -> None:
+    stub, harness = idle_shop
+    placed = await stub.PlaceOrder(order("ida"))
+    requests = [WatchOrders(order_id=placed.order_id)]
+    updates = [update async for update in harness.bidi(WatchOrders, requests)]
+    assert [(u.order_id, u.status) for u in updates] == [(placed.order_id, OrderStatus.PENDING)]
 
 
 async def test_watching_an_order_that_does_not_exist_ends_the_call_with_not_found(
