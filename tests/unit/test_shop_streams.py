@@ -16,7 +16,7 @@ import pytest
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
 from examples.shop.app import app
-from examples.shop.orders.handlers import MAX_IMPORT_ORDERS
+from examples.shop.orders.handlers import MAX_IMPORT_ORDERS, MAX_WATCHED_ORDERS
 from examples.shop.orders.messages import (
     LineItem,
     OrderPlaced,
@@ -168,6 +168,26 @@ async def test_watch_orders_runs_in_process_too(idle_shop: Shop) -> None:
     requests = [WatchOrders(order_id=placed.order_id)]
     updates = [update async for update in harness.bidi(WatchOrders, requests)]
     assert [(u.order_id, u.status) for u in updates] == [(placed.order_id, OrderStatus.PENDING)]
+
+
+async def test_a_watch_of_more_orders_than_its_limit_ends_with_invalid_argument(
+    idle_shop: Shop,
+) -> None:
+    stub, _ = idle_shop
+    imported = await stub.ImportOrders(order("jon") for _ in range(MAX_WATCHED_ORDERS + 1))
+    ids = list(imported.order_ids)
+    call = stub.WatchOrders()
+    for order_id in [ids[0], *ids[:MAX_WATCHED_ORDERS]]:  # the first twice: it counts once
+        await call.write(watch(order_id))
+    answered = {(await call.read()).order_id for _ in range(MAX_WATCHED_ORDERS)}
+    assert answered == set(ids[:MAX_WATCHED_ORDERS])
+    await call.write(watch(ids[MAX_WATCHED_ORDERS]))  # one more than the limit
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call.read()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info(caught.value)
+    assert info is not None
+    assert info.reason == "TOO_MANY_WATCHED"
 
 
 async def test_watching_an_order_that_does_not_exist_ends_the_call_with_not_found(

@@ -125,6 +125,8 @@ async def mark_paid(event: PaymentCaptured, orders: OrderStore) -> None:
 
 WATCH_POLL_SECONDS = 0.2
 """How often ``WatchOrders`` reads the statuses of the orders it watches."""
+MAX_WATCHED_ORDERS = 100
+"""The most orders one ``WatchOrders`` call watches at a time (each poll reads them all)."""
 
 
 MAX_IMPORT_ORDERS = 1_000
@@ -178,8 +180,14 @@ async def watch_orders(
             async for request in requests:
                 if request.unwatch:
                     watched.pop(request.order_id, None)
-                else:
-                    watched.setdefault(request.order_id, None)
+                elif request.order_id not in watched:
+                    if len(watched) == MAX_WATCHED_ORDERS:
+                        raise InvalidArgument(
+                            f"a watch follows at most {MAX_WATCHED_ORDERS} orders at a time",
+                            reason="TOO_MANY_WATCHED",
+                            metadata={"max_orders": str(MAX_WATCHED_ORDERS)},
+                        )
+                    watched[request.order_id] = None
                 arrived.set()
         finally:
             arrived.set()  # the client closed its side (or the read failed): look once more
