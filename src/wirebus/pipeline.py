@@ -76,8 +76,6 @@ ALL_KINDS: frozenset[HandlerKind] = frozenset(
 )
 CALL_KINDS: frozenset[HandlerKind] = frozenset(("request", "stream", "client_stream", "bidi"))
 """The kinds a caller calls (every kind but event handlers)."""
-STREAM_IN_KINDS: frozenset[HandlerKind] = frozenset(("client_stream", "bidi"))
-"""The kinds whose handler takes a :class:`MessageStream` of incoming messages."""
 
 
 class Behaviour(Protocol):
