@@ -134,14 +134,16 @@ class App:
     def check(self) -> list[MethodRoute]:
         """Validate the wiring; return the method routes. Raises ``ConfigurationError``."""
         problems: list[str] = []
-        seen: dict[type, HandlerSpec] = {}
+        seen: dict[tuple[str, type], HandlerSpec] = {}
         for spec in self.specs:
             if spec.kind == "event":
                 continue
-            other = seen.get(spec.message_type)
+            # one handler of one message (request or stream), and one of a stream of it per shape
+            key = (spec.kind if spec.params.streams_in else "one", spec.message_type)
+            other = seen.get(key)
             if other is not None:
                 problems.append(_two_handlers(spec.message_type, other, spec))
-            seen[spec.message_type] = spec
+            seen[key] = spec
         if problems:
             raise ConfigurationError("invalid wiring:\n  - " + "\n  - ".join(problems))
         return resolve_routes(self._services, self.specs, allow_unbound=self.allow_unbound)

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 from .context import CallInfo, current_call
 from .errors import ConfigurationError, PermissionDenied, Unauthenticated, Unavailable
-from .pipeline import CallNext
+from .pipeline import CALL_KINDS, CallNext
 
 __all__ = [
     "ANONYMOUS",
@@ -363,7 +363,7 @@ class Authentication:
     """
 
     stage_name = "authentication"
-    kinds = frozenset(("request", "stream"))
+    kinds = CALL_KINDS  # every call shape; a stream's caller once, before any message is read
 
     def __init__(
         self,

@@ -24,6 +24,9 @@ Example::
         ref = await mediator.send(PlaceOrder(customer_id="c1", items=(...)))
         async for order in mediator.stream(ListOrders(customer_id="c1")):
             ...
+        imported = await mediator.send_stream(PlaceOrder, [cmd1, cmd2])   # client streaming
+        async for status in mediator.bidi(WatchOrders, requests):          # bidirectional
+            ...
         await mediator.publish(OrderShipped(order_id=ref.order_id))
 """
 
@@ -33,7 +36,15 @@ import contextlib
 import logging
 import types
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 import anyio
@@ -44,7 +55,15 @@ from .codec import EventRegistry
 from .context import Context, _context, current_call
 from .errors import HandlerNotFound, LifecycleError
 from .messages import Event, ProtoMessage, Request
-from .pipeline import Behaviour, CallNext, Pipeline, new_channel, run_stream
+from .pipeline import (
+    Behaviour,
+    CallNext,
+    HandlerKind,
+    MessageStream,
+    Pipeline,
+    new_channel,
+    run_stream,
+)
 from .sink import EventSink
 
 if TYPE_CHECKING:
@@ -120,6 +139,8 @@ class Mediator(AsyncLifecycle):
         """The circuit breakers' state of this mediator's handlers (``wirebus.breaker``)."""
         self._requests: dict[type, _Runner] = {}
         self._streams: dict[type, _Runner] = {}
+        self._client_streams: dict[type, _Runner] = {}
+        self._bidis: dict[type, _Runner] = {}
         self._event_specs: dict[type, list[HandlerSpec]] = {}
         self._event_routes: dict[type, tuple[EventRunner, ...]] = {}
         self._event_handlers: dict[
@@ -130,6 +151,10 @@ class Mediator(AsyncLifecycle):
                 self._requests[spec.message_type] = self._request_runner(spec)
             elif spec.kind == "stream":
                 self._streams[spec.message_type] = self._stream_runner(spec)
+            elif spec.kind == "client_stream":
+                self._client_streams[spec.message_type] = self._request_runner(spec, spec.kind)
+            elif spec.kind == "bidi":
+                self._bidis[spec.message_type] = self._stream_runner(spec, spec.kind)
             else:
                 self._event_specs.setdefault(spec.message_type, []).append(spec)
 
@@ -177,6 +202,72 @@ class Mediator(AsyncLifecycle):
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    async def send_stream(
+        self, message_type: type, messages: AsyncIterable[Any] | Iterable[Any]
+    ) -> Any:
+        """Run a client-streaming handler of ``message_type`` over ``messages``; return its result.
+
+        The handler (``async def h(cmds: AsyncIterator[X]) -> R``) reads
+        ``messages`` as a :class:`~wirebus.pipeline.MessageStream`; its unit
+        of work (with a database) is one transaction, committed when it
+        returns.
+
+        Example::
+
+            imported = await mediator.send_stream(PlaceOrder, [cmd1, cmd2])
+        """
+        try:
+            run = self._client_streams[message_type]
+        except KeyError:
+            raise self._stream_not_found(message_type, "client-streaming") from None
+        stream = _message_stream(message_type, messages)
+        try:
+            return await run(stream)
+        finally:
+            await stream.aclose()
+
+    async def bidi(
+        self, message_type: type, messages: AsyncIterable[Any] | Iterable[Any]
+    ) -> AsyncIterator[Any]:
+        """Run a bidirectional handler of ``message_type`` over ``messages``; yield what it yields.
+
+        The handler (``async def h(reqs: AsyncIterator[X]) -> AsyncIterator[Y]``)
+        reads ``messages`` while its items come out here, one at a time;
+        closing this iterator early cancels the handler (its generator is
+        closed, its unit of work rolls back what no item carried out yet).
+
+        Example::
+
+            async for status in mediator.bidi(WatchOrders, requests):
+                ...
+        """
+        try:
+            run = self._bidis[message_type]
+        except KeyError:
+            raise self._stream_not_found(message_type, "bidirectional") from None
+        stream = _message_stream(message_type, messages)
+        try:
+            iterator: AsyncGenerator[Any, None] = await run(stream)
+            async with contextlib.aclosing(iterator) as items:
+                async for item in items:
+                    yield item
+        finally:
+            await stream.aclose()
+
+    def client_stream_runner(self, message_type: type) -> _Runner:
+        """The compiled runner of a client-streaming handler: ``await run(MessageStream)``."""
+        try:
+            return self._client_streams[message_type]
+        except KeyError:
+            raise self._stream_not_found(message_type, "client-streaming") from None
+
+    def bidi_runner(self, message_type: type) -> _Runner:
+        """The compiled runner of a bidirectional handler; ``await run(MessageStream)`` iterates."""
+        try:
+            return self._bidis[message_type]
+        except KeyError:
+            raise self._stream_not_found(message_type, "bidirectional") from None
 
     async def publish(self, event: Any) -> None:
         """Hand ``event`` to every handler of its type (and of its base classes).
@@ -247,7 +338,12 @@ class Mediator(AsyncLifecycle):
 
     def handles(self, message_type: type) -> bool:
         """Whether a request or streaming handler is registered for ``message_type``."""
-        return message_type in self._requests or message_type in self._streams
+        return (
+            message_type in self._requests
+            or message_type in self._streams
+            or message_type in self._client_streams
+            or message_type in self._bidis
+        )
 
     # ------------------------------------------------------------ lifecycle
 
@@ -274,9 +370,9 @@ class Mediator(AsyncLifecycle):
 
     # ------------------------------------------------------------ compilation
 
-    def _request_runner(self, spec: HandlerSpec) -> _Runner:
+    def _request_runner(self, spec: HandlerSpec, kind: HandlerKind = "request") -> _Runner:
         invoke = self._invoker(spec)
-        behaviours = self.pipeline.behaviours("request")
+        behaviours = self.pipeline.behaviours(kind)
         direct = (
             not spec.is_class
             and spec.params.plain
@@ -285,7 +381,7 @@ class Mediator(AsyncLifecycle):
         )
         if direct and not behaviours:
             return typing.cast(_Runner, spec.target)  # nothing to add: call it as it is
-        chain = self.pipeline.wrap("request", _innermost(invoke))
+        chain = self.pipeline.wrap(kind, _innermost(invoke))
         deliver = self.sink.deliver
 
         async def run(message: Any) -> Any:
@@ -301,10 +397,10 @@ class Mediator(AsyncLifecycle):
 
         return run
 
-    def _stream_runner(self, spec: HandlerSpec) -> _Runner:
+    def _stream_runner(self, spec: HandlerSpec, kind: HandlerKind = "stream") -> _Runner:
         invoke = self._invoker(spec)
         deliver = self.sink.deliver
-        if not self.pipeline.behaviours("stream"):
+        if not self.pipeline.behaviours(kind):
 
             async def direct_stream(message: Any) -> AsyncIterator[Any]:
                 ctx = Context()
@@ -335,7 +431,7 @@ class Mediator(AsyncLifecycle):
                         await deliver(ctx.take_events())
                     channel.send(item)
 
-        chain = self.pipeline.wrap("stream", innermost)
+        chain = self.pipeline.wrap(kind, innermost)
 
         async def whole(message: Any) -> None:
             await chain(message)
@@ -421,7 +517,7 @@ class Mediator(AsyncLifecycle):
             )
         deps = p.deps
         is_class = spec.is_class
-        if spec.kind == "stream":
+        if spec.kind in ("stream", "bidi"):
 
             async def invoke_stream(message: Any, ctx: Context) -> AsyncIterator[Any]:
                 async with container() as scope:
@@ -476,6 +572,13 @@ class Mediator(AsyncLifecycle):
         return errors
 
     @staticmethod
+    def _stream_not_found(message_type: type, what: str) -> HandlerNotFound:
+        return HandlerNotFound(
+            f"no {what} handler for {message_type.__qualname__}: register one taking"
+            f" AsyncIterator[{message_type.__qualname__}] and include its router in the App"
+        )
+
+    @staticmethod
     def _not_found(request: Any, verb: str) -> HandlerNotFound:
         name = type(request).__qualname__
         if isinstance(request, Event):
@@ -484,6 +587,14 @@ class Mediator(AsyncLifecycle):
             f"no {'streaming ' if verb == 'stream' else ''}handler for {name}:"
             " register one with @router.handler and include its router in the App"
         )
+
+
+def _message_stream(
+    message_type: type, messages: AsyncIterable[Any] | Iterable[Any]
+) -> MessageStream[Any]:
+    if isinstance(messages, MessageStream):
+        return messages
+    return MessageStream(message_type, messages)
 
 
 def _innermost(invoke: _Invoke) -> CallNext:

@@ -15,6 +15,14 @@ A behaviour is ``async def behaviour(message, call_next)``. Around a stream,
 items flow to the caller meanwhile, one at a time), so a behaviour sees a
 stream's end, its errors and its cancellation just as a request's.
 
+Around a client-streaming or bidirectional call (kinds ``"client_stream"``
+and ``"bidi"``) the ``message`` is the call's :class:`MessageStream`: the
+incoming messages, not yet read (a behaviour runs once, at the call's
+start, before any message arrives). ``await call_next(stream)`` spans the
+whole call. A stage with work to do on each message registers it with
+:meth:`MessageStream.check_each` (validation does), and it runs as the
+handler pulls each message.
+
 Example::
 
     async def timing(message: Any, call_next: CallNext) -> Any:
@@ -32,12 +40,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Iterable
-from typing import Any, Literal, Protocol
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Generic, Literal, Protocol, TypeVar, final
 
 from .context import Context, _context
 
-__all__ = ["Behaviour", "CallNext", "Pipeline", "Stage", "new_channel", "run_stream"]
+__all__ = [
+    "Behaviour",
+    "CallNext",
+    "MessageStream",
+    "Pipeline",
+    "Stage",
+    "new_channel",
+    "run_stream",
+]
 
 
 class CallNext(Protocol):
@@ -54,8 +70,12 @@ class CallNext(Protocol):
     def __call__(self, message: Any, /) -> Awaitable[Any]: ...
 
 
-HandlerKind = Literal["request", "stream", "event"]
-ALL_KINDS: frozenset[HandlerKind] = frozenset(("request", "stream", "event"))
+HandlerKind = Literal["request", "stream", "client_stream", "bidi", "event"]
+ALL_KINDS: frozenset[HandlerKind] = frozenset(
+    ("request", "stream", "client_stream", "bidi", "event")
+)
+CALL_KINDS: frozenset[HandlerKind] = frozenset(("request", "stream", "client_stream", "bidi"))
+"""The kinds a caller calls (every kind but event handlers)."""
 
 
 class Behaviour(Protocol):
@@ -131,6 +151,69 @@ def _wrap(behaviour: Behaviour, call_next: CallNext) -> CallNext:
 def _name(behaviour: object) -> str:
     target: object = behaviour if hasattr(behaviour, "__qualname__") else type(behaviour)
     return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
+
+
+# ---------------------------------------------------------------- incoming streams
+
+T = TypeVar("T")
+
+
+@final
+class MessageStream(Generic[T]):
+    """The incoming messages of a client-streaming or bidirectional call.
+
+    What such a handler gets as its first parameter (annotated
+    ``AsyncIterator[X]``), and what the pipeline's behaviours get as the
+    call's ``message``. A message is read from its source (the gRPC call,
+    which then lets the client send more) only when the handler asks for it,
+    so a slow handler slows its client down instead of piling messages up.
+    It is an ``AsyncIterator[T]`` (structurally: not an ABC subclass, so the
+    stages that ask ``isinstance(message, MessageStream)`` on every call
+    pay a plain type check).
+    Each check registered with :meth:`check_each` runs on every message as
+    it is read; one that raises fails the call.
+
+    Example::
+
+        stream = MessageStream(PlaceOrder, [PlaceOrder(...), PlaceOrder(...)])
+        stream.check_each(validation.check)
+        async for cmd in stream:
+            ...
+    """
+
+    __slots__ = ("_checks", "_source", "message_type")
+
+    def __init__(self, message_type: type[T], source: AsyncIterable[T] | Iterable[T]) -> None:
+        self.message_type = message_type
+        """The type of each message (the handler's ``X`` of ``AsyncIterator[X]``)."""
+        self._source: AsyncIterator[T] = (
+            aiter(source) if isinstance(source, AsyncIterable) else _from_sync(source)
+        )
+        self._checks: tuple[Callable[[T], None], ...] = ()
+
+    def check_each(self, check: Callable[[T], None]) -> None:
+        """Run ``check(message)`` on every message as it is read (innermost last)."""
+        self._checks = (*self._checks, check)
+
+    def __aiter__(self) -> MessageStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        message = await self._source.__anext__()
+        for check in self._checks:
+            check(message)
+        return message
+
+    async def aclose(self) -> None:
+        """Stop reading: close the source (idempotent)."""
+        aclose = getattr(self._source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _from_sync(items: Iterable[T]) -> AsyncIterator[T]:
+    for item in items:
+        yield item
 
 
 # ---------------------------------------------------------------- streams

@@ -8,7 +8,11 @@ type a handler takes is read from its first parameter's annotation:
   per event);
 - any other message (a ``Command``/``Query`` dataclass or a generated
   protobuf class) makes a request handler (exactly one per type); an async
-  generator function makes a streaming handler.
+  generator function makes a streaming handler;
+- ``AsyncIterator[X]`` (or ``AsyncIterable[X]``) of such a message takes the
+  incoming stream of a call: a coroutine function returning one result is a
+  client-streaming handler (kind ``"client_stream"``), an async generator
+  function a bidirectional one (``"bidi"``). ``spec.message_type`` is ``X``.
 
 Example::
 
@@ -36,6 +40,16 @@ Example::
 
     @router.handler(fallback=cached_quote, breaker=CircuitBreaker(failure_threshold=5))
     async def live_quote(query: GetLiveQuote, api: RatesApi) -> Quote: ...
+
+    @router.handler                      # client streaming: many in, one out
+    async def import_orders(cmds: AsyncIterator[PlaceOrder], orders: Orders) -> Imported:
+        ids = [await orders.add(cmd) async for cmd in cmds]
+        return Imported(order_ids=tuple(ids))
+
+    @router.handler                      # bidirectional: many in, many out
+    async def watch(requests: AsyncIterator[Watch]) -> AsyncIterator[Status]:
+        async for request in requests:
+            yield Status(...)
 """
 
 from __future__ import annotations
@@ -57,7 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HandlerKind", "HandlerSpec", "Router"]
 
-HandlerKind = Literal["request", "stream", "event"]
+HandlerKind = Literal["request", "stream", "client_stream", "bidi", "event"]
 H = TypeVar("H", bound=Callable[..., Any])
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -272,7 +286,11 @@ def _spec(
     if force_event or issubclass(msg, Event):
         if is_stream:
             raise ConfigurationError(f"{name}: an event handler cannot be an async generator")
+        if params.streams_in:
+            raise ConfigurationError(f"{name}: an event handler takes one event, not a stream")
         kind = "event"
+    elif params.streams_in:
+        kind = "bidi" if is_stream else "client_stream"
     else:
         kind = "stream" if is_stream else "request"
     return HandlerSpec(

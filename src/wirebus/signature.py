@@ -1,7 +1,9 @@
 """Signature analysis: how to call one handler, read once when it is registered.
 
-A handler's first parameter is the message. Every other parameter is resolved
-by its annotation:
+A handler's first parameter is the message -- or, annotated
+``AsyncIterator[X]`` (or ``AsyncIterable[X]``), the incoming messages of a
+client-streaming or bidirectional call (``streams_in``; ``message_type`` is
+then ``X``). Every other parameter is resolved by its annotation:
 
 - :class:`~wirebus.Context` -- this call's context: ``ctx.emit(event)``;
 - :class:`~wirebus.CallInfo` -- the transport call's metadata, peer and deadline;
@@ -17,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import inspect
 import typing
@@ -40,6 +43,8 @@ class HandlerParams:
     mediator: str | None
     deps: tuple[tuple[str, Any], ...]
     returns: Any
+    streams_in: bool = False
+    """The first parameter is ``AsyncIterator[X]``: the handler takes a stream of ``X``."""
 
     @property
     def plain(self) -> bool:
@@ -80,11 +85,24 @@ def analyse(
             found[slot] = p.name
         else:
             deps.append((p.name, tp))
+    message_type, streams_in = _message_of(hints[first.name])
     return HandlerParams(
-        message_type=hints[first.name],
+        message_type=message_type,
         context=found["context"],
         call_info=found["call_info"],
         mediator=found["mediator"],
         deps=tuple(deps),
         returns=hints.get("return", inspect.Signature.empty),
+        streams_in=streams_in,
     )
+
+
+_STREAM_ORIGINS = (collections.abc.AsyncIterator, collections.abc.AsyncIterable)
+
+
+def _message_of(annotation: Any) -> tuple[Any, bool]:
+    """``(X, True)`` for ``AsyncIterator[X]``/``AsyncIterable[X]``, else ``(annotation, False)``."""
+    if typing.get_origin(annotation) in _STREAM_ORIGINS:
+        args = typing.get_args(annotation)
+        return (args[0] if args else Any), True
+    return annotation, False

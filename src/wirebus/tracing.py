@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from .context import current_call, current_call_binding, in_transport_call
 from .correlation import Correlation, CorrelationStage, _bound
 from .errors import ConfigurationError
-from .pipeline import ALL_KINDS, Behaviour, CallNext, Pipeline, Stage
+from .pipeline import ALL_KINDS, CALL_KINDS, Behaviour, CallNext, MessageStream, Pipeline, Stage
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, SpanContext, Tracer, TracerProvider
@@ -162,7 +162,7 @@ class Tracing:
         the call's info is read once.
         """
         return [
-            Stage("tracing", self._call_stage, frozenset(("request", "stream"))),
+            Stage("tracing", self._call_stage, CALL_KINDS),
             Stage("tracing", self._event_stage, frozenset(("event",))),
         ]
 
@@ -224,7 +224,9 @@ class Tracing:
 
     def _type_name(self, prefix: str, message: Any) -> str:
         """``"<prefix> <type name>"``, made once per message type."""
-        key = (prefix, type(message))
+        # a stream-in call is named after its messages' type, not MessageStream
+        tp = message.message_type if isinstance(message, MessageStream) else type(message)
+        key = (prefix, tp)
         name = self._type_names.get(key)
         if name is None:
             name = f"{prefix} {key[1].__name__}"

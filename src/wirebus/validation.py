@@ -45,7 +45,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from .errors import ConfigurationError, FieldViolation, InvalidArgument
 from .messages import converter_of, proto_class_of
-from .pipeline import CallNext, HandlerKind
+from .pipeline import CallNext, HandlerKind, MessageStream
 
 if TYPE_CHECKING:
     from protovalidate import Violation
@@ -68,7 +68,9 @@ class Validation:
     """The validation stage: messages are checked against their protovalidate rules.
 
     ``requests`` (default) checks requests and streams' requests, arriving
-    over the gateway or sent in-process; ``events`` checks events before
+    over the gateway or sent in-process (each message of a client-streaming
+    or bidirectional call as the handler reads it: a bad one fails the call
+    with INVALID_ARGUMENT, the messages before it were read); ``events`` checks events before
     their handlers (in-process and consumed from a broker). ``fail_fast``
     stops at the first violation (cheaper for a large invalid message, but
     the caller learns of one problem at a time).
@@ -89,7 +91,9 @@ class Validation:
             raise ConfigurationError(
                 "Validation needs protovalidate: pip install 'wirebus[validate]'"
             ) from None
-        kinds: list[HandlerKind] = ["request", "stream"] if requests else []
+        kinds: list[HandlerKind] = (
+            ["request", "stream", "client_stream", "bidi"] if requests else []
+        )
         if events:
             kinds.append("event")
         self.kinds: frozenset[HandlerKind] = frozenset(kinds)
@@ -119,7 +123,10 @@ class Validation:
             check(message)
 
     async def __call__(self, message: Any, call_next: CallNext) -> Any:
-        self.check(message)
+        if isinstance(message, MessageStream):  # each message as the handler reads it
+            message.check_each(self.check)
+        else:
+            self.check(message)
         return await call_next(message)
 
     def _check_for(self, tp: type) -> Check | None:

@@ -48,6 +48,15 @@ def messages() -> list[tuple[str, Message]]:
         ("cancel_order_response", o.CancelOrderResponse()),
         ("list_orders_request", o.ListOrdersRequest(customer_id="alice")),
         (
+            "import_orders_response",
+            o.ImportOrdersResponse(imported=2, order_ids=["ord-0001", "ord-0002"]),
+        ),
+        ("watch_orders_request", o.WatchOrdersRequest(order_id="ord-0001", unwatch=True)),
+        (
+            "order_status_update",
+            o.OrderStatusUpdate(order_id="ord-0001", status=o.ORDER_STATUS_CANCELLED),
+        ),
+        (
             "order_placed",
             o.OrderPlaced(
                 order_id="ord-0001",

@@ -234,6 +234,8 @@ def test_a_served_service_needs_a_handler_per_method_unless_unbound_is_allowed()
         "GetOrder": "get_order",
         "CancelOrder": None,
         "ListOrders": None,
+        "ImportOrders": None,
+        "WatchOrders": None,
     }
 
 

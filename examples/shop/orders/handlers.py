@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 
 from wirebus import Context, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Router
+from wirebus.db import Database
 
 from ..payments.messages import PaymentCaptured
 from .messages import (
@@ -16,11 +19,14 @@ from .messages import (
     OrderCancelled,
     OrderPlaced,
     OrderRef,
+    OrdersImported,
     OrderStatus,
+    OrderStatusUpdate,
     OrderView,
     PlaceOrder,
+    WatchOrders,
 )
-from .store import OrderStore
+from .store import OrderStore, statuses
 
 router = Router("orders")
 
@@ -113,3 +119,117 @@ async def list_orders(query: ListOrders, orders: OrderStore) -> AsyncIterator[Or
 async def mark_paid(event: PaymentCaptured, orders: OrderStore) -> None:
     # only a pending order becomes paid: not one cancelled meanwhile
     await orders.move(event.order_id, OrderStatus.PAID, allowed_from=[OrderStatus.PENDING])
+
+
+# ---------------------------------------------------------------- streams of requests
+
+WATCH_POLL_SECONDS = 0.2
+"""How often ``WatchOrders`` reads the statuses of the orders it watches."""
+MAX_WATCHED_ORDERS = 100
+"""The most orders one ``WatchOrders`` call watches at a time (each poll reads them all)."""
+
+
+MAX_IMPORT_ORDERS = 1_000
+"""The most orders one ``ImportOrders`` call may hold (its one transaction stays bounded)."""
+
+
+@router.handler
+async def import_orders(
+    cmds: AsyncIterator[PlaceOrder], orders: OrderStore, ctx: Context
+) -> OrdersImported:
+    """Place every order the client streams, in the call's one transaction: all or none.
+
+    The orders are read first (the Validation stage checks each one as it
+    is read) and written once the client has sent them all, so no
+    transaction is open -- on SQLite, no write lock held -- while a slow
+    client streams. The unit of work commits when this returns; an invalid
+    order, more than ``MAX_IMPORT_ORDERS``, a failure or a cancelled call
+    leaves no order and no OrderPlaced.
+    """
+    received: list[PlaceOrder] = []
+    async for cmd in cmds:
+        if len(received) == MAX_IMPORT_ORDERS:
+            raise InvalidArgument(
+                f"an import holds at most {MAX_IMPORT_ORDERS} orders",
+                reason="IMPORT_TOO_LARGE",
+                metadata={"max_orders": str(MAX_IMPORT_ORDERS)},
+            )
+        received.append(cmd)
+    ids = [(await place_order(cmd, orders, ctx)).order_id for cmd in received]
+    return OrdersImported(imported=len(ids), order_ids=tuple(ids))
+
+
+@router.handler
+async def watch_orders(
+    requests: AsyncIterator[WatchOrders], database: Database
+) -> AsyncIterator[OrderStatusUpdate]:
+    """The status of each watched order, then each change, until the client closes its side.
+
+    Requests are read by a task of their own while the statuses are polled
+    (every ``WATCH_POLL_SECONDS``, and at once when a request arrives), each
+    time in a short read transaction of its own: a watch holds no database
+    connection between polls, and it sees every status change whatever
+    process made it (the payments consumer, another gateway), which
+    reacting to this process's own events would not.
+    """
+    watched: dict[str, OrderStatus | None] = {}  # order id -> the status last sent
+    arrived = asyncio.Event()
+
+    async def read() -> None:
+        try:
+            async for request in requests:
+                if request.unwatch:
+                    watched.pop(request.order_id, None)
+                elif request.order_id not in watched:
+                    if len(watched) == MAX_WATCHED_ORDERS:
+                        raise InvalidArgument(
+                            f"a watch follows at most {MAX_WATCHED_ORDERS} orders at a time",
+                            reason="TOO_MANY_WATCHED",
+                            metadata={"max_orders": str(MAX_WATCHED_ORDERS)},
+                        )
+                    watched[request.order_id] = None
+                arrived.set()
+        finally:
+            arrived.set()  # the client closed its side (or the read failed): look once more
+
+    reader = asyncio.ensure_future(read())
+    try:
+        while True:
+            closed = reader.done()  # before the poll: the poll then saw every request
+            arrived.clear()
+            async for update in _changes(database, watched):
+                yield update
+            if closed:
+                reader.result()  # a request that failed (invalid, say) fails the call
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WATCH_POLL_SECONDS):
+                    await arrived.wait()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+async def _changes(
+    database: Database, watched: dict[str, OrderStatus | None]
+) -> AsyncIterator[OrderStatusUpdate]:
+    """Updates of the watched orders whose status is not the one last sent (NotFound if gone)."""
+    order_ids = list(watched)
+    if not order_ids:
+        return
+    async with database.session() as session:
+        found = await statuses(session, order_ids)
+    for order_id in order_ids:
+        if order_id not in watched:  # unwatched meanwhile
+            continue
+        status = found.get(order_id)
+        if status is None:
+            raise NotFound(
+                f"order {order_id!r} does not exist",
+                reason="ORDER_NOT_FOUND",
+                metadata={"order_id": order_id},
+            )
+        if status is not watched[order_id]:
+            watched[order_id] = status
+            yield OrderStatusUpdate(order_id=order_id, status=status)

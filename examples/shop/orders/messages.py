@@ -67,3 +67,22 @@ class OrderCancelled(Event, proto=orders_pb2.OrderCancelled, key="order_id"):
     order_id: str
     reason: str
     cancelled_at: dt.datetime
+
+
+class OrdersImported(Message, proto=orders_pb2.ImportOrdersResponse):
+    """What ``ImportOrders`` placed: how many orders, and their ids in the order sent."""
+
+    imported: int
+    order_ids: tuple[str, ...]
+
+
+class WatchOrders(Message, proto=orders_pb2.WatchOrdersRequest):
+    """Start watching ``order_id`` (or stop, with ``unwatch``)."""
+
+    order_id: str
+    unwatch: bool = False
+
+
+class OrderStatusUpdate(Message, proto=orders_pb2.OrderStatusUpdate):
+    order_id: str
+    status: OrderStatus

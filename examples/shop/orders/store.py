@@ -58,6 +58,9 @@ _MOVE_STATUS = (  # a transition: only from the states it is allowed from (no lo
     .where(orders.c.status.in_(bindparam("b_from", expanding=True)))
     .values(status=bindparam("b_status"))
 )
+_STATUSES = select(orders.c.order_id, orders.c.status).where(
+    orders.c.order_id.in_(bindparam("order_ids", expanding=True))
+)
 _BY_CUSTOMER = (
     select(orders).where(orders.c.customer_id == bindparam("customer_id")).order_by(orders.c.seq)
 )
@@ -111,6 +114,12 @@ class OrderStore:
     async def by_customer(self, customer_id: str) -> list[OrderView]:
         result = await self.session.execute(_BY_CUSTOMER, {"customer_id": customer_id})
         return [_view(row) for row in result.mappings()]
+
+
+async def statuses(session: AsyncSession, order_ids: Iterable[str]) -> dict[str, OrderStatus]:
+    """The status of each of ``order_ids`` that exists (read on ``session``, not a call's)."""
+    result = await session.execute(_STATUSES, {"order_ids": list(order_ids)})
+    return {order_id: OrderStatus[status] for order_id, status in result}
 
 
 def _view(row: object) -> OrderView:

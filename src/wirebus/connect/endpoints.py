@@ -25,7 +25,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
-from ..errors import ConversionError
+from ..errors import ConversionError, WirebusError
 from ..gateway.binding import MethodRoute
 from ..gateway.errors import _status, malformed_request, status_for
 
@@ -44,7 +44,7 @@ __all__ = ["Endpoint", "Failed", "HealthEndpoint"]
 _SERVED = ("unary_unary", "unary_stream")
 
 
-class Failed(Exception):
+class Failed(WirebusError):
     """A call ended with the gateway's ``status``."""
 
     def __init__(self, status: Status) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from ..errors import WirebusError
 from ..gateway.errors import _status
 from .endpoints import Failed
 from .protocol import COMPRESSED, next_frame
@@ -37,7 +38,7 @@ _ENCODING_HEADER = {
 _IDENTITY = (None, b"identity")
 
 
-class Disconnected(Exception):
+class Disconnected(WirebusError):
     """The client went away before its request was read."""
 
 

@@ -6,6 +6,15 @@ protobuf class (the class itself, or a message dataclass bound to it with
 ``proto=``). At start-up each route becomes a grpc.aio method handler that
 decodes, runs the compiled mediator runner and encodes, with no per-call
 reflection (see ``server.py``).
+
+Each of the four RPC shapes binds to one kind of handler:
+
+==================  =====================================================
+``unary_unary``     ``async def h(msg: X) -> Y`` (kind ``request``)
+``unary_stream``    ``async def h(msg: X) -> AsyncIterator[Y]`` (``stream``)
+``stream_unary``    ``async def h(msgs: AsyncIterator[X]) -> Y`` (``client_stream``)
+``stream_stream``   ``async def h(msgs: AsyncIterator[X]) -> AsyncIterator[Y]`` (``bidi``)
+==================  =====================================================
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from ..errors import ConfigurationError
 from ..messages import converter_of, proto_class_of
-from ..router import HandlerSpec
+from ..router import HandlerKind, HandlerSpec
 from .request_limits import RequestLimits
 
 __all__ = [
@@ -37,6 +46,19 @@ DEFAULT_LIMITS = RequestLimits()
 """The limits a route's decoder applies unless given others."""
 
 Arity = Literal["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
+
+_KIND_OF: dict[str, HandlerKind] = {
+    "unary_unary": "request",
+    "unary_stream": "stream",
+    "stream_unary": "client_stream",
+    "stream_stream": "bidi",
+}
+_SHAPE_OF: dict[str, str] = {
+    "request": "a coroutine function",
+    "stream": "an async generator",
+    "client_stream": "a coroutine function taking AsyncIterator[...]",
+    "bidi": "an async generator taking AsyncIterator[...]",
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -139,9 +161,10 @@ def resolve_routes(
             if problem:
                 problems.append(problem)
             if route.spec is None and not allow_unbound and not problem:
+                want = _KIND_OF[route.arity]
                 problems.append(
                     f"{route.path} has no handler for {method.input_type.full_name}"
-                    + (" (an async generator handler)" if route.arity == "unary_stream" else "")
+                    + (f" ({_SHAPE_OF[want]} handler)" if want != "request" else "")
                 )
             routes.append(route)
     if problems:
@@ -159,24 +182,21 @@ def _route(
     request = message_factory.GetMessageClass(method.input_type)
     response = message_factory.GetMessageClass(method.output_type)
     arity = _arity(method)
-    candidates = by_proto.get(request, [])
+    want = _KIND_OF[arity]
+    # one message type can be a unary method's and a streaming method's request
+    # (PlaceOrder and ImportOrders): only handlers taking it the same way compete
+    streams_in = method.client_streaming
+    candidates = [s for s in by_proto.get(request, ()) if s.params.streams_in is streams_in]
     route = MethodRoute(service.full_name, method.name, arity, request, response, None)
     path = route.path
-    if arity in ("stream_unary", "stream_stream"):
-        return route, (
-            f"{path} is client-streaming, which the gateway does not serve yet"
-            if candidates
-            else None
-        )
-    want = "stream" if arity == "unary_stream" else "request"
     matching = [s for s in candidates if s.kind == want]
     if len(matching) > 1:
         names = ", ".join(s.name for s in matching)
         return route, f"{path}: several handlers take {request.DESCRIPTOR.full_name}: {names}"
     if not matching:
         if candidates:
-            kind = "an async generator" if want == "stream" else "a coroutine function"
-            return route, f"{path} needs {kind} handler, but {candidates[0].name} is not"
+            names = ", ".join(s.name for s in candidates)
+            return route, f"{path} needs {_SHAPE_OF[want]} handler, but {names} is not"
         return route, None
     spec = matching[0]
     problem = _check_returns(path, spec, response)
@@ -187,7 +207,7 @@ def _check_returns(path: str, spec: HandlerSpec, response: type[ProtoMessage]) -
     returns = spec.params.returns
     if returns is inspect.Signature.empty or returns is None or returns is type(None):
         return None
-    if spec.kind == "stream":
+    if spec.kind in ("stream", "bidi"):
         args = getattr(returns, "__args__", ())
         returns = args[0] if args else None
     if not isinstance(returns, type):

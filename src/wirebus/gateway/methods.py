@@ -58,8 +58,9 @@ if TYPE_CHECKING:
 __all__ = ["method_handler"]
 
 _Context = grpc.aio.ServicerContext[Any, Any]
-_Unary = Callable[[bytes, _Context], Awaitable[bytes]]
-_Stream = Callable[[bytes, _Context], AsyncIterator[bytes]]
+_Unary = Callable[[Any, _Context], Awaitable[bytes]]
+_Stream = Callable[[Any, _Context], AsyncIterator[bytes]]
+"""A handler taking the request's bytes (or, for a stream of requests, grpc's iterator of them)."""
 
 # grpc answers time_remaining() with a huge number when the caller set no
 # deadline (as CallInfo.from_grpc does, anything beyond a year is none).
@@ -68,7 +69,12 @@ _OK = grpc.StatusCode.OK
 _CANCELLED = grpc.StatusCode.CANCELLED
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
-_GRPC_TYPES = {"unary_unary": "unary", "unary_stream": "server_stream"}
+_GRPC_TYPES = {
+    "unary_unary": "unary",
+    "unary_stream": "server_stream",
+    "stream_unary": "client_stream",
+    "stream_stream": "bidi_stream",
+}
 
 
 class _DeadlinePassed(WirebusError):
@@ -113,11 +119,36 @@ def method_handler(
     """The grpc.aio handler of ``route`` (see the module docstring)."""
     grpc_type = _GRPC_TYPES.get(route.arity, route.arity)
     observed = rpc.method(grpc_type, route.service, route.method) if rpc is not None else None
+    if route.arity in ("stream_unary", "stream_stream") and route.spec is not None:
+        return _stream_in_handler(route, mediator, domain, limiter, limits, observed)
     if route.arity == "unary_stream" and route.spec is not None:
         stream = _unary_stream(route, mediator, domain, limiter, limits)
         return grpc.unary_stream_rpc_method_handler(_observe_stream(route.path, stream, observed))
     unary = _unary_unary(route, mediator, domain, limiter, limits)
     return grpc.unary_unary_rpc_method_handler(_observe_unary(route.path, unary, observed))
+
+
+def _stream_in_handler(
+    route: MethodRoute,
+    mediator: Mediator,
+    domain: str,
+    limiter: CallLimiter,
+    limits: RequestLimits,
+    observed: MethodMetrics | None,
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A client-streaming or bidi route's handler (``streaming.py``), observed as the others."""
+    from . import streaming  # it builds on this module's helpers
+
+    read = streaming.reader(route, limits, observed.received.inc if observed else None)
+    if route.arity == "stream_unary":
+        unary = streaming.client_stream(route, mediator, domain, limiter, read)
+        return grpc.stream_unary_rpc_method_handler(
+            _observe_unary(route.path, unary, observed, one_request=False)
+        )
+    stream = streaming.bidi(route, mediator, domain, limiter, read)
+    return grpc.stream_stream_rpc_method_handler(
+        _observe_stream(route.path, stream, observed, one_request=False)
+    )
 
 
 def _unimplemented(path: str) -> _Unary:
@@ -237,16 +268,23 @@ def _code_of(context: _Context) -> grpc.StatusCode:
     return code if isinstance(code, grpc.StatusCode) else _UNKNOWN
 
 
-def _observe_unary(path: str, unary: _Unary, metrics: MethodMetrics | None) -> _Unary:
-    """``unary`` counted in ``metrics`` (if any) and written to the access log."""
+def _observe_unary(
+    path: str, unary: _Unary, metrics: MethodMetrics | None, *, one_request: bool = True
+) -> _Unary:
+    """``unary`` counted in ``metrics`` (if any) and written to the access log.
+
+    ``one_request=False``: a stream of requests, each counted as it is read.
+    """
     clock, logger, info = time.perf_counter, access_log.access, logging.INFO
     log_call = access_log.log_call
+    received = metrics.received.inc if metrics is not None and one_request else None
 
-    async def observed(request: bytes, context: _Context) -> bytes:
+    async def observed(request: Any, context: _Context) -> bytes:
         began = clock()
         if metrics is not None:
             metrics.started.inc()
-            metrics.received.inc()
+        if received is not None:
+            received()
         code = _OK
         try:
             response = await unary(request, context)
@@ -269,17 +307,24 @@ def _observe_unary(path: str, unary: _Unary, metrics: MethodMetrics | None) -> _
     return observed
 
 
-def _observe_stream(path: str, stream: _Stream, metrics: MethodMetrics | None) -> _Stream:
-    """``stream`` counted in ``metrics`` (if any; each item sent too) and in the access log."""
+def _observe_stream(
+    path: str, stream: _Stream, metrics: MethodMetrics | None, *, one_request: bool = True
+) -> _Stream:
+    """``stream`` counted in ``metrics`` (if any; each item sent too) and in the access log.
+
+    ``one_request=False``: a stream of requests, each counted as it is read.
+    """
     clock, logger, info = time.perf_counter, access_log.access, logging.INFO
     log_call = access_log.log_call
     sent = metrics.sent.inc if metrics is not None else None
+    received = metrics.received.inc if metrics is not None and one_request else None
 
-    async def observed(request: bytes, context: _Context) -> AsyncIterator[bytes]:
+    async def observed(request: Any, context: _Context) -> AsyncIterator[bytes]:
         began = clock()
         if metrics is not None:
             metrics.started.inc()
-            metrics.received.inc()
+        if received is not None:
+            received()
         code = _OK
         try:
             async for item in stream(request, context):
@@ -307,7 +352,7 @@ def _encoder(route: MethodRoute) -> Callable[[Any], bytes]:
     response = route.response_proto
     spec = route.spec
     declared: Any = spec.params.returns if spec else None
-    if spec is not None and spec.kind == "stream":
+    if spec is not None and spec.kind in ("stream", "bidi"):
         args = getattr(declared, "__args__", ())
         declared = args[0] if args else None
     fast: Callable[[Any], bytes] | None = None

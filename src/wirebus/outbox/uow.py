@@ -25,7 +25,15 @@ item (what it changed and emitted before that item) and once at the end;
 if the stream fails or is cancelled, the work since its last item is rolled
 back. A stream can last as long as its client likes: one transaction for
 its whole life would hold a pooled connection and keep its events from the
-relay for as long.
+relay for as long. A bidirectional handler's commits the same way (its
+items are its answers).
+
+A client-streaming handler's unit of work is one transaction for the whole
+call, committed when the handler returns its one result: all or nothing
+(a bulk import). If a message is invalid, the handler raises, or the call
+is cancelled or its deadline passes, nothing of it persists. Its session
+stays open while the client streams, so such a call should be bounded (the
+caller's deadline, ``GatewayConfig`` limits).
 
 Example (a handler using the session)::
 
@@ -55,7 +63,7 @@ from ..db import NOTIFY_CHANNEL, Database, outbox_table, utcnow
 from ..errors import DataRejected, LifecycleError
 from ..inbox import InboxClaim
 from ..inbox.sqlalchemy import mark_handled
-from ..pipeline import CallNext
+from ..pipeline import CallNext, MessageStream
 from ..sink import EventSink
 from ._onestatement import OneStatementWriter
 from .batch import BatchUnitOfWork
@@ -295,7 +303,8 @@ def data_rejected(exc: BaseException, message: object) -> DataRejected | None:
     if driver is None:
         return None
     reason = (str(driver).strip().splitlines() or [type(driver).__name__])[0][:_REASON_CHARS]
-    what = type(message).__qualname__ if message is not None else "a call"
+    tp = message.message_type if isinstance(message, MessageStream) else type(message)
+    what = tp.__qualname__ if message is not None else "a call"
     log.warning("%s: the database rejected a value: %s: %s", what, type(driver).__name__, reason)
     return DataRejected(f"the database rejected a value of the request: {reason}")
 

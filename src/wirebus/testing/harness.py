@@ -34,7 +34,15 @@ import asyncio
 import contextlib
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .._lifecycle import AsyncLifecycle
@@ -191,6 +199,43 @@ class AppHarness(AsyncLifecycle):
         """Run a streaming query in-process; yields its items."""
         try:
             async for item in self.mediator.stream(request):
+                yield item
+        finally:
+            self._wake_relay()
+
+    async def send_stream(
+        self,
+        message_type: type,
+        messages: AsyncIterable[Any] | Iterable[Any],
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Run a client-streaming handler in-process over ``messages``; return its result.
+
+        Example::
+
+            imported = await shop.send_stream(PlaceOrder, [cmd1, cmd2])
+        """
+        token = bind_call(_call_info(metadata)) if metadata else None
+        try:
+            return await self.mediator.send_stream(message_type, messages)
+        finally:
+            if token is not None:
+                unbind_call(token)
+            self._wake_relay()
+
+    async def bidi(
+        self, message_type: type, messages: AsyncIterable[Any] | Iterable[Any]
+    ) -> AsyncIterator[Any]:
+        """Run a bidirectional handler in-process over ``messages``; yields its items.
+
+        Example::
+
+            async for status in shop.bidi(WatchOrders, [WatchOrders(order_id=ref.order_id)]):
+                ...
+        """
+        try:
+            async for item in self.mediator.bidi(message_type, messages):
                 yield item
         finally:
             self._wake_relay()

@@ -17,17 +17,20 @@ import (
 
 // goldenTypes maps the protobuf full names of manifest.json to the generated Go types.
 var goldenTypes = map[string]func() proto.Message{
-	"shop.orders.v1.LineItem":            func() proto.Message { return &ordersv1.LineItem{} },
-	"shop.orders.v1.PlaceOrderRequest":   func() proto.Message { return &ordersv1.PlaceOrderRequest{} },
-	"shop.orders.v1.PlaceOrderResponse":  func() proto.Message { return &ordersv1.PlaceOrderResponse{} },
-	"shop.orders.v1.GetOrderRequest":     func() proto.Message { return &ordersv1.GetOrderRequest{} },
-	"shop.orders.v1.Order":               func() proto.Message { return &ordersv1.Order{} },
-	"shop.orders.v1.CancelOrderRequest":  func() proto.Message { return &ordersv1.CancelOrderRequest{} },
-	"shop.orders.v1.CancelOrderResponse": func() proto.Message { return &ordersv1.CancelOrderResponse{} },
-	"shop.orders.v1.ListOrdersRequest":   func() proto.Message { return &ordersv1.ListOrdersRequest{} },
-	"shop.orders.v1.OrderPlaced":         func() proto.Message { return &ordersv1.OrderPlaced{} },
-	"shop.orders.v1.OrderCancelled":      func() proto.Message { return &ordersv1.OrderCancelled{} },
-	"shop.payments.v1.PaymentCaptured":   func() proto.Message { return &paymentsv1.PaymentCaptured{} },
+	"shop.orders.v1.LineItem":             func() proto.Message { return &ordersv1.LineItem{} },
+	"shop.orders.v1.PlaceOrderRequest":    func() proto.Message { return &ordersv1.PlaceOrderRequest{} },
+	"shop.orders.v1.PlaceOrderResponse":   func() proto.Message { return &ordersv1.PlaceOrderResponse{} },
+	"shop.orders.v1.GetOrderRequest":      func() proto.Message { return &ordersv1.GetOrderRequest{} },
+	"shop.orders.v1.Order":                func() proto.Message { return &ordersv1.Order{} },
+	"shop.orders.v1.CancelOrderRequest":   func() proto.Message { return &ordersv1.CancelOrderRequest{} },
+	"shop.orders.v1.CancelOrderResponse":  func() proto.Message { return &ordersv1.CancelOrderResponse{} },
+	"shop.orders.v1.ListOrdersRequest":    func() proto.Message { return &ordersv1.ListOrdersRequest{} },
+	"shop.orders.v1.ImportOrdersResponse": func() proto.Message { return &ordersv1.ImportOrdersResponse{} },
+	"shop.orders.v1.WatchOrdersRequest":   func() proto.Message { return &ordersv1.WatchOrdersRequest{} },
+	"shop.orders.v1.OrderStatusUpdate":    func() proto.Message { return &ordersv1.OrderStatusUpdate{} },
+	"shop.orders.v1.OrderPlaced":          func() proto.Message { return &ordersv1.OrderPlaced{} },
+	"shop.orders.v1.OrderCancelled":       func() proto.Message { return &ordersv1.OrderCancelled{} },
+	"shop.payments.v1.PaymentCaptured":    func() proto.Message { return &paymentsv1.PaymentCaptured{} },
 }
 
 type goldenEntry struct {
