@@ -67,3 +67,9 @@ class OrderCancelled(Event, proto=orders_pb2.OrderCancelled, key="order_id"):
     order_id: str
     reason: str
     cancelled_at: dt.datetime
+
+
+class MarkOrderPaid(Command[None]):
+    """In-process (the checkout saga's last step): a pending order becomes paid."""
+
+    order_id: str

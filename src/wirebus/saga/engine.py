@@ -27,11 +27,13 @@ Example::
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import inspect
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from ..context import Context, current_context
@@ -39,18 +41,7 @@ from ..errors import ConfigurationError, LifecycleError
 from .definition import Saga
 from .state import SagaConflict, SagaState, SagaStatus, SagaTimeout, StepRecord
 from .store import SagaStore
-from .transitions import (
-    Advance,
-    ClaimDue,
-    Due,
-    Fail,
-    FindSaga,
-    FireTimeout,
-    GetSaga,
-    ListSagas,
-    RetrySaga,
-    Unfinished,
-)
+from .transitions import Advance, Due, Fail, FireTimeout, RetrySaga
 
 if TYPE_CHECKING:
     from ..mediator import Mediator
@@ -81,6 +72,11 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _due(state: SagaState) -> Due:
+    """Drive ``state``'s saga after this commit, in the context of what moved it."""
+    return Due(saga_id=state.saga_id, context=contextvars.copy_context())
+
+
 def waiting(saga: Saga[Any], state: SagaState) -> bool:
     """Whether the saga sent its current step's message and waits for a reply."""
     if state.status is not SagaStatus.RUNNING or state.step >= len(saga.steps):
@@ -96,7 +92,9 @@ class SagaEngine:
     """Runs the sagas of one mediator; transitions take the call's :class:`Context`.
 
     ``stores(ctx)`` is the saga store of a call's unit of work (the
-    SQLAlchemy store on its session, or one in-memory store).
+    SQLAlchemy store on its session, or one in-memory store);
+    ``transaction()`` opens a store in a transaction of its own (claims of
+    due timeouts and reads, outside the pipeline).
     """
 
     def __init__(
@@ -104,6 +102,7 @@ class SagaEngine:
         sagas: Sequence[Saga[Any]],
         *,
         stores: Callable[[Context], SagaStore],
+        transaction: Callable[[], AbstractAsyncContextManager[SagaStore]],
         mediator: Callable[[], Mediator],
         conflict_tries: int = 5,
         metrics: Metrics | None = None,
@@ -116,6 +115,7 @@ class SagaEngine:
                 raise ConfigurationError(f"two sagas are named {saga.name!r}")
             self.sagas[saga.name] = saga
         self.stores = stores
+        self.transaction = transaction
         self.conflict_tries = conflict_tries
         self.metrics = metrics
         """Counts finished and failed sagas (set by the runtime when it serves metrics)."""
@@ -135,7 +135,7 @@ class SagaEngine:
         if not await self.stores(ctx).insert(state):
             log.debug("saga %s %s exists already: not started again", saga.name, key)
             return None
-        ctx.emit(Due(saga_id=state.saga_id))  # driven once this commits
+        ctx.emit(_due(state))  # driven once this commits
         return state
 
     async def advance(self, saga_id: str, ctx: Context) -> bool:
@@ -211,7 +211,7 @@ class SagaEngine:
         await store.update(state, expected_version=expected)
         self._count(state)
         if not state.status.final:
-            ctx.emit(Due(saga_id=state.saga_id))
+            ctx.emit(_due(state))
 
     async def fire(self, saga_id: str, step: int, version: int, ctx: Context) -> bool:
         """A wait (step, version) is due: time out the step, or resume a compensation."""
@@ -234,18 +234,21 @@ class SagaEngine:
         self._count(state)
         return not state.status.final
 
-    async def claim(self, limit: int, ctx: Context) -> list[tuple[str, int, int]]:
-        """Claim due timeouts (removed when this transaction commits)."""
-        due = await self.stores(ctx).claim_due(_now(), limit=limit)
+    async def _claim(self, limit: int) -> list[tuple[str, int, int]]:
+        """Claim due timeouts, in a transaction of their own (committed: they are taken)."""
+        async with self.transaction() as store:
+            due = await store.claim_due(_now(), limit=limit)
         return [(t.saga_id, t.step, t.version) for t in due]
 
-    async def unfinished(
-        self, updated_before: dt.datetime, limit: int, ctx: Context
+    async def _unfinished(
+        self, updated_before: dt.datetime, limit: int
     ) -> list[tuple[str, int, int, bool]]:
         """Sagas to resume: not final, and not waiting on a wait that is still live."""
         now = _now()
         found: list[tuple[str, int, int, bool]] = []
-        for state in await self.stores(ctx).unfinished(updated_before=updated_before, limit=limit):
+        async with self.transaction() as store:
+            states = await store.unfinished(updated_before=updated_before, limit=limit)
+        for state in states:
             saga = self.sagas.get(state.saga_type)
             if saga is None:
                 continue  # a saga type this app does not run
@@ -270,21 +273,21 @@ class SagaEngine:
         state.status = SagaStatus.COMPENSATING
         state.attempts = 0
         await store.update(state, expected_version=expected)
-        ctx.emit(Due(saga_id=state.saga_id))
+        ctx.emit(_due(state))
         return True
 
     # ------------------------------------------------------------ reading (own transactions)
 
     async def get(self, saga_id: str) -> SagaState | None:
         """The saga with this id."""
-        found: SagaState | None = await self._send(GetSaga(saga_id=saga_id))
-        return found
+        async with self.transaction() as store:
+            return await store.get(saga_id)
 
     async def find(self, saga: Saga[Any] | str, key: str) -> SagaState | None:
         """The saga of this type correlated by ``key``."""
         name = saga if isinstance(saga, str) else saga.name
-        found: SagaState | None = await self._send(FindSaga(saga_type=name, key=key))
-        return found
+        async with self.transaction() as store:
+            return await store.find(name, key)
 
     async def list(
         self,
@@ -294,10 +297,9 @@ class SagaEngine:
         limit: int = 100,
     ) -> list[SagaState]:
         """Sagas, newest first (``status=SagaStatus.FAILED``: what needs an operator)."""
-        found: list[SagaState] = await self._send(
-            ListSagas(status=status, saga_type=saga_type, limit=limit)
-        )
-        return found
+        async with self.transaction() as store:
+            found = await store.list(status=status, saga_type=saga_type, limit=limit)
+        return [*found]
 
     async def retry(self, saga_id: str) -> bool:
         """``wirebus saga retry``: a FAILED saga compensates again (``False``: it is not failed)."""
@@ -319,7 +321,7 @@ class SagaEngine:
 
     async def fire_due(self, limit: int = 100) -> int:
         """Claim due timeouts and handle each in its own transaction; how many were claimed."""
-        claimed: list[tuple[str, int, int]] = await self._send(ClaimDue(limit=limit))
+        claimed = await self._claim(limit)
         for saga_id, step, version in claimed:
             try:
                 if await self._send(FireTimeout(saga_id=saga_id, step=step, version=version)):
@@ -331,9 +333,7 @@ class SagaEngine:
     async def recover(self, *, older_than: float = 0.0, limit: int = 1000) -> int:
         """Resume (or time out) unfinished sagas last changed ``older_than`` seconds ago."""
         before = _now() - dt.timedelta(seconds=older_than)
-        found: list[tuple[str, int, int, bool]] = await self._send(
-            Unfinished(updated_before=before, limit=limit)
-        )
+        found = await self._unfinished(before, limit)
         for saga_id, step, version, overdue in found:
             try:
                 if overdue and not await self._send(

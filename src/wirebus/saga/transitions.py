@@ -1,5 +1,9 @@
 """The saga engine's own messages: each transition is one request through the app's pipeline.
 
+Claims of due timeouts and reads (``wirebus saga list``) take a
+transaction of their own instead, outside the pipeline: a poll is not a
+call, and makes no span.
+
 Sending them through the mediator gives every transition the pipeline's unit
 of work (one transaction: the saga's state, what its step's handlers wrote,
 the outbox rows of what it sent, the timeout rows), its tracing and its
@@ -12,23 +16,12 @@ Example::
 
 from __future__ import annotations
 
-import datetime as dt
+import contextvars
+import dataclasses
 
-from ..messages import Command, Event, Query
-from .state import SagaState, SagaStatus
+from ..messages import Command, Event
 
-__all__ = [
-    "Advance",
-    "ClaimDue",
-    "Due",
-    "Fail",
-    "FindSaga",
-    "FireTimeout",
-    "GetSaga",
-    "ListSagas",
-    "RetrySaga",
-    "Unfinished",
-]
+__all__ = ["Advance", "Due", "Fail", "FireTimeout", "RetrySaga"]
 
 
 class Advance(Command[bool]):
@@ -53,44 +46,16 @@ class FireTimeout(Command[bool]):
     version: int
 
 
-class ClaimDue(Command[list[tuple[str, int, int]]]):
-    """Claim up to ``limit`` due timeouts: ``(saga_id, step, version)`` of each."""
-
-    limit: int
-
-
-class Unfinished(Command[list[tuple[str, int, int, bool]]]):
-    """Sagas to recover: ``(saga_id, step, version, overdue wait)`` of each."""
-
-    updated_before: dt.datetime
-    limit: int
-
-
 class Due(Event):
-    """In-process: the saga can move (handled after the commit that made it so)."""
+    """In-process: the saga can move (handled after the commit that made it so).
+
+    ``context`` is the context it was emitted in: the saga is driven in it,
+    so its transitions continue the trace (and correlation) of the message
+    that moved it.
+    """
 
     saga_id: str
-
-
-class GetSaga(Query[SagaState | None]):
-    """One saga by id."""
-
-    saga_id: str
-
-
-class FindSaga(Query[SagaState | None]):
-    """One saga by type and correlation key."""
-
-    saga_type: str
-    key: str
-
-
-class ListSagas(Query[list[SagaState]]):
-    """Sagas, newest first, optionally of one status and type."""
-
-    status: SagaStatus | None
-    saga_type: str | None
-    limit: int
+    context: contextvars.Context | None = dataclasses.field(default=None, compare=False)
 
 
 class RetrySaga(Command[bool]):

@@ -19,8 +19,10 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dishka import Provider, Scope, provide
@@ -30,20 +32,8 @@ from ..router import Router
 from .definition import Saga
 from .engine import SagaEngine, Sagas
 from .memory import MemorySagaStore
-from .state import SagaState
 from .store import SagaStore
-from .transitions import (
-    Advance,
-    ClaimDue,
-    Due,
-    Fail,
-    FindSaga,
-    FireTimeout,
-    GetSaga,
-    ListSagas,
-    RetrySaga,
-    Unfinished,
-)
+from .transitions import Advance, Due, Fail, FireTimeout, RetrySaga
 
 if TYPE_CHECKING:
     from ..db import Database
@@ -76,11 +66,17 @@ def build_engine(
 ) -> SagaEngine:
     """The engine of one mediator: the SQL store on each call's session, or one in memory."""
     stores: Callable[[Context], SagaStore]
+    own: Callable[[], contextlib.AbstractAsyncContextManager[SagaStore]]
     if database is not None:
         from .sqlalchemy import SqlSagaStore
 
         def stores(ctx: Context) -> SagaStore:
             return SqlSagaStore.of(ctx.unit_of_work)
+
+        @contextlib.asynccontextmanager
+        async def own() -> AsyncIterator[SagaStore]:
+            async with database.session() as session, session.begin():
+                yield SqlSagaStore(session, postgres=database.is_postgres)
 
     else:
         memory = MemorySagaStore()
@@ -88,7 +84,11 @@ def build_engine(
         def stores(ctx: Context) -> SagaStore:
             return memory
 
-    return SagaEngine(sagas, stores=stores, mediator=mediator)
+        @contextlib.asynccontextmanager
+        async def own() -> AsyncIterator[SagaStore]:
+            yield memory
+
+    return SagaEngine(sagas, stores=stores, transaction=own, mediator=mediator)
 
 
 def saga_routers(sagas: Sequence[Saga[Any]]) -> list[Router]:
@@ -142,39 +142,19 @@ def _internal_router() -> Router:
     async def fire(m: FireTimeout, engine: SagaEngine, ctx: Context) -> bool:
         return await engine.fire(m.saga_id, m.step, m.version, ctx)
 
-    async def claim(m: ClaimDue, engine: SagaEngine, ctx: Context) -> list[tuple[str, int, int]]:
-        return await engine.claim(m.limit, ctx)
-
-    async def unfinished(
-        m: Unfinished, engine: SagaEngine, ctx: Context
-    ) -> list[tuple[str, int, int, bool]]:
-        return await engine.unfinished(m.updated_before, m.limit, ctx)
-
-    async def get(m: GetSaga, engine: SagaEngine, ctx: Context) -> SagaState | None:
-        return await engine.stores(ctx).get(m.saga_id)
-
-    async def find(m: FindSaga, engine: SagaEngine, ctx: Context) -> SagaState | None:
-        return await engine.stores(ctx).find(m.saga_type, m.key)
-
-    async def listed(m: ListSagas, engine: SagaEngine, ctx: Context) -> list[SagaState]:
-        found = await engine.stores(ctx).list(status=m.status, saga_type=m.saga_type, limit=m.limit)
-        return list(found)
-
     async def retry(m: RetrySaga, engine: SagaEngine, ctx: Context) -> bool:
         return await engine.reopen(m.saga_id, ctx)
 
     async def due(m: Due, engine: SagaEngine, ctx: Context) -> None:
-        await engine.drive(m.saga_id)
+        if m.context is None:
+            await engine.drive(m.saga_id)
+        else:  # in the context it was emitted in: the trace of what moved the saga
+            await asyncio.create_task(engine.drive(m.saga_id), context=m.context.copy())
 
     for message, fn, returns in (
         (Advance, advance, bool),
         (Fail, fail, bool),
         (FireTimeout, fire, bool),
-        (ClaimDue, claim, list[tuple[str, int, int]]),
-        (Unfinished, unfinished, list[tuple[str, int, int, bool]]),
-        (GetSaga, get, SagaState | None),
-        (FindSaga, find, SagaState | None),
-        (ListSagas, listed, list[SagaState]),
         (RetrySaga, retry, bool),
     ):
         _register(router, message, f"transition_{message.__name__}", fn, returns)
