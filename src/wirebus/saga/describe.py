@@ -70,7 +70,8 @@ def mermaid(saga: Saga[Any]) -> str:
             failures.append(f"timeout {step.timeout:g}s")
         lines.append(f"  s{index} -.->|{' / '.join(failures)}| {_compensation_before(saga, index)}")
         if step.compensate is not None:
-            lines.append(f'  c{index}[/"undo {step.name}"/]')
+            undo = step.compensate.__name__
+            lines.append(f'  c{index}[/"{undo}<br/>undoes {step.name}"/]')
             lines.append(f"  c{index} --> {_compensation_before(saga, index)}")
     lines.append('  done(["completed"])')
     lines.append('  compensated(["compensated"])')
