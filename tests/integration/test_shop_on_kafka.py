@@ -22,7 +22,8 @@ from shop.payments.v1 import payments_pb2
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-PYTHONPATH = f"{ROOT / 'src'}{os.pathsep}{ROOT / 'gen' / 'python'}{os.pathsep}{ROOT}"  # this checkout's
+# this checkout's wirebus, its generated code and its examples (not an installed copy's)
+PYTHONPATH = os.pathsep.join(str(p) for p in (ROOT / "src", ROOT / "gen" / "python", ROOT))
 
 
 def free_port() -> int:
