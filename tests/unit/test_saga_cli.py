@@ -115,3 +115,19 @@ def test_describe_mermaid_draws_steps_forwards_and_compensations_backwards() -> 
     assert '  c1[/"release_stock<br/>undoes reserve stock"/]' in lines
     assert "  c1 --> c0" in lines  # then cancel the order
     assert "  c0 --> compensated" in lines
+
+
+def test_describe_lists_each_saga_with_its_steps_and_compensations() -> None:
+    result = wirebus("describe", "examples.shop.app:app")
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    saga = lines.index("sagas:")
+    assert lines[saga + 1 : saga + 6] == [
+        "  checkout (key order_id; started by OrderPlaced)",
+        "    1. accept order: in-process; compensated by cancel_order",
+        "    2. reserve stock: in-process; compensated by release_stock",
+        "    3. capture payment: sends, waits for PaymentCaptured=fn, PaymentDeclined=fail"
+        " (timeout 30s)",
+        "    4. confirm order: in-process",
+    ]
