@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 
 import pytest
 
 from wirebus import App, Command, Context, Event, Mediator, Router
 from wirebus.retry import Backoff
-from wirebus.saga import Saga, SagaEngine, SagaStatus, Step
+from wirebus.saga import Saga, SagaEngine, SagaStatus, SagaTimeout, Step
 from wirebus.testing import wait_until
 
 
@@ -314,3 +315,36 @@ def test_a_step_needs_exactly_one_kind_of_action() -> None:
 
     with pytest.raises(ConfigurationError, match="must be annotated Mediator, Context"):
         Saga("odd", data=Trip, key="trip_id", steps=[Step("odd", action=odd)])
+
+
+async def test_a_saga_failing_in_a_batch_of_timeouts_does_not_block_the_others() -> None:
+    world = World()
+    app = trip_app(world, bank=False, timeout=0.01)
+    mediator = app.mediator()
+    engine = app.saga_engine(mediator)
+    await started(mediator, "t-bad")  # times out first: its due time is earlier
+    await started(mediator, "t-good")
+    async with engine.transaction() as store:  # data its compensation cannot read
+        bad = await store.find("trip", "t-bad")
+        assert bad is not None
+        bad.data = {"unexpected": True}
+        await store.update(bad, expected_version=bad.version)
+        due = SagaTimeout(
+            timeout_id="bad", saga_id=bad.saga_id, step=bad.step, version=bad.version,
+            due_at=bad.created_at,
+        )  # fmt: skip
+        await store.add_timeout(due)  # the wait of this version, due before the good one's
+
+    async def good_compensated() -> bool:
+        await engine.fire_due()
+        state = await engine.find("trip", "t-good")
+        return state is not None and state.status is SagaStatus.COMPENSATED
+
+    await wait_until(good_compensated, within=5)
+    assert "cancel t-good" in world.calls
+    still = await engine.find("trip", "t-bad")
+    assert still is not None
+    assert still.status is SagaStatus.COMPENSATING  # looked at again later, not lost
+    async with engine.transaction() as store:
+        later = await store.claim_due(still.updated_at + dt.timedelta(days=1), limit=10)
+    assert [(t.saga_id, t.step) for t in later] == [(still.saga_id, 0)]

@@ -328,7 +328,21 @@ class SagaEngine:
                     await self.drive(saga_id)
             except Exception:  # one failing saga never blocks the others
                 log.exception("timeout of saga %s at step %d failed", saga_id, step)
+                await self._reschedule(saga_id)
         return len(claimed)
+
+    async def _reschedule(self, saga_id: str) -> None:
+        """Look at a saga again later (its claimed timeout is gone), unless it waits or ended."""
+        try:
+            async with self.transaction() as store:
+                state = await store.get(saga_id)
+                if state is None or state.status.final:
+                    return
+                saga = self._saga(state)
+                if not waiting(saga, state):  # a waiting step has its own timeout row
+                    await self._schedule(store, state, saga.backoff.delay(state.attempts + 1))
+        except Exception:  # the database is away: recovery at the next start resumes it
+            log.exception("rescheduling saga %s failed", saga_id)
 
     async def recover(self, *, older_than: float = 0.0, limit: int = 1000) -> int:
         """Resume (or time out) unfinished sagas last changed ``older_than`` seconds ago."""
