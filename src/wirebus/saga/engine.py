@@ -37,7 +37,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from ..context import Context, current_context
-from ..errors import ConfigurationError, LifecycleError
+from ..errors import ConfigurationError, LifecycleError, WirebusError
 from .definition import Saga
 from .state import SagaConflict, SagaState, SagaStatus, SagaTimeout, StepRecord
 from .store import SagaStore
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 _ACTION, _COMPENSATION = "action", "compensation"
 
 
-class StepFailed(Exception):
+class StepFailed(WirebusError):
     """An action or compensation raised: its transaction rolled back; the failure comes next."""
 
     def __init__(self, version: int, error: str) -> None:
@@ -368,6 +368,8 @@ class SagaEngine:
         step = saga.steps[index]
         expected = state.version
         data = saga.load(state.data)
+        # A per-step circuit breaker (wirebus.breaker) belongs here, around the action:
+        # an open breaker fails the step at once, as an action raising would.
         try:
             if step.send is not None:
                 sent = step.send(data)

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import Aborted
+
 __all__ = ["SagaConflict", "SagaState", "SagaStatus", "SagaTimeout", "StepRecord"]
 
 
@@ -134,5 +136,11 @@ class SagaTimeout:
     due_at: dt.datetime
 
 
-class SagaConflict(Exception):
-    """Another worker advanced the saga first: its stored version is not the expected one."""
+class SagaConflict(Aborted):
+    """Another worker advanced the saga first: its stored version is not the expected one.
+
+    An :class:`~wirebus.errors.Aborted` (ABORTED, retriable): the transition
+    is tried again from a fresh read.
+    """
+
+    default_reason = "SAGA_CONFLICT"
