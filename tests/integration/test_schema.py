@@ -2,9 +2,10 @@
 
 Each test runs wirebus's revisions on a fresh SQLite file and on a fresh
 PostgreSQL database and compares what they built with the tables of
-``wirebus.db.metadata`` (outbox, inbox, saga and saga timeout): columns, types, nullability and server defaults (Alembic's
-``compare_metadata``), indexes with their partial-index predicates, and on
-PostgreSQL the trigger that notifies the relays. Changing a table in
+``wirebus.db.metadata`` (outbox, inbox, saga and saga timeout): columns,
+types, nullability and server defaults (Alembic's ``compare_metadata``),
+indexes with their partial-index predicates, and on PostgreSQL the trigger
+that notifies the relays. Changing a table in
 ``db.py`` without a new revision (or a revision without the table) fails here.
 """
 

@@ -4,7 +4,8 @@ It keeps every rule of :class:`~wirebus.saga.store.SagaStore`. There are
 no transactions: each call takes effect at once, and ``claim_due`` removes
 the timeouts it returns (a claim cannot be rolled back). States are copied
 in and out, so a caller's object is never the stored one: changing a state
-you got does nothing until you ``update`` it.
+you got does nothing until you ``update`` it. Times come back in UTC, as
+from a database.
 
 Every call runs without awaiting, so on one event loop two starts of one
 saga, or two updates of one version, never interleave: one wins.
@@ -36,6 +37,17 @@ def _copy(state: SagaState) -> SagaState:
     return dataclasses.replace(state, data=copy.deepcopy(state.data), history=list(state.history))
 
 
+def _kept(state: SagaState) -> SagaState:
+    """The copy to store: times in UTC, as a database gives them back."""
+    kept = _copy(state)
+    kept.created_at, kept.updated_at = _utc(kept.created_at), _utc(kept.updated_at)
+    return kept
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
 def _newest_first(state: SagaState) -> tuple[dt.datetime, str]:
     return (state.created_at, state.saga_id)
 
@@ -54,7 +66,7 @@ class MemorySagaStore:
         if correlation in self._by_key or state.saga_id in self._sagas:
             return False
         state.version = 1
-        self._sagas[state.saga_id] = _copy(state)
+        self._sagas[state.saga_id] = _kept(state)
         self._by_key[correlation] = state.saga_id
         return True
 
@@ -76,7 +88,7 @@ class MemorySagaStore:
             raise SagaConflict(
                 f"saga {state.saga_id}: expected version {expected_version}, found {found}"
             )
-        written = _copy(state)
+        written = _kept(state)
         written.version = expected_version + 1
         # The correlation is fixed at insert: an update cannot move a saga to another key.
         written.saga_type, written.key = stored.saga_type, stored.key
@@ -110,7 +122,7 @@ class MemorySagaStore:
 
     async def add_timeout(self, due: SagaTimeout) -> None:
         """Schedule a step's timeout (a timeout with the same id is replaced)."""
-        self._timeouts[due.timeout_id] = due
+        self._timeouts[due.timeout_id] = dataclasses.replace(due, due_at=_utc(due.due_at))
 
     async def cancel_timeouts(self, saga_id: str) -> None:
         """Forget every scheduled timeout of a saga."""
