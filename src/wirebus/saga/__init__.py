@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from .definition import Reply, Saga, Step
 from .describe import mermaid
-from .engine import SagaEngine, Sagas, StepFailed
+from .engine import SagaEngine
 from .memory import MemorySagaStore
+from .moves import StepFailed
+from .starter import Sagas
 from .state import SagaConflict, SagaState, SagaStatus, SagaTimeout, StepRecord
 from .store import SagaStore
 

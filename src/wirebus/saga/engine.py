@@ -27,65 +27,40 @@ Example::
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import inspect
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
-from ..context import Context, current_context
-from ..errors import ConfigurationError, LifecycleError, WirebusError
+from ..context import Context
+from ..errors import ConfigurationError, LifecycleError
 from .definition import Saga
-from .state import SagaConflict, SagaState, SagaStatus, SagaTimeout, StepRecord
+from .moves import (
+    ACTION,
+    COMPENSATION,
+    StepFailed,
+    compensate_from,
+    due,
+    forward,
+    now,
+    one_line,
+    record,
+    schedule,
+    waiting,
+)
+from .state import SagaConflict, SagaState, SagaStatus
 from .store import SagaStore
-from .transitions import Advance, Due, Fail, FireTimeout, RetrySaga
+from .transitions import Advance, Fail, FireTimeout, RetrySaga
 
 if TYPE_CHECKING:
     from ..mediator import Mediator
     from ..metrics import Metrics
 
-__all__ = ["SagaEngine", "Sagas", "StepFailed"]
+__all__ = ["SagaEngine"]
 
 log = logging.getLogger(__name__)
-
-_ACTION, _COMPENSATION = "action", "compensation"
-
-
-class StepFailed(WirebusError):
-    """An action or compensation raised: its transaction rolled back; the failure comes next."""
-
-    def __init__(self, version: int, error: str) -> None:
-        super().__init__(error)
-        self.version = version
-        self.error = error
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _due(state: SagaState) -> Due:
-    """Drive ``state``'s saga after this commit, in the context of what moved it."""
-    return Due(saga_id=state.saga_id, context=contextvars.copy_context())
-
-
-def waiting(saga: Saga[Any], state: SagaState) -> bool:
-    """Whether the saga sent its current step's message and waits for a reply."""
-    if state.status is not SagaStatus.RUNNING or state.step >= len(saga.steps):
-        return False
-    step = saga.steps[state.step]
-    if not step.messaging or not state.history:
-        return False
-    last = state.history[-1]
-    return (last.step, last.phase, last.outcome) == (step.name, _ACTION, "started")
 
 
 class SagaEngine:
@@ -135,7 +110,7 @@ class SagaEngine:
         if not await self.stores(ctx).insert(state):
             log.debug("saga %s %s exists already: not started again", saga.name, key)
             return None
-        ctx.emit(_due(state))  # driven once this commits
+        ctx.emit(due(state))  # driven once this commits
         return state
 
     async def advance(self, saga_id: str, ctx: Context) -> bool:
@@ -161,24 +136,24 @@ class SagaEngine:
         expected = state.version
         step = saga.steps[state.step]
         if state.status is not SagaStatus.COMPENSATING:
-            self._record(state, step.name, _ACTION, "failed", error)
-            self._compensate_from(saga, state, state.step - 1, error)
+            record(state, step.name, ACTION, "failed", error)
+            compensate_from(saga, state, state.step - 1, error)
             await store.update(state, expected_version=expected)
             self._count(state)
             return not state.status.final
         state.attempts += 1
         if state.attempts >= saga.compensation_attempts:
-            self._record(state, step.name, _COMPENSATION, "failed", error)
+            record(state, step.name, COMPENSATION, "failed", error)
             state.status = SagaStatus.FAILED
             state.error = f"compensating {step.name!r} failed {state.attempts} times: {error}"
             await store.update(state, expected_version=expected)
             self._count(state)
             log.error("saga %s %s failed: %s", saga.name, state.key, state.error)
             return False
-        self._record(state, step.name, _COMPENSATION, "retrying", error)
+        record(state, step.name, COMPENSATION, "retrying", error)
         await store.update(state, expected_version=expected)
         delay = saga.backoff.delay(state.attempts)
-        await self._schedule(store, state, delay)
+        await schedule(store, state, delay)
         return False
 
     async def reply(self, saga: Saga[Any], message: Any, ctx: Context) -> None:
@@ -203,15 +178,15 @@ class SagaEngine:
         state.data = saga.dump(data)
         await store.cancel_timeouts(state.saga_id)
         if outcome == "ok":
-            self._record(state, step.name, _ACTION, "succeeded", kind)
-            self._forward(saga, state)
+            record(state, step.name, ACTION, "succeeded", kind)
+            forward(saga, state)
         else:
-            self._record(state, step.name, _ACTION, "failed", kind)
-            self._compensate_from(saga, state, state.step - 1, f"{step.name}: {kind}")
+            record(state, step.name, ACTION, "failed", kind)
+            compensate_from(saga, state, state.step - 1, f"{step.name}: {kind}")
         await store.update(state, expected_version=expected)
         self._count(state)
         if not state.status.final:
-            ctx.emit(_due(state))
+            ctx.emit(due(state))
 
     async def fire(self, saga_id: str, step: int, version: int, ctx: Context) -> bool:
         """A wait (step, version) is due: time out the step, or resume a compensation."""
@@ -228,8 +203,8 @@ class SagaEngine:
         name = saga.steps[step].name
         expected = state.version
         await store.cancel_timeouts(saga_id)
-        self._record(state, name, _ACTION, "timed out")
-        self._compensate_from(saga, state, step - 1, f"{name}: no reply in time")
+        record(state, name, ACTION, "timed out")
+        compensate_from(saga, state, step - 1, f"{name}: no reply in time")
         await store.update(state, expected_version=expected)
         self._count(state)
         return not state.status.final
@@ -237,14 +212,14 @@ class SagaEngine:
     async def _claim(self, limit: int) -> list[tuple[str, int, int]]:
         """Claim due timeouts, in a transaction of their own (committed: they are taken)."""
         async with self.transaction() as store:
-            due = await store.claim_due(_now(), limit=limit)
-        return [(t.saga_id, t.step, t.version) for t in due]
+            claimed = await store.claim_due(now(), limit=limit)
+        return [(t.saga_id, t.step, t.version) for t in claimed]
 
     async def _unfinished(
         self, updated_before: dt.datetime, limit: int
     ) -> list[tuple[str, int, int, bool]]:
         """Sagas to resume: not final, and not waiting on a wait that is still live."""
-        now = _now()
+        at = now()
         found: list[tuple[str, int, int, bool]] = []
         async with self.transaction() as store:
             states = await store.unfinished(updated_before=updated_before, limit=limit)
@@ -255,7 +230,7 @@ class SagaEngine:
             overdue = False
             if waiting(saga, state):
                 timeout = saga.steps[state.step].timeout
-                if timeout is None or state.updated_at + dt.timedelta(seconds=timeout) > now:
+                if timeout is None or state.updated_at + dt.timedelta(seconds=timeout) > at:
                     continue  # its reply or its timeout row will move it
                 overdue = True
             found.append((state.saga_id, state.step, state.version, overdue))
@@ -269,11 +244,11 @@ class SagaEngine:
             return False
         saga = self._saga(state)
         expected = state.version
-        self._record(state, saga.steps[state.step].name, _COMPENSATION, "retrying", "operator")
+        record(state, saga.steps[state.step].name, COMPENSATION, "retrying", "operator")
         state.status = SagaStatus.COMPENSATING
         state.attempts = 0
         await store.update(state, expected_version=expected)
-        ctx.emit(_due(state))
+        ctx.emit(due(state))
         return True
 
     # ------------------------------------------------------------ reading (own transactions)
@@ -340,13 +315,13 @@ class SagaEngine:
                     return
                 saga = self._saga(state)
                 if not waiting(saga, state):  # a waiting step has its own timeout row
-                    await self._schedule(store, state, saga.backoff.delay(state.attempts + 1))
+                    await schedule(store, state, saga.backoff.delay(state.attempts + 1))
         except Exception:  # the database is away: recovery at the next start resumes it
             log.exception("rescheduling saga %s failed", saga_id)
 
     async def recover(self, *, older_than: float = 0.0, limit: int = 1000) -> int:
         """Resume (or time out) unfinished sagas last changed ``older_than`` seconds ago."""
-        before = _now() - dt.timedelta(seconds=older_than)
+        before = now() - dt.timedelta(seconds=older_than)
         found = await self._unfinished(before, limit)
         for saga_id, step, version, overdue in found:
             try:
@@ -385,17 +360,17 @@ class SagaEngine:
         except (SagaConflict, StepFailed):
             raise
         except Exception as exc:
-            raise StepFailed(expected, f"{step.name}: {_one_line(exc)}") from exc
+            raise StepFailed(expected, f"{step.name}: {one_line(exc)}") from exc
         state.data = saga.dump(data)
         state.status = SagaStatus.RUNNING
         if step.messaging:
-            self._record(state, step.name, _ACTION, "started")
+            record(state, step.name, ACTION, "started")
             await store.update(state, expected_version=expected)
             if step.timeout is not None:
-                await self._schedule(store, state, step.timeout)
+                await schedule(store, state, step.timeout)
             return False
-        self._record(state, step.name, _ACTION, "succeeded")
-        self._forward(saga, state)
+        record(state, step.name, ACTION, "succeeded")
+        forward(saga, state)
         await store.update(state, expected_version=expected)
         self._count(state)
         return not state.status.final
@@ -415,52 +390,13 @@ class SagaEngine:
             except (SagaConflict, StepFailed):
                 raise
             except Exception as exc:
-                raise StepFailed(expected, f"{step.name}: {_one_line(exc)}") from exc
-            self._record(state, step.name, _COMPENSATION, "succeeded")
+                raise StepFailed(expected, f"{step.name}: {one_line(exc)}") from exc
+            record(state, step.name, COMPENSATION, "succeeded")
         state.data = saga.dump(data)
-        self._compensate_from(saga, state, index - 1, state.error)
+        compensate_from(saga, state, index - 1, state.error)
         await store.update(state, expected_version=expected)
         self._count(state)
         return not state.status.final
-
-    @staticmethod
-    def _forward(saga: Saga[Any], state: SagaState) -> None:
-        state.step += 1
-        state.attempts = 0
-        state.status = SagaStatus.COMPLETED if state.step >= len(saga.steps) else SagaStatus.RUNNING
-
-    @staticmethod
-    def _compensate_from(saga: Saga[Any], state: SagaState, index: int, error: str) -> None:
-        """Compensate step ``index`` next (the last one before it with a compensation)."""
-        while index >= 0 and saga.compensations[index] is None:
-            index -= 1
-        state.error = error
-        state.attempts = 0
-        if index < 0:
-            state.status = SagaStatus.COMPENSATED
-            state.step = 0
-        else:
-            state.status = SagaStatus.COMPENSATING
-            state.step = index
-
-    @staticmethod
-    def _record(state: SagaState, step: str, phase: str, outcome: str, detail: str = "") -> None:
-        at = _now()
-        state.history.append(
-            StepRecord(step=step, phase=phase, outcome=outcome, at=at, detail=detail)
-        )
-        state.updated_at = at
-
-    @staticmethod
-    async def _schedule(store: SagaStore, state: SagaState, seconds: float) -> None:
-        due = SagaTimeout(
-            timeout_id=str(uuid.uuid4()),
-            saga_id=state.saga_id,
-            step=state.step,
-            version=state.version,
-            due_at=_now() + dt.timedelta(seconds=seconds),
-        )
-        await store.add_timeout(due)
 
     def _count(self, state: SagaState) -> None:
         metrics = self.metrics
@@ -488,28 +424,3 @@ class SagaEngine:
                     raise
                 log.debug("saga transition %s conflicted; trying again", type(message).__name__)
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-class Sagas:
-    """Injectable: start a saga from a handler, in that handler's transaction.
-
-    Example::
-
-        @router.handler
-        async def place_order(cmd: PlaceOrder, sagas: Sagas, ctx: Context) -> OrderRef:
-            ...
-            await sagas.start(checkout, Checkout(order_id=order_id, total_cents=total))
-    """
-
-    def __init__(self, engine: SagaEngine) -> None:
-        self.engine = engine
-
-    async def start(self, saga: Saga[Any], data: Any, *, key: str | None = None) -> str | None:
-        """Start ``saga`` with ``data``; its id, or ``None`` if one with this key exists."""
-        if saga.name not in self.engine.sagas:
-            raise ConfigurationError(f"saga {saga.name!r} is not in App(sagas=[...])")
-        ctx = current_context()
-        if ctx is None:
-            raise LifecycleError("Sagas.start runs only inside a handler")
-        state = await self.engine.start(saga, ctx, data=data, key=key)
-        return None if state is None else state.saga_id

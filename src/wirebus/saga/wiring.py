@@ -30,8 +30,9 @@ from dishka import Provider, Scope, provide
 from ..context import Context
 from ..router import Router
 from .definition import Saga
-from .engine import SagaEngine, Sagas
+from .engine import SagaEngine
 from .memory import MemorySagaStore
+from .starter import Sagas
 from .store import SagaStore
 from .transitions import Advance, Due, Fail, FireTimeout, RetrySaga
 
