@@ -16,6 +16,7 @@ from wirebus.db import Database
 from wirebus.metrics import Metrics
 from wirebus.runtime import Runtime
 from wirebus.saga import Saga, SagaState, SagaStatus, Step
+from wirebus.saga.poller import SagaPoller
 from wirebus.saga.sqlalchemy import SqlSagaStore
 from wirebus.settings import Settings
 from wirebus.testing import wait_until
@@ -146,3 +147,18 @@ async def test_finished_sagas_are_counted_by_saga_and_status() -> None:
     labels = {"saga": "parcel", "status": "compensated"}
     assert sample("wirebus_sagas_finished_total", labels) == 1.0
     assert sample("wirebus_sagas_failed_total", {"saga": "parcel"}) is None  # none failed
+
+
+async def test_the_poller_resumes_sagas_left_unchanged_for_a_while_not_only_at_start() -> None:
+    app = App(name="parcels", sagas=[parcel_saga(timeout=60)])
+    mediator = app.mediator()
+    engine = app.saga_engine(mediator)
+    async with SagaPoller(engine, interval=0.01, recover_every=0.05) as poller:
+        await poller.recovered.wait()  # the start-up pass found nothing
+        saga_id = await interrupted(app, mediator, "p-5")  # a crashed process's saga
+
+        async def resumed() -> bool:
+            state = await engine.get(saga_id)
+            return state is not None and state.status is SagaStatus.RUNNING
+
+        await wait_until(resumed, within=5)

@@ -36,19 +36,31 @@ class SagaPoller(AsyncLifecycle):
 
     A full batch is followed by the next one at once; ``recover=False``
     skips the start-up recovery (``wirebus saga recover`` runs it by hand).
+    Every ``recover_every`` seconds (``None``: never) sagas left unchanged
+    that long are resumed too: those of a process that crashed and did not
+    come back.
     """
 
     def __init__(
-        self, engine: SagaEngine, *, interval: float = 1.0, batch: int = 100, recover: bool = True
+        self,
+        engine: SagaEngine,
+        *,
+        interval: float = 1.0,
+        batch: int = 100,
+        recover: bool = True,
+        recover_every: float | None = 60.0,
     ) -> None:
         if interval <= 0:
             raise ConfigurationError(f"the saga poll interval must be positive, not {interval}")
+        if recover_every is not None and recover_every <= 0:
+            raise ConfigurationError(f"recover_every must be positive seconds, not {recover_every}")
         if batch < 1:
             raise ConfigurationError(f"the saga poll batch must be at least 1, not {batch}")
         self.engine = engine
         self.interval = interval
         self.batch = batch
         self.recover = recover
+        self.recover_every = recover_every
         self.recovered = asyncio.Event()
         """Set once the start-up recovery has run (or was skipped)."""
         self._task: asyncio.Task[None] | None = None
@@ -71,16 +83,25 @@ class SagaPoller(AsyncLifecycle):
 
     async def _run(self) -> None:
         if self.recover:
-            try:
-                await self.engine.recover()
-            except Exception:  # the database may be away: the poll goes on, recover by hand
-                log.exception("recovering unfinished sagas failed")
+            await self._recover(0.0)
         self.recovered.set()
+        loop = asyncio.get_running_loop()
+        every = self.recover_every
+        next_recovery = loop.time() + every if every is not None else None
         while True:
             try:
                 claimed = await self.engine.fire_due(self.batch)
             except Exception:  # logged; the next poll tries again
                 log.exception("claiming due saga timeouts failed")
                 claimed = 0
+            if every is not None and next_recovery is not None and loop.time() >= next_recovery:
+                await self._recover(every)
+                next_recovery = loop.time() + every
             if claimed < self.batch:
                 await asyncio.sleep(self.interval)
+
+    async def _recover(self, older_than: float) -> None:
+        try:
+            await self.engine.recover(older_than=older_than)
+        except Exception:  # the database may be away: the poll goes on, recover by hand
+            log.exception("recovering unfinished sagas failed")
