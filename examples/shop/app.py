@@ -1,8 +1,19 @@
-"""The shop app: ``wirebus run examples.shop.app:app``."""
+"""The shop app: ``wirebus run examples.shop.app:app``.
+
+Slices: orders (gRPC), inventory (stock), payments (answers CapturePayment)
+and checkout (the saga that ties them: reserve stock -> capture payment ->
+confirm order). Two settings, read when this module is imported (the
+example is an application, not the library): ``SHOP_PAYMENT_LIMIT_CENTS``
+(payments over it are declined; default 100000) and
+``SHOP_PAYMENT_TIMEOUT_SECONDS`` (how long checkout waits for the payment
+service; default 30). ``build_app()`` builds one with other settings.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,18 +25,38 @@ from shop.orders.v1 import orders_pb2
 from wirebus import App, Validation
 from wirebus.correlation import current_correlation
 
+from .checkout.saga import checkout_saga
+from .inventory.handlers import router as inventory_router
+from .inventory.store import StockStore
 from .orders.handlers import router as orders_router
 from .orders.messages import OrderCancelled, OrderPlaced
 from .orders.store import OrderStore
 from .orders.store import metadata as orders_metadata
+from .payments.handlers import PaymentsProvider
 from .payments.handlers import router as payments_router
-from .payments.messages import PaymentCaptured
+from .payments.messages import CapturePayment, PaymentCaptured, PaymentDeclined
 
 log = logging.getLogger("examples.shop")
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ShopSettings:
+    """The shop's own settings (see the module docstring)."""
+
+    payment_limit_cents: int = 100_000
+    payment_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> ShopSettings:
+        return cls(
+            payment_limit_cents=int(os.environ.get("SHOP_PAYMENT_LIMIT_CENTS", "100000")),
+            payment_timeout=float(os.environ.get("SHOP_PAYMENT_TIMEOUT_SECONDS", "30")),
+        )
+
+
 class ShopProvider(Provider):
     orders = provide(OrderStore, scope=Scope.REQUEST)  # on the request's session
+    stock = provide(StockStore, scope=Scope.REQUEST)
 
 
 async def log_with_correlation_id(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -49,13 +80,26 @@ async def log_with_correlation_id(request: Any, call_next: Callable[[Any], Await
     return result
 
 
-app = App(
-    name="shop",
-    services=[orders_pb2],
-    routers=[orders_router, payments_router],
-    providers=[ShopProvider()],
-    behaviours=[log_with_correlation_id],
-    validation=Validation(),  # the buf.validate rules of orders.proto, before any handler
-    metadata=orders_metadata,
-    events=[OrderPlaced, OrderCancelled, PaymentCaptured],  # all travel, handled here or not
-)
+def build_app(settings: ShopSettings | None = None, *, payments: bool = True) -> App:
+    """The shop with ``settings`` (defaults: see :class:`ShopSettings`).
+
+    ``payments=False`` leaves the payments slice out: nobody answers
+    CapturePayment, so every checkout times out and compensates.
+    """
+    settings = settings or ShopSettings()
+    slices = [orders_router, inventory_router, *([payments_router] if payments else [])]
+    return App(
+        name="shop",
+        services=[orders_pb2],
+        routers=slices,
+        providers=[ShopProvider(), PaymentsProvider(settings.payment_limit_cents)],
+        behaviours=[log_with_correlation_id],
+        validation=Validation(),  # the buf.validate rules of orders.proto, before any handler
+        metadata=orders_metadata,  # the orders' and the inventory's tables
+        # all travel, handled here or not
+        events=[OrderPlaced, OrderCancelled, CapturePayment, PaymentCaptured, PaymentDeclined],
+        sagas=[checkout_saga(payment_timeout=settings.payment_timeout)],
+    )
+
+
+app = build_app(ShopSettings.from_env())

@@ -569,10 +569,17 @@ def dlq_replay(topic: str, limit: int | None, dry_run: bool, force: bool) -> Non
 @main.command()
 @_target
 @_app_dir
-def describe(target: str, app_dir: str) -> None:
+@click.option("--mermaid", is_flag=True, help="Print a Mermaid flowchart of each saga instead.")
+def describe(target: str, app_dir: str, mermaid: bool) -> None:
     """Print each RPC method with its handler and each event with its handlers."""
     app = load_app(target, app_dir)
     try:
+        if mermaid:
+            from .saga.describe import mermaid as chart
+
+            app.check()
+            click.echo("\n\n".join(chart(s) for s in app.sagas) or "%% no sagas")
+            return
         click.echo(app.describe(database=True))  # as `wirebus run`/`serve` run it
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
@@ -697,3 +704,12 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _saga_commands() -> None:
+    from .saga.cli import saga
+
+    main.add_command(saga)
+
+
+_saga_commands()

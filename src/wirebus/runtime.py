@@ -115,6 +115,7 @@ class Runtime(AsyncLifecycle):
         on_outcome: Callable[[Record, Outcome], None] | None = None,
         lag_interval: float = 5.0,
         drain_seconds: float = 10.0,
+        saga_poll: float | None = None,
     ) -> None:
         if relay_poll <= 0:
             raise ConfigurationError(f"relay_poll must be positive seconds, not {relay_poll}")
@@ -145,6 +146,9 @@ class Runtime(AsyncLifecycle):
         self.on_outcome = on_outcome
         self.lag_interval = lag_interval
         self.drain_seconds = gateway.grace_seconds if gateway is not None else drain_seconds
+        self.saga_poll = saga_poll or relay_poll
+        """How often due saga timeouts are looked for (default: ``relay_poll``)."""
+        self.saga_poller: Any = None
         self.metrics: Any = None
         self._metrics_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -227,6 +231,14 @@ class Runtime(AsyncLifecycle):
             )
             self._stack.push_async_callback(self.connect.stop)
             await self.connect.start()
+        if self.app.sagas and (self.relay or port is not None):  # recovery, then the timeouts
+            from .saga.poller import SagaPoller
+
+            engine = self.app.saga_engine(self.mediator)
+            engine.metrics = self.metrics
+            self.saga_poller = SagaPoller(engine, interval=self.saga_poll)
+            self._stack.push_async_callback(self.saga_poller.stop)
+            await self.saga_poller.start()
         if self.gateway_config is not None:
             rpc = self.metrics.rpc if self.metrics is not None else None
             self.gateway = Gateway(

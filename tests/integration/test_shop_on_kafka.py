@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import shutil
 import signal
@@ -18,11 +17,13 @@ import grpc
 import grpc_tools
 import pytest
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
+from shop.payments.v1 import payments_pb2
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-PYTHONPATH = f"{ROOT / 'gen' / 'python'}{os.pathsep}{ROOT}"
+# this checkout's wirebus, its generated code and its examples (not an installed copy's)
+PYTHONPATH = os.pathsep.join(str(p) for p in (ROOT / "src", ROOT / "gen" / "python", ROOT))
 
 
 def free_port() -> int:
@@ -49,10 +50,10 @@ def stop(proc: subprocess.Popen[bytes], log: Path) -> str:
 
 
 async def _canary_consumed(bootstrap: str, group: str, within: float = 60.0) -> None:
-    """Return once ``group`` has consumed a canary written to shop.orders.v1 now.
+    """Return once ``group`` has consumed a canary written to shop.payments.v1 now.
 
     A consumer started at "latest" resolves its position some time after its
-    assignment; a record written before that is never seen. So write OrderCancelled
+    assignment; a record written before that is never seen. So write PaymentDeclined
     canaries (of no real order: the payments slice ignores them, and commits) until
     the group's committed offset passes one: from then on it sees every new record.
     """
@@ -62,7 +63,7 @@ async def _canary_consumed(bootstrap: str, group: str, within: float = 60.0) -> 
     from wirebus.cloudevents import Attributes
     from wirebus.testing import wait_until
 
-    ce_type = orders_pb2.OrderCancelled.DESCRIPTOR.full_name
+    ce_type = payments_pb2.PaymentDeclined.DESCRIPTOR.full_name
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await producer.start()
@@ -71,11 +72,10 @@ async def _canary_consumed(bootstrap: str, group: str, within: float = 60.0) -> 
 
         async def consumed_a_new_canary() -> bool:
             order_id = f"canary-{uuid.uuid4()}"
-            cancelled = orders_pb2.OrderCancelled(order_id=order_id, reason="canary")
-            cancelled.cancelled_at.FromDatetime(dt.datetime.now(dt.UTC))
+            canary = payments_pb2.PaymentDeclined(order_id=order_id, reason="canary")
             sent = await producer.send_and_wait(
-                "shop.orders.v1",
-                cancelled.SerializeToString(),
+                "shop.payments.v1",
+                canary.SerializeToString(),
                 key=order_id.encode(),
                 headers=Attributes.new(source="test", type=ce_type).headers(),
             )
@@ -119,8 +119,8 @@ def test_payments_consumer_process_captures_and_the_gateway_shows_paid(
     port = free_port()
     app = "examples.shop.app:app"
     gateway_log, payments_log = tmp_path / "gateway.log", tmp_path / "payments.log"
-    # the orders slice (gateway + its PaymentCaptured handler) and the payments slice
-    # run as two processes, as two teams would deploy them
+    # the orders slice with the checkout saga (gateway + the saga's handlers) and the
+    # payments slice (answers CapturePayment) run as two processes, as two teams would
     # each slice in its own consumer group; payments reads only new records, so the
     # topic's history (other tests, benchmarks) does not stand between it and ours
     gateway = start(
@@ -131,6 +131,8 @@ def test_payments_consumer_process_captures_and_the_gateway_shows_paid(
             str(port),
             "--slice",
             "orders",
+            "--slice",
+            "checkout",
             "--group",
             f"{fresh}-orders",
             "--start-at",
@@ -171,7 +173,7 @@ def test_payments_consumer_process_captures_and_the_gateway_shows_paid(
         gateway_out = stop(gateway, gateway_log)
     assert payments.returncode == 0, payments_out
     assert gateway.returncode == 0, gateway_out
-    assert "consuming shop.orders.v1 as " in payments_out
+    assert "consuming shop.payments.v1 as " in payments_out
     assert "(Kafka)" in gateway_out
 
 

@@ -19,11 +19,18 @@ def shop_app(tracing: Tracing | bool | None = False) -> App:
     return App(
         name="shop",
         services=[orders_pb2],
-        routers=[shop.orders_router, shop.payments_router],
-        providers=[shop.ShopProvider()],
+        routers=[shop.orders_router, shop.inventory_router, shop.payments_router],
+        providers=[shop.ShopProvider(), shop.PaymentsProvider()],
         behaviours=[shop.log_with_correlation_id],
         metadata=shop.orders_metadata,
-        events=[shop.OrderPlaced, shop.OrderCancelled, shop.PaymentCaptured],
+        events=[
+            shop.OrderPlaced,
+            shop.OrderCancelled,
+            shop.CapturePayment,
+            shop.PaymentCaptured,
+            shop.PaymentDeclined,
+        ],
+        sagas=[shop.checkout_saga()],
         tracing=tracing,
     )
 

@@ -55,8 +55,11 @@ def test_describe_lists_each_method_with_its_handler_and_each_event_with_its_han
     assert "/shop.orders.v1.OrderService/ListOrders [unary_stream] -> " in out
     assert "examples.shop.orders.handlers.list_orders" in out
     assert (
-        "shop.orders.v1.OrderPlaced on topic shop.orders.v1 -> examples.shop.payments.handlers"
+        "shop.orders.v1.OrderPlaced on topic shop.orders.v1 -> wirebus.saga.checkout.start_on"
         in out
+    )
+    assert (
+        "shop.payments.v1.CapturePayment on topic shop.payments.v1 -> examples.shop.payments" in out
     )
     assert "shop.payments.v1.PaymentCaptured on topic shop.payments.v1 -> " in out
     assert "shop.orders.v1: shop.orders.v1.OrderPlaced (dlq shop.orders.v1.dlq)" in out

@@ -9,7 +9,7 @@ import pytest
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
 from examples.shop.orders.messages import OrderPlaced
-from examples.shop.payments.messages import PaymentCaptured
+from examples.shop.payments.messages import CapturePayment, PaymentCaptured
 from tests.unit._traced_shop import ITEMS, shop_app
 from wirebus import App, Router
 from wirebus.correlation import CorrelationFilter, current_correlation
@@ -26,11 +26,15 @@ async def test_the_callers_correlation_id_reaches_its_events_and_the_events_they
     async with AppHarness(shop_app()) as harness:
         await place(harness, (("x-correlation-id", "checkout-42"),))
         [placed] = await harness.wait_published(OrderPlaced)
+        [capture] = await harness.wait_published(CapturePayment)
         [captured] = await harness.wait_published(PaymentCaptured)
     assert placed.attributes.correlationid == "checkout-42"
     assert placed.attributes.causationid == "checkout-42"  # the call caused it
+    # the checkout saga, started by the consumed OrderPlaced, sent CapturePayment
+    assert capture.attributes.correlationid == "checkout-42"
+    assert capture.attributes.causationid == placed.attributes.id
     assert captured.attributes.correlationid == "checkout-42"
-    assert captured.attributes.causationid == placed.attributes.id  # the consumed event did
+    assert captured.attributes.causationid == capture.attributes.id  # the consumed command did
 
 
 async def test_a_call_without_a_correlation_id_gets_a_new_one_that_its_whole_chain_shares() -> None:

@@ -10,7 +10,7 @@ from shop.payments.v1 import payments_pb2
 
 from examples.shop.app import app as shop_app
 from examples.shop.orders.messages import LineItem, OrderPlaced
-from examples.shop.payments.messages import PaymentCaptured
+from examples.shop.payments.messages import CapturePayment, PaymentCaptured
 from wirebus import App, Event, InvalidArgument, Router, Unavailable
 from wirebus.broker import EventEncoder, OutgoingRecord, PublishError, Record
 from wirebus.brokers.memory import InMemoryBroker
@@ -120,9 +120,8 @@ async def test_a_record_is_decoded_and_handled() -> None:
     assert broker.records(DLQ) == []
 
 
-async def test_a_shop_order_placed_record_is_handled_by_payments() -> None:
+async def test_a_shop_order_placed_record_is_handled_by_the_checkout_saga() -> None:
     broker = InMemoryBroker()
-    processor = processor_for(shop_app, broker)
     event = OrderPlaced(
         order_id="o-1",
         customer_id="c-1",
@@ -130,8 +129,10 @@ async def test_a_shop_order_placed_record_is_handled_by_payments() -> None:
         total_cents=5,
         placed_at=NOW,
     )
+    async with shop_app.mediator() as mediator:  # its private database holds the saga
+        processor = processor_for(shop_app, broker, mediator=mediator)
 
-    assert await processor.process(record_of(shop_app, event)) == "handled"
+        assert await processor.process(record_of(shop_app, event)) == "handled"
 
 
 async def test_an_event_without_handlers_is_ignored() -> None:
@@ -482,13 +483,7 @@ async def test_events_a_handler_emits_are_published_through_the_mediators_publis
         mediator=shop_app.mediator(publisher=publisher),
         routers=frozenset({"payments"}),
     )
-    event = OrderPlaced(
-        order_id="o-77",
-        customer_id="c-1",
-        items=(LineItem(sku="a", quantity=2, price_cents=250),),
-        total_cents=500,
-        placed_at=NOW,
-    )
+    event = CapturePayment(order_id="o-77", customer_id="c-1", amount_cents=500)
 
     assert await processor.process(record_of(shop_app, event)) == "handled"
 
@@ -604,15 +599,15 @@ async def test_an_event_no_handler_of_the_slice_takes_is_ignored() -> None:
 
 
 async def test_a_raw_proto_class_in_events_does_not_hide_the_handled_dataclass() -> None:
+    from examples.shop.payments.handlers import PaymentsProvider
     from examples.shop.payments.handlers import router as payments
 
-    app = App(name="test", routers=[payments], events=[orders_pb2.OrderPlaced])
-    event = OrderPlaced(
-        order_id="o-1",
-        customer_id="c-1",
-        items=(LineItem(sku="a", quantity=1, price_cents=5),),
-        total_cents=5,
-        placed_at=NOW,
+    app = App(
+        name="test",
+        routers=[payments],
+        providers=[PaymentsProvider()],
+        events=[payments_pb2.CapturePayment],
     )
+    event = CapturePayment(order_id="o-1", customer_id="c-1", amount_cents=5)
 
     assert await processor_for(app, InMemoryBroker()).process(record_of(app, event)) == "handled"

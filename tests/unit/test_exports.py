@@ -49,6 +49,7 @@ EXPECTED = {
     "ResourceExhausted",
     "Retry",
     "Router",
+    "Saga",
     "Stage",
     "Unauthenticated",
     "Unavailable",

@@ -343,7 +343,9 @@ def test_describe_lists_methods_events_and_in_process_requests() -> None:
     assert f"{service}/PlaceOrder [unary_unary] -> {orders}.place_order" in text
     assert f"{service}/ListOrders [unary_stream] -> {orders}.list_orders" in text
     placed = "shop.orders.v1.OrderPlaced on topic shop.orders.v1"
-    assert f"{placed} -> {payments}.capture_payment" in text
+    assert f"{placed} -> wirebus.saga.checkout.start_on_OrderPlaced" in text
+    capture = "shop.payments.v1.CapturePayment on topic shop.payments.v1"
+    assert f"{capture} -> {payments}.capture_payment" in text
 
 
 # ---------------------------------------------------------------- the shop example, in-process
@@ -424,9 +426,12 @@ async def test_the_shop_logs_each_request_with_a_correlation_id(
     async with shop_app.mediator() as m:
         await m.send(PlaceOrder(customer_id="c1", items=ITEMS))
 
-    # the behaviour wraps the in-process event handlers too: payments on OrderPlaced,
-    # then orders on the PaymentCaptured that one emitted
+    # the behaviour wraps the in-process event handlers too, and the checkout saga's
+    # transitions (Advance, Due: requests and events of the same pipeline) and the
+    # requests its steps send
     lines = [r.getMessage() for r in caplog.records if r.name == "examples.shop"]
-    assert len(lines) == 3, lines
-    for line, name in zip(lines, ["PlaceOrder", "OrderPlaced", "PaymentCaptured"], strict=True):
-        assert re.fullmatch(rf"\[\w+\] {name} ok in [0-9.]+ ms", line), line
+    for line in lines:
+        assert re.fullmatch(r"\[\w+\] \w+ ok in [0-9.]+ ms", line), line
+    names = [line.split()[1] for line in lines]
+    domain = ["PlaceOrder", "OrderPlaced", "ReserveStock", "CapturePayment", "PaymentCaptured"]
+    assert [n for n in names if n in domain or n == "MarkOrderPaid"] == [*domain, "MarkOrderPaid"]

@@ -119,14 +119,15 @@ async def test_an_order_is_paid_through_the_embedded_broker_and_consumers(tmp_pa
 
         broker = runtime.broker
         [placed] = broker.records("shop.orders.v1")
-        [captured] = broker.records("shop.payments.v1")
+        capture, captured = broker.records("shop.payments.v1")  # the checkout saga's
         assert placed.header("ce_type") == b"shop.orders.v1.OrderPlaced"
         assert placed.key == ref.order_id.encode()
+        assert capture.header("ce_type") == b"shop.payments.v1.CapturePayment"
         assert captured.header("ce_type") == b"shop.payments.v1.PaymentCaptured"
         assert captured.header("ce_source") == b"shop"
         assert runtime.runner is not None
         runner = runtime.runner
-        await until(lambda: runner.outcomes.get("handled") == 2)
+        await until(lambda: runner.outcomes.get("handled") == 3)
         assert broker.committed("shop", (placed.topic, placed.partition)) == placed.offset + 1
         assert broker.topics() == ["shop.orders.v1", "shop.payments.v1"]
 
@@ -161,7 +162,7 @@ async def test_the_runtime_uses_the_broker_it_is_given(tmp_path: Path) -> None:
         assert rt.broker is broker
         assert rt.mediator is not None
         ref = await rt.mediator.send(place_order())
-        await until(lambda: len(broker.records("shop.payments.v1")) == 1)
+        await until(lambda: len(broker.records("shop.payments.v1")) == 2)  # capture, captured
 
     assert broker.records("shop.orders.v1")[0].key == ref.order_id.encode()
     assert broker.committed("shop-test", ("shop.orders.v1", 0)) == 1
@@ -178,21 +179,24 @@ async def test_stopping_the_runtime_stops_its_consumer() -> None:
 
 def test_unknown_routers_are_a_configuration_error_listing_the_known_ones() -> None:
     with pytest.raises(
-        ConfigurationError, match="no router named nope; the app has orders, payments"
+        ConfigurationError,
+        match="no router named nope; the app has checkout, inventory, orders, payments",
     ):
         Runtime(shop_app, Settings(), consume=True, routers=frozenset({"nope", "payments"}))
 
 
-def test_the_payments_slice_consumes_the_orders_topic_only() -> None:
+def test_the_payments_slice_consumes_the_payments_topic_only() -> None:
     runtime = Runtime(shop_app, Settings(), consume=True, routers=frozenset({"payments"}))
-    assert runtime.topics == ["shop.orders.v1"]
+    assert runtime.topics == ["shop.payments.v1"]  # CapturePayment
 
 
 def test_the_whole_app_consumes_every_topic_its_event_handlers_take() -> None:
     assert Runtime(shop_app, Settings()).topics == ["shop.orders.v1", "shop.payments.v1"]
-    assert Runtime(shop_app, Settings(), routers=frozenset({"orders"})).topics == [
-        "shop.payments.v1"
+    assert Runtime(shop_app, Settings(), routers=frozenset({"checkout"})).topics == [
+        "shop.orders.v1",  # OrderPlaced starts the checkout saga
+        "shop.payments.v1",  # its replies
     ]
+    assert Runtime(shop_app, Settings(), routers=frozenset({"orders"})).topics == []
 
 
 def test_the_consumer_group_defaults_to_the_app_name() -> None:
@@ -288,6 +292,10 @@ async def test_on_outcome_is_told_of_every_record_the_runtimes_consumers_settle(
         assert runtime.mediator is not None
         await runtime.mediator.send(place_order())
 
-        await until(lambda: len(reached) == 2)
+        await until(lambda: len(reached) == 3)
 
-    assert reached == [("shop.orders.v1", "handled"), ("shop.payments.v1", "handled")]
+    assert reached == [  # OrderPlaced, CapturePayment, PaymentCaptured
+        ("shop.orders.v1", "handled"),
+        ("shop.payments.v1", "handled"),
+        ("shop.payments.v1", "handled"),
+    ]

@@ -21,7 +21,7 @@ from examples.shop.orders.messages import (
     OrderStatus,
     PlaceOrder,
 )
-from examples.shop.payments.messages import PaymentCaptured
+from examples.shop.payments.messages import CapturePayment, PaymentCaptured
 from tests.unit import test_readme
 from wirebus import App, Context, Router
 from wirebus.broker import OutgoingRecord
@@ -112,7 +112,8 @@ async def test_idle_returns_once_every_cascade_of_events_was_relayed_and_consume
         order = await shop.send(GetOrder(order_id=ref.order_id))
 
     assert order.status is OrderStatus.PAID
-    assert [type(p.event) for p in shop.published()] == [OrderPlaced, PaymentCaptured]
+    published = [type(p.event) for p in shop.published()]
+    assert published == [OrderPlaced, CapturePayment, PaymentCaptured]
 
 
 async def test_a_streaming_query_yields_its_items_in_process() -> None:

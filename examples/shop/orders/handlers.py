@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 from wirebus import Context, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Router
 from wirebus.db import Database
 
-from ..payments.messages import PaymentCaptured
 from .messages import (
     CancelOrder,
     GetOrder,
     ListOrders,
+    MarkOrderPaid,
     OrderCancelled,
     OrderPlaced,
     OrderRef,
@@ -116,9 +116,16 @@ async def list_orders(query: ListOrders, orders: OrderStore) -> AsyncIterator[Or
 
 
 @router.handler
-async def mark_paid(event: PaymentCaptured, orders: OrderStore) -> None:
+async def mark_paid(cmd: MarkOrderPaid, orders: OrderStore) -> None:
     # only a pending order becomes paid: not one cancelled meanwhile
-    await orders.move(event.order_id, OrderStatus.PAID, allowed_from=[OrderStatus.PENDING])
+    if not await orders.move(cmd.order_id, OrderStatus.PAID, allowed_from=[OrderStatus.PENDING]):
+        order = await _existing(orders, cmd.order_id)
+        if order.status is not OrderStatus.PAID:  # paid already: a step run again
+            raise FailedPrecondition(
+                f"order {cmd.order_id!r} is {order.status.name.lower()}, not pending",
+                reason="ORDER_NOT_PENDING",
+                metadata={"order_id": cmd.order_id},
+            )
 
 
 # ---------------------------------------------------------------- streams of requests

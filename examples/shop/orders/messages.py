@@ -86,3 +86,9 @@ class WatchOrders(Message, proto=orders_pb2.WatchOrdersRequest):
 class OrderStatusUpdate(Message, proto=orders_pb2.OrderStatusUpdate):
     order_id: str
     status: OrderStatus
+
+
+class MarkOrderPaid(Command[None]):
+    """In-process (the checkout saga's last step): a pending order becomes paid."""
+
+    order_id: str

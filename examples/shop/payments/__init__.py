@@ -1,1 +1,1 @@
-"""The payments slice: captures the payment of each placed order."""
+"""The payments slice: captures (or declines) the payment the checkout saga asks for."""

@@ -1,4 +1,9 @@
-"""Messages of the payments slice, bound to ``shop.payments.v1``."""
+"""Messages of the payments slice, bound to ``shop.payments.v1``.
+
+``CapturePayment`` is a command that travels over Kafka (the checkout saga
+sends it through the outbox); in wirebus a travelling message is an
+``Event`` subclass, handled by an event handler.
+"""
 
 from __future__ import annotations
 
@@ -14,3 +19,15 @@ class PaymentCaptured(Event, proto=payments_pb2.PaymentCaptured, key="order_id")
     order_id: str
     amount_cents: int
     captured_at: dt.datetime
+
+
+class CapturePayment(Event, proto=payments_pb2.CapturePayment, key="order_id"):
+    order_id: str
+    customer_id: str
+    amount_cents: int
+
+
+class PaymentDeclined(Event, proto=payments_pb2.PaymentDeclined, key="order_id"):
+    order_id: str
+    amount_cents: int
+    reason: str

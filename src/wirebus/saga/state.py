@@ -18,9 +18,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import grpc
-
-from ..errors import WirebusError
+from ..errors import Aborted
 
 __all__ = ["SagaConflict", "SagaState", "SagaStatus", "SagaTimeout", "StepRecord"]
 
@@ -138,12 +136,11 @@ class SagaTimeout:
     due_at: dt.datetime
 
 
-class SagaConflict(WirebusError):
+class SagaConflict(Aborted):
     """Another worker advanced the saga first: its stored version is not the expected one.
 
-    The engine reads the saga again and retries the transition; if it keeps
-    losing the race, a caller sees ABORTED (retriable).
+    An :class:`~wirebus.errors.Aborted` (ABORTED, retriable): the transition
+    is tried again from a fresh read.
     """
 
-    code = grpc.StatusCode.ABORTED
-    retriable = True
+    default_reason = "SAGA_CONFLICT"

@@ -1,0 +1,1 @@
+"""The inventory slice: stock per SKU, reserved for an order and released if it fails."""
