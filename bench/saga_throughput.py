@@ -29,11 +29,11 @@ printed). A warm-up of C sagas runs first, untimed and uncounted. After the
 row, queries check that every saga completed and ``bench_step`` holds
 exactly 3 rows per saga -- a row that is fast because it skipped work fails.
 
-Run (~30 s per row per round on a busy 2-core machine)::
+Run (~15-35 s per row per round on the shared 2-core machine)::
 
     eval "$(scripts/services env)"; export WIREBUS_KEEP_SERVICES=1
     PYTHONPATH=src:gen/python:. .venv/bin/python bench/saga_throughput.py \\
-        --sagas 2000 --rounds 3 --json sagas.json
+        --sagas 1000 --rounds 3 --json sagas.json
 """
 
 from __future__ import annotations
@@ -376,41 +376,31 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "sagas_per_s": statistics.median(rates),
         "sagas_per_s_min": rates[0],
         "sagas_per_s_max": rates[-1],
+        "cpu_ms_per_saga": statistics.median(r["cpu_ms_per_saga"] for r in done),
+        "p50_ms": statistics.median(r["p50_ms"] for r in done),
+        "p99_ms": statistics.median(r["p99_ms"] for r in done),
         "rounds": len(done),
         "verified": all(r["verified"] for r in done),
         "problems": [p for r in done for p in r["problems"]],
     }
 
 
+RATIO_METRICS = (
+    ("sagas_per_s", "sagas/s"),
+    ("cpu_ms_per_saga", "CPU ms per saga"),
+    ("commits_per_saga", "commits per saga"),
+    ("statements_per_saga", "statements per saga"),
+)
+
+
 def ratios(by: dict[str, dict[str, Any]]) -> list[list[Any]]:
-    """wirebus against python-cqrs quiet (the baseline) and as shipped."""
+    """wirebus over python-cqrs quiet (the baseline) and as shipped; shipped over quiet."""
+    pairs = [("wirebus", BASELINE), ("wirebus", "cqrs_shipped"), ("cqrs_shipped", BASELINE)]
     out: list[list[Any]] = []
-    wb = by.get("wirebus", {})
-    for base in (BASELINE, "cqrs_shipped"):
-        b = by.get(base, {})
-        if "sagas_per_s" not in b:
-            continue
-        if "sagas_per_s" in wb:
-            out.append([f"wirebus / {base} sagas/s", wb["sagas_per_s"] / b["sagas_per_s"]])
-            out.append(
-                [
-                    f"wirebus / {base} commits per saga",
-                    wb["commits_per_saga"] / b["commits_per_saga"],
-                ]
-            )
-            out.append(
-                [
-                    f"wirebus / {base} statements per saga",
-                    wb["statements_per_saga"] / b["statements_per_saga"],
-                ]
-            )
-    if "sagas_per_s" in by.get("cqrs_shipped", {}) and "sagas_per_s" in by.get(BASELINE, {}):
-        out.append(
-            [
-                "cqrs_shipped / cqrs_quiet sagas/s",
-                by["cqrs_shipped"]["sagas_per_s"] / by[BASELINE]["sagas_per_s"],
-            ]
-        )
+    for top, base in pairs:
+        t, b = by.get(top, {}), by.get(base, {})
+        if "sagas_per_s" in t and "sagas_per_s" in b:
+            out += [[f"{top} / {base}: {what}", t[k] / b[k]] for k, what in RATIO_METRICS]
     return out
 
 
@@ -487,7 +477,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help=f"postgresql+asyncpg URL (default ${DB_ENV})",
     )
     ap.add_argument(
-        "--sagas", type=int, default=2000, help="sagas per row (timed; after C warm-up sagas)"
+        "--sagas", type=int, default=1000, help="sagas per row (timed; after C warm-up sagas)"
     )
     ap.add_argument("--concurrency", type=int, default=32, help="sagas in flight")
     ap.add_argument("--rounds", type=int, default=1, help="rounds, rows in rotated order")
