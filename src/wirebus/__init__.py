@@ -55,6 +55,7 @@ from .messages import Command, Event, Message, Query, Request
 from .pipeline import Behaviour, CallNext, Stage
 from .retry import Retry
 from .router import Router
+from .saga.definition import Saga
 from .validation import Validation
 
 __all__ = [
@@ -90,6 +91,7 @@ __all__ = [
     "ResourceExhausted",
     "Retry",
     "Router",
+    "Saga",
     "Stage",
     "StaticTokens",
     "Unauthenticated",

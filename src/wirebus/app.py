@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import typing
+import weakref
 from collections.abc import Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,8 @@ from .sink import EventSink
 if TYPE_CHECKING:
     from .auth import Authentication
     from .db import Database
+    from .saga.definition import Saga
+    from .saga.engine import SagaEngine
     from .tracing import Tracing
     from .validation import Validation
 
@@ -77,6 +80,7 @@ class App:
         authentication: Authentication | None = None,
         validation: Validation | None = None,
         tracing: Tracing | bool | None = None,
+        sagas: Iterable[Saga[Any]] = (),
     ) -> None:
         if event_dispatch not in ("sequential", "concurrent"):
             raise ConfigurationError(
@@ -107,6 +111,16 @@ class App:
         self._registry: EventRegistry | None = None
         for router in routers:
             self.include_router(router)
+        self.sagas: tuple[Saga[Any], ...] = tuple(sagas)
+        """The app's sagas (``wirebus.saga``): their handlers are generated routers."""
+        self._saga_engines: weakref.WeakKeyDictionary[Mediator, SagaEngine] = (
+            weakref.WeakKeyDictionary()
+        )
+        if self.sagas:
+            from .saga.wiring import saga_routers
+
+            for router in saga_routers(self.sagas):
+                self.include_router(router)
 
     # ------------------------------------------------------------ building
 
@@ -219,6 +233,12 @@ class App:
             providers.append(DatabaseProvider(database))
         stages = _observed(stages, tracing, publisher is not None or database is not None)
         holder: list[Mediator] = []
+        engine = None
+        if self.sagas:
+            from .saga.wiring import SagaProvider, build_engine
+
+            engine = build_engine(self.sagas, database=database, mediator=lambda: holder[0])
+            providers.append(SagaProvider(engine))
         container = build_container(providers, specs, lambda: holder[0])
         mediator = Mediator(
             specs,
@@ -231,7 +251,23 @@ class App:
             uses=uses,
         )
         holder.append(mediator)
+        if engine is not None:
+            self._saga_engines[mediator] = engine
         return mediator
+
+    def saga_engine(self, mediator: Mediator) -> SagaEngine:
+        """The saga engine of a mediator this app built (its poller and recovery run it).
+
+        Example::
+
+            await app.saga_engine(mediator).fire_due()
+        """
+        try:
+            return self._saga_engines[mediator]
+        except KeyError:
+            raise ConfigurationError(
+                "this mediator runs no sagas: build it with app.mediator() of an App(sagas=[...])"
+            ) from None
 
     def tracing(self) -> Tracing | None:
         """The app's :class:`~wirebus.tracing.Tracing`, decided once (``None``: off).
@@ -302,6 +338,10 @@ class App:
         lines.append("in-process requests:")
         for spec in requests:
             lines.append(f"  {spec.message_type.__qualname__} [{spec.kind}] -> {spec.name}")
+        if self.sagas:
+            from .saga.describe import describe_sagas
+
+            lines.extend(describe_sagas(self.sagas))
         return "\n".join(lines)
 
 

@@ -2,7 +2,8 @@
 
 SQLite (``sqlite+aiosqlite://``) is the embedded default; PostgreSQL
 (``postgresql+asyncpg://``) is for production. wirebus's own tables
-(``wirebus_outbox``, ``wirebus_inbox``) live in :data:`metadata`; an app adds
+(``wirebus_outbox``, ``wirebus_inbox``, ``wirebus_saga``,
+``wirebus_saga_timeout``) live in :data:`metadata`; an app adds
 its own tables with ``App(metadata=...)``.
 
 One source of truth for the schema: the tables here are what the code
@@ -42,6 +43,7 @@ from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     DDL,
+    JSON,
     BigInteger,
     Column,
     DateTime,
@@ -52,6 +54,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     event,
     text,
 )
@@ -71,10 +74,13 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "WAITING_ROWS",
     "Database",
+    "UNFINISHED_SAGAS",
     "SchemaMode",
     "inbox_table",
     "metadata",
     "outbox_table",
+    "saga_table",
+    "saga_timeout_table",
     "utcnow",
 ]
 
@@ -148,6 +154,56 @@ inbox_table = Table(
     Column("consumer_group", String(255), primary_key=True),
     Column("event_id", String(255), primary_key=True),
     Column("handled_at", DateTime(timezone=True), nullable=False),
+)
+
+
+# Sagas (``wirebus.saga.sqlalchemy``): one row per saga instance, and its
+# steps' pending timeouts. Declared here, on wirebus's metadata, so that
+# every path that makes the schema (create_all, the revisions) has them.
+
+UNFINISHED_SAGAS = text("status <> 'completed' AND status <> 'compensated' AND status <> 'failed'")
+"""The sagas the ``wirebus_saga_unfinished`` index holds (a query must say so to use it)."""
+
+saga_table = Table(
+    "wirebus_saga",
+    metadata,
+    Column("saga_id", String(64), primary_key=True),
+    Column("saga_type", String(255), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("history", JSON, nullable=False),
+    Column("error", Text, nullable=False),
+    # Two concurrent starts of one saga are one row: the second insert does nothing.
+    UniqueConstraint("saga_type", "key", name="wirebus_saga_correlation"),
+    # ``wirebus saga list``: newest first, of one status or of all.
+    Index("wirebus_saga_status", "status", "created_at"),
+    Index("wirebus_saga_created", "created_at"),
+    # Recovery looks for sagas left unfinished: only those are in this index,
+    # so it stays small however many sagas completed.
+    Index(
+        "wirebus_saga_unfinished",
+        "updated_at",
+        postgresql_where=UNFINISHED_SAGAS,
+        sqlite_where=UNFINISHED_SAGAS,
+    ),
+)
+
+saga_timeout_table = Table(
+    "wirebus_saga_timeout",
+    metadata,
+    Column("timeout_id", String(64), primary_key=True),
+    Column("saga_id", String(64), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Index("wirebus_saga_timeout_due", "due_at"),
+    Index("wirebus_saga_timeout_saga", "saga_id"),
 )
 
 

@@ -98,6 +98,19 @@ class Metrics:
             ["topic", "partition", "group"],
             registry=self.registry,
         )
+        self.sagas_finished = Counter(
+            "wirebus_sagas_finished",
+            "Sagas that reached a final status, by saga and status"
+            " (completed, compensated, failed)",
+            ["saga", "status"],
+            registry=self.registry,
+        )
+        self.sagas_failed = Counter(
+            "wirebus_sagas_failed",
+            "Sagas failed (a compensation kept failing): wirebus saga list --failed",
+            ["saga"],
+            registry=self.registry,
+        )
         self.rpc = RpcMetrics(self.registry)
         self._server: Any = None
         self._dlq_children: dict[str, Any] = {}

@@ -1,10 +1,11 @@
 """One source of truth: the migrated schema is exactly the tables in ``wirebus.db``.
 
 Each test runs wirebus's revisions on a fresh SQLite file and on a fresh
-PostgreSQL database and compares what they built with ``outbox_table`` and
-``inbox_table``: columns, types, nullability and server defaults (Alembic's
-``compare_metadata``), indexes with their partial-index predicates, and on
-PostgreSQL the trigger that notifies the relays. Changing a table in
+PostgreSQL database and compares what they built with the tables of
+``wirebus.db.metadata`` (outbox, inbox, saga and saga timeout): columns,
+types, nullability and server defaults (Alembic's ``compare_metadata``),
+indexes with their partial-index predicates, and on PostgreSQL the trigger
+that notifies the relays. Changing a table in
 ``db.py`` without a new revision (or a revision without the table) fails here.
 """
 
@@ -124,11 +125,14 @@ def differences(declared: MetaData) -> Callable[[Any], list[str]]:
     return compare
 
 
+_WIREBUS_TABLES = ("wirebus_outbox", "wirebus_inbox", "wirebus_saga", "wirebus_saga_timeout")
+
+
 def full_shape(connection: Any) -> dict[str, Any]:
     """Everything reflection tells of wirebus's tables, as exact as the server says it."""
     inspector = inspect(connection)
     shape: dict[str, Any] = {}
-    for name in ("wirebus_outbox", "wirebus_inbox"):
+    for name in _WIREBUS_TABLES:
         shape[name] = {
             "columns": [
                 (c["name"], str(c["type"]), c["nullable"], c.get("default"))

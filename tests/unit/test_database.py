@@ -74,7 +74,7 @@ async def test_create_schema_true_creates_an_in_memory_database_without_migratio
             names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
     finally:
         await database.close()
-    assert names == {"wirebus_outbox", "wirebus_inbox"}
+    assert names == {"wirebus_outbox", "wirebus_inbox", "wirebus_saga", "wirebus_saga_timeout"}
 
 
 async def test_migrate_on_a_database_at_head_changes_nothing(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ async def test_schema_none_refuses_a_schema_behind_head(tmp_path: Path) -> None:
     with engine.begin() as conn:
         conn.execute(text(f"UPDATE {WIREBUS_VERSION_TABLE} SET version_num = '0002'"))
     engine.dispose()
-    with pytest.raises(ConfigurationError, match=r"at revision 0002, head is 0004.*db upgrade"):
+    with pytest.raises(ConfigurationError, match=r"at revision 0002, head is 0005.*db upgrade"):
         await started(Database(url_of(path), schema="none"))
 
 

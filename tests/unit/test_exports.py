@@ -43,6 +43,7 @@ EXPECTED = {
     "ResourceExhausted",
     "Retry",
     "Router",
+    "Saga",
     "Stage",
     "Unauthenticated",
     "Unavailable",

@@ -80,6 +80,8 @@ async def test_upgrade_creates_wirebus_and_app_tables_on_a_fresh_file(tmp_path: 
     assert set(found["tables"]) == {
         "wirebus_outbox",
         "wirebus_inbox",
+        "wirebus_saga",
+        "wirebus_saga_timeout",
         WIREBUS_VERSION_TABLE,
         "app_widgets",
         "app_gadgets",
@@ -100,6 +102,8 @@ async def test_upgrade_without_app_metadata_creates_only_wirebus_tables(tmp_path
     assert set(schema(path)["tables"]) == {
         "wirebus_outbox",
         "wirebus_inbox",
+        "wirebus_saga",
+        "wirebus_saga_timeout",
         WIREBUS_VERSION_TABLE,
     }
     assert "no app tables" in summary
@@ -166,7 +170,7 @@ async def test_the_migrated_schema_matches_create_all(tmp_path: Path) -> None:
         await database.start()
     finally:
         await database.close()
-    ours = {"wirebus_outbox", "wirebus_inbox"}
+    ours = {"wirebus_outbox", "wirebus_inbox", "wirebus_saga", "wirebus_saga_timeout"}
     migrated_tables = {k: v for k, v in schema(migrated)["tables"].items() if k in ours}
     created_tables = {k: v for k, v in schema(created)["tables"].items() if k in ours}
     assert migrated_tables == created_tables

@@ -37,10 +37,12 @@ Example (a handler using the session)::
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -67,9 +69,36 @@ __all__ = [
     "DatabaseProvider",
     "UnitOfWork",
     "UnitOfWorkStage",
+    "joining",
 ]
 
 log = logging.getLogger(__name__)
+
+# The call whose open unit of work a nested ``mediator.send`` joins (a saga step's).
+_joinable: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
+    "wirebus_joinable_unit_of_work", default=None
+)
+
+
+@contextlib.contextmanager
+def joining(ctx: Context) -> Iterator[None]:
+    """Within this block, requests sent through the mediator join ``ctx``'s unit of work.
+
+    Their writes and the events they emit commit (or roll back) with ``ctx``'s
+    own, in one transaction: a saga step's handlers and its new state. Without
+    a unit of work in ``ctx`` (no database) it changes nothing.
+
+    Example::
+
+        with joining(ctx):
+            await mediator.send(ReserveStock(order_id=data.order_id))
+    """
+    token = _joinable.set(ctx if ctx.unit_of_work is not None else None)
+    try:
+        yield
+    finally:
+        _joinable.reset(token)
+
 
 # Built once: building statements per commit costs more CPU than running them.
 _INSERT_OUTBOX = insert(outbox_table)
@@ -214,6 +243,9 @@ class UnitOfWorkStage:
         claim = ctx.inbox
         if claim is not None and claim.batch is not None:
             return await self._in_batch(claim.batch, ctx, message, call_next)
+        host = _joinable.get()
+        if host is not None and host is not ctx:
+            return await self._joined(host, ctx, message, call_next)
         outer = ctx.unit_of_work
         uow = UnitOfWork(self.database, self.encoder, writer=self._writer)
         ctx.unit_of_work = uow
@@ -232,6 +264,17 @@ class UnitOfWorkStage:
             ctx.item_hooks.remove(hook)
             ctx.unit_of_work = outer
             await uow.close()
+
+    async def _joined(self, host: Context, ctx: Context, message: Any, call_next: CallNext) -> Any:
+        """Run inside ``host``'s open unit of work: its events commit with ``host``'s."""
+        outer = ctx.unit_of_work
+        ctx.unit_of_work = host.unit_of_work
+        try:
+            result = await call_next(message)
+        finally:
+            ctx.unit_of_work = outer
+        host.events.extend(ctx.take_events())  # delivered (or written) by the host's commit
+        return result
 
     async def _in_batch(
         self, batch: BatchUnitOfWork, ctx: Context, message: Any, call_next: CallNext
