@@ -40,14 +40,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
+import importlib.util
 import logging
 import os
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,7 +56,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sqlalchemy as sa
 from _common import percentile, print_table, write_json
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+import wirebus
+from wirebus import Mediator
 
 DB_ENV = "WIREBUS_DATABASE_URL"
 STEPS = 3
@@ -140,9 +148,13 @@ class CountingDiscardHandler(logging.Handler):
 
 
 class Subject(Protocol):
-    """One library's saga on one fresh database."""
+    """One library's saga on one fresh database, through its own engine."""
+
+    engine: AsyncEngine
 
     async def setup(self) -> None: ...
+
+    async def close(self) -> None: ...
 
     async def run_saga(self, key: str) -> None: ...
 
@@ -152,13 +164,14 @@ class Subject(Protocol):
 class CqrsSubject:
     """python-cqrs 5.3: ``SagaMediator.execute`` with ``SqlAlchemySagaStorage``."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, url: str, concurrency: int) -> None:
         import di
         from cqrs.bootstrap import saga as saga_bootstrap
         from cqrs.saga.storage.sqlalchemy import SqlAlchemySagaStorage
 
-        self.engine = engine
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # the pool of wirebus' Database: pool_size, SQLAlchemy's default max_overflow (10)
+        self.engine = create_async_engine(url, pool_size=concurrency)
+        sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.context_type, saga_type = _cqrs_saga(sessions)
         self.mediator = saga_bootstrap.bootstrap(
             di_container=di.Container(),
@@ -186,6 +199,9 @@ class CqrsSubject:
         query = sa.select(sa.func.count()).where(Execution.status == SagaStatus.COMPLETED)
         async with self.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
+
+    async def close(self) -> None:
+        await self.engine.dispose()
 
 
 def _cqrs_saga(sessions: async_sessionmaker[Any]) -> tuple[Any, Any]:
@@ -223,13 +239,103 @@ def _cqrs_saga(sessions: async_sessionmaker[Any]) -> tuple[Any, Any]:
     return BenchContext, BenchSaga
 
 
-def wirebus_subject(engine: AsyncEngine, url: str) -> Subject:
-    """The wirebus row's subject, or ``NotImplementedError`` saying what is missing."""
-    import importlib.util
+# wirebus' messages and handlers: module level, so their annotations resolve.
 
-    if importlib.util.find_spec("wirebus.saga.engine") is None:
-        raise NotImplementedError("wirebus.saga.engine is not on this branch yet (wt/saga)")
-    raise NotImplementedError("the wirebus row is not written yet")
+
+class BenchSagaRequested(wirebus.Event):
+    """Starts one bench saga (its ``start_on`` event; handled in-process)."""
+
+    key: str
+
+
+class WriteStep(wirebus.Command[None]):
+    key: str
+    step: int
+
+
+class UndoStep(wirebus.Command[None]):
+    key: str
+    step: int
+
+
+@dataclasses.dataclass
+class BenchData:
+    key: str
+    steps_done: int = 0
+
+
+bench_router = wirebus.Router("bench")
+
+
+@bench_router.handler
+async def write_step(cmd: WriteStep, session: AsyncSession) -> None:
+    await session.execute(INSERT_STEP, {"saga_key": cmd.key, "step": cmd.step, "state": "done"})
+
+
+@bench_router.handler
+async def undo_step(cmd: UndoStep, session: AsyncSession) -> None:
+    await session.execute(UNDO_STEP, {"k": cmd.key, "s": cmd.step})
+
+
+def _wirebus_saga() -> Any:
+    """The wirebus saga of the row: 3 in-process steps, each sending WriteStep/UndoStep."""
+    from wirebus.saga import Saga, Step
+
+    def step(index: int) -> Any:
+        async def act(data: BenchData, mediator: Mediator) -> None:
+            await mediator.send(WriteStep(key=data.key, step=index))
+            data.steps_done += 1
+
+        async def undo(data: BenchData, mediator: Mediator) -> None:
+            await mediator.send(UndoStep(key=data.key, step=index))
+
+        return Step(f"step {index}", action=act, compensate=undo)
+
+    return Saga(
+        "bench",
+        data=BenchData,
+        key="key",
+        start_on=[BenchSagaRequested],
+        steps=[step(i) for i in range(STEPS)],
+    )
+
+
+class WirebusSubject:
+    """wirebus: ``App(sagas=[...])`` on a ``Database``; each transition one unit of work."""
+
+    def __init__(self, url: str, concurrency: int) -> None:
+        from wirebus.db import Database
+
+        self.database = Database(
+            url, schema="create", extra_metadata=[app_metadata], pool_size=concurrency
+        )
+        self.engine = self.database.engine
+        self.app = wirebus.App(name="bench", routers=[bench_router], sagas=[_wirebus_saga()])
+        self.mediator: Mediator | None = None
+
+    async def setup(self) -> None:
+        await self.database.start()
+        self.mediator = self.app.mediator(database=self.database, owns_database=False)
+        await self.mediator.start()
+
+    async def run_saga(self, key: str) -> None:
+        assert self.mediator is not None
+        # the in-process Due handler drives the saga to its end before publish returns
+        await self.mediator.publish(BenchSagaRequested(key=key))
+
+    async def completed(self) -> int:
+        from wirebus.db import saga_table
+
+        query = sa.select(sa.func.count()).where(
+            saga_table.c.saga_type == "bench", saga_table.c.status == "completed"
+        )
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def close(self) -> None:
+        if self.mediator is not None:
+            await self.mediator.close()
+        await self.database.close()
 
 
 # ---------------------------------------------------------------- one row
@@ -292,73 +398,71 @@ async def verify(engine: AsyncEngine, subject: Subject, sagas: int) -> dict[str,
     }
 
 
-@contextlib.asynccontextmanager
-async def fresh_engine(url: str, concurrency: int) -> AsyncIterator[tuple[AsyncEngine, str]]:
-    """A fresh database on the server of ``url`` and an engine on it (both gone on exit)."""
-    from wirebus.testing import postgres_database
+def subject_of(name: str, url: str, concurrency: int) -> Subject:
+    """The subject of row ``name``; ``NotImplementedError`` saying what is missing."""
+    if name != "wirebus":
+        return CqrsSubject(url, concurrency)
+    if importlib.util.find_spec("wirebus.saga.engine") is None:
+        raise NotImplementedError("wirebus.saga.engine is not on this branch (wt/saga)")
+    return WirebusSubject(url, concurrency)
 
-    async with postgres_database(url, "bench_saga") as created:
-        engine = create_async_engine(created, pool_size=concurrency, max_overflow=8)
-        try:
-            yield engine, created
-        finally:
-            await engine.dispose()
+
+async def timed_run(
+    subject: Subject, counts: Counts, sagas: int, concurrency: int, limit_s: float
+) -> dict[str, Any]:
+    """Warm-up (uncounted), then ``sagas`` sagas timed and counted."""
+    await subject.setup()
+    async with subject.engine.begin() as conn:
+        await conn.run_sync(app_metadata.create_all)
+    await drive(subject.run_saga, [f"warm-{i:05d}" for i in range(concurrency)], concurrency)
+    count_engine(subject.engine, counts)
+    counts.reset()
+    keys = [f"saga-{i:07d}" for i in range(sagas)]
+    c0, t0 = time.process_time(), time.perf_counter()
+    latencies = await asyncio.wait_for(drive(subject.run_saga, keys, concurrency), limit_s)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    seen = counts.snapshot()
+    latencies.sort()
+    return {
+        "sagas_per_s": sagas / wall,
+        "seconds": wall,
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
+        "cpu_ms_per_saga": cpu / sagas * 1e3,
+        **{f"{k}_per_saga": v / sagas for k, v in seen.items()},
+    }
 
 
 async def measure_row(
     name: str, url: str, sagas: int, concurrency: int, limit_s: float
 ) -> dict[str, Any]:
     """One row on its own fresh database: warm-up, timed run, counts, verification."""
-    row: dict[str, Any] = {
-        "key": name,
-        "label": LABELS[name],
-        "sagas": sagas,
-        "concurrency": concurrency,
-    }
-    cqrs_logger = logging.getLogger("cqrs")
-    async with fresh_engine(url, concurrency) as (engine, db_url):
-        counts = Counts()
-        handler = CountingDiscardHandler(counts)
+    from wirebus.testing import postgres_database
+
+    row: dict[str, Any] = {"key": name, "label": LABELS[name], "sagas": sagas}
+    row["concurrency"] = concurrency
+    cqrs_logger, root = logging.getLogger("cqrs"), logging.getLogger()
+    async with postgres_database(url, "bench_saga") as db_url:
         try:
-            subject: Subject = (
-                wirebus_subject(engine, db_url) if name == "wirebus" else CqrsSubject(engine)
-            )
+            subject = subject_of(name, db_url, concurrency)
         except NotImplementedError as exc:
             return {**row, "skipped": str(exc)}
-        shipped = cqrs_logger.level  # what importing cqrs set (DEBUG)
+        counts = Counts()
+        handler = CountingDiscardHandler(counts)
+        shipped = cqrs_logger.level  # what importing cqrs set it to (DEBUG)
         if name == "cqrs_quiet":
             cqrs_logger.setLevel(logging.WARNING)
-        logging.getLogger().addHandler(handler)
+        root.addHandler(handler)
         try:
-            async with engine.begin() as conn:
-                await conn.run_sync(app_metadata.create_all)
-            await subject.setup()
-            await drive(
-                subject.run_saga, [f"warm-{i:05d}" for i in range(concurrency)], concurrency
-            )
-            count_engine(engine, counts)
-            counts.reset()
-            keys = [f"saga-{i:07d}" for i in range(sagas)]
-            c0, t0 = time.process_time(), time.perf_counter()
-            latencies = await asyncio.wait_for(drive(subject.run_saga, keys, concurrency), limit_s)
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            seen = counts.snapshot()
+            row.update(await timed_run(subject, counts, sagas, concurrency, limit_s))
         finally:
-            logging.getLogger().removeHandler(handler)
+            root.removeHandler(handler)
             cqrs_logger.setLevel(shipped)
-        check = await verify(engine, subject, sagas + concurrency)
-    latencies.sort()
-    per_saga = {f"{k}_per_saga": v / sagas for k, v in seen.items()}
-    return {
-        **row,
-        "sagas_per_s": sagas / wall,
-        "seconds": wall,
-        "p50_ms": percentile(latencies, 50) * 1e3,
-        "p99_ms": percentile(latencies, 99) * 1e3,
-        "cpu_ms_per_saga": cpu / sagas * 1e3,
-        **per_saga,
-        **check,
-    }
+        try:
+            row.update(await verify(subject.engine, subject, sagas + concurrency))
+        finally:
+            await subject.close()
+    return row
 
 
 # ---------------------------------------------------------------- rounds and report

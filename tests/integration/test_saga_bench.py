@@ -1,9 +1,8 @@
 """The saga benchmark runs at a tiny size on the real PostgreSQL and checks its own rows.
 
 ``bench/saga_throughput.py`` is a measurement, not a test; this only proves
-that it still runs end to end (fresh databases, both python-cqrs rows, the
-wirebus row or the reason it is skipped) and that every row it measured
-passed its own correctness check.
+that it still runs end to end (fresh databases, both python-cqrs rows and the
+wirebus row) and that every row passed its own correctness check.
 """
 
 from __future__ import annotations
@@ -52,13 +51,12 @@ def test_the_saga_benchmark_measures_and_verifies_every_row_at_a_tiny_size(
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {r["key"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"cqrs_shipped", "cqrs_quiet", "wirebus"}
-    measured = [r for r in rows.values() if "skipped" not in r]
-    assert {"cqrs_shipped", "cqrs_quiet"} <= {r["key"] for r in measured}
-    for row in measured:
+    for row in rows.values():
+        assert "skipped" not in row, row
         assert row["verified"], (row["key"], row["problems"])
         assert row["completed"] == SAGAS + CONCURRENCY  # the warm-up sagas are kept too
         assert row["step_rows"] == 3 * (SAGAS + CONCURRENCY)
         assert row["commits_per_saga"] >= 1
         assert row["statements_per_saga"] >= 3  # at least each step's own insert
-    if "skipped" in rows["wirebus"]:
-        assert rows["wirebus"]["skipped"], "a skipped row says why"
+    # wirebus: the start, then one transaction per step (its write and the saga's state)
+    assert rows["wirebus"]["commits_per_saga"] <= 3 + 1
