@@ -25,7 +25,7 @@ and per saga exactly: transactions begun, commits, rollbacks (SQLAlchemy
 ``begin``/``commit``/``rollback`` events on ``engine.sync_engine``) and SQL
 statements (``before_cursor_execute``), plus the log records that reached
 the root handler (a counting handler that discards them: nothing is
-printed). A warm-up of C sagas runs first, untimed and uncounted. After the
+printed). A warm-up of max(C, 64) sagas runs first, untimed and uncounted. After the
 row, queries check that every saga completed and ``bench_step`` holds
 exactly 3 rows per saga -- a row that is fast because it skipped work fails.
 
@@ -68,6 +68,8 @@ from wirebus import Mediator
 
 DB_ENV = "WIREBUS_DATABASE_URL"
 STEPS = 3
+WARMUP = 64
+"""Untimed, uncounted sagas run first in every row (at least C)."""
 ROWS = ("cqrs_shipped", "cqrs_quiet", "wirebus")
 BASELINE = "cqrs_quiet"
 LABELS = {
@@ -408,13 +410,13 @@ def subject_of(name: str, url: str, concurrency: int) -> Subject:
 
 
 async def timed_run(
-    subject: Subject, counts: Counts, sagas: int, concurrency: int, limit_s: float
+    subject: Subject, counts: Counts, sagas: int, concurrency: int, limit_s: float, warm: int
 ) -> dict[str, Any]:
-    """Warm-up (uncounted), then ``sagas`` sagas timed and counted."""
+    """``warm`` sagas (not timed nor counted), then ``sagas`` sagas timed and counted."""
     await subject.setup()
     async with subject.engine.begin() as conn:
         await conn.run_sync(app_metadata.create_all)
-    await drive(subject.run_saga, [f"warm-{i:05d}" for i in range(concurrency)], concurrency)
+    await drive(subject.run_saga, [f"warm-{i:05d}" for i in range(warm)], concurrency)
     count_engine(subject.engine, counts)
     counts.reset()
     keys = [f"saga-{i:07d}" for i in range(sagas)]
@@ -440,7 +442,8 @@ async def measure_row(
     from wirebus.testing import postgres_database
 
     row: dict[str, Any] = {"key": name, "label": LABELS[name], "sagas": sagas}
-    row["concurrency"] = concurrency
+    warm = max(WARMUP, concurrency)
+    row.update(concurrency=concurrency, warmup=warm)
     cqrs_logger, root = logging.getLogger("cqrs"), logging.getLogger()
     async with postgres_database(url, "bench_saga") as db_url:
         try:
@@ -454,12 +457,12 @@ async def measure_row(
             cqrs_logger.setLevel(logging.WARNING)
         root.addHandler(handler)
         try:
-            row.update(await timed_run(subject, counts, sagas, concurrency, limit_s))
+            row.update(await timed_run(subject, counts, sagas, concurrency, limit_s, warm))
         finally:
             root.removeHandler(handler)
             cqrs_logger.setLevel(shipped)
         try:
-            row.update(await verify(subject.engine, subject, sagas + concurrency))
+            row.update(await verify(subject.engine, subject, sagas + warm))
         finally:
             await subject.close()
     return row
