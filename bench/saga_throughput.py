@@ -487,6 +487,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p50_ms": statistics.median(r["p50_ms"] for r in done),
         "p99_ms": statistics.median(r["p99_ms"] for r in done),
         "rounds": len(done),
+        "by_round": {k: [r[k] for r in done] for k in ("sagas_per_s", "cpu_ms_per_saga")},
         "verified": all(r["verified"] for r in done),
         "problems": [p for r in done for p in r["problems"]],
     }
@@ -507,8 +508,20 @@ def ratios(by: dict[str, dict[str, Any]]) -> list[list[Any]]:
     for top, base in pairs:
         t, b = by.get(top, {}), by.get(base, {})
         if "sagas_per_s" in t and "sagas_per_s" in b:
-            out += [[f"{top} / {base}: {what}", t[k] / b[k]] for k, what in RATIO_METRICS]
+            out += [
+                [f"{top} / {base}: {what}", t[k] / b[k], _round_spread(t, b, k)]
+                for k, what in RATIO_METRICS
+            ]
     return out
+
+
+def _round_spread(top: dict[str, Any], base: dict[str, Any], key: str) -> str:
+    """min-max of the ratio taken within each round (both rows ran in that round)."""
+    if key not in top.get("by_round", {}):
+        return "-"
+    pairs = zip(top["by_round"][key], base["by_round"][key], strict=False)
+    each = sorted(t / b for t, b in pairs)
+    return f"{each[0]:.2f}-{each[-1]:.2f}"
 
 
 def report(
@@ -558,7 +571,7 @@ def report(
     if measured:
         print_table(
             "saga_throughput: ratios (baseline python-cqrs, logger WARNING)",
-            ["measure", "value"],
+            ["measure", "value", "per round"],
             measured,
         )
     return measured
@@ -612,7 +625,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "rounds": args.rounds,
         "rows": rows,
-        "ratios": {name: value for name, value in measured},
+        "ratios": {m[0]: {"value": m[1], "per_round": m[2]} for m in measured},
     }
     write_json(args.json, result)
     if not all(r.get("verified", True) for r in rows):
