@@ -5,7 +5,8 @@ inserts one row into an app table ``bench_step`` (key, step) and a
 compensation that would mark it undone -- ``--sagas N`` times with
 ``--concurrency C`` sagas in flight, on a fresh database of the PostgreSQL
 server in ``WIREBUS_DATABASE_URL`` (or ``--url``), through one SQLAlchemy
-async engine (asyncpg, pool of C connections + 8 overflow).
+async engine per row (asyncpg, pool of C connections + SQLAlchemy's default
+overflow of 10: what wirebus' ``Database(pool_size=C)`` builds).
 
   cqrs_shipped  python-cqrs 5.3 ``cqrs.bootstrap.saga.bootstrap`` +
                 ``SqlAlchemySagaStorage`` (its own ``saga_executions`` /
@@ -13,8 +14,11 @@ async engine (asyncpg, pool of C connections + 8 overflow).
                 ``cqrs`` logger at the DEBUG level python-cqrs sets on import
   cqrs_quiet    the same with ``logging.getLogger("cqrs").setLevel(WARNING)``
                 (the baseline of the ratios)
-  wirebus       wirebus' saga engine, SQLAlchemy saga store on the unit of
-                work's session (skipped, saying why, until the engine is there)
+  wirebus       ``App(sagas=[...])`` on a ``Database``: the saga started by
+                its ``start_on`` event through ``mediator.publish``, each
+                step sending ``WriteStep`` through the mediator (its handler
+                joins the step's unit of work); the SQLAlchemy saga store
+                (skipped, saying why, on a branch without wirebus.saga.engine)
 
 Each step's write is the app's own: python-cqrs steps get no session from the
 saga (its storage keeps its session to itself), so each action writes in its
@@ -25,9 +29,10 @@ and per saga exactly: transactions begun, commits, rollbacks (SQLAlchemy
 ``begin``/``commit``/``rollback`` events on ``engine.sync_engine``) and SQL
 statements (``before_cursor_execute``), plus the log records that reached
 the root handler (a counting handler that discards them: nothing is
-printed). A warm-up of max(C, 64) sagas runs first, untimed and uncounted. After the
-row, queries check that every saga completed and ``bench_step`` holds
-exactly 3 rows per saga -- a row that is fast because it skipped work fails.
+printed), and this process's CPU per saga. A warm-up of max(C, 64) sagas
+runs first, untimed and uncounted. After the row, queries check that every
+saga completed and ``bench_step`` holds exactly 3 rows per saga -- a row that
+is fast because it skipped work fails (and the script exits 1).
 
 Run (~15-35 s per row per round on the shared 2-core machine)::
 
