@@ -14,18 +14,24 @@ from shop.orders.v1 import orders_pb2
 from wirebus import App, Validation
 from wirebus.correlation import current_correlation
 
+from .notifications.handlers import NoticeStore
+from .notifications.handlers import router as notifications_router
 from .orders.handlers import router as orders_router
-from .orders.messages import OrderCancelled, OrderPlaced
+from .orders.messages import OrderCancelled, OrderPlaced, OrderSnapshot, OrderStatusChanged
 from .orders.store import OrderStore
 from .orders.store import metadata as orders_metadata
 from .payments.handlers import router as payments_router
 from .payments.messages import PaymentCaptured
+from .replica.handlers import ReplicaStore
+from .replica.handlers import router as replica_router
 
 log = logging.getLogger("examples.shop")
 
 
 class ShopProvider(Provider):
     orders = provide(OrderStore, scope=Scope.REQUEST)  # on the request's session
+    notices = provide(NoticeStore, scope=Scope.REQUEST)
+    replica = provide(ReplicaStore, scope=Scope.REQUEST)
 
 
 async def log_with_correlation_id(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -52,10 +58,13 @@ async def log_with_correlation_id(request: Any, call_next: Callable[[Any], Await
 app = App(
     name="shop",
     services=[orders_pb2],
-    routers=[orders_router, payments_router],
+    routers=[orders_router, payments_router, notifications_router, replica_router],
     providers=[ShopProvider()],
     behaviours=[log_with_correlation_id],
     validation=Validation(),  # the buf.validate rules of orders.proto, before any handler
-    metadata=orders_metadata,
-    events=[OrderPlaced, OrderCancelled, PaymentCaptured],  # all travel, handled here or not
+    metadata=orders_metadata,  # the orders table, and the notices and replica tables
+    # all travel, handled here or not; OrderStatusChanged (a notification, on
+    # shop.orders.v1.notifications) and OrderSnapshot (the whole order, on the
+    # compacted shop.orders.v1.snapshots) are keyed by order_id
+    events=[OrderPlaced, OrderCancelled, PaymentCaptured, OrderStatusChanged, OrderSnapshot],
 )

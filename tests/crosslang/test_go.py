@@ -169,6 +169,7 @@ def test_go_tests_pass_against_the_shop(
         "TestShop/client/second_CancelOrder_is_FAILED_PRECONDITION"
         "_with_ErrorInfo_ORDER_ALREADY_CANCELLED",
         "TestShop/consumer",
+        "TestEventStyles",
     ):
         assert f"--- PASS: {name} " in output, f"{name} did not pass:\n{output}"
 

@@ -23,7 +23,13 @@ def shop_app(tracing: Tracing | bool | None = False) -> App:
         providers=[shop.ShopProvider()],
         behaviours=[shop.log_with_correlation_id],
         metadata=shop.orders_metadata,
-        events=[shop.OrderPlaced, shop.OrderCancelled, shop.PaymentCaptured],
+        events=[
+            shop.OrderPlaced,
+            shop.OrderCancelled,
+            shop.PaymentCaptured,
+            shop.OrderStatusChanged,
+            shop.OrderSnapshot,
+        ],
         tracing=tracing,
     )
 

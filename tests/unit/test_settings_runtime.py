@@ -126,9 +126,16 @@ async def test_an_order_is_paid_through_the_embedded_broker_and_consumers(tmp_pa
         assert captured.header("ce_source") == b"shop"
         assert runtime.runner is not None
         runner = runtime.runner
-        await until(lambda: runner.outcomes.get("handled") == 2)
+        # OrderPlaced, PaymentCaptured, and the notification and snapshot of each
+        # status change (PENDING, PAID)
+        await until(lambda: runner.outcomes.get("handled") == 6)
         assert broker.committed("shop", (placed.topic, placed.partition)) == placed.offset + 1
-        assert broker.topics() == ["shop.orders.v1", "shop.payments.v1"]
+        assert broker.topics() == [
+            "shop.orders.v1",
+            "shop.orders.v1.notifications",
+            "shop.orders.v1.snapshots",
+            "shop.payments.v1",
+        ]
 
 
 async def test_without_kafka_the_relay_publishes_the_outbox_to_the_embedded_broker(
@@ -178,7 +185,8 @@ async def test_stopping_the_runtime_stops_its_consumer() -> None:
 
 def test_unknown_routers_are_a_configuration_error_listing_the_known_ones() -> None:
     with pytest.raises(
-        ConfigurationError, match="no router named nope; the app has orders, payments"
+        ConfigurationError,
+        match="no router named nope; the app has notifications, orders, payments, replica",
     ):
         Runtime(shop_app, Settings(), consume=True, routers=frozenset({"nope", "payments"}))
 
@@ -189,7 +197,12 @@ def test_the_payments_slice_consumes_the_orders_topic_only() -> None:
 
 
 def test_the_whole_app_consumes_every_topic_its_event_handlers_take() -> None:
-    assert Runtime(shop_app, Settings()).topics == ["shop.orders.v1", "shop.payments.v1"]
+    assert Runtime(shop_app, Settings()).topics == [
+        "shop.orders.v1",
+        "shop.orders.v1.notifications",  # the notifications slice
+        "shop.orders.v1.snapshots",  # the replica slice
+        "shop.payments.v1",
+    ]
     assert Runtime(shop_app, Settings(), routers=frozenset({"orders"})).topics == [
         "shop.payments.v1"
     ]
@@ -288,6 +301,14 @@ async def test_on_outcome_is_told_of_every_record_the_runtimes_consumers_settle(
         assert runtime.mediator is not None
         await runtime.mediator.send(place_order())
 
-        await until(lambda: len(reached) == 2)
+        await until(lambda: len(reached) == 6)  # with 2 notifications and 2 snapshots
 
-    assert reached == [("shop.orders.v1", "handled"), ("shop.payments.v1", "handled")]
+    causal = [r for r in reached if r[0] in ("shop.orders.v1", "shop.payments.v1")]
+    assert causal == [("shop.orders.v1", "handled"), ("shop.payments.v1", "handled")]
+    assert sorted(reached) == sorted(
+        [
+            *causal,
+            *[("shop.orders.v1.notifications", "handled")] * 2,
+            *[("shop.orders.v1.snapshots", "handled")] * 2,
+        ]
+    )
