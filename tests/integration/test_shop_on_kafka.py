@@ -22,7 +22,8 @@ from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-PYTHONPATH = f"{ROOT / 'gen' / 'python'}{os.pathsep}{ROOT}"
+# src first: the child runs this checkout's wirebus (a worktree's), not an installed one
+PYTHONPATH = os.pathsep.join(str(p) for p in (ROOT / "src", ROOT / "gen" / "python", ROOT))
 
 
 def free_port() -> int:
