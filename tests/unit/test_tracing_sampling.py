@@ -75,3 +75,25 @@ async def test_with_a_sampler_dropping_every_root_no_sampler_is_asked_and_unsamp
     assert traceparents(captured.record) == [parent]  # the consumer passed it on
     assert exporter.get_finished_spans() == ()
     assert sampler.asked == 0  # no SDK span was started for the decision
+
+
+async def test_a_dropped_root_is_one_new_trace_per_call_shared_by_all_its_events() -> None:
+    tracing, _ = dropping(CountingAlwaysOff())
+    async with AppHarness(shop_app(tracing)) as harness:
+        stub = orders_pb2_grpc.OrderServiceStub(await harness.channel())
+        for customer in ("alice", "bob"):
+            await stub.PlaceOrder(orders_pb2.PlaceOrderRequest(customer_id=customer, items=ITEMS))
+        # each order: its OrderPlaced, OrderStatusChanged and OrderSnapshot
+        await harness.wait_published(OrderPlaced, count=2)
+        events = [p for p in harness.published() if not isinstance(p.event, PaymentCaptured)]
+
+    by_order: dict[str, set[str]] = {}
+    for published in events:
+        [parent] = traceparents(published.record)
+        by_order.setdefault(published.record.key.decode(), set()).add(parent)
+    assert len(events) == 6
+    assert [len(parents) for parents in by_order.values()] == [1, 1]  # one trace per call
+    first, second = (next(iter(p)) for p in by_order.values())
+    assert first.split("-")[1] != second.split("-")[1]  # a new trace for each call
+    assert first.endswith("-00")  # not sampled
+    assert second.endswith("-00")
