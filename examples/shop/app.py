@@ -28,13 +28,17 @@ from wirebus.correlation import current_correlation
 from .checkout.saga import checkout_saga
 from .inventory.handlers import router as inventory_router
 from .inventory.store import StockStore
+from .notifications.handlers import NoticeStore
+from .notifications.handlers import router as notifications_router
 from .orders.handlers import router as orders_router
-from .orders.messages import OrderCancelled, OrderPlaced
+from .orders.messages import OrderCancelled, OrderPlaced, OrderSnapshot, OrderStatusChanged
 from .orders.store import OrderStore
 from .orders.store import metadata as orders_metadata
 from .payments.handlers import PaymentsProvider
 from .payments.handlers import router as payments_router
 from .payments.messages import CapturePayment, PaymentCaptured, PaymentDeclined
+from .replica.handlers import ReplicaStore
+from .replica.handlers import router as replica_router
 
 log = logging.getLogger("examples.shop")
 
@@ -57,6 +61,8 @@ class ShopSettings:
 class ShopProvider(Provider):
     orders = provide(OrderStore, scope=Scope.REQUEST)  # on the request's session
     stock = provide(StockStore, scope=Scope.REQUEST)
+    notices = provide(NoticeStore, scope=Scope.REQUEST)
+    replica = provide(ReplicaStore, scope=Scope.REQUEST)
 
 
 async def log_with_correlation_id(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -87,7 +93,13 @@ def build_app(settings: ShopSettings | None = None, *, payments: bool = True) ->
     CapturePayment, so every checkout times out and compensates.
     """
     settings = settings or ShopSettings()
-    slices = [orders_router, inventory_router, *([payments_router] if payments else [])]
+    slices = [
+        orders_router,
+        inventory_router,
+        *([payments_router] if payments else []),
+        notifications_router,
+        replica_router,
+    ]
     return App(
         name="shop",
         services=[orders_pb2],
@@ -95,9 +107,19 @@ def build_app(settings: ShopSettings | None = None, *, payments: bool = True) ->
         providers=[ShopProvider(), PaymentsProvider(settings.payment_limit_cents)],
         behaviours=[log_with_correlation_id],
         validation=Validation(),  # the buf.validate rules of orders.proto, before any handler
-        metadata=orders_metadata,  # the orders' and the inventory's tables
-        # all travel, handled here or not
-        events=[OrderPlaced, OrderCancelled, CapturePayment, PaymentCaptured, PaymentDeclined],
+        metadata=orders_metadata,  # the orders', inventory's, notices' and replica's tables
+        # all travel, handled here or not; OrderStatusChanged (a notification, on
+        # shop.orders.v1.notifications) and OrderSnapshot (the whole order, on the
+        # compacted shop.orders.v1.snapshots) are keyed by order_id
+        events=[
+            OrderPlaced,
+            OrderCancelled,
+            CapturePayment,
+            PaymentCaptured,
+            PaymentDeclined,
+            OrderStatusChanged,
+            OrderSnapshot,
+        ],
         sagas=[checkout_saga(payment_timeout=settings.payment_timeout)],
     )
 

@@ -332,7 +332,13 @@ class App:
             lines.append(f"  {label} -> {', '.join(names)}")
         lines.append("topics:")
         for kind in sorted(registry, key=lambda k: (k.topic, k.full_name)):
-            lines.append(f"  {kind.topic}: {kind.full_name} (dlq {kind.topic}.dlq)")
+            key = f"key {kind.key_field}" if kind.key_field else "no key"
+            source = "declared" if kind.topic_declared else "from the proto package"
+            compacted = ", compacted" if kind.compacted else ""
+            lines.append(
+                f"  {kind.topic}: {kind.full_name} (dlq {kind.topic}.dlq), {key},"
+                f" topic {source}{compacted}"
+            )
         requests = [s for s in self.specs if s.kind != "event"]
         lines.append("in-process requests:")
         for spec in requests:

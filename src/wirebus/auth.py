@@ -9,8 +9,11 @@ and readable anywhere in the call with :func:`current_identity`. Requests sent
 in-process (``mediator.send`` from a handler or a consumer) carry no
 credentials and are trusted as :data:`LOCAL` unless ``trust_local=False``.
 
-Health checks and reflection are served beside the pipeline, so they stay
-public whatever the rules say.
+Health checks and reflection are served beside the pipeline, and are public
+by default (a load balancer or a probe checks health without a token).
+``protect_health=True`` / ``protect_reflection=True`` make the gateway ask
+them for credentials too, with the same authenticators, public methods and
+rules (``grpc.health.v1.Health/Check``, ``grpc.reflection.v1.ServerReflection/*``).
 
 Authenticators: :class:`StaticTokens` (a fixed set of bearer tokens) and
 :class:`JWTAuthenticator` (PyJWT; keys configured, or a JWKS fetched off the
@@ -360,6 +363,12 @@ class Authentication:
     ``"*"``, the most specific wins -- to a set of required scopes or a
     :data:`Rule`. ``public`` methods accept callers without credentials (bad
     credentials are still refused). Every other method needs an identity.
+    ``protect_health`` / ``protect_reflection`` extend all of this to the
+    gateway's health and reflection services, public by default.
+
+    Example::
+
+        Authentication(StaticTokens({"s3cr3t": "ops"}), protect_reflection=True)
     """
 
     stage_name = "authentication"
@@ -371,6 +380,8 @@ class Authentication:
         rules: Mapping[str, Rule | Iterable[str]] | None = None,
         public: Iterable[str] = (),
         trust_local: bool = True,
+        protect_health: bool = False,
+        protect_reflection: bool = False,
     ) -> None:
         if not authenticators:
             raise ConfigurationError("Authentication needs at least one authenticator")
@@ -381,6 +392,10 @@ class Authentication:
         }
         self.public = frozenset(_pattern(m) for m in public)
         self.trust_local = trust_local
+        self.protect_health = protect_health
+        """Whether the gateway's health service needs credentials (default: public)."""
+        self.protect_reflection = protect_reflection
+        """Whether the gateway's server reflection needs credentials (default: public)."""
 
     async def __call__(self, message: Any, call_next: CallNext) -> Any:
         call = current_call()
@@ -388,6 +403,14 @@ class Authentication:
             if not self.trust_local:
                 raise Unauthenticated("in-process requests are not trusted here")
             return await call_next(message)
+        token = _identity.set(await self.admit(call))
+        try:
+            return await call_next(message)
+        finally:
+            _identity.reset(token)
+
+    async def admit(self, call: CallInfo) -> Identity:
+        """The identity ``call`` goes on as; UNAUTHENTICATED or PERMISSION_DENIED when none."""
         method = call.method.lstrip("/")
         identity = await self.identify(call)
         if identity is None:
@@ -404,11 +427,7 @@ class Authentication:
                     f"{identity.subject or 'an anonymous caller'} may not call {method}",
                     metadata={"method": method},
                 )
-        token = _identity.set(identity)
-        try:
-            return await call_next(message)
-        finally:
-            _identity.reset(token)
+        return identity
 
     async def identify(self, call: CallInfo) -> Identity | None:
         """The first identity an authenticator proves; ``None`` when there are no credentials."""

@@ -52,6 +52,10 @@ class EventType:
     decode: Callable[[bytes], Any]
     key: Callable[[Any], str] | None = None
     key_field: str | None = None
+    topic_declared: bool = False
+    """Whether ``topic`` was declared (``topic=``) rather than derived from the package."""
+    compacted: bool = False
+    """Whether the topic keeps the latest record per key (``cleanup.policy=compact``)."""
 
     @property
     def dataschema(self) -> str:
@@ -129,12 +133,20 @@ class EventRegistry:
         """Every topic an event of this registry travels on."""
         return frozenset(t.topic for t in self._by_type.values())
 
+    @property
+    def topic_configs(self) -> dict[str, dict[str, str]]:
+        """Kafka configs of the topics that need some (compacted ones), to create them with."""
+        return {
+            t.topic: {"cleanup.policy": "compact"} for t in self._by_type.values() if t.compacted
+        }
+
 
 def _event_type(
     tp: type, *, topic: str | None, key: str | None, full_name: str | None
 ) -> EventType:
     key = key if key is not None else getattr(tp, "__wirebus_key__", None)
     topic = topic if topic is not None else getattr(tp, "__wirebus_topic__", None)
+    compacted = bool(getattr(tp, "__wirebus_compacted__", False))
     key_getter = _key_getter(tp, key) if key else None
     conv = converter_of(tp)
     if conv is not None:
@@ -149,6 +161,8 @@ def _event_type(
             decode=lambda b: from_proto(parse(b)),
             key=key_getter,
             key_field=key,
+            topic_declared=bool(topic),
+            compacted=compacted,
         )
     if isinstance(tp, type) and issubclass(tp, ProtoMessage):
         name = tp.DESCRIPTOR.full_name
@@ -160,6 +174,8 @@ def _event_type(
             decode=tp.FromString,
             key=key_getter,
             key_field=key,
+            topic_declared=bool(topic),
+            compacted=compacted,
         )
     if _is_betterproto(tp):
         if not full_name:
@@ -174,6 +190,8 @@ def _event_type(
             decode=lambda b: tp().parse(b),  # type: ignore[attr-defined]
             key=key_getter,
             key_field=key,
+            topic_declared=bool(topic),
+            compacted=compacted,
         )
     raise ConfigurationError(
         f"{tp.__qualname__} cannot travel: bind it to a protobuf class with proto=,"
@@ -196,9 +214,9 @@ def _key_getter(tp: type, key: str) -> Callable[[Any], str]:
     fields = getattr(tp, "__dataclass_fields__", None)
     if fields is None and isinstance(tp, type) and issubclass(tp, ProtoMessage):
         fields = tp.DESCRIPTOR.fields_by_name
-    if fields is not None and key not in fields:
+    if fields is not None and key.partition(".")[0] not in fields:
         raise ConfigurationError(f"{tp.__qualname__}: key={key!r} names no field")
-    get = operator.attrgetter(key)
+    get = operator.attrgetter(key)  # a dotted key reads a nested field
     return lambda event: str(get(event))
 
 

@@ -66,6 +66,7 @@ class _MessageMeta(type):
         proto: type[ProtoMessage] | None = None,
         key: str | None = None,
         topic: str | None = None,
+        compacted: bool = False,
         **kwargs: Any,
     ) -> _MessageMeta:
         cls = super().__new__(mcls, name, bases, namespace, **kwargs)
@@ -76,9 +77,9 @@ class _MessageMeta(type):
         cls = typing.cast(
             _MessageMeta, dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
         )
-        if key is not None or topic is not None:
-            _declare_routing(cls, key, topic)
         proto = _agreed_proto(cls, proto, namespace.get("__orig_bases__", ()))
+        if key is not None or topic is not None or compacted:
+            _declare_routing(cls, key, topic, proto, compacted=compacted)
         if proto is not None:
             # sys._getframe(1) runs the class statement: its locals let
             # classes defined inside functions name each other in annotations.
@@ -106,18 +107,51 @@ def _agreed_proto(
     return keyword or argument
 
 
-def _declare_routing(cls: type, key: str | None, topic: str | None) -> None:
+def _declare_routing(
+    cls: type,
+    key: str | None,
+    topic: str | None,
+    proto: type[ProtoMessage] | None,
+    *,
+    compacted: bool,
+) -> None:
     if not any(getattr(b, "__name__", "") == "Event" for b in cls.__mro__[1:]):
-        raise ConfigurationError(f"{cls.__qualname__}: key= and topic= are for Event subclasses")
+        raise ConfigurationError(
+            f"{cls.__qualname__}: key= and topic= are for Event subclasses (compacted= too)"
+        )
+    if compacted and key is None:
+        raise ConfigurationError(
+            f"{cls.__qualname__}: compacted=True keeps the latest record per key: give it key="
+        )
     names = {f.name for f in dataclasses.fields(cls)}
-    if key is not None and key not in names:
+    if key is not None and key.partition(".")[0] not in names:
         raise ConfigurationError(
             f"{cls.__qualname__}: key={key!r} names no field (fields: {', '.join(sorted(names))})"
         )
+    if key is not None and proto is not None:
+        problem = _key_path_problem(proto, key)
+        if problem:
+            raise ConfigurationError(f"{cls.__qualname__}: key={key!r} {problem}")
     if topic is not None and not topic:
         raise ConfigurationError(f"{cls.__qualname__}: topic= must not be empty")
     cls.__wirebus_key__ = key  # type: ignore[attr-defined]
     cls.__wirebus_topic__ = topic  # type: ignore[attr-defined]
+    cls.__wirebus_compacted__ = compacted  # type: ignore[attr-defined]
+
+
+def _key_path_problem(proto: type[ProtoMessage], key: str) -> str | None:
+    """Why ``key`` (``order_id`` or a dotted ``order.order_id``) is no scalar of ``proto``."""
+    message: Any = proto.DESCRIPTOR  # None once the path reaches a scalar
+    for part in key.split("."):
+        if message is None:
+            return f"goes inside {part!r}, which is not a message"
+        field = message.fields_by_name.get(part)
+        if field is None:
+            return f"names no field of {message.full_name} ({part!r})"
+        message = field.message_type
+    if message is not None:
+        return f"names the message {message.full_name}: name a field inside it"
+    return None
 
 
 def _bind(
@@ -210,20 +244,34 @@ class Event(Message[P]):
     """Something that happened; handled by zero or more event handlers.
 
     ``key=`` names the field whose value keys the Kafka record (one
-    aggregate's events stay in order on one partition); ``topic=`` overrides
+    aggregate's events stay in order on one partition), or a dotted path to a
+    field of a nested message (``order.order_id``); ``topic=`` overrides
     the default topic, which is the proto package (``shop.orders.v1``).
+    ``compacted=True`` says the topic keeps the latest record per key
+    (``cleanup.policy=compact``, for state-transfer events): wirebus creates
+    it so when it creates the topic. ``wirebus describe`` lists each event's
+    topic, key and where the topic comes from.
 
     Example::
 
         class OrderPlaced(Event[orders_pb2.OrderPlaced], key="order_id"):
             order_id: str
             total_cents: int
+
+        class OrderSnapshot(
+            Event[orders_pb2.OrderSnapshot],
+            topic="shop.orders.v1.snapshots",
+            key="order.order_id",
+            compacted=True,
+        ):
+            order: OrderView
     """
 
     __slots__ = ()
     __wirebus_base__ = True
     __wirebus_key__: ClassVar[str | None] = None
     __wirebus_topic__: ClassVar[str | None] = None
+    __wirebus_compacted__: ClassVar[bool] = False
 
 
 def proto_class_of(tp: type) -> type[ProtoMessage] | None:

@@ -322,6 +322,12 @@ class Runtime(AsyncLifecycle):
             )
             self._stack.push_async_callback(kafka.stop)  # before start: a failed start too
             await kafka.start()
+            configs = self.app.registry().topic_configs
+            if configs:  # a compacted topic is made so before the first record lands in it
+                from .kafka import ensure_topics
+
+                security = self.settings.kafka_security
+                await ensure_topics(bootstrap, configs, configs=configs, security=security)
             return kafka
         assert self.broker is not None
         # The broker's records die with the process: a row goes only once handled.
@@ -339,6 +345,7 @@ class Runtime(AsyncLifecycle):
                 topics=self.topics,
                 start_at=self.start_at,
                 security=self.settings.kafka_security,
+                topic_configs=self.app.registry().topic_configs,  # compacted topics
             )
         assert self.broker is not None
         return self.broker.consumer(group=self.group, topics=self.topics)

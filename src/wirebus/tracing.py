@@ -63,7 +63,9 @@ _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 _SAMPLED_DIGITS = frozenset("13579bdf")  # the low digit of flags with the sampled bit set
 _Remote = tuple[str, str, str, bool]
-_Passed = tuple[str, str | None]  # traceparent, tracestate: encoded only if a record needs them
+# traceparent (or a new root's, made when first needed), tracestate: encoded only if a
+# record needs them
+_Passed = tuple["str | _NewRoot", str | None]
 
 # The context of a parent that is not sampled, passed on as it came (no span is made).
 _passthrough: contextvars.ContextVar[_Passed | None] = contextvars.ContextVar(
@@ -324,7 +326,12 @@ class Tracing:
         span_context = self._get_span().get_span_context()
         if not span_context.is_valid:
             passed = _passthrough.get()
-            return _NO_HEADERS if passed is None else _headers_of(*passed)
+            if passed is None:
+                return _NO_HEADERS
+            traceparent, tracestate = passed
+            if not isinstance(traceparent, str):
+                traceparent = traceparent.traceparent()
+            return _headers_of(traceparent, tracestate)
         return _format(span_context)
 
     @contextlib.contextmanager
@@ -515,10 +522,32 @@ def _unsampled_root(provider: Any) -> Callable[[], _Passed] | None:
     trace_id = getattr(ids, "generate_trace_id", None) or (lambda: random.getrandbits(128) or 1)
     span_id = getattr(ids, "generate_span_id", None) or (lambda: random.getrandbits(64) or 1)
 
+    def traceparent() -> str:
+        return f"00-{trace_id():032x}-{span_id():016x}-00"
+
     def new_context() -> _Passed:
-        return f"00-{trace_id():032x}-{span_id():016x}-00", None
+        return _NewRoot(traceparent), None
 
     return new_context
+
+
+class _NewRoot:
+    """A new unsampled trace context whose ids are made when a record first needs them.
+
+    Most calls publish nothing: they need no ids, no formatting. One
+    object per call or record, so all its events share one trace.
+    """
+
+    __slots__ = ("_make", "_text")
+
+    def __init__(self, make: Callable[[], str]) -> None:
+        self._make = make
+        self._text: str | None = None
+
+    def traceparent(self) -> str:
+        if self._text is None:
+            self._text = self._make()
+        return self._text
 
 
 def _text(value: str | bytes | None) -> str | None:

@@ -29,6 +29,8 @@ def shop_app(tracing: Tracing | bool | None = False) -> App:
             shop.CapturePayment,
             shop.PaymentCaptured,
             shop.PaymentDeclined,
+            shop.OrderStatusChanged,
+            shop.OrderSnapshot,
         ],
         sagas=[shop.checkout_saga()],
         tracing=tracing,

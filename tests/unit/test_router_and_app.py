@@ -435,3 +435,7 @@ async def test_the_shop_logs_each_request_with_a_correlation_id(
     names = [line.split()[1] for line in lines]
     domain = ["PlaceOrder", "OrderPlaced", "ReserveStock", "CapturePayment", "PaymentCaptured"]
     assert [n for n in names if n in domain or n == "MarkOrderPaid"] == [*domain, "MarkOrderPaid"]
+    # and each status change (PENDING, PAID) is a notification whose handler calls back
+    # GetOrder, and a snapshot the replica keeps
+    for change in ("GetOrder", "OrderStatusChanged", "OrderSnapshot"):
+        assert names.count(change) == 2, names

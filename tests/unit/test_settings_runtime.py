@@ -127,9 +127,16 @@ async def test_an_order_is_paid_through_the_embedded_broker_and_consumers(tmp_pa
         assert captured.header("ce_source") == b"shop"
         assert runtime.runner is not None
         runner = runtime.runner
-        await until(lambda: runner.outcomes.get("handled") == 3)
+        # OrderPlaced, CapturePayment, PaymentCaptured, and the notification and snapshot
+        # of each status change (PENDING, PAID)
+        await until(lambda: runner.outcomes.get("handled") == 7)
         assert broker.committed("shop", (placed.topic, placed.partition)) == placed.offset + 1
-        assert broker.topics() == ["shop.orders.v1", "shop.payments.v1"]
+        assert broker.topics() == [
+            "shop.orders.v1",
+            "shop.orders.v1.notifications",
+            "shop.orders.v1.snapshots",
+            "shop.payments.v1",
+        ]
 
 
 async def test_without_kafka_the_relay_publishes_the_outbox_to_the_embedded_broker(
@@ -180,7 +187,8 @@ async def test_stopping_the_runtime_stops_its_consumer() -> None:
 def test_unknown_routers_are_a_configuration_error_listing_the_known_ones() -> None:
     with pytest.raises(
         ConfigurationError,
-        match="no router named nope; the app has checkout, inventory, orders, payments",
+        match="no router named nope; the app has checkout, inventory, notifications, orders,"
+        " payments, replica",
     ):
         Runtime(shop_app, Settings(), consume=True, routers=frozenset({"nope", "payments"}))
 
@@ -191,7 +199,12 @@ def test_the_payments_slice_consumes_the_payments_topic_only() -> None:
 
 
 def test_the_whole_app_consumes_every_topic_its_event_handlers_take() -> None:
-    assert Runtime(shop_app, Settings()).topics == ["shop.orders.v1", "shop.payments.v1"]
+    assert Runtime(shop_app, Settings()).topics == [
+        "shop.orders.v1",
+        "shop.orders.v1.notifications",  # the notifications slice
+        "shop.orders.v1.snapshots",  # the replica slice
+        "shop.payments.v1",
+    ]
     assert Runtime(shop_app, Settings(), routers=frozenset({"checkout"})).topics == [
         "shop.orders.v1",  # OrderPlaced starts the checkout saga
         "shop.payments.v1",  # its replies
@@ -292,10 +305,18 @@ async def test_on_outcome_is_told_of_every_record_the_runtimes_consumers_settle(
         assert runtime.mediator is not None
         await runtime.mediator.send(place_order())
 
-        await until(lambda: len(reached) == 3)
+        await until(lambda: len(reached) == 7)  # with 2 notifications and 2 snapshots
 
-    assert reached == [  # OrderPlaced, CapturePayment, PaymentCaptured
+    causal = [r for r in reached if r[0] in ("shop.orders.v1", "shop.payments.v1")]
+    assert causal == [  # OrderPlaced, CapturePayment, PaymentCaptured
         ("shop.orders.v1", "handled"),
         ("shop.payments.v1", "handled"),
         ("shop.payments.v1", "handled"),
     ]
+    assert sorted(reached) == sorted(
+        [
+            *causal,
+            *[("shop.orders.v1.notifications", "handled")] * 2,
+            *[("shop.orders.v1.snapshots", "handled")] * 2,
+        ]
+    )

@@ -18,7 +18,9 @@ from examples.shop.orders.messages import (
     LineItem,
     ListOrders,
     OrderPlaced,
+    OrderSnapshot,
     OrderStatus,
+    OrderStatusChanged,
     PlaceOrder,
 )
 from examples.shop.payments.messages import CapturePayment, PaymentCaptured
@@ -112,8 +114,17 @@ async def test_idle_returns_once_every_cascade_of_events_was_relayed_and_consume
         order = await shop.send(GetOrder(order_id=ref.order_id))
 
     assert order.status is OrderStatus.PAID
-    published = [type(p.event) for p in shop.published()]
-    assert published == [OrderPlaced, CapturePayment, PaymentCaptured]
+    kinds = [type(p.event) for p in shop.published()]  # topic by topic, each in order
+    assert [k for k in kinds if k in (OrderPlaced, CapturePayment, PaymentCaptured)] == [
+        OrderPlaced,
+        CapturePayment,
+        PaymentCaptured,
+    ]
+    # and each status change (placed, paid) as a notification and a snapshot
+    statuses = [OrderStatus.PENDING, OrderStatus.PAID]
+    assert [p.event.status for p in shop.published(OrderStatusChanged)] == statuses
+    assert [p.event.order.status for p in shop.published(OrderSnapshot)] == statuses
+    assert len(kinds) == 7
 
 
 async def test_a_streaming_query_yields_its_items_in_process() -> None:

@@ -8,7 +8,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, SamplingResult, StaticSampler
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
-from examples.shop.orders.messages import OrderPlaced
+from examples.shop.orders.messages import (
+    OrderPlaced,
+    OrderSnapshot,
+    OrderStatus,
+    OrderStatusChanged,
+)
 from examples.shop.payments.messages import PaymentCaptured
 from tests.unit._traced_shop import ITEMS, shop_app
 from wirebus.testing import AppHarness
@@ -75,3 +80,34 @@ async def test_with_a_sampler_dropping_every_root_no_sampler_is_asked_and_unsamp
     assert traceparents(captured.record) == [parent]  # the consumer passed it on
     assert exporter.get_finished_spans() == ()
     assert sampler.asked == 0  # no SDK span was started for the decision
+
+
+def _of_the_call(event: object) -> bool:
+    """An event PlaceOrder itself emits (not one of the checkout saga that follows)."""
+    if isinstance(event, OrderStatusChanged):
+        return event.status is OrderStatus.PENDING
+    if isinstance(event, OrderSnapshot):
+        return event.order.status is OrderStatus.PENDING
+    return isinstance(event, OrderPlaced)
+
+
+async def test_a_dropped_root_is_one_new_trace_per_call_shared_by_all_its_events() -> None:
+    tracing, _ = dropping(CountingAlwaysOff())
+    async with AppHarness(shop_app(tracing)) as harness:
+        stub = orders_pb2_grpc.OrderServiceStub(await harness.channel())
+        for customer in ("alice", "bob"):
+            await stub.PlaceOrder(orders_pb2.PlaceOrderRequest(customer_id=customer, items=ITEMS))
+        # each order: its OrderPlaced, OrderStatusChanged and OrderSnapshot
+        await harness.wait_published(OrderPlaced, count=2)
+        events = [p for p in harness.published() if _of_the_call(p.event)]
+
+    by_order: dict[str, set[str]] = {}
+    for published in events:
+        [parent] = traceparents(published.record)
+        by_order.setdefault(published.record.key.decode(), set()).add(parent)
+    assert len(events) == 6
+    assert [len(parents) for parents in by_order.values()] == [1, 1]  # one trace per call
+    first, second = (next(iter(p)) for p in by_order.values())
+    assert first.split("-")[1] != second.split("-")[1]  # a new trace for each call
+    assert first.endswith("-00")  # not sampled
+    assert second.endswith("-00")

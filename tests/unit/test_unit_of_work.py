@@ -251,7 +251,13 @@ async def test_the_shop_places_an_order_row_and_an_order_placed_outbox_row(
             (ref.order_id, "c-42", 600)
         ]
         rows = await all_rows(db, outbox_table)
-        assert len(rows) == 1
+        # with the order's first status change: its notification and its snapshot
+        assert [r["topic"] for r in rows] == [
+            "shop.orders.v1",
+            "shop.orders.v1.notifications",
+            "shop.orders.v1.snapshots",
+        ]
+        assert {r["key"] for r in rows} == {ref.order_id.encode()}
         row = rows[0]
         assert row["topic"] == "shop.orders.v1"
         assert row["key"] == ref.order_id.encode()

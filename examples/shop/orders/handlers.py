@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from wirebus import Context, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Router
 from wirebus.db import Database
 
+from .changes import status_changed
 from .messages import (
     CancelOrder,
     GetOrder,
@@ -73,6 +75,7 @@ async def place_order(cmd: PlaceOrder, orders: OrderStore, ctx: Context) -> Orde
             placed_at=order.placed_at,
         )
     )
+    status_changed(ctx, order, at=order.placed_at)
     return OrderRef(order_id=order.order_id)
 
 
@@ -102,11 +105,9 @@ async def cancel_order(cmd: CancelOrder, orders: OrderStore, ctx: Context) -> No
             reason="ORDER_ALREADY_CANCELLED",
             metadata={"order_id": cmd.order_id},
         )
-    ctx.emit(
-        OrderCancelled(
-            order_id=order.order_id, reason=cmd.reason, cancelled_at=dt.datetime.now(dt.UTC)
-        )
-    )
+    cancelled_at = dt.datetime.now(dt.UTC)
+    ctx.emit(OrderCancelled(order_id=order.order_id, reason=cmd.reason, cancelled_at=cancelled_at))
+    status_changed(ctx, dataclasses.replace(order, status=OrderStatus.CANCELLED), at=cancelled_at)
 
 
 @router.handler
@@ -116,9 +117,13 @@ async def list_orders(query: ListOrders, orders: OrderStore) -> AsyncIterator[Or
 
 
 @router.handler
-async def mark_paid(cmd: MarkOrderPaid, orders: OrderStore) -> None:
+async def mark_paid(cmd: MarkOrderPaid, orders: OrderStore, ctx: Context) -> None:
     # only a pending order becomes paid: not one cancelled meanwhile
-    if not await orders.move(cmd.order_id, OrderStatus.PAID, allowed_from=[OrderStatus.PENDING]):
+    if await orders.move(cmd.order_id, OrderStatus.PAID, allowed_from=[OrderStatus.PENDING]):
+        paid = await orders.get(cmd.order_id)
+        if paid is not None:
+            status_changed(ctx, paid, at=dt.datetime.now(dt.UTC))
+    else:
         order = await _existing(orders, cmd.order_id)
         if order.status is not OrderStatus.PAID:  # paid already: a step run again
             raise FailedPrecondition(

@@ -92,3 +92,30 @@ class MarkOrderPaid(Command[None]):
     """In-process (the checkout saga's last step): a pending order becomes paid."""
 
     order_id: str
+
+
+NOTIFICATIONS_TOPIC = "shop.orders.v1.notifications"
+SNAPSHOTS_TOPIC = "shop.orders.v1.snapshots"  # compacted: the latest snapshot per order wins
+
+
+class OrderStatusChanged(
+    Event, proto=orders_pb2.OrderStatusChanged, topic=NOTIFICATIONS_TOPIC, key="order_id"
+):
+    """Notification: which order changed and its new status; call back GetOrder for more."""
+
+    order_id: str
+    status: OrderStatus
+    changed_at: dt.datetime
+
+
+class OrderSnapshot(
+    Event,
+    proto=orders_pb2.OrderSnapshot,
+    topic=SNAPSHOTS_TOPIC,
+    key="order.order_id",
+    compacted=True,  # created with cleanup.policy=compact: the latest snapshot per order wins
+):
+    """Event-carried state transfer: the whole order after a change, keyed by its id."""
+
+    order: OrderView
+    changed_at: dt.datetime

@@ -19,12 +19,16 @@ listed service (``buf curl --list-methods``) find it. Example::
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+
+if TYPE_CHECKING:
+    from .guard import GuardedServer
 
 __all__ = ["REFLECTION_V1", "add_reflection", "served_pool"]
 
@@ -69,8 +73,13 @@ def _v1_file_proto() -> descriptor_pb2.FileDescriptorProto:
     return proto
 
 
-def add_reflection(server: grpc.aio.Server, services: Iterable[ServiceDescriptor]) -> None:
-    """Serve reflection (v1alpha and v1) describing ``services`` plus reflection itself."""
+def add_reflection(
+    server: grpc.aio.Server | GuardedServer, services: Iterable[ServiceDescriptor]
+) -> None:
+    """Serve reflection (v1alpha and v1) describing ``services`` plus reflection itself.
+
+    Through a :class:`~wirebus.gateway.guard.GuardedServer`, it asks for credentials.
+    """
     services = list(services)
     reflection_service = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
     files = [s.file for s in services] + [reflection_pb2.DESCRIPTOR]

@@ -31,6 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from .._lifecycle import AsyncLifecycle
 from ..errors import ConfigurationError, LifecycleError
 from .binding import DEFAULT_LIMITS, MethodRoute
+from .guard import GuardedServer
 from .limits import CallLimiter
 from .methods import method_handler
 from .reflection import add_reflection
@@ -280,12 +281,19 @@ class Gateway(AsyncLifecycle):
         for service, handlers in by_service.items():
             server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
         services = list(self.app.services)
+        # grpc's own services are public unless the app's authentication protects
+        # them; then their handlers (only theirs) check credentials first
+        auth = self.app.authentication
+        guarded = GuardedServer(server, auth, domain=domain) if auth is not None else None
         if self.config.health:
             self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
-            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            protect = guarded is not None and guarded.authentication.protect_health
+            target = guarded if protect and guarded is not None else server
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
             services.append(health_pb2.DESCRIPTOR.services_by_name["Health"])
         if self.config.reflection:
-            add_reflection(server, services)
+            protect = guarded is not None and guarded.authentication.protect_reflection
+            add_reflection(guarded if protect and guarded is not None else server, services)
 
     async def _set_serving(self) -> None:
         if self._health is None:

@@ -43,8 +43,13 @@ async def ensure_topics(
     partitions: int = 3,
     replication: int = 1,
     security: KafkaSecurity | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
-    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    """Create the topics that do not exist yet (existing ones are left as they are).
+
+    ``configs`` gives topic configs by topic name, used when creating it
+    (``{"shop.orders.v1.snapshots": {"cleanup.policy": "compact"}}``).
+    """
     wanted = sorted(set(topics))
     if not wanted:
         return
@@ -57,7 +62,12 @@ async def ensure_topics(
         missing = [t for t in wanted if t not in existing]
         if missing:
             new = [
-                NewTopic(t, num_partitions=partitions, replication_factor=replication)
+                NewTopic(
+                    t,
+                    num_partitions=partitions,
+                    replication_factor=replication,
+                    topic_configs=dict((configs or {}).get(t, {})),
+                )
                 for t in missing
             ]
             # Another process may create them at the same moment: that is fine.
@@ -98,6 +108,7 @@ class KafkaConsumer:
         max_poll_interval_ms: int = 300_000,
         start_at: Literal["earliest", "latest"] = "earliest",
         security: KafkaSecurity | None = None,
+        topic_configs: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         if not group:
             raise ConfigurationError("a consumer needs a group")
@@ -109,6 +120,8 @@ class KafkaConsumer:
         self.max_records = max_records
         self.create_topics = create_topics
         self.partitions = partitions
+        self.topic_configs = dict(topic_configs or {})
+        """Configs of the topics it creates, by name (``create_topics``)."""
         self._lock: asyncio.Lock | None = None
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -135,6 +148,7 @@ class KafkaConsumer:
                     self.topics,
                     partitions=self.partitions,
                     security=self.security,
+                    configs=self.topic_configs,
                 )
             await self._consumer.start()
         except KafkaError as exc:

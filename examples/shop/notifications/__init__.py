@@ -1,0 +1,1 @@
+"""The notifications slice: tells customers about their orders, from notification events."""

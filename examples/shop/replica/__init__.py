@@ -1,0 +1,1 @@
+"""The replica slice: its own copy of every order, from state-transfer events."""
