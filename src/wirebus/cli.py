@@ -158,6 +158,8 @@ async def _until_signal(runtime: Runtime, label: str) -> None:
                 parts.append(f"Connect and gRPC-Web on {runtime.connect.url}")
             if runtime.runner is not None:
                 parts.append(f"consuming {', '.join(runtime.topics)} as {runtime.group}")
+            if not parts and runtime.relay_worker is not None:
+                parts.append("publishing its outbox")  # `wirebus relay`
             broker = (
                 "Kafka"
                 if runtime.settings.kafka_bootstrap
@@ -515,13 +517,18 @@ def dlq() -> None:
 
 
 @dlq.command("replay")
+@click.option(
+    "--log-level", default="warning", show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Least severe log records written (the report itself goes to stdout).",
+)  # fmt: skip
 @click.option("--topic", required=True, help="The dead-letter topic, e.g. shop.orders.v1.dlq.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Replay at most N records.")
 @click.option(
     "--dry-run", is_flag=True, help="List what would be replayed; send and commit nothing."
 )
 @click.option("--force", is_flag=True, help="Replay a topic that has no .dlq suffix.")
-def dlq_replay(topic: str, limit: int | None, dry_run: bool, force: bool) -> None:
+def dlq_replay(log_level: str, topic: str, limit: int | None, dry_run: bool, force: bool) -> None:
     """Send DLQ records back to their original topic (needs WIREBUS_KAFKA_BOOTSTRAP).
 
     Replays the records from where the last replay stopped up to the topic's
@@ -530,6 +537,7 @@ def dlq_replay(topic: str, limit: int | None, dry_run: bool, force: bool) -> Non
     """
     from .dlq import REPLAY_GROUP, check_dead_letter_topic, replay, summary
 
+    _logging(log_level)  # aiokafka's lines as the other commands write them
     try:
         check_dead_letter_topic(topic, force=force)
     except ConfigurationError as exc:

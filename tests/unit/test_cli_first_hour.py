@@ -138,3 +138,36 @@ def test_log_level_debug_writes_aiokafka_debug_and_demoted_records_too():
     assert noise.filter(
         record("aiokafka", logging.ERROR, "failed: [Error 15] GroupCoordinatorNotAvailableError")
     )
+
+
+def test_aiokafka_warnings_while_a_fresh_broker_forms_the_group_are_not_written_at_info():
+    noise = StartupNoiseFilter(logging.WARNING)
+    forming = [
+        record(
+            "aiokafka.consumer.group_coordinator",
+            logging.WARNING,
+            "Marking the coordinator dead (node %s)for group %s.",
+            1,
+            "payments",
+        ),
+        record("aiokafka.cluster", logging.ERROR, "Topic %s not found in cluster metadata", "t"),
+        record(
+            "aiokafka.coordinator.assignors.roundrobin",
+            logging.WARNING,
+            "No partition metadata for topic %s",
+            "t",
+        ),
+    ]
+
+    assert [noise.filter(r) for r in forming] == [False, False, False]
+    assert {r.levelname for r in forming} == {"INFO"}
+
+
+def test_aiokafka_warnings_that_it_does_not_retry_are_kept():
+    noise = StartupNoiseFilter(logging.WARNING)
+    denied = record(
+        "aiokafka.cluster", logging.ERROR, "Topic %s is not authorized for this client", "t"
+    )
+
+    assert noise.filter(denied)
+    assert denied.levelname == "ERROR"
