@@ -499,7 +499,7 @@ def consume(
 )  # fmt: skip
 def new(name: str, directory: str | None) -> None:
     """Write a minimal service NAME: a proto, buf templates, an app and its test."""
-    from .new import create_project
+    from .new import create_project, missing_tools
 
     target = Path(directory if directory is not None else name)
     try:
@@ -507,8 +507,10 @@ def new(name: str, directory: str | None) -> None:
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
     click.echo(f"wrote {target}/: proto/, buf.yaml, buf.gen.yaml, app.py, tests/, README.md")
-    click.echo(f"next: cd {target} && pip install 'wirebus[codegen,testing]'")
-    click.echo("      buf generate && pytest -q && wirebus run app:app")
+    missing = missing_tools()
+    if missing:
+        click.echo(f"first: pip install 'wirebus[codegen,testing]' ({', '.join(missing)} missing)")
+    click.echo(f"next: cd {target} && buf generate && pytest -q && wirebus run app:app")
 
 
 @main.group()
