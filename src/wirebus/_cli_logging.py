@@ -10,10 +10,11 @@ On a fresh broker it also warns while it forms the group's coordinator
 topic just created is not in the broker's metadata yet (``Topic ... not found
 in cluster metadata``, ``No partition metadata for topic ...``: wirebus creates
 its topics and waits for them). Alembic writes a dozen INFO lines on every
-start (its plugins, the SQLite context) around the one that matters. So,
-unless ``--log-level debug``:
+start (its plugins, the SQLite context) around the one that matters, and
+uvicorn (``--connect-port``) its start and stop on a logger named
+``uvicorn.error``. So, unless ``--log-level debug``:
 
-- aiokafka's and Alembic's records below WARNING are not written;
+- aiokafka's, Alembic's and uvicorn's records below WARNING are not written;
 - its ERROR records about a coordinator that is not there *yet* (a retriable
   coordinator error), and the records above about a coordinator or a topic
   aiokafka looks up again, become INFO records, and so are not written either.
@@ -33,7 +34,8 @@ import logging
 __all__ = ["StartupNoiseFilter", "configure_logging"]
 
 _AIOKAFKA = "aiokafka"
-_QUIET = (_AIOKAFKA, "alembic")
+# uvicorn (the Connect port) writes its start and stop at INFO on "uvicorn.error".
+_QUIET = (_AIOKAFKA, "alembic", "uvicorn")
 # Retriable: the group's coordinator is being elected or loaded; aiokafka tries again.
 _COORDINATOR_NOT_READY = frozenset(
     {
@@ -58,7 +60,7 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 class StartupNoiseFilter(logging.Filter):
-    """A handler filter: aiokafka's and Alembic's records below ``threshold`` dropped,
+    """A handler filter: aiokafka's, Alembic's and uvicorn's records below ``threshold`` dropped,
     aiokafka's coordinator errors while a group forms, and its warnings about what
     it looks up again, demoted to INFO first (on the handler, since a logger's own
     filters do not see its children's records).

@@ -171,3 +171,10 @@ def test_aiokafka_warnings_that_it_does_not_retry_are_kept():
 
     assert noise.filter(denied)
     assert denied.levelname == "ERROR"
+
+
+def test_uvicorns_start_lines_on_its_error_logger_are_not_written_but_its_errors_are():
+    noise = StartupNoiseFilter(logging.WARNING)
+
+    assert not noise.filter(record("uvicorn.error", logging.INFO, "Started server process [%d]", 1))
+    assert noise.filter(record("uvicorn.error", logging.ERROR, "Exception in ASGI application"))
