@@ -110,6 +110,18 @@ def test_the_new_projects_tests_pass(venv: Path, project: Path) -> None:
     assert "2 passed" in done.stdout
 
 
+def test_the_new_projects_tests_without_pytest_asyncio_say_so_in_one_line(
+    venv: Path, project: Path
+) -> None:
+    done = subprocess.run(
+        ["pytest", "-q", "-p", "no:cacheprovider", "-p", "no:asyncio"], cwd=project,
+        env=clean_env(venv), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert done.returncode != 0
+    assert done.stderr.strip() == "ERROR: Missing required plugins: pytest-asyncio"
+
+
 def test_new_refuses_a_directory_that_is_not_empty(venv: Path, project: Path) -> None:
     done = subprocess.run(
         ["wirebus", "new", "inventory", "--dir", str(project)], env=clean_env(venv),
