@@ -30,6 +30,7 @@ import importlib
 import importlib.util
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -371,6 +372,7 @@ def serve(
     tls = (tls_cert, tls_key, client_ca)
     keepalive = (keepalive_time, keepalive_timeout)
     config = _gateway_config(host, port, grace, max_calls, reflection, tls, keepalive)
+    _check_port(host, port)
     connect = _connect_config(host, connect_port, cors_origins, grace, max_calls)
     settings = _settings()
     # Without Kafka the broker lives in this process: so must its consumers.
@@ -399,6 +401,27 @@ def _gateway_config(
         reflection=reflection, tls=_tls_config(*tls),
         keepalive_time_ms=time_ms, keepalive_timeout_ms=timeout_ms,
     )  # fmt: skip
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with the gateway's one line if ``host:port`` cannot be bound, before grpc
+    core tries (it writes its own ``E... add_port.cc] Failed to add port`` line first)."""
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # grpc says what is wrong with the host
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
+            with contextlib.suppress(OSError):
+                probe.bind(address)
+                return
+    raise click.ClickException(
+        f"cannot listen on {host}:{port}: the port is in use by another"
+        " process, or the address is not this machine's (choose another with --port)"
+    )
 
 
 def _logging(level: str, log_format: str = "text") -> None:
@@ -443,6 +466,7 @@ def run(
     tls = (tls_cert, tls_key, client_ca)
     keepalive = (keepalive_time, keepalive_timeout)
     config = _gateway_config(host, port, grace, max_calls, reflection, tls, keepalive)
+    _check_port(host, port)
     connect = _connect_config(host, connect_port, cors_origins, grace, max_calls)
     try:
         runtime = Runtime(

@@ -178,3 +178,22 @@ def test_uvicorns_start_lines_on_its_error_logger_are_not_written_but_its_errors
 
     assert not noise.filter(record("uvicorn.error", logging.INFO, "Started server process [%d]", 1))
     assert noise.filter(record("uvicorn.error", logging.ERROR, "Exception in ASGI application"))
+
+
+def test_a_port_in_use_writes_the_error_line_and_nothing_from_grpc_core(tmp_path):
+    (tmp_path / "empty_app.py").write_text("from wirebus import App\napp = App(name='e')\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        results = [
+            wirebus(command, "empty_app:app", "--port", str(port), cwd=tmp_path)
+            for command in ("serve", "run")
+        ]
+
+    for result in results:
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"Error: cannot listen on 127.0.0.1:{port}: the port is in use by another process,"
+            " or the address is not this machine's (choose another with --port)"
+        ]
