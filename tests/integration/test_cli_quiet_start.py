@@ -81,6 +81,7 @@ def test_a_normal_start_on_kafka_logs_no_error_and_no_aiokafka_info(
     lines = stderr.splitlines()
     assert [line for line in lines if " ERROR " in line] == []
     assert [line for line in lines if " INFO aiokafka" in line] == []
+    assert [line for line in lines if "partitions revoked: []" in line] == []  # the first join
     assert any("consuming wirebus-quiet-" in line and group in line for line in lines), stderr
 
 

@@ -110,7 +110,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         if lock is not None:
             async with lock:  # the runner commits under this lock before we give up
                 pass
-        log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
+        if revoked:  # the first join revokes nothing: no line for it
+            log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions assigned: %s", sorted(str(tp) for tp in assigned))
