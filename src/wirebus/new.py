@@ -72,9 +72,10 @@ def missing_tools() -> list[str]:
 
     Example::
 
-        missing_tools()  # ["buf", "grpc_tools"] after a plain `pip install wirebus`
+        missing_tools()  # after `pip install wirebus`: ["buf", "grpc_tools", "pytest", ...]
     """
-    missing = [] if shutil.which("buf") else ["buf"]
+    beside = Path(sys.executable).parent / "buf"  # buf-bin's, in a venv not activated
+    missing = [] if shutil.which("buf") or beside.is_file() else ["buf"]
     return missing + [m for m in _MODULES if importlib.util.find_spec(m) is None]
 
 
