@@ -5,12 +5,19 @@ loggers say (the library itself never sets a level). aiokafka talks a lot at
 INFO (every join, assignment and fetch session) and logs at ERROR what is
 normal while a consumer group forms (``GroupCoordinatorNotAvailableError``:
 the broker is still electing the group's coordinator, and aiokafka retries).
-Alembic writes a dozen INFO lines on every start (its plugins, the SQLite
-context) around the one that matters. So, unless ``--log-level debug``:
+On a fresh broker it also warns while it forms the group's coordinator
+(``Marking the coordinator dead``: it finds the coordinator again) and while a
+topic just created is not in the broker's metadata yet (``Topic ... not found
+in cluster metadata``, ``No partition metadata for topic ...``: wirebus creates
+its topics and waits for them). Alembic writes a dozen INFO lines on every
+start (its plugins, the SQLite context) around the one that matters, and
+uvicorn (``--connect-port``) its start and stop on a logger named
+``uvicorn.error``. So, unless ``--log-level debug``:
 
-- aiokafka's and Alembic's records below WARNING are not written;
+- aiokafka's, Alembic's and uvicorn's records below WARNING are not written;
 - its ERROR records about a coordinator that is not there *yet* (a retriable
-  coordinator error) become INFO records, and so are not written either.
+  coordinator error), and the records above about a coordinator or a topic
+  aiokafka looks up again, become INFO records, and so are not written either.
 
 Example::
 
@@ -27,7 +34,8 @@ import logging
 __all__ = ["StartupNoiseFilter", "configure_logging"]
 
 _AIOKAFKA = "aiokafka"
-_QUIET = (_AIOKAFKA, "alembic")
+# uvicorn (the Connect port) writes its start and stop at INFO on "uvicorn.error".
+_QUIET = (_AIOKAFKA, "alembic", "uvicorn")
 # Retriable: the group's coordinator is being elected or loaded; aiokafka tries again.
 _COORDINATOR_NOT_READY = frozenset(
     {
@@ -38,13 +46,24 @@ _COORDINATOR_NOT_READY = frozenset(
         "CoordinatorLoadInProgressError",
     }
 )
+# aiokafka's own messages (its format strings) for what it retries by itself.
+_RETRIED = frozenset(
+    {
+        "Marking the coordinator dead (node %s)for group %s.",
+        "Topic %s not found in cluster metadata",
+        "Topic %s is not available during auto-create initialization",
+        "No partition metadata for topic %s",
+        "No partition metadata for topic %r",
+    }
+)
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 class StartupNoiseFilter(logging.Filter):
-    """A handler filter: aiokafka's and Alembic's records below ``threshold`` dropped,
-    aiokafka's coordinator errors while a group forms demoted to INFO first (on the
-    handler, since a logger's own filters do not see its children's records).
+    """A handler filter: aiokafka's, Alembic's and uvicorn's records below ``threshold`` dropped,
+    aiokafka's coordinator errors while a group forms, and its warnings about what
+    it looks up again, demoted to INFO first (on the handler, since a logger's own
+    filters do not see its children's records).
 
     Example::
 
@@ -59,9 +78,15 @@ class StartupNoiseFilter(logging.Filter):
         top = record.name.partition(".")[0]
         if top not in _QUIET:
             return True
-        if top == _AIOKAFKA and record.levelno == logging.ERROR and _coordinator_not_ready(record):
+        if top == _AIOKAFKA and record.levelno >= logging.WARNING and _retried(record):
             record.levelno, record.levelname = logging.INFO, "INFO"
         return record.levelno >= self.threshold
+
+
+def _retried(record: logging.LogRecord) -> bool:
+    if isinstance(record.msg, str) and record.msg in _RETRIED:
+        return True
+    return record.levelno == logging.ERROR and _coordinator_not_ready(record)
 
 
 def _coordinator_not_ready(record: logging.LogRecord) -> bool:

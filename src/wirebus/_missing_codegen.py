@@ -16,8 +16,8 @@ Example::
         importlib.import_module("examples.shop.app")
     except ModuleNotFoundError as exc:
         hint = missing_codegen_hint(exc, "examples.shop.app", [Path(".")])
-        # "generated module 'shop' is missing: run `buf generate` in ... and put
-        #  gen/python on PYTHONPATH"
+        # "generated module 'shop' is missing: run `buf generate` in ... (wirebus
+        #  finds gen/python through buf.gen.yaml; ...)"
 """
 
 from __future__ import annotations
@@ -123,12 +123,18 @@ def _upwards(roots: Iterable[Path]) -> Iterator[Path]:
 
 
 def _hint(name: str, workspace: Path) -> str:
-    out = _python_out(workspace / "buf.gen.yaml")
+    template = workspace / "buf.gen.yaml"
+    out = _shown(workspace / _python_out(template))
     where = _shown(workspace)
     generate = "`buf generate`" if where == "." else f"`buf generate` in {where}"
+    if template.is_file():  # wirebus puts its output on sys.path: no PYTHONPATH to set
+        return (
+            f"generated module {name!r} is missing: run {generate}"
+            f" (wirebus finds {out} through buf.gen.yaml; python alone needs {out} on PYTHONPATH)"
+        )
     return (
         f"generated module {name!r} is missing: run {generate}"
-        f" and put its output directory {_shown(workspace / out)} on PYTHONPATH"
+        f" and put its output directory {out} on PYTHONPATH"
     )
 
 

@@ -30,6 +30,7 @@ import importlib
 import importlib.util
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -158,6 +159,8 @@ async def _until_signal(runtime: Runtime, label: str) -> None:
                 parts.append(f"Connect and gRPC-Web on {runtime.connect.url}")
             if runtime.runner is not None:
                 parts.append(f"consuming {', '.join(runtime.topics)} as {runtime.group}")
+            if not parts and runtime.relay_worker is not None:
+                parts.append("publishing its outbox")  # `wirebus relay`
             broker = (
                 "Kafka"
                 if runtime.settings.kafka_bootstrap
@@ -369,6 +372,7 @@ def serve(
     tls = (tls_cert, tls_key, client_ca)
     keepalive = (keepalive_time, keepalive_timeout)
     config = _gateway_config(host, port, grace, max_calls, reflection, tls, keepalive)
+    _check_port(host, port)
     connect = _connect_config(host, connect_port, cors_origins, grace, max_calls)
     settings = _settings()
     # Without Kafka the broker lives in this process: so must its consumers.
@@ -397,6 +401,27 @@ def _gateway_config(
         reflection=reflection, tls=_tls_config(*tls),
         keepalive_time_ms=time_ms, keepalive_timeout_ms=timeout_ms,
     )  # fmt: skip
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with the gateway's one line if ``host:port`` cannot be bound, before grpc
+    core tries (it writes its own ``E... add_port.cc] Failed to add port`` line first)."""
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # grpc says what is wrong with the host
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
+            with contextlib.suppress(OSError):
+                probe.bind(address)
+                return
+    raise click.ClickException(
+        f"cannot listen on {host}:{port}: the port is in use by another"
+        " process, or the address is not this machine's (choose another with --port)"
+    )
 
 
 def _logging(level: str, log_format: str = "text") -> None:
@@ -441,6 +466,7 @@ def run(
     tls = (tls_cert, tls_key, client_ca)
     keepalive = (keepalive_time, keepalive_timeout)
     config = _gateway_config(host, port, grace, max_calls, reflection, tls, keepalive)
+    _check_port(host, port)
     connect = _connect_config(host, connect_port, cors_origins, grace, max_calls)
     try:
         runtime = Runtime(
@@ -497,7 +523,7 @@ def consume(
 )  # fmt: skip
 def new(name: str, directory: str | None) -> None:
     """Write a minimal service NAME: a proto, buf templates, an app and its test."""
-    from .new import create_project
+    from .new import create_project, missing_tools
 
     target = Path(directory if directory is not None else name)
     try:
@@ -505,8 +531,10 @@ def new(name: str, directory: str | None) -> None:
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
     click.echo(f"wrote {target}/: proto/, buf.yaml, buf.gen.yaml, app.py, tests/, README.md")
-    click.echo(f"next: cd {target} && pip install 'wirebus[codegen,testing]'")
-    click.echo("      buf generate && pytest -q && wirebus run app:app")
+    missing = missing_tools()
+    if missing:
+        click.echo(f"first: pip install 'wirebus[codegen,testing]' ({', '.join(missing)} missing)")
+    click.echo(f"next: cd {target} && buf generate && pytest -q && wirebus run app:app")
 
 
 @main.group()
@@ -515,13 +543,18 @@ def dlq() -> None:
 
 
 @dlq.command("replay")
+@click.option(
+    "--log-level", default="warning", show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Least severe log records written (the report itself goes to stdout).",
+)  # fmt: skip
 @click.option("--topic", required=True, help="The dead-letter topic, e.g. shop.orders.v1.dlq.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Replay at most N records.")
 @click.option(
     "--dry-run", is_flag=True, help="List what would be replayed; send and commit nothing."
 )
 @click.option("--force", is_flag=True, help="Replay a topic that has no .dlq suffix.")
-def dlq_replay(topic: str, limit: int | None, dry_run: bool, force: bool) -> None:
+def dlq_replay(log_level: str, topic: str, limit: int | None, dry_run: bool, force: bool) -> None:
     """Send DLQ records back to their original topic (needs WIREBUS_KAFKA_BOOTSTRAP).
 
     Replays the records from where the last replay stopped up to the topic's
@@ -530,6 +563,7 @@ def dlq_replay(topic: str, limit: int | None, dry_run: bool, force: bool) -> Non
     """
     from .dlq import REPLAY_GROUP, check_dead_letter_topic, replay, summary
 
+    _logging(log_level)  # aiokafka's lines as the other commands write them
     try:
         check_dead_letter_topic(topic, force=force)
     except ConfigurationError as exc:

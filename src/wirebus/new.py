@@ -20,8 +20,10 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 import keyword
 import re
+import shutil
 import sys
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from .errors import ConfigurationError
 
-__all__ = ["create_project", "package_name"]
+__all__ = ["create_project", "missing_tools", "package_name"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _TEMPLATE_SUFFIX = ".tmpl"
@@ -37,6 +39,8 @@ _PATH_TOKEN = "__package__"
 _RENAMED = {"gitignore": ".gitignore"}
 # Module names the project's own would shadow (its app is `app`, its tests `tests`).
 _TAKEN = frozenset({"app", "tests", "test", "wirebus", "grpc", "google", "buf", "gen", "proto"})
+# What the project's commands run: buf generate (buf, grpcio-tools), pytest (pytest-asyncio).
+_MODULES = ("grpc_tools", "pytest", "pytest_asyncio")
 
 
 def package_name(name: str) -> str:
@@ -59,6 +63,20 @@ def package_name(name: str) -> str:
             f"project name {name!r} would shadow the module {package!r}: choose another"
         )
     return package
+
+
+def missing_tools() -> list[str]:
+    """What ``buf generate`` and ``pytest`` of a new project need and this environment lacks.
+
+    Empty after ``pip install 'wirebus[codegen,testing]'``.
+
+    Example::
+
+        missing_tools()  # after `pip install wirebus`: ["buf", "grpc_tools", "pytest", ...]
+    """
+    beside = Path(sys.executable).parent / "buf"  # buf-bin's, in a venv not activated
+    missing = [] if shutil.which("buf") or beside.is_file() else ["buf"]
+    return missing + [m for m in _MODULES if importlib.util.find_spec(m) is None]
 
 
 def create_project(name: str, directory: Path) -> list[Path]:

@@ -81,4 +81,51 @@ def test_a_normal_start_on_kafka_logs_no_error_and_no_aiokafka_info(
     lines = stderr.splitlines()
     assert [line for line in lines if " ERROR " in line] == []
     assert [line for line in lines if " INFO aiokafka" in line] == []
+    assert [line for line in lines if "partitions revoked: []" in line] == []  # the first join
     assert any("consuming wirebus-quiet-" in line and group in line for line in lines), stderr
+
+
+def test_a_dry_run_replay_of_a_dlq_not_created_yet_writes_its_count_and_nothing_else(
+    tmp_path: Path, bootstrap: str
+) -> None:
+    topic = f"wirebus-quiet-{uuid.uuid4().hex[:8]}.dlq"  # no dead letter yet: no topic
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WIREBUS_")}
+    env.update(WIREBUS_KAFKA_BOOTSTRAP=bootstrap, PYTHONPATH=str(ROOT / "src"))
+    done = subprocess.run(
+        [sys.executable, "-m", "wirebus", "dlq", "replay", "--topic", topic, "--dry-run"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"would replay 0 record(s) from {topic} (dry run)"]
+    assert done.stderr == ""
+
+
+def test_a_relay_says_in_its_start_line_that_it_publishes_the_outbox(
+    quiet_app: tuple[Path, str], bootstrap: str
+) -> None:
+    cwd, _topic = quiet_app
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WIREBUS_")}
+    env.update(
+        WIREBUS_KAFKA_BOOTSTRAP=bootstrap,
+        WIREBUS_DATABASE_URL=f"sqlite+aiosqlite:///{cwd / 'quiet.db'}",
+        PYTHONPATH=os.pathsep.join(str(p) for p in (ROOT / "src", ROOT / "gen" / "python")),
+    )
+    log = cwd / "relay.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wirebus", "relay", "quiet_app:app"],
+            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + WITHIN
+            while "wirebus relay: " not in log.read_text():
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, f"no start line in {WITHIN:g} s"
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+
+    assert proc.returncode == 0, log.read_text()
+    assert "wirebus relay: quiet publishing its outbox (Kafka)" in log.read_text().splitlines()

@@ -138,3 +138,62 @@ def test_log_level_debug_writes_aiokafka_debug_and_demoted_records_too():
     assert noise.filter(
         record("aiokafka", logging.ERROR, "failed: [Error 15] GroupCoordinatorNotAvailableError")
     )
+
+
+def test_aiokafka_warnings_while_a_fresh_broker_forms_the_group_are_not_written_at_info():
+    noise = StartupNoiseFilter(logging.WARNING)
+    forming = [
+        record(
+            "aiokafka.consumer.group_coordinator",
+            logging.WARNING,
+            "Marking the coordinator dead (node %s)for group %s.",
+            1,
+            "payments",
+        ),
+        record("aiokafka.cluster", logging.ERROR, "Topic %s not found in cluster metadata", "t"),
+        record(
+            "aiokafka.coordinator.assignors.roundrobin",
+            logging.WARNING,
+            "No partition metadata for topic %s",
+            "t",
+        ),
+    ]
+
+    assert [noise.filter(r) for r in forming] == [False, False, False]
+    assert {r.levelname for r in forming} == {"INFO"}
+
+
+def test_aiokafka_warnings_that_it_does_not_retry_are_kept():
+    noise = StartupNoiseFilter(logging.WARNING)
+    denied = record(
+        "aiokafka.cluster", logging.ERROR, "Topic %s is not authorized for this client", "t"
+    )
+
+    assert noise.filter(denied)
+    assert denied.levelname == "ERROR"
+
+
+def test_uvicorns_start_lines_on_its_error_logger_are_not_written_but_its_errors_are():
+    noise = StartupNoiseFilter(logging.WARNING)
+
+    assert not noise.filter(record("uvicorn.error", logging.INFO, "Started server process [%d]", 1))
+    assert noise.filter(record("uvicorn.error", logging.ERROR, "Exception in ASGI application"))
+
+
+def test_a_port_in_use_writes_the_error_line_and_nothing_from_grpc_core(tmp_path):
+    (tmp_path / "empty_app.py").write_text("from wirebus import App\napp = App(name='e')\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        results = [
+            wirebus(command, "empty_app:app", "--port", str(port), cwd=tmp_path)
+            for command in ("serve", "run")
+        ]
+
+    for result in results:
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"Error: cannot listen on 127.0.0.1:{port}: the port is in use by another process,"
+            " or the address is not this machine's (choose another with --port)"
+        ]

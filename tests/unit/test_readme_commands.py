@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.readme_blocks import ROOT, Substitutions, blocks, checked_script, named_extras
+from tests.readme_blocks import (
+    ROOT,
+    Substitutions,
+    blocks,
+    checked_script,
+    commands,
+    named_extras,
+)
 from tests.venvs import clean_env, installed_venv
 from wirebus.cli import load_app
 from wirebus.testing import AppHarness
@@ -110,6 +117,21 @@ def test_a_new_service_is_made_tested_and_run_as_the_readme_shows(tmp_path) -> N
 
     assert "2 passed" in done.stdout
     assert (tmp_path / "inventory" / "gen" / "python" / "inventory" / "v1").is_dir()
+
+
+def test_wirebus_new_prints_as_next_steps_the_commands_the_readme_shows_after_it(
+    tmp_path: Path,
+) -> None:
+    shown = [c.split("  #", 1)[0].strip() for c in commands(blocks()["new"].text)]
+    after = shown[shown.index("wirebus new inventory && cd inventory") + 1 :]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WIREBUS_")}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    done = subprocess.run(
+        [sys.executable, "-m", "wirebus", "new", "inventory"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+
+    assert done.stdout.splitlines()[-1] == "next: cd inventory && " + " && ".join(after)
 
 
 async def test_the_app_block_keeps_a_receipt_of_each_order_placed(

@@ -48,6 +48,41 @@ def project(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home / "inventory"
 
 
+def test_new_says_what_to_run_next_and_no_install_when_the_extras_are_there(
+    venv: Path, tmp_path: Path
+) -> None:
+    done = run(venv, tmp_path, "wirebus", "new", "inventory")
+
+    assert done.stdout.splitlines()[1:] == [
+        "next: cd inventory && buf generate && pytest -q && wirebus run app:app"
+    ]
+
+
+def test_new_in_a_plain_install_says_to_install_the_extras_first(tmp_path: Path) -> None:
+    done = run(installed_venv(""), tmp_path, "wirebus", "new", "inventory")
+
+    first = done.stdout.splitlines()[1]
+    assert first.startswith("first: pip install 'wirebus[codegen,testing]' (buf, grpc_tools")
+
+
+def test_a_new_project_run_before_buf_generate_says_to_run_it_and_not_to_set_pythonpath(
+    venv: Path, tmp_path: Path
+) -> None:
+    run(venv, tmp_path, "wirebus", "new", "inventory")
+    done = subprocess.run(
+        ["wirebus", "run", "app:app", "--port", "0"], cwd=tmp_path / "inventory",
+        env=clean_env(venv), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 2
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+    assert error == (
+        "Error: cannot import 'app': generated module 'inventory' is missing: run `buf generate`"
+        " (wirebus finds gen/python through buf.gen.yaml;"
+        " python alone needs gen/python on PYTHONPATH)"
+    )
+
+
 def test_new_writes_a_proto_buf_templates_an_app_its_test_and_a_readme(project: Path) -> None:
     files = {str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()}
     written = {f for f in files if not f.startswith("gen/")}
@@ -73,6 +108,18 @@ def test_the_new_projects_tests_pass(venv: Path, project: Path) -> None:
     done = run(venv, project, "pytest", "-q", "-p", "no:cacheprovider")
 
     assert "2 passed" in done.stdout
+
+
+def test_the_new_projects_tests_without_pytest_asyncio_say_so_in_one_line(
+    venv: Path, project: Path
+) -> None:
+    done = subprocess.run(
+        ["pytest", "-q", "-p", "no:cacheprovider", "-p", "no:asyncio"], cwd=project,
+        env=clean_env(venv), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert done.returncode != 0
+    assert done.stderr.strip() == "ERROR: Missing required plugins: pytest-asyncio"
 
 
 def test_new_refuses_a_directory_that_is_not_empty(venv: Path, project: Path) -> None:

@@ -44,11 +44,15 @@ async def ensure_topics(
     replication: int = 1,
     security: KafkaSecurity | None = None,
     configs: Mapping[str, Mapping[str, str]] | None = None,
+    ready_within: float = 30.0,
 ) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are).
 
     ``configs`` gives topic configs by topic name, used when creating it
     (``{"shop.orders.v1.snapshots": {"cleanup.policy": "compact"}}``).
+    Returns once the broker's metadata lists the created topics' partitions with a
+    leader (at most ``ready_within`` seconds, then a warning), so a consumer that
+    subscribes next is assigned them.
     """
     wanted = sorted(set(topics))
     if not wanted:
@@ -73,8 +77,36 @@ async def ensure_topics(
             # Another process may create them at the same moment: that is fine.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
+            await _until_in_metadata(admin, missing, within=ready_within)
     finally:
         await admin.close()
+
+
+async def _until_in_metadata(admin: AIOKafkaAdminClient, topics: list[str], within: float) -> None:
+    """Until the broker's metadata lists every partition of ``topics`` with a leader.
+
+    CreateTopics answers before the brokers' metadata has the new topics: a
+    consumer that joined its group in between was assigned none of their
+    partitions until its next metadata refresh (aiokafka's, every 5 minutes).
+    """
+    deadline = time.monotonic() + within
+    while True:
+        ready = {t["topic"] for t in await admin.describe_topics(topics) if _has_leaders(t)}
+        if ready >= set(topics):
+            return
+        if time.monotonic() > deadline:
+            log.warning("topics %s not in the broker's metadata after %.0f s", topics, within)
+            return
+        await asyncio.sleep(0.05)
+
+
+def _has_leaders(topic: Mapping[str, Any]) -> bool:
+    partitions = topic["partitions"]
+    return (
+        topic["error_code"] == 0
+        and bool(partitions)
+        and all(p["error_code"] == 0 and p["leader"] >= 0 for p in partitions)
+    )
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -86,7 +118,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         if lock is not None:
             async with lock:  # the runner commits under this lock before we give up
                 pass
-        log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
+        if revoked:  # the first join revokes nothing: no line for it
+            log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions assigned: %s", sorted(str(tp) for tp in assigned))
