@@ -49,7 +49,7 @@ from .codec import Codec, JsonCodec, content_type, response_type
 from .cors import Cors
 from .endpoints import Endpoint, Failed, HealthEndpoint
 from .errors import Status, connect_error, end_stream, grpc_web_trailers
-from .framing import Disconnected, read_body, single_message
+from .framing import Disconnected, check_length, encoding, read_body, single_message
 from .observe import Observer
 from .protocol import END_STREAM, TRAILERS, envelope
 
@@ -69,6 +69,7 @@ Headers = list[tuple[bytes, bytes]]
 _OK = grpc.StatusCode.OK
 _CANCELLED = grpc.StatusCode.CANCELLED
 _JSON = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
 _PROTOCOL_VERSION = (b"connect-protocol-version", b"1")
 _ACCEPT_POST = (
     b"accept-post",
@@ -187,6 +188,9 @@ class ConnectApp:
                 raise Failed(endpoint.refusal)
             if endpoint.streaming and protocol == "connect":
                 raise Failed(_status(grpc.StatusCode.UNIMPLEMENTED, _STREAM_TYPES))
+            version = headers.get(b"connect-protocol-version")
+            if version is not None and version != b"1" and protocol != "grpc-web":
+                raise Failed(_status(grpc.StatusCode.INVALID_ARGUMENT, _VERSION))
             timeout = timeout_of(headers, protocol)
             # bound until the access line is written: it reads the call's correlation
             token = bind_call(call_info_factory(path, scope, headers, timeout))
@@ -196,7 +200,7 @@ class ConnectApp:
             )
         except Failed as failed:
             code = failed.status[0]
-            await reply.error(failed.status)
+            await reply.error(failed.status, close=failed.close)
         except Disconnected:
             code = _CANCELLED  # nobody to answer
         except asyncio.CancelledError:
@@ -219,6 +223,8 @@ class ConnectApp:
         sent: Callable[[], None] | None,
     ) -> grpc.StatusCode:
         """Run the call and answer it; the code it ended with."""
+        check_length(headers, self.max_message_bytes)  # before reading any of it
+        encoding(headers, protocol)  # an unknown compression: before reading too
         body = await read_body(receive, headers, protocol, self.max_message_bytes)
         if protocol != "connect":
             body = single_message(body, headers, protocol, self.max_message_bytes)
@@ -237,6 +243,7 @@ class ConnectApp:
             limiter.release()
 
 
+_VERSION = "connect-protocol-version must be 1 (the version of the Connect protocol served)"
 _STREAM_TYPES = (
     "a server-streaming method takes application/connect+proto or application/connect+json"
     " (or gRPC-Web), not a unary content-type"
@@ -292,7 +299,7 @@ class _Reply(Protocol):
     async def begin(self) -> None: ...
     async def item(self, data: bytes, endpoint: _Endpoint) -> None: ...
     async def end(self, status: Status | None) -> None: ...
-    async def error(self, status: Status) -> None: ...
+    async def error(self, status: Status, *, close: bool = False) -> None: ...
 
 
 class _ConnectUnary:
@@ -309,9 +316,12 @@ class _ConnectUnary:
             data = endpoint.json.response(data)
         await _respond(self._send, 200, self._ok, data)
 
-    async def error(self, status: Status) -> None:
+    async def error(self, status: Status, *, close: bool = False) -> None:
         code, body = connect_error(status)
-        await _respond(self._send, code, [_JSON, _PROTOCOL_VERSION, *self._cors], body)
+        headers = [_JSON, _PROTOCOL_VERSION, *self._cors]
+        if close:
+            headers.append(_CLOSE)
+        await _respond(self._send, code, headers, body)
 
     async def begin(self) -> None:
         raise AssertionError("a Connect unary reply has no stream")  # server-streaming is refused
@@ -359,7 +369,9 @@ class _Enveloped:
         await self.item(data, endpoint)
         await self.end(None)
 
-    async def error(self, status: Status) -> None:
+    async def error(self, status: Status, *, close: bool = False) -> None:
+        if close and not self._started:
+            self._headers = [*self._headers, _CLOSE]
         await self.end(status)
 
 

@@ -1,0 +1,188 @@
+"""The Connect port's HTTP/1.1 connections, bounded against slow and greedy clients.
+
+uvicorn's httptools protocol bounds nothing before a request reaches the
+app: a connection that sends nothing, or its headers one byte a second,
+stays open for ever; a request head can grow without limit; any number of
+connections may be open. :func:`bounded_protocol` makes a subclass of it
+that holds the port's :class:`ReadBounds`:
+
+- ``max_connections``: a connection past it gets one ``503`` (Connect's
+  ``unavailable`` JSON) and is closed at once, before anything is read;
+- ``max_header_bytes``: a request head (request line and headers) larger
+  than that gets ``431`` (``resource_exhausted``) and the connection closes;
+- ``header_timeout``: from the connection's first byte (or its opening) to
+  the end of the head; ``body_timeout``: from the end of the head to the
+  end of the body. A connection past either is closed by
+  :class:`Sweeper`, one task per server that looks at every connection a
+  few times a second -- no timer per request, a timestamp stored instead.
+
+Idle keep-alive connections close after uvicorn's ``timeout_keep_alive``.
+
+Example::
+
+    bounds = ReadBounds(max_connections=1024, max_header_bytes=65536,
+                        header_timeout=10.0, body_timeout=30.0)
+    config = uvicorn.Config(asgi, http=bounded_protocol(bounds))
+    sweeper = Sweeper(bounds, server.server_state.connections)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["ReadBounds", "Sweeper", "bounded_protocol"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ReadBounds:
+    """What one connection may cost before its request reaches the app (see the module doc)."""
+
+    max_connections: int
+    max_header_bytes: int
+    header_timeout: float
+    body_timeout: float
+
+    @property
+    def tick(self) -> float:
+        """How often the sweeper looks: a quarter of the shorter timeout, at most 1 s."""
+        return min(1.0, self.header_timeout / 4, self.body_timeout / 4)
+
+
+def _refusal(status: bytes, code: str, message: str) -> bytes:
+    body = b'{"code": "%s", "message": "%s"}' % (code.encode(), message.encode())
+    head = (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    )
+    return head + body
+
+
+def bounded_protocol(bounds: ReadBounds) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, holding ``bounds`` (a class of its own per server)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    too_many = _refusal(
+        b"503 Service Unavailable",
+        "unavailable",
+        f"the Connect port has {bounds.max_connections} connections open: retry later",
+    )
+    too_large = _refusal(
+        b"431 Request Header Fields Too Large",
+        "resource_exhausted",
+        f"the request head is larger than {bounds.max_header_bytes} bytes",
+    )
+    max_head = bounds.max_header_bytes
+
+    class BoundedHttpProtocol(HttpToolsProtocol):
+        """See :mod:`wirebus.connect.transport`."""
+
+        read_deadline: float | None = None
+        """When the request being read must have been read whole (``None``: not reading)."""
+
+        _head_bytes = 0
+        _in_head = True
+
+        refused = 0
+        """Connections refused past ``max_connections`` (every 1000th is logged)."""
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > bounds.max_connections:
+                cls = type(self)
+                if cls.refused % 1000 == 0:
+                    log.warning(
+                        "connect: %d connections open (max_connections), refusing new ones"
+                        " (%d refused so far)",
+                        bounds.max_connections,
+                        cls.refused + 1,
+                    )
+                cls.refused += 1
+                self._refuse(too_many)
+                return
+            self.read_deadline = self.loop.time() + bounds.header_timeout
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._head_bytes += len(data)
+                if self._head_bytes > max_head and not self._head_ends_in(data):
+                    self._refuse(too_large)
+                    return
+            super().data_received(data)
+
+        def _head_ends_in(self, data: bytes) -> bool:
+            end = data.find(b"\r\n\r\n")
+            return end != -1 and self._head_bytes - len(data) + end <= max_head
+
+        def _refuse(self, response: bytes) -> None:
+            self.read_deadline = None
+            self._in_head = False
+            if not self.transport.is_closing():
+                self.transport.write(response)
+                self.transport.close()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.read_deadline = self.loop.time() + bounds.header_timeout
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            self.read_deadline = self.loop.time() + bounds.body_timeout
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self.read_deadline = None
+            self._in_head, self._head_bytes = True, 0
+            super().on_message_complete()
+
+    return BoundedHttpProtocol
+
+
+class Sweeper:
+    """Closes the connections of ``connections`` whose request is read too slowly.
+
+    ``start()`` once the server runs, ``await stop()`` when it stops.
+    """
+
+    def __init__(self, bounds: ReadBounds, connections: Iterable[Any]) -> None:
+        self._tick = bounds.tick
+        self._connections = connections
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start looking (on the running loop)."""
+        self._task = asyncio.create_task(self._run(), name="wirebus connect sweeper")
+
+    async def stop(self) -> None:
+        """Stop looking (idempotent)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def sweep(self, now: float) -> int:
+        """Close the connections past their read deadline at ``now``; how many."""
+        late = [
+            c
+            for c in self._connections
+            if (deadline := getattr(c, "read_deadline", None)) is not None and now > deadline
+        ]
+        for connection in late:
+            connection.read_deadline = None
+            connection.transport.close()
+        return len(late)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._tick)
+            closed = self.sweep(loop.time())
+            if closed:
+                log.info("connect: closed %d connection(s) reading a request too slowly", closed)
