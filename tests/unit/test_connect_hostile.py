@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,34 @@ async def test_a_request_head_above_max_header_bytes_gets_431_and_is_not_buffere
         assert reply.json()["code"] == "resource_exhausted"
         fits = head(GET, "application/json", 2, extra=f"X-Big: {'a' * 3000}\r\n") + b"{}"
         assert parse(await raw(server, fits)).status == 200
+
+
+async def test_a_request_that_is_not_http_gets_a_connect_error_and_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    smuggled = (
+        f"POST {GET} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    )
+    async with serving() as server:
+        for garbage in (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", smuggled.encode()):
+            reply = parse(await raw(server, garbage))
+            assert_connect_error(reply, 400, "invalid_argument", "not a valid HTTP/1.1 request")
+        await still_serves(server)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_an_upgrade_request_with_a_body_is_refused_not_run_on_an_empty_body() -> None:
+    h2c = (  # what curl --http2 adds to a plain-HTTP request
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        "HTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+    )
+    async with serving() as server:
+        body = b'{"orderId": "o-3"}'
+        answer = await raw(server, head(GET, "application/json", len(body), extra=h2c) + body)
+        assert_connect_error(parse(answer), 501, "unimplemented", "does not upgrade")
+        plain = await request(server.url + GET, body)
+        assert plain.json() == {"orderId": "o-3"}
 
 
 # -- slow, idle and too many connections -------------------------------------------------

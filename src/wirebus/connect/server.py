@@ -193,6 +193,7 @@ class ConnectServer(AsyncLifecycle):
             http=_http_impl(bounds),
             lifespan="off",
             timeout_keep_alive=cfg.keep_alive_seconds,
+            ws="none",  # Connect and gRPC-Web only: an upgrade request stays HTTP/1.1
             h11_max_incomplete_event_size=cfg.max_header_bytes,
             access_log=False,
             log_config=None,

@@ -10,6 +10,13 @@ that holds the port's :class:`ReadBounds`:
   ``unavailable`` JSON) and is closed at once, before anything is read;
 - ``max_header_bytes``: a request head (request line and headers) larger
   than that gets ``431`` (``resource_exhausted``) and the connection closes;
+- a request asking to upgrade (``curl --http2`` sends ``Upgrade: h2c``)
+  with a body gets ``501`` (``unimplemented``): the parser would switch
+  protocols after the head and the app would run on an empty body;
+- a request that is not HTTP/1.1 at all (a bad request line, both
+  ``Content-Length`` and chunked) gets ``400`` as Connect's
+  ``invalid_argument`` JSON rather than uvicorn's text, and one DEBUG line
+  rather than a WARNING each (an attacker's flood stays out of the logs);
 - ``header_timeout``: from the connection's first byte (or its opening) to
   the end of the head; ``body_timeout``: from the end of the head to the
   end of the body. A connection past either is closed by
@@ -66,6 +73,7 @@ def _refusal(status: bytes, code: str, message: str) -> bytes:
 
 def bounded_protocol(bounds: ReadBounds) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol, holding ``bounds`` (a class of its own per server)."""
+    import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     too_many = _refusal(
@@ -78,6 +86,13 @@ def bounded_protocol(bounds: ReadBounds) -> type[asyncio.Protocol]:
         "resource_exhausted",
         f"the request head is larger than {bounds.max_header_bytes} bytes",
     )
+    upgrade = _refusal(
+        b"501 Not Implemented",
+        "unimplemented",
+        "the Connect port does not upgrade (h2c, websocket): send the request without"
+        " Connection: upgrade",
+    )
+    not_http = _refusal(b"400 Bad Request", "invalid_argument", "not a valid HTTP/1.1 request")
     max_head = bounds.max_header_bytes
 
     class BoundedHttpProtocol(HttpToolsProtocol):
@@ -88,6 +103,7 @@ def bounded_protocol(bounds: ReadBounds) -> type[asyncio.Protocol]:
 
         _head_bytes = 0
         _in_head = True
+        _refused = False
 
         refused = 0
         """Connections refused past ``max_connections`` (every 1000th is logged)."""
@@ -109,12 +125,21 @@ def bounded_protocol(bounds: ReadBounds) -> type[asyncio.Protocol]:
             self.read_deadline = self.loop.time() + bounds.header_timeout
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
             if self._in_head:
                 self._head_bytes += len(data)
                 if self._head_bytes > max_head and not self._head_ends_in(data):
                     self._refuse(too_large)
                     return
-            super().data_received(data)
+            # uvicorn's own, less its WARNING per bad request (and upgrades are not served)
+            self._unset_keepalive_if_required()
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.send_400_response("invalid HTTP request")
+            except httptools.HttpParserUpgrade:
+                log.debug("connect: an upgrade request (not served) went on as HTTP/1.1")
 
         def _head_ends_in(self, data: bytes) -> bool:
             end = data.find(b"\r\n\r\n")
@@ -122,10 +147,14 @@ def bounded_protocol(bounds: ReadBounds) -> type[asyncio.Protocol]:
 
         def _refuse(self, response: bytes) -> None:
             self.read_deadline = None
-            self._in_head = False
+            self._in_head, self._refused = False, True
             if not self.transport.is_closing():
                 self.transport.write(response)
                 self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            log.debug("connect: %s", msg)
+            self._refuse(not_http)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -133,15 +162,31 @@ def bounded_protocol(bounds: ReadBounds) -> type[asyncio.Protocol]:
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            if self.parser.should_upgrade() and _has_body(self.headers):
+                self._refuse(upgrade)
+                return
             self.read_deadline = self.loop.time() + bounds.body_timeout
             super().on_headers_complete()
 
+        def on_body(self, body: bytes) -> None:
+            if not self._refused:
+                super().on_body(body)
+
         def on_message_complete(self) -> None:
+            if self._refused:
+                return
             self.read_deadline = None
             self._in_head, self._head_bytes = True, 0
             super().on_message_complete()
 
     return BoundedHttpProtocol
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
 
 
 class Sweeper:
