@@ -29,6 +29,7 @@ from tests.unit._connect import Response, envelope, frames, open_request, parse,
 from wirebus import App, Router
 from wirebus.connect import ConnectConfig, ConnectServer
 from wirebus.db import Database
+from wirebus.errors import ConfigurationError
 from wirebus.testing import wait_until
 
 GET = "/shop.orders.v1.OrderService/GetOrder"
@@ -299,7 +300,7 @@ async def test_a_bad_timeout_header_is_invalid_argument_naming_the_header(
             assert (status["grpc-status"], "grpc-timeout" in status["grpc-message"]) == ("3", True)
         else:
             reply = await request(server.url + GET, b"{}", headers={header: value})
-            assert_connect_error(reply, 400, "invalid_argument", "connect-timeout-ms")
+            assert_connect_error(reply, 400, "invalid_argument", f"not '{value[:16]}'")
 
 
 async def test_a_connect_protocol_version_other_than_1_is_invalid_argument() -> None:
@@ -480,3 +481,13 @@ async def test_a_client_leaving_mid_stream_cancels_the_handler_and_rolls_back_it
         async with db.engine.connect() as conn:
             rows = (await conn.execute(sa.select(notes.c.text))).scalars().all()
     assert rows == ["first"]  # what it did after its last item was rolled back
+
+
+@pytest.mark.parametrize(
+    "bound",
+    ["max_connections", "max_header_bytes", "header_timeout_seconds", "body_timeout_seconds",
+     "keep_alive_seconds"],
+)  # fmt: skip
+def test_a_bound_that_is_not_positive_is_refused_at_construction_naming_it(bound: str) -> None:
+    with pytest.raises(ConfigurationError, match=bound):
+        ConnectConfig(**{bound: 0})
