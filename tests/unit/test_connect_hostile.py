@@ -483,6 +483,48 @@ async def test_a_client_leaving_mid_stream_cancels_the_handler_and_rolls_back_it
     assert rows == ["first"]  # what it did after its last item was rolled back
 
 
+async def test_a_client_leaving_a_unary_call_cancels_it_rolls_back_and_frees_its_slot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrote, cancelled = asyncio.Event(), asyncio.Event()
+    router = orders_router()
+
+    @router.handler
+    async def cancel_order(
+        command: orders_pb2.CancelOrderRequest, session: AsyncSession
+    ) -> orders_pb2.CancelOrderResponse:
+        await session.execute(sa.insert(notes).values(text=command.order_id))
+        wrote.set()
+        try:
+            await asyncio.Event().wait()  # a slow handler: the client leaves meanwhile
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return orders_pb2.CancelOrderResponse()
+
+    db = Database(
+        f"sqlite+aiosqlite:///{tmp_path}/unary.db", create_schema=True,
+        extra_metadata=[notes.metadata],
+    )  # fmt: skip
+    app = app_of(router, metadata=notes.metadata)
+    async with app.mediator(database=db) as mediator:
+        config = ConnectConfig(port=0, grace_seconds=1.0, max_concurrent_calls=1)
+        async with ConnectServer(app, config, mediator=mediator) as server:
+            cancel = "/shop.orders.v1.OrderService/CancelOrder"
+            _, writer = await open_request(
+                server.url + cancel, b'{"orderId": "o-9"}', "application/json", None
+            )
+            await asyncio.wait_for(wrote.wait(), 10)
+            writer.close()
+            await asyncio.wait_for(cancelled.wait(), 10)
+            await wait_until(lambda: server.calls_in_flight == 0)
+            await still_serves(server)  # the one slot is free again
+        async with db.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(notes.c.text))).scalars().all()
+    assert rows == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 @pytest.mark.parametrize(
     "bound",
     ["max_connections", "max_header_bytes", "header_timeout_seconds", "body_timeout_seconds",

@@ -16,6 +16,10 @@ gRPC port; this module only speaks the protocols:
 - ``GET /healthz`` (``{"status": "SERVING"}``, 503 once draining) and
   ``grpc.health.v1.Health/Check`` over Connect; CORS preflight (``cors.py``).
 
+A unary call whose client goes away is cancelled, as on the gRPC port (its
+unit of work rolls back, its call slot frees): ``transport.py`` cancels the
+task the call left in its scope; a stream's own watcher does the same.
+
 Each call binds a :class:`~wirebus.context.CallInfo` built (lazily) from the
 HTTP headers -- keys lower case, ``-bin`` values base64-decoded, the peer as
 ``ipv4:host:port``, the deadline from ``connect-timeout-ms`` or
@@ -52,6 +56,7 @@ from .errors import Status, connect_error, end_stream, grpc_web_trailers
 from .framing import Disconnected, check_length, encoding, read_body, single_message
 from .observe import Observer
 from .protocol import END_STREAM, TRAILERS, envelope
+from .transport import CALL_TASK, CLIENT_GONE
 
 if TYPE_CHECKING:
     from ..mediator import Mediator
@@ -196,7 +201,7 @@ class ConnectApp:
             token = bind_call(call_info_factory(path, scope, headers, timeout))
             sent = metrics.sent.inc if metrics is not None else None
             code = await self._call(
-                endpoint, headers, protocol, codec, reply, receive, timeout, sent
+                endpoint, scope, headers, protocol, codec, reply, receive, timeout, sent
             )
         except Failed as failed:
             code = failed.status[0]
@@ -205,7 +210,11 @@ class ConnectApp:
             code = _CANCELLED  # nobody to answer
         except asyncio.CancelledError:
             code = _CANCELLED
-            raise
+            if CLIENT_GONE not in scope:
+                raise
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()  # the client left (transport.py cancelled): nothing to answer
         finally:
             self._observer.end(path, metrics, code, began, scope, headers)
             if token is not None:
@@ -214,6 +223,7 @@ class ConnectApp:
     async def _call(
         self,
         endpoint: _Endpoint,
+        scope: Scope,
         headers: dict[bytes, bytes],
         protocol: str,
         codec: Codec,
@@ -235,6 +245,7 @@ class ConnectApp:
         try:
             if endpoint.streaming:
                 return await _stream(endpoint.stream(data, seconds), reply, endpoint, receive, sent)
+            scope[CALL_TASK] = asyncio.current_task()  # cancelled if the client leaves
             await reply.unary(await endpoint.unary(data, seconds), endpoint)
             if sent is not None:
                 sent()

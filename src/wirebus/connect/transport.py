@@ -24,6 +24,9 @@ that holds the port's :class:`ReadBounds`:
   few times a second -- no timer per request, a timestamp stored instead.
 
 Idle keep-alive connections close after uvicorn's ``timeout_keep_alive``.
+A connection lost while a unary call runs cancels the call (the task the
+app left in the scope under :data:`CALL_TASK`), as the gRPC port does: a
+client that sends slow calls and leaves at once holds no call slot.
 
 Example::
 
@@ -40,11 +43,16 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
-__all__ = ["ReadBounds", "Sweeper", "bounded_protocol"]
+__all__ = ["CALL_TASK", "CLIENT_GONE", "ReadBounds", "Sweeper", "bounded_protocol"]
 
 log = logging.getLogger(__name__)
+
+CALL_TASK = "wirebus.connect.call_task"
+"""The scope key where a unary call leaves its task, to be cancelled if its client leaves."""
+CLIENT_GONE = "wirebus.connect.client_gone"
+"""The scope key set before that cancellation: the call ends quietly, nobody to answer."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +159,16 @@ def bounded_protocol(bounds: ReadBounds) -> type[asyncio.Protocol]:
             if not self.transport.is_closing():
                 self.transport.write(response)
                 self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            cycle = self.cycle
+            super().connection_lost(exc)
+            if cycle is not None and not cycle.response_complete:
+                scope = cast("dict[str, Any]", cycle.scope)  # ASGI: any extension key
+                task: asyncio.Task[Any] | None = scope.get(CALL_TASK)
+                if task is not None and not task.done():
+                    scope[CLIENT_GONE] = True
+                    task.cancel()
 
         def send_400_response(self, msg: str) -> None:
             log.debug("connect: %s", msg)
