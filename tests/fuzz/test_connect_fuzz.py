@@ -183,7 +183,12 @@ def checked_error(error: dict[str, Any], status: int | None) -> str:
     message = error.get("message", "")
     assert isinstance(message, str)
     assert not [leak for leak in LEAKS if leak in message], message
-    return str(code)
+    return _named(str(code), message)
+
+
+def _named(code: str, message: str) -> str:
+    """``malformed`` for a request refused before decoding; any other code reached the pipeline."""
+    return "malformed" if "parse" in message or "envelope" in message else code
 
 
 def split_frames(body: bytes) -> list[tuple[int, bytes]]:
@@ -226,8 +231,9 @@ def checked_answer(method: MethodDescriptor, req: Request, status: int, body: by
     lines = dict(line.split(": ", 1) for line in end.decode().split("\r\n") if line)
     code = int(lines["grpc-status"])
     assert code in (0, 3, 5, 8, 9, 11, 12, 6), lines  # OK or a client's error, never 2/13
-    assert not [leak for leak in LEAKS if leak in lines.get("grpc-message", "")], lines
-    return "ok" if code == 0 else f"grpc-status {code}"
+    message = lines.get("grpc-message", "")
+    assert not [leak for leak in LEAKS if leak in message], lines
+    return "ok" if code == 0 else _named(f"grpc-status {code}", message)
 
 
 def still_answers(conn: http.client.HTTPConnection, port: int) -> None:
@@ -272,4 +278,5 @@ def test_any_request_over_connect_gets_a_well_formed_answer_and_the_port_goes_on
         f"fuzz connect {method.full_name}: {examples} examples in {elapsed:.1f}s"
         f" ({examples / elapsed:.0f}/s); {dict(sorted(outcomes.items()))}"
     )
-    assert "invalid_argument" in outcomes or "grpc-status 3" in outcomes  # some were garbage
+    assert "malformed" in outcomes  # some requests were garbage
+    assert outcomes.keys() - {"malformed", "unimplemented", "grpc-status 12"}  # some were not
