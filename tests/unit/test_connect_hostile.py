@@ -431,6 +431,48 @@ async def test_connections_past_max_connections_get_503_at_once_and_the_port_rec
         await wait_until(serves_again, message="the port did not recover its connections")
 
 
+async def test_a_request_pipelined_behind_a_slow_call_waits_for_it_and_is_answered() -> None:
+    router = orders_router()
+
+    running = asyncio.Event()
+
+    @router.handler
+    async def cancel_order(
+        command: orders_pb2.CancelOrderRequest,
+    ) -> orders_pb2.CancelOrderResponse:
+        await asyncio.sleep(0.6)  # longer than the body timeout below
+        running.set()
+        await asyncio.sleep(0.4)
+        return orders_pb2.CancelOrderResponse()
+
+    async with serving(router, body_timeout_seconds=0.3) as server:
+        cancel = "/shop.orders.v1.OrderService/CancelOrder"
+        first = head(cancel, "application/json", 2).replace(b"Connection: close\r\n", b"")
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        # the second request's head at once, its body only once the first call runs
+        writer.write(first + b"{}" + head(GET, "application/json", 18))
+        await asyncio.wait_for(running.wait(), 10)  # past the body timeout
+        writer.write(b'{"orderId": "o-5"}')
+        answer = await closed_within(reader, 10.0)
+        writer.close()
+    assert answer.count(b"HTTP/1.1 200 OK") == 2
+    assert answer.endswith(b'{"orderId": "o-5"}')
+
+
+async def test_a_pipelined_slowloris_body_is_cut_off_once_its_turn_comes() -> None:
+    async with serving(body_timeout_seconds=0.5) as server:
+        first = head(GET, "application/json", 2).replace(b"Connection: close\r\n", b"")
+        body = b'{"orderId": "' + b"x" * 200 + b'"}'
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(first + b"{}" + head(GET, "application/json", len(body)))
+        slow = asyncio.create_task(trickle(writer, body, 0.05))
+        answer = await closed_within(reader, 5.0)
+        assert answer.count(b"HTTP/1.1 200 OK") == 1  # the first, then the connection closed
+        assert not slow.done()
+        slow.cancel()
+        writer.close()
+
+
 # -- a client that goes away mid-stream --------------------------------------------------
 
 notes = sa.Table("notes", sa.MetaData(), sa.Column("text", sa.String, primary_key=True))

@@ -183,8 +183,16 @@ def bounded_protocol(bounds: ReadBounds) -> type[asyncio.Protocol]:
             if self.parser.should_upgrade() and _has_body(self.headers):
                 self._refuse(upgrade)
                 return
-            self.read_deadline = self.loop.time() + bounds.body_timeout
+            running = self.cycle is not None and not self.cycle.response_complete
+            # a pipelined request waits (unread) for the one before it, however long that runs
+            self.read_deadline = None if running else self.loop.time() + bounds.body_timeout
             super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()  # starts a pipelined request, if one waits
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete and cycle.more_body:
+                self.read_deadline = self.loop.time() + bounds.body_timeout  # its turn now
 
         def on_body(self, body: bytes) -> None:
             if not self._refused:
