@@ -16,6 +16,10 @@ gRPC port; this module only speaks the protocols:
 - ``GET /healthz`` (``{"status": "SERVING"}``, 503 once draining) and
   ``grpc.health.v1.Health/Check`` over Connect; CORS preflight (``cors.py``).
 
+A unary call whose client goes away is cancelled, as on the gRPC port (its
+unit of work rolls back, its call slot frees): ``transport.py`` cancels the
+task the call left in its scope; a stream's own watcher does the same.
+
 Each call binds a :class:`~wirebus.context.CallInfo` built (lazily) from the
 HTTP headers -- keys lower case, ``-bin`` values base64-decoded, the peer as
 ``ipv4:host:port``, the deadline from ``connect-timeout-ms`` or
@@ -49,9 +53,10 @@ from .codec import Codec, JsonCodec, content_type, response_type
 from .cors import Cors
 from .endpoints import Endpoint, Failed, HealthEndpoint
 from .errors import Status, connect_error, end_stream, grpc_web_trailers
-from .framing import Disconnected, read_body, single_message
+from .framing import Disconnected, check_length, encoding, read_body, single_message
 from .observe import Observer
 from .protocol import END_STREAM, TRAILERS, envelope
+from .transport import CALL_TASK, CLIENT_GONE
 
 if TYPE_CHECKING:
     from ..mediator import Mediator
@@ -69,6 +74,7 @@ Headers = list[tuple[bytes, bytes]]
 _OK = grpc.StatusCode.OK
 _CANCELLED = grpc.StatusCode.CANCELLED
 _JSON = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
 _PROTOCOL_VERSION = (b"connect-protocol-version", b"1")
 _ACCEPT_POST = (
     b"accept-post",
@@ -187,21 +193,28 @@ class ConnectApp:
                 raise Failed(endpoint.refusal)
             if endpoint.streaming and protocol == "connect":
                 raise Failed(_status(grpc.StatusCode.UNIMPLEMENTED, _STREAM_TYPES))
+            version = headers.get(b"connect-protocol-version")
+            if version is not None and version != b"1" and protocol != "grpc-web":
+                raise Failed(_status(grpc.StatusCode.INVALID_ARGUMENT, _VERSION))
             timeout = timeout_of(headers, protocol)
             # bound until the access line is written: it reads the call's correlation
             token = bind_call(call_info_factory(path, scope, headers, timeout))
             sent = metrics.sent.inc if metrics is not None else None
             code = await self._call(
-                endpoint, headers, protocol, codec, reply, receive, timeout, sent
+                endpoint, scope, headers, protocol, codec, reply, receive, timeout, sent
             )
         except Failed as failed:
             code = failed.status[0]
-            await reply.error(failed.status)
+            await reply.error(failed.status, close=failed.close)
         except Disconnected:
             code = _CANCELLED  # nobody to answer
         except asyncio.CancelledError:
             code = _CANCELLED
-            raise
+            if CLIENT_GONE not in scope:
+                raise
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()  # the client left (transport.py cancelled): nothing to answer
         finally:
             self._observer.end(path, metrics, code, began, scope, headers)
             if token is not None:
@@ -210,6 +223,7 @@ class ConnectApp:
     async def _call(
         self,
         endpoint: _Endpoint,
+        scope: Scope,
         headers: dict[bytes, bytes],
         protocol: str,
         codec: Codec,
@@ -219,6 +233,8 @@ class ConnectApp:
         sent: Callable[[], None] | None,
     ) -> grpc.StatusCode:
         """Run the call and answer it; the code it ended with."""
+        check_length(headers, self.max_message_bytes)  # before reading any of it
+        encoding(headers, protocol)  # an unknown compression: before reading too
         body = await read_body(receive, headers, protocol, self.max_message_bytes)
         if protocol != "connect":
             body = single_message(body, headers, protocol, self.max_message_bytes)
@@ -229,6 +245,7 @@ class ConnectApp:
         try:
             if endpoint.streaming:
                 return await _stream(endpoint.stream(data, seconds), reply, endpoint, receive, sent)
+            scope[CALL_TASK] = asyncio.current_task()  # cancelled if the client leaves
             await reply.unary(await endpoint.unary(data, seconds), endpoint)
             if sent is not None:
                 sent()
@@ -237,6 +254,7 @@ class ConnectApp:
             limiter.release()
 
 
+_VERSION = "connect-protocol-version must be 1 (the version of the Connect protocol served)"
 _STREAM_TYPES = (
     "a server-streaming method takes application/connect+proto or application/connect+json"
     " (or gRPC-Web), not a unary content-type"
@@ -292,7 +310,7 @@ class _Reply(Protocol):
     async def begin(self) -> None: ...
     async def item(self, data: bytes, endpoint: _Endpoint) -> None: ...
     async def end(self, status: Status | None) -> None: ...
-    async def error(self, status: Status) -> None: ...
+    async def error(self, status: Status, *, close: bool = False) -> None: ...
 
 
 class _ConnectUnary:
@@ -309,9 +327,12 @@ class _ConnectUnary:
             data = endpoint.json.response(data)
         await _respond(self._send, 200, self._ok, data)
 
-    async def error(self, status: Status) -> None:
+    async def error(self, status: Status, *, close: bool = False) -> None:
         code, body = connect_error(status)
-        await _respond(self._send, code, [_JSON, _PROTOCOL_VERSION, *self._cors], body)
+        headers = [_JSON, _PROTOCOL_VERSION, *self._cors]
+        if close:
+            headers.append(_CLOSE)
+        await _respond(self._send, code, headers, body)
 
     async def begin(self) -> None:
         raise AssertionError("a Connect unary reply has no stream")  # server-streaming is refused
@@ -359,7 +380,9 @@ class _Enveloped:
         await self.item(data, endpoint)
         await self.end(None)
 
-    async def error(self, status: Status) -> None:
+    async def error(self, status: Status, *, close: bool = False) -> None:
+        if close and not self._started:
+            self._headers = [*self._headers, _CLOSE]
         await self.end(status)
 
 

@@ -61,8 +61,10 @@ class JsonCodec:
     """JSON <-> protobuf bytes for one method (proto3 JSON, lowerCamelCase names out).
 
     Unknown fields in a request are ignored (a newer browser client stays
-    compatible); JSON that does not fit the message raises ``DecodeError``,
-    which the app answers as a malformed request.
+    compatible, as Connect's own servers do); JSON that does not fit the
+    message -- not an object, a field of the wrong type, invalid UTF-8,
+    nested too deeply -- raises ``DecodeError`` saying why, which the app
+    answers as a malformed request (``invalid_argument``).
     """
 
     __slots__ = ("_request", "_response")
@@ -72,12 +74,19 @@ class JsonCodec:
         self._response = response
 
     def request(self, body: bytes) -> bytes:
-        """The request's protobuf bytes from its JSON ``body``."""
+        """The request's protobuf bytes from its JSON ``body`` (``DecodeError``: a misfit)."""
+        if not body:
+            body = b"{}"
+        elif body[:1] != b"{" and body.lstrip()[:1] != b"{":
+            raise DecodeError("the request must be a JSON object")
         message = self._request()
         try:
-            json_format.Parse(body or b"{}", message, ignore_unknown_fields=True)
+            json_format.Parse(body, message, ignore_unknown_fields=True)
         except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
-            raise DecodeError(str(exc)) from None
+            text = str(exc)
+            if "recursion" in text:
+                text = "the JSON is nested too deeply"
+            raise DecodeError(text) from None
         return message.SerializeToString()
 
     def response(self, data: bytes) -> bytes:

@@ -45,11 +45,12 @@ _SERVED = ("unary_unary", "unary_stream")
 
 
 class Failed(WirebusError):
-    """A call ended with the gateway's ``status``."""
+    """A call ended with the gateway's ``status`` (``close``: and its connection must close)."""
 
-    def __init__(self, status: Status) -> None:
+    def __init__(self, status: Status, *, close: bool = False) -> None:
         super().__init__(status[1])
         self.status = status
+        self.close = close
 
 
 class Endpoint:

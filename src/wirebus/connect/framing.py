@@ -2,7 +2,12 @@
 
 The body is read whole (unary and server-streaming methods take one
 request message), at most ``limit`` bytes -- a larger one is
-``resource_exhausted`` before it is all read. ``gzip`` is the one request
+``resource_exhausted`` before it is all read, and one whose
+``Content-Length`` says so before any of it is read (both answered with
+``connection: close``: the rest of the body is not worth reading). An
+enveloped body is one frame whose flags are 0 or ``COMPRESSED`` (a client
+sending Connect's end-of-stream or gRPC-Web's trailers flag is told so).
+``gzip`` is the one request
 compression served (``content-encoding`` for Connect unary,
 ``connect-content-encoding`` and the envelope's flag for Connect
 streaming, ``grpc-encoding`` for gRPC-Web), inflated to ``limit`` at most.
@@ -43,10 +48,23 @@ class Disconnected(WirebusError):
 
 
 def _too_large(limit: int) -> Failed:
-    return Failed(_status(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request larger than {limit} bytes"))
+    status = _status(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request larger than {limit} bytes")
+    return Failed(status, close=True)
 
 
-def _encoding(headers: Mapping[bytes, bytes], protocol: str) -> bytes | None:
+def _invalid(message: str) -> Failed:
+    return Failed(_status(grpc.StatusCode.INVALID_ARGUMENT, message))
+
+
+def check_length(headers: Mapping[bytes, bytes], limit: int) -> None:
+    """Refuse a body whose ``Content-Length`` is above ``limit`` (+ an envelope's prefix)."""
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit + 5:
+        raise _too_large(limit)
+
+
+def encoding(headers: Mapping[bytes, bytes], protocol: str) -> bytes | None:
+    """The request's compression, ``None`` or ``identity`` or ``gzip`` (``Failed``: another)."""
     encoding = headers.get(_ENCODING_HEADER[protocol])
     if encoding in _IDENTITY or encoding == b"gzip":
         return encoding
@@ -90,7 +108,7 @@ async def read_body(
         raise Disconnected
     if len(body) > limit + 5:  # 5: an envelope's prefix
         raise _too_large(limit)
-    if protocol == "connect" and _encoding(headers, protocol) == b"gzip":
+    if protocol == "connect" and encoding(headers, protocol) == b"gzip":
         return _gunzip(body, limit)
     return body
 
@@ -99,20 +117,12 @@ def single_message(body: bytes, headers: Mapping[bytes, bytes], protocol: str, l
     """The one enveloped message of a request body (inflated when its flag says so)."""
     frame = next_frame(body)
     if frame is None or frame[2]:
-        raise Failed(
-            _status(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "the request body must be exactly one enveloped message",
-            )
-        )
+        raise _invalid("the request body must be exactly one enveloped message")
     flags, data, _ = frame
-    if flags & COMPRESSED:
-        if _encoding(headers, protocol) != b"gzip":
-            raise Failed(
-                _status(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "a compressed message without a compression header",
-                )
-            )
+    if flags & ~COMPRESSED:
+        raise _invalid(f"a request message's flags are 0 or 1 (compressed), not {flags:#04x}")
+    if flags:
+        if encoding(headers, protocol) != b"gzip":
+            raise _invalid("a compressed message without a compression header")
         return _gunzip(data, limit)
     return data

@@ -101,7 +101,7 @@ def connect_timeout(value: bytes | None) -> float | None:
     if value is None:
         return None
     if not value.isdigit() or len(value) > 10:
-        raise ValueError(f"connect-timeout-ms must be 1 to 10 digits, not {value[:16]!r}")
+        raise ValueError(f"connect-timeout-ms must be 1 to 10 digits, not {_shown(value)}")
     return int(value) / 1000.0
 
 
@@ -111,5 +111,10 @@ def grpc_timeout(value: bytes | None) -> float | None:
         return None
     digits, unit = value[:-1], value[-1:] or b"?"
     if not digits.isdigit() or len(digits) > 8 or unit[0] not in _UNITS:
-        raise ValueError(f"grpc-timeout must be up to 8 digits and a unit, not {value[:16]!r}")
+        raise ValueError(f"grpc-timeout must be up to 8 digits and a unit, not {_shown(value)}")
     return int(digits) * _UNITS[unit[0]]
+
+
+def _shown(value: bytes) -> str:
+    """A header's value in an error message: quoted text, at most 16 characters."""
+    return repr(value[:16].decode("latin-1"))

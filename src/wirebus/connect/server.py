@@ -35,6 +35,7 @@ from ..gateway.limits import CallLimiter
 from ..gateway.request_limits import RequestLimits
 from .app import ConnectApp
 from .cors import Cors
+from .transport import ReadBounds, Sweeper, bounded_protocol
 
 if TYPE_CHECKING:
     from ..app import App
@@ -54,7 +55,21 @@ class ConnectConfig:
 
     ``cors_origins``: browser origins allowed to call (``"*"``: any; none:
     no CORS headers at all). ``max_concurrent_calls`` bounds this port's
-    calls in flight as the gateway's bounds its own.
+    calls in flight as the gateway's bounds its own (``resource_exhausted``
+    at once past it).
+
+    What a client may cost before its call runs (``transport.py``):
+
+    - ``max_message_bytes``: a request body, compressed or inflated; a
+      ``Content-Length`` above it is refused before the body is read;
+    - ``max_connections`` (1024): open connections; one more gets ``503``;
+    - ``max_header_bytes`` (64 KiB): a request's line and headers (``431``);
+    - ``header_timeout_seconds`` (10): from a connection's opening (or a
+      request's first byte) to the end of its headers, and
+      ``body_timeout_seconds`` (30): from there to the end of the body; a
+      connection past either is closed (a slowloris holds no call slot: a
+      call is admitted only once its body is read);
+    - ``keep_alive_seconds`` (5): an idle connection between requests.
 
     Example::
 
@@ -69,14 +84,21 @@ class ConnectConfig:
     cors_origins: Sequence[str] = ()
     limits: RequestLimits = DEFAULT_LIMITS
     health: bool = True
+    max_connections: int = 1024
+    max_header_bytes: int = 64 * 1024
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    keep_alive_seconds: int = 5
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigurationError(f"connect port must be 0..65535, not {self.port}")
-        if self.max_message_bytes < 1:
-            raise ConfigurationError(
-                f"max_message_bytes must be positive, not {self.max_message_bytes}"
-            )
+        for name in ("max_message_bytes", "max_connections", "max_header_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be positive, not {getattr(self, name)}")
+        for name in ("header_timeout_seconds", "body_timeout_seconds", "keep_alive_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name} must be > 0 seconds, not {getattr(self, name)}")
         if self.grace_seconds < 0:
             raise ConfigurationError(f"grace_seconds must be >= 0, not {self.grace_seconds}")
         if isinstance(self.cors_origins, str):
@@ -111,6 +133,7 @@ class ConnectServer(AsyncLifecycle):
         self._owns_mediator = mediator is None
         self._limiter = CallLimiter(limit=self.config.max_concurrent_calls, domain=app.name)
         self._server: Any = None
+        self._sweeper: Sweeper | None = None
         self._task: asyncio.Task[None] | None = None
         self._port: int | None = None
         self._state = "new"
@@ -159,10 +182,19 @@ class ConnectServer(AsyncLifecycle):
         )
         sock = _bind(cfg.host, cfg.port)
         self._port = sock.getsockname()[1]
+        bounds = ReadBounds(
+            max_connections=cfg.max_connections,
+            max_header_bytes=cfg.max_header_bytes,
+            header_timeout=cfg.header_timeout_seconds,
+            body_timeout=cfg.body_timeout_seconds,
+        )
         uv_config = uvicorn.Config(
             asgi,
-            http=_http_impl(),
+            http=_http_impl(bounds),
             lifespan="off",
+            timeout_keep_alive=cfg.keep_alive_seconds,
+            ws="none",  # Connect and gRPC-Web only: an upgrade request stays HTTP/1.1
+            h11_max_incomplete_event_size=cfg.max_header_bytes,
             access_log=False,
             log_config=None,
             server_header=False,
@@ -175,6 +207,8 @@ class ConnectServer(AsyncLifecycle):
                 self._task.result()  # raises what uvicorn raised
                 raise LifecycleError("the Connect server stopped while starting")
             await asyncio.sleep(0.005)
+        self._sweeper = Sweeper(bounds, self._server.server_state.connections)
+        self._sweeper.start()
         log.info("Connect and gRPC-Web on %s (%d methods)", self.url, len(self._routes))
 
     async def stop(self, grace: float | None = None) -> None:
@@ -187,6 +221,8 @@ class ConnectServer(AsyncLifecycle):
         self._limiter.drain()
         if not await self._limiter.wait_drained(grace):
             log.warning("connect: %d call(s) still running after the grace", self.calls_in_flight)
+        if self._sweeper is not None:
+            await self._sweeper.stop()
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             self._server.force_exit = grace == 0
@@ -213,12 +249,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _http_impl() -> str:
+def _http_impl(bounds: ReadBounds) -> type[asyncio.Protocol] | str:
+    """httptools, bounded (``transport.py``); h11 bounds only the head's size."""
     try:
         import httptools  # noqa: F401
     except ImportError:
         return "h11"
-    return "httptools"
+    return bounded_protocol(bounds)
 
 
 def _quiet_server(uvicorn: Any, config: Any) -> Any:
