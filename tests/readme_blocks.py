@@ -151,3 +151,83 @@ _stop_all() {{  # SIGTERM to every background command; each must exit 0
 }}
 trap 'for p in "${{_pids[@]}}"; do kill -KILL "$p" 2>/dev/null || true; done' EXIT
 """
+
+
+# The "Running in production" blocks (tests/integration/test_production_example.py)
+PRODUCTION_COLLECTOR = "otel-collector:4317"
+PRODUCTION_JWKS_URL = "https://id.example.com/.well-known/jwks.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProductionSubstitutions:
+    """What the checked copy of the "Running in production" blocks changes.
+
+    The collector's address and the JWKS URL become the test's own servers on
+    127.0.0.1 (TLS kept: both trust the test's CA); the certificate paths are
+    the test's files; ``--host 0.0.0.0`` becomes 127.0.0.1 and the ports free
+    ones (a shared machine); ``wirebus run`` gets its own consumer group and
+    ``--start-at latest``, as in :func:`checked_script`. The ``export`` lines
+    are the user's (SASL_SSL to a cluster): the test runs against the shared
+    plaintext broker and its own fresh database instead.
+    """
+
+    collector: str
+    jwks_url: str
+    port: int
+    metrics_port: int
+    tls_cert: str
+    tls_key: str
+    client_ca: str
+    group: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ProductionRun:
+    """The shell block, checked: its exports (as written) and its commands as argv lists."""
+
+    exports: dict[str, str]
+    commands: list[list[str]]
+
+    def environment(self) -> dict[str, str]:
+        """The exports the test applies as written: all but the ``WIREBUS_*`` settings of
+        the user's Kafka cluster and database (see :class:`ProductionSubstitutions`)."""
+        return {k: v for k, v in self.exports.items() if not k.startswith("WIREBUS_")}
+
+
+def checked_production_app(text: str, subs: ProductionSubstitutions) -> str:
+    """The ``shop_prod.py`` block with the test's collector and JWKS URL."""
+    for original in (PRODUCTION_COLLECTOR, PRODUCTION_JWKS_URL):
+        assert text.count(original) == 1, f"the production block no longer names {original}"
+    return text.replace(PRODUCTION_COLLECTOR, subs.collector).replace(
+        PRODUCTION_JWKS_URL, subs.jwks_url
+    )
+
+
+def checked_production_run(text: str, subs: ProductionSubstitutions) -> ProductionRun:
+    """The production shell block's exports and its ``wirebus`` commands, substituted."""
+    exports: dict[str, str] = {}
+    runs: list[list[str]] = []
+    for command in commands(text):
+        words = shlex.split(command, comments=True)
+        if words[0] == "export":
+            for word in words[1:]:
+                name, _, value = word.partition("=")
+                exports[name] = value
+            continue
+        assert words[0] == "wirebus", f"not a wirebus command: {command}"
+        runs.append(_production_args(words[1:], subs))
+    return ProductionRun(exports, runs)
+
+
+def _production_args(args: list[str], subs: ProductionSubstitutions) -> list[str]:
+    values = {
+        "--host": "127.0.0.1", "--port": str(subs.port), "--metrics-port": str(subs.metrics_port),
+        "--tls-cert": subs.tls_cert, "--tls-key": subs.tls_key, "--client-ca": subs.client_ca,
+    }  # fmt: skip
+    out = list(args)
+    for i, word in enumerate(out[:-1]):
+        if word in values:
+            out[i + 1] = values[word]
+    if out[0] == "run":
+        out += ["--group", subs.group, "--start-at", "latest"]
+    return out

@@ -30,7 +30,7 @@ from wirebus.cli import load_app
 from wirebus.testing import AppHarness
 
 RUN_HERE = {"install", "new", "after-demo-serve", "after-demo-call", "app"}
-RUN_IN_INTEGRATION = {"kafka", "tools", "codegen"}
+RUN_IN_INTEGRATION = {"kafka", "tools", "codegen", "production-app", "production-run"}
 
 
 def free_port() -> int:
