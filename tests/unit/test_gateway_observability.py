@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import click
@@ -167,19 +167,52 @@ def test_keepalive_settings_must_be_positive() -> None:
         GatewayConfig(max_connection_idle_ms=0)
 
 
-@pytest.mark.parametrize("command", ["serve", "run", "consume"])
-def test_help_documents_every_flag(command: str) -> None:
-    group = cli.main
-    assert isinstance(group, click.Group)
-    cmd = group.commands[command]
-    result = CliRunner().invoke(group, [command, "--help"])
+def leaf_commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The path of every command under ``group`` (``("dlq", "replay")``, ...)."""
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from leaf_commands(command, (*path, name))
+        else:
+            yield (*path, name)
+
+
+def command_at(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = cli.main
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return command
+
+
+@pytest.mark.parametrize("path", list(leaf_commands(cli.main)), ids=" ".join)
+def test_help_documents_every_flag(path: tuple[str, ...]) -> None:
+    command = command_at(path)
+    result = CliRunner().invoke(cli.main, [*path, "--help"])
+
     assert result.exit_code == 0, result.output
-    for param in cmd.params:
+    for param in command.params:
         if isinstance(param, click.Option):
-            assert param.help, f"{command} {param.opts[0]} has no help text"
-            assert param.opts[0] in result.output
-    for flag in ("--log-format", "--metrics-port"):
-        assert flag in result.output
-    if command != "consume":
-        assert "--keepalive-time" in result.output
-        assert "--keepalive-timeout" in result.output
+            assert param.help, f"{' '.join(path)} {param.opts[0]} has no help text"
+            for flag in (*param.opts, *param.secondary_opts):  # --reflection / --no-reflection
+                assert flag in result.output, f"{' '.join(path)} --help does not show {flag}"
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_serve_and_run_help_shows_the_production_and_connect_flags(command: str) -> None:
+    result = CliRunner().invoke(cli.main, [command, "--help"])
+
+    assert result.exit_code == 0, result.output
+    for flag in (
+        "--tls-cert", "--tls-key", "--client-ca", "--max-concurrent-calls", "--grace",
+        "--metrics-port", "--log-format", "--keepalive-time", "--keepalive-timeout",
+        "--no-reflection", "--connect-port", "--cors-origin",
+    ):  # fmt: skip
+        assert flag in result.output, flag
+
+
+def test_consume_help_shows_its_logging_and_metrics_flags() -> None:
+    result = CliRunner().invoke(cli.main, ["consume", "--help"])
+
+    assert result.exit_code == 0, result.output
+    for flag in ("--group", "--log-format", "--metrics-port", "--start-at", "--no-relay"):
+        assert flag in result.output, flag

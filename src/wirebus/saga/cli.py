@@ -51,7 +51,10 @@ _app_dir = click.option(
 @_app_dir
 @click.option("--failed", is_flag=True, help="Only the failed ones (an operator must look).")
 @click.option("--type", "saga_type", default=None, help="Only sagas of this type.")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--limit", default=100, show_default=True, type=click.IntRange(min=1),
+    help="List this many sagas at most.",
+)  # fmt: skip
 def list_command(
     target: str, app_dir: str, failed: bool, saga_type: str | None, limit: int
 ) -> None:
