@@ -7,7 +7,8 @@ are run with it, through the checked copy of ``tests/readme_blocks.py``
 the collector's address and the JWKS URL become this test's servers, the
 certificate paths its files, the ports free ones; the shared plaintext Kafka
 and a fresh PostgreSQL database replace the user's SASL_SSL cluster and
-database). Around the server, on 127.0.0.1:
+database; the block's other exports, ``GRPC_VERBOSITY``, are applied as written).
+Around the server, on 127.0.0.1 (``production_servers.py``):
 
 - a CA (trustme) that signed the server's certificate, a client's, and the
   certificate of the two servers below (the subprocess trusts it through
@@ -25,33 +26,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import http.server
 import json
 import os
 import re
 import signal
-import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
-import jwt
 import pytest
-import trustme
-from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
+from tests.integration.production_servers import Collector, Files, Issuer, JwksServer
 from tests.integration.test_shop_on_kafka import PYTHONPATH, free_port
 from tests.readme_blocks import (
     ProductionRun,
@@ -66,127 +60,8 @@ from wirebus.testing.databases import create_database, drop_database
 
 pytestmark = pytest.mark.integration
 
-ISSUER = "https://id.example.com/"  # the README's: tokens are checked against it
-AUDIENCE = "shop"
-KEY_ID = "prod-test-1"
 CUSTOMER = f"prod-{uuid.uuid4().hex[:8]}"  # a payload: never in a log line
 SERVICE = "shop.orders.v1.OrderService"
-
-
-@dataclasses.dataclass(frozen=True)
-class Files:
-    """PEM files of the test's CA and the certificates it signed."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-    @classmethod
-    def make(cls, directory: Path) -> Files:
-        ca = trustme.CA()
-        server = ca.issue_cert("127.0.0.1", "localhost")
-        client = ca.issue_cert("shop-client@wirebus.test")
-        files = cls(*(directory / n for n in ("ca.pem", "server.pem", "server.key",
-                                                "client.pem", "client.key")))  # fmt: skip
-        ca.cert_pem.write_to_path(str(files.ca))
-        server.cert_chain_pems[0].write_to_path(str(files.server_cert))
-        server.private_key_pem.write_to_path(str(files.server_key))
-        client.cert_chain_pems[0].write_to_path(str(files.client_cert))
-        client.private_key_pem.write_to_path(str(files.client_key))
-        return files
-
-    def client(self, *, certificate: bool = True) -> grpc.ChannelCredentials:
-        if not certificate:
-            return grpc.ssl_channel_credentials(root_certificates=self.ca.read_bytes())
-        return grpc.ssl_channel_credentials(
-            root_certificates=self.ca.read_bytes(),
-            private_key=self.client_key.read_bytes(),
-            certificate_chain=self.client_cert.read_bytes(),
-        )
-
-
-class Issuer:
-    """An RSA key: JWTs signed with it, and the JWKS that publishes it."""
-
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    def jwks(self) -> bytes:
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        return json.dumps({"keys": [{**jwk, "kid": KEY_ID, "alg": "RS256", "use": "sig"}]}).encode()
-
-    def token(self, *, scope: str = "orders:read", expires_in: float = 300) -> str:
-        now = int(time.time())
-        claims = {"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "iat": now,
-                  "exp": now + int(expires_in), "scope": scope}  # fmt: skip
-        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": KEY_ID})
-
-
-@dataclasses.dataclass
-class JwksServer:
-    """An HTTPS server on 127.0.0.1 answering ``GET /.well-known/jwks.json``."""
-
-    body: bytes
-    files: Files
-    gets: int = 0
-
-    def start(self) -> str:
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                found = self.path == "/.well-known/jwks.json"
-                owner.gets += found
-                self.send_response(200 if found else 404)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(owner.body if found else b"{}")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # not the test's output
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.files.server_cert, self.files.server_key)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"https://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    """A fake OTLP/gRPC trace collector over TLS: keeps every span it is sent."""
-
-    def __init__(self, files: Files) -> None:
-        self.spans: list[trace_pb2.Span] = []
-        self._lock = threading.Lock()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
-        credentials = grpc.ssl_server_credentials(
-            [(files.server_key.read_bytes(), files.server_cert.read_bytes())]
-        )
-        self.port = self.server.add_secure_port("127.0.0.1:0", credentials)
-
-    def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        with self._lock:
-            for resource in request.resource_spans:
-                for scope in resource.scope_spans:
-                    self.spans.extend(scope.spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-    def server_span(self, trace_id: str) -> trace_pb2.Span | None:
-        with self._lock:
-            for span in self.spans:
-                if span.trace_id.hex() == trace_id and span.kind == trace_pb2.Span.SPAN_KIND_SERVER:
-                    return span
-        return None
 
 
 @dataclasses.dataclass(frozen=True)
