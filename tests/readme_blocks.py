@@ -164,7 +164,7 @@ class ProductionSubstitutions:
 
     The collector's address and the JWKS URL become the test's own servers on
     127.0.0.1 (TLS kept: both trust the test's CA); the certificate paths are
-    the test's files; ``--host 0.0.0.0`` becomes 127.0.0.1 and the ports free
+    the test's files; ``--host 0.0.0.0`` and ``--metrics-host 0.0.0.0`` become 127.0.0.1 and the ports free
     ones (a shared machine); ``wirebus run`` gets its own consumer group and
     ``--start-at latest``, as in :func:`checked_script`. The ``export`` lines
     are the user's (SASL_SSL to a cluster): the test runs against the shared
@@ -222,6 +222,7 @@ def checked_production_run(text: str, subs: ProductionSubstitutions) -> Producti
 def _production_args(args: list[str], subs: ProductionSubstitutions) -> list[str]:
     values = {
         "--host": "127.0.0.1", "--port": str(subs.port), "--metrics-port": str(subs.metrics_port),
+        "--metrics-host": "127.0.0.1",
         "--tls-cert": subs.tls_cert, "--tls-key": subs.tls_key, "--client-ca": subs.client_ca,
     }  # fmt: skip
     out = list(args)

@@ -271,7 +271,11 @@ _start_at = click.option(
 )  # fmt: skip
 _metrics_port = click.option(
     "--metrics-port", type=click.IntRange(1, 65535), default=None,
-    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (needs wirebus[metrics]).",
+    help="Serve Prometheus metrics on METRICS_HOST:PORT/metrics (needs wirebus[metrics]).",
+)  # fmt: skip
+_metrics_host = click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True,
+    help="Interface of the metrics endpoint (0.0.0.0: scrapable from other hosts and pods).",
 )  # fmt: skip
 _log_level = click.option(
     "--log-level",
@@ -359,12 +363,13 @@ def main() -> None:
 @_log_format
 @_relay
 @_metrics_port
+@_metrics_host
 def serve(
     target: str, app_dir: str, host: str, port: int, grace: float, max_calls: int | None,
     reflection: bool, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
     keepalive_time: float, keepalive_timeout: float,
     connect_port: int | None, cors_origins: tuple[str, ...],
-    log_level: str, log_format: str, relay: bool, metrics_port: int | None,
+    log_level: str, log_format: str, relay: bool, metrics_port: int | None, metrics_host: str,
 ) -> None:  # fmt: skip
     """Serve the app's gRPC gateway."""
     _logging(log_level, log_format)
@@ -380,6 +385,7 @@ def serve(
         runtime = Runtime(
             app, settings, gateway=config, connect=connect,
             consume=settings.kafka_bootstrap is None, relay=relay, metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )  # fmt: skip
     except ConfigurationError as exc:  # a feature whose extra is missing
         raise click.ClickException(_one_line(exc)) from None
@@ -448,13 +454,14 @@ def _logging(level: str, log_format: str = "text") -> None:
 )
 @_start_at
 @_metrics_port
+@_metrics_host
 def run(
     target: str, app_dir: str, host: str, port: int, grace: float, max_calls: int | None,
     reflection: bool, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
     keepalive_time: float, keepalive_timeout: float,
     connect_port: int | None, cors_origins: tuple[str, ...], log_level: str, log_format: str,
     slices: tuple[str, ...], relay: bool, group: str | None,
-    start_at: str, metrics_port: int | None,
+    start_at: str, metrics_port: int | None, metrics_host: str,
 ) -> None:  # fmt: skip
     """Run everything of the app in one process: gateway and event consumers.
 
@@ -472,7 +479,7 @@ def run(
         runtime = Runtime(
             app, _settings(), gateway=config, connect=connect, consume=True,
             routers=_routers(slices), relay=relay, group=group, start_at=_start(start_at),
-            metrics_port=metrics_port,
+            metrics_port=metrics_port, metrics_host=metrics_host,
         )  # fmt: skip
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
@@ -492,9 +499,11 @@ def run(
 @_relay
 @_start_at
 @_metrics_port
+@_metrics_host
 def consume(
     target: str, app_dir: str, group: str, slices: tuple[str, ...], skip_unknown: bool,
     log_level: str, log_format: str, relay: bool, start_at: str, metrics_port: int | None,
+    metrics_host: str,
 ) -> None:  # fmt: skip
     """Run the app's event handlers on records from Kafka (needs WIREBUS_KAFKA_BOOTSTRAP)."""
     _logging(log_level, log_format)
@@ -506,7 +515,7 @@ def consume(
         runtime = Runtime(
             app, settings, consume=True, group=group, routers=_routers(slices),
             skip_unknown=skip_unknown, relay=relay,
-            start_at=_start(start_at), metrics_port=metrics_port,
+            start_at=_start(start_at), metrics_port=metrics_port, metrics_host=metrics_host,
         )  # fmt: skip
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
@@ -624,7 +633,10 @@ def describe(target: str, app_dir: str, mermaid: bool) -> None:
 @_app_dir
 @_log_level
 @_metrics_port
-def relay_command(target: str, app_dir: str, log_level: str, metrics_port: int | None) -> None:
+@_metrics_host
+def relay_command(
+    target: str, app_dir: str, log_level: str, metrics_port: int | None, metrics_host: str
+) -> None:
     """Publish the app's outbox to Kafka until stopped (several may run on PostgreSQL)."""
     _logging(log_level)
     settings = _settings()
@@ -632,7 +644,9 @@ def relay_command(target: str, app_dir: str, log_level: str, metrics_port: int |
         raise click.ClickException("relay needs WIREBUS_KAFKA_BOOTSTRAP=host:port")
     app = _checked(load_app(target, app_dir))
     try:
-        runtime = Runtime(app, settings, relay=True, metrics_port=metrics_port)
+        runtime = Runtime(
+            app, settings, relay=True, metrics_port=metrics_port, metrics_host=metrics_host
+        )
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
     _run_async(lambda: _until_signal(runtime, "relay"))

@@ -111,6 +111,7 @@ class Runtime(AsyncLifecycle):
         relay: bool = True,
         start_at: Literal["earliest", "latest"] = "earliest",
         metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
         relay_poll: float = 1.0,
         on_outcome: Callable[[Record, Outcome], None] | None = None,
         lag_interval: float = 5.0,
@@ -142,6 +143,7 @@ class Runtime(AsyncLifecycle):
         self.relay = relay
         self.start_at = start_at
         self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
         self.relay_poll = relay_poll
         self.on_outcome = on_outcome
         self.lag_interval = lag_interval
@@ -255,13 +257,13 @@ class Runtime(AsyncLifecycle):
         assert self.metrics_port is not None
         database = self.database
         self.metrics = Metrics()
-        self.metrics.serve(self.metrics_port)
+        self.metrics.serve(self.metrics_port, host=self.metrics_host)
         self._stack.callback(self.metrics.close)
         self._metrics_task = asyncio.create_task(
             self.metrics.refresh_forever(lambda: outbox_stats(database))
         )
         self._stack.push_async_callback(self._stop_metrics)
-        log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", self.metrics_host, self.metrics_port)
 
     async def _stop_metrics(self) -> None:
         for task in (self._metrics_task, self._lag_task):

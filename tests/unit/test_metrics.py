@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from examples.shop.app import app as shop_app
 from examples.shop.orders.messages import GetOrder, LineItem, OrderStatus, PlaceOrder
@@ -49,3 +52,31 @@ async def test_metrics_count_published_rows_and_consumed_records(tmp_path: Path)
     assert values['wirebus_consumer_records_total{outcome="handled"}'] >= 2
     assert "wirebus_outbox_pending" in values
     assert "wirebus_outbox_oldest_pending_seconds" in values
+
+
+async def test_metrics_are_served_on_the_interface_given_by_metrics_host(tmp_path: Path) -> None:
+    port = free_port()
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/shop.db")
+    # 127.0.0.2 is another loopback address: bound there, 127.0.0.1 does not answer
+    runtime = Runtime(shop_app, settings, metrics_port=port, metrics_host="127.0.0.2")
+    async with runtime:
+        url = f"http://127.0.0.2:{port}/metrics"
+        text = await asyncio.to_thread(_get, url)
+        assert "wirebus_outbox_pending" in text
+        with pytest.raises(urllib.error.URLError):
+            await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def test_run_and_serve_take_a_metrics_host() -> None:
+    from click.testing import CliRunner
+
+    from wirebus.cli import main
+
+    for command in ("serve", "run", "consume", "relay"):
+        result = CliRunner().invoke(main, [command, "--help"])
+        assert "--metrics-host" in result.output, command
