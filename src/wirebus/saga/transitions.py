@@ -47,7 +47,7 @@ class Advance(Command[bool]):
     """Run the saga's current action or compensation; ``True`` if another can run at once."""
 
     saga_id: str
-    carry: Carry | None = dataclasses.field(default=None, compare=False)
+    carry: Carry | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class Fail(Command[bool]):
@@ -56,7 +56,7 @@ class Fail(Command[bool]):
     saga_id: str
     version: int
     error: str
-    carry: Carry | None = dataclasses.field(default=None, compare=False)
+    carry: Carry | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class FireTimeout(Command[bool]):
