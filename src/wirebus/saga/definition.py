@@ -16,6 +16,16 @@ An action's or compensation's parameters after the data are injected by
 annotation: :class:`~wirebus.Mediator`, :class:`~wirebus.Context` (to
 ``emit``) and :class:`~wirebus.saga.state.SagaState` (read only).
 
+A step may be guarded by a circuit breaker (``breaker=``, or ``Saga(breaker=)``
+for every step): its action, or its send, and its compensation run through
+the circuit ``saga:<saga>.<step>`` of the mediator (``mediator.circuits``).
+While the circuit is open the step does not run: the saga waits (a due row
+in the timeouts table, ``backoff`` and at least until the circuit half-opens)
+and tries again; an action that found the circuit open ``step_attempts``
+times fails, and the saga compensates. A compensation waits for its circuit
+as long as it takes (only the calls that ran count towards
+``compensation_attempts``).
+
 Example::
 
     @dataclasses.dataclass
@@ -53,6 +63,7 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
+from ..breaker import CircuitBreaker
 from ..context import Context
 from ..errors import ConfigurationError
 from ..mediator import Mediator
@@ -78,11 +89,14 @@ class Step:
 
     ``replies`` maps each reply type of a messaging step to what it means;
     ``timeout`` (seconds) bounds the wait for one (``None``: wait forever).
+    ``breaker`` guards the step's action (or send) and compensation with the
+    circuit ``saga:<saga>.<step>`` (or the breaker's ``name``, shared).
 
     Example::
 
         Step("reserve stock", action=reserve, compensate=release)
         Step("capture payment", send=capture, replies={PaymentCaptured: "ok"}, timeout=30)
+        Step("charge", action=charge, breaker=CircuitBreaker(failure_threshold=5))
     """
 
     name: str
@@ -91,6 +105,7 @@ class Step:
     send: Callable[[Any], Any] | None = None
     replies: Mapping[type, Reply] = dataclasses.field(default_factory=dict)
     timeout: float | None = None
+    breaker: CircuitBreaker | None = None
 
     def __post_init__(self) -> None:
         if (self.action is None) == (self.send is None):
@@ -126,7 +141,10 @@ class Saga(Generic[D]):
     names); a handler starts it explicitly with the injectable
     :class:`~wirebus.saga.engine.Sagas`. A failing compensation is tried
     ``compensation_attempts`` times, waiting ``backoff`` between tries, then
-    the saga is failed.
+    the saga is failed. ``breaker`` guards every step without a breaker of
+    its own; an action whose circuit is open waits (``backoff``, at least
+    until the circuit half-opens) and is tried again, ``step_attempts``
+    times in all before the saga compensates.
 
     Example::
 
@@ -146,6 +164,8 @@ class Saga(Generic[D]):
         start: Callable[[Any], D] | None = None,
         compensation_attempts: int = 5,
         backoff: Backoff = _DEFAULT_BACKOFF,
+        breaker: CircuitBreaker | None = None,
+        step_attempts: int = 5,
     ) -> None:
         if not name:
             raise ConfigurationError("a saga needs a name")
@@ -158,6 +178,8 @@ class Saga(Generic[D]):
             raise ConfigurationError(f"saga {name!r}: step names must be unique")
         if compensation_attempts < 1:
             raise ConfigurationError(f"saga {name!r}: compensation_attempts must be at least 1")
+        if step_attempts < 1:
+            raise ConfigurationError(f"saga {name!r}: step_attempts must be at least 1")
         self.name = name
         self.data_type = data
         self.key_of: Callable[[Any], str] = (
@@ -167,7 +189,12 @@ class Saga(Generic[D]):
         self.steps: tuple[Step, ...] = tuple(steps)
         self.start_on: tuple[type, ...] = tuple(start_on)
         self.compensation_attempts = compensation_attempts
+        self.step_attempts = step_attempts
         self.backoff = backoff
+        self.breakers: tuple[tuple[str, CircuitBreaker] | None, ...] = tuple(
+            _circuit_of(name, s.name, s.breaker or breaker) for s in self.steps
+        )
+        """Per step: the name and breaker of its circuit, or ``None`` (not guarded)."""
         self._start = start or _from_fields(data)
         self.actions: tuple[StepCall | None, ...] = tuple(
             _bound(s.action, name, s.name) for s in self.steps
@@ -201,6 +228,15 @@ class Saga(Generic[D]):
     def key_from(self, message: Any) -> str:
         """The correlation key a message carries."""
         return str(self.key_of(message))
+
+
+def _circuit_of(
+    saga: str, step: str, breaker: CircuitBreaker | None
+) -> tuple[str, CircuitBreaker] | None:
+    """A step's circuit: the breaker's own name (shared), else ``saga:<saga>.<step>``."""
+    if breaker is None:
+        return None
+    return (breaker.name or f"saga:{saga}.{step}", breaker)
 
 
 def _from_fields(data: type[Any]) -> Callable[[Any], Any]:

@@ -18,6 +18,13 @@ States, forwards then backwards::
 A failing compensation is tried again after ``saga.backoff.delay(attempts)``
 through the timeouts table (nothing sleeps holding a transaction).
 
+A step with a circuit breaker (``Step(breaker=)``) runs through its circuit;
+while it is open the step waits and is tried again (``wirebus.saga.circuits``).
+
+A drive carries the state each transition wrote to the next one
+(:class:`~wirebus.saga.transitions.Carry`), which saves its read; the
+version check still guards it, and a conflict reads afresh.
+
 Example::
 
     engine = app.saga_engine(mediator)
@@ -36,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import Context
 from ..errors import ConfigurationError, LifecycleError
+from .circuits import guarded, wait_for_circuit
 from .definition import Saga
 from .moves import (
     ACTION,
@@ -52,9 +60,10 @@ from .moves import (
 )
 from .state import SagaConflict, SagaState, SagaStatus
 from .store import SagaStore
-from .transitions import Advance, Fail, FireTimeout, RetrySaga
+from .transitions import Advance, Carry, Fail, FireTimeout, RetrySaga
 
 if TYPE_CHECKING:
+    from ..breaker import Circuit
     from ..mediator import Mediator
     from ..metrics import Metrics
 
@@ -113,20 +122,32 @@ class SagaEngine:
         ctx.emit(due(state))  # driven once this commits
         return state
 
-    async def advance(self, saga_id: str, ctx: Context) -> bool:
-        """Run the current action or compensation; ``True`` if the next can run at once."""
+    async def advance(self, saga_id: str, ctx: Context, carry: Carry | None = None) -> bool:
+        """Run the current action or compensation; ``True`` if the next can run at once.
+
+        ``carry`` holds the state the drive's previous transition wrote (its
+        read is saved), and gets the state this one writes.
+        """
         store = self.stores(ctx)
-        state = await store.get(saga_id)
+        state = carry.take(saga_id) if carry is not None else None
+        if state is None:
+            state = await store.get(saga_id)
         if state is None or state.status.final:
             return False
         saga = self._saga(state)
         if state.status is SagaStatus.COMPENSATING:
-            return await self._compensate(saga, state, store, ctx)
-        if waiting(saga, state):
+            more = await self._compensate(saga, state, store, ctx)
+        elif waiting(saga, state):
             return False
-        return await self._act(saga, state, store, ctx)
+        else:
+            more = await self._act(saga, state, store, ctx)
+        if carry is not None:  # both wrote the state (its version is the stored one)
+            carry.state = state
+        return more
 
-    async def fail(self, saga_id: str, version: int, error: str, ctx: Context) -> bool:
+    async def fail(
+        self, saga_id: str, version: int, error: str, ctx: Context, carry: Carry | None = None
+    ) -> bool:
         """Record a failed action (compensate) or compensation (retry later, or FAILED)."""
         store = self.stores(ctx)
         state = await store.get(saga_id)
@@ -140,6 +161,8 @@ class SagaEngine:
             compensate_from(saga, state, state.step - 1, error)
             await store.update(state, expected_version=expected)
             self._count(state)
+            if carry is not None:
+                carry.state = state
             return not state.status.final
         state.attempts += 1
         if state.attempts >= saga.compensation_attempts:
@@ -282,14 +305,19 @@ class SagaEngine:
 
     # ------------------------------------------------------------ drivers
 
-    async def drive(self, saga_id: str) -> None:
-        """Run transitions of one saga until it waits, finishes or schedules a retry."""
+    async def drive(self, saga_id: str, state: SagaState | None = None) -> None:
+        """Run transitions of one saga until it waits, finishes or schedules a retry.
+
+        ``state``: the saga as a committed transaction just wrote it (saves a read).
+        """
+        carry = Carry(state)
         for _ in range(4 * max(len(s.steps) for s in self.sagas.values()) + 8):
             try:
-                more = await self._send(Advance(saga_id=saga_id))
+                more = await self._send(Advance(saga_id=saga_id, carry=carry), carry)
             except StepFailed as failed:
                 more = await self._send(
-                    Fail(saga_id=saga_id, version=failed.version, error=failed.error)
+                    Fail(saga_id=saga_id, version=failed.version, error=failed.error, carry=carry),
+                    carry,
                 )
             if not more:
                 return
@@ -343,24 +371,23 @@ class SagaEngine:
         step = saga.steps[index]
         expected = state.version
         data = saga.load(state.data)
-        # A per-step circuit breaker (wirebus.breaker) belongs here, around the action:
-        # an open breaker fails the step at once, as an action raising would.
+        circuit = self._circuit(saga, index)
+        refused = None
         try:
-            if step.send is not None:
-                sent = step.send(data)
-                if inspect.isawaitable(sent):
-                    sent = await sent
-                for message in sent if isinstance(sent, (list, tuple)) else (sent,):
-                    ctx.emit(message)
+            if circuit is None:
+                await self._run_action(saga, index, data, state, ctx)
             else:
-                call = saga.actions[index]
-                assert call is not None
-                with self._joining(ctx):
-                    await call(data, self._mediator(), ctx, state)
+                refused = await guarded(
+                    circuit, lambda: self._run_action(saga, index, data, state, ctx)
+                )
         except (SagaConflict, StepFailed):
             raise
         except Exception as exc:
             raise StepFailed(expected, f"{step.name}: {one_line(exc)}") from exc
+        if refused is not None:  # nothing ran: the step waits for its circuit
+            more = await wait_for_circuit(saga, state, store, refused, ACTION)
+            self._count(state)
+            return more
         state.data = saga.dump(data)
         state.status = SagaStatus.RUNNING
         if step.messaging:
@@ -375,6 +402,23 @@ class SagaEngine:
         self._count(state)
         return not state.status.final
 
+    async def _run_action(
+        self, saga: Saga[Any], index: int, data: Any, state: SagaState, ctx: Context
+    ) -> None:
+        """A step's send (its messages go to the transaction's outbox) or in-process action."""
+        step = saga.steps[index]
+        if step.send is not None:
+            sent = step.send(data)
+            if inspect.isawaitable(sent):
+                sent = await sent
+            for message in sent if isinstance(sent, (list, tuple)) else (sent,):
+                ctx.emit(message)
+            return
+        call = saga.actions[index]
+        assert call is not None
+        with self._joining(ctx):
+            await call(data, self._mediator(), ctx, state)
+
     async def _compensate(
         self, saga: Saga[Any], state: SagaState, store: SagaStore, ctx: Context
     ) -> bool:
@@ -384,19 +428,33 @@ class SagaEngine:
         expected = state.version
         data = saga.load(state.data)
         if call is not None:
+            circuit = self._circuit(saga, index)
+            refused = None
             try:
                 with self._joining(ctx):
-                    await call(data, self._mediator(), ctx, state)
+                    if circuit is None:
+                        await call(data, self._mediator(), ctx, state)
+                    else:
+                        refused = await guarded(
+                            circuit, lambda: call(data, self._mediator(), ctx, state)
+                        )
             except (SagaConflict, StepFailed):
                 raise
             except Exception as exc:
                 raise StepFailed(expected, f"{step.name}: {one_line(exc)}") from exc
+            if refused is not None:  # nothing ran: the compensation waits for its circuit
+                return await wait_for_circuit(saga, state, store, refused, COMPENSATION)
             record(state, step.name, COMPENSATION, "succeeded")
         state.data = saga.dump(data)
         compensate_from(saga, state, index - 1, state.error)
         await store.update(state, expected_version=expected)
         self._count(state)
         return not state.status.final
+
+    def _circuit(self, saga: Saga[Any], index: int) -> Circuit | None:
+        """The circuit guarding step ``index`` (made on first use), or ``None``."""
+        spec = saga.breakers[index]
+        return None if spec is None else self._mediator().circuits.circuit(*spec)
 
     def _count(self, state: SagaState) -> None:
         metrics = self.metrics
@@ -414,13 +472,19 @@ class SagaEngine:
                 f"saga type {state.saga_type!r} is not one of this app's"
             ) from None
 
-    async def _send(self, message: Any) -> Any:
+    async def _send(self, message: Any, carry: Carry | None = None) -> Any:
         mediator = self._mediator()
         for attempt in range(1, self.conflict_tries + 1):
             try:
                 return await mediator.send(message)
             except SagaConflict:
+                if carry is not None:
+                    carry.state = None  # what it carried is stale: the retry reads afresh
                 if attempt == self.conflict_tries:
                     raise
                 log.debug("saga transition %s conflicted; trying again", type(message).__name__)
+            except BaseException:
+                if carry is not None:
+                    carry.state = None  # the transition did not commit
+                raise
         raise AssertionError("unreachable")  # pragma: no cover

@@ -61,8 +61,12 @@ def one_line(exc: BaseException) -> str:
 
 
 def due(state: SagaState) -> Due:
-    """Drive ``state``'s saga after this commit, in the context of what moved it."""
-    return Due(saga_id=state.saga_id, context=contextvars.copy_context())
+    """Drive ``state``'s saga after this commit, in the context of what moved it.
+
+    ``state`` is carried to the drive's first transition: the caller writes
+    it in this transaction and does not change it afterwards.
+    """
+    return Due(saga_id=state.saga_id, context=contextvars.copy_context(), state=state)
 
 
 def waiting(saga: Saga[Any], state: SagaState) -> bool:

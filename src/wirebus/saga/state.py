@@ -53,7 +53,8 @@ class StepRecord:
     phase: str
     """``"action"`` or ``"compensation"``."""
     outcome: str
-    """``"started"``, ``"succeeded"``, ``"failed"``, ``"timed out"``, ``"retrying"``."""
+    """``"started"``, ``"succeeded"``, ``"failed"``, ``"timed out"``, ``"retrying"``,
+    ``"circuit open"`` (the step's circuit breaker was open: it did not run, it waits)."""
     at: dt.datetime
     detail: str = ""
     """The error (one line) of a failure, empty otherwise."""

@@ -20,14 +20,34 @@ import contextvars
 import dataclasses
 
 from ..messages import Command, Event
+from .state import SagaState
 
-__all__ = ["Advance", "Due", "Fail", "FireTimeout", "RetrySaga"]
+__all__ = ["Advance", "Carry", "Due", "Fail", "FireTimeout", "RetrySaga"]
+
+
+@dataclasses.dataclass(slots=True)
+class Carry:
+    """The saga as one transition of a drive wrote it: the next one starts from it.
+
+    It saves the next transition's read. It is only a starting point: the
+    next update still names the version carried, so a worker that moved the
+    saga meanwhile makes it conflict, and the retry reads afresh. The driver
+    empties it whenever a transition does not commit.
+    """
+
+    state: SagaState | None = None
+
+    def take(self, saga_id: str) -> SagaState | None:
+        """The carried state of ``saga_id`` (emptied: each is used once), or ``None``."""
+        state, self.state = self.state, None
+        return state if state is not None and state.saga_id == saga_id else None
 
 
 class Advance(Command[bool]):
     """Run the saga's current action or compensation; ``True`` if another can run at once."""
 
     saga_id: str
+    carry: Carry | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class Fail(Command[bool]):
@@ -36,6 +56,7 @@ class Fail(Command[bool]):
     saga_id: str
     version: int
     error: str
+    carry: Carry | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class FireTimeout(Command[bool]):
@@ -56,6 +77,8 @@ class Due(Event):
 
     saga_id: str
     context: contextvars.Context | None = dataclasses.field(default=None, compare=False)
+    state: SagaState | None = dataclasses.field(default=None, compare=False, repr=False)
+    """The saga as the emitting transaction wrote it (the drive's first read is saved)."""
 
 
 class RetrySaga(Command[bool]):

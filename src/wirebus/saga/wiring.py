@@ -135,10 +135,10 @@ def _internal_router() -> Router:
     router = Router(INTERNAL_ROUTER)
 
     async def advance(m: Advance, engine: SagaEngine, ctx: Context) -> bool:
-        return await engine.advance(m.saga_id, ctx)
+        return await engine.advance(m.saga_id, ctx, m.carry)
 
     async def fail(m: Fail, engine: SagaEngine, ctx: Context) -> bool:
-        return await engine.fail(m.saga_id, m.version, m.error, ctx)
+        return await engine.fail(m.saga_id, m.version, m.error, ctx, m.carry)
 
     async def fire(m: FireTimeout, engine: SagaEngine, ctx: Context) -> bool:
         return await engine.fire(m.saga_id, m.step, m.version, ctx)
@@ -148,9 +148,10 @@ def _internal_router() -> Router:
 
     async def due(m: Due, engine: SagaEngine, ctx: Context) -> None:
         if m.context is None:
-            await engine.drive(m.saga_id)
+            await engine.drive(m.saga_id, m.state)
         else:  # in the context it was emitted in: the trace of what moved the saga
-            await asyncio.create_task(engine.drive(m.saga_id), context=m.context.copy())
+            drive = engine.drive(m.saga_id, m.state)
+            await asyncio.create_task(drive, context=m.context.copy())
 
     for message, fn, returns in (
         (Advance, advance, bool),
