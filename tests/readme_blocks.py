@@ -164,11 +164,12 @@ class ProductionSubstitutions:
 
     The collector's address and the JWKS URL become the test's own servers on
     127.0.0.1 (TLS kept: both trust the test's CA); the certificate paths are
-    the test's files; ``--host 0.0.0.0`` and ``--metrics-host 0.0.0.0`` become 127.0.0.1 and the ports free
-    ones (a shared machine); ``wirebus run`` gets its own consumer group and
-    ``--start-at latest``, as in :func:`checked_script`. The ``export`` lines
-    are the user's (SASL_SSL to a cluster): the test runs against the shared
-    plaintext broker and its own fresh database instead.
+    the test's files; ``--host 0.0.0.0`` and ``--metrics-host 0.0.0.0`` become
+    127.0.0.1 and the ports free ones (a shared machine); ``wirebus run`` gets
+    its own consumer group and ``--start-at latest``, as in
+    :func:`checked_script`. The ``export`` lines are the user's (SASL_SSL to a
+    cluster): the test runs against the shared plaintext broker and its own
+    fresh database instead.
     """
 
     collector: str
