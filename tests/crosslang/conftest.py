@@ -5,6 +5,9 @@
 - ``shop_server(group)`` runs ``python -m wirebus run examples.shop.app:app --port P
   --group G`` on that Kafka with a SQLite database of its own, waits for gRPC health
   SERVING and, on exit, stops it with SIGTERM and asserts exit code 0;
+  ``shop_server(group, kafka=False, args=[...], env={...})`` runs one on the embedded
+  in-memory broker instead (nothing outside the process can answer its messages),
+  with more command-line arguments (``--slice``) and environment (``SHOP_*``);
 - ``run_tool`` runs a toolchain command and fails the test with its output (and the
   end of the shop's log) unless it exits 0; ``tool_env`` builds its environment;
 - ``seeded_backlog(name)`` writes a backlog of other orders' events and an
@@ -34,10 +37,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import pytest
@@ -69,6 +72,8 @@ class ShopServer:
     when the topics did not exist yet (then there is nothing older to skip)."""
     connect_port: int = 0
     """The shop's Connect and gRPC-Web port (``--connect-port``)."""
+    database: Path | None = None
+    """The shop's SQLite database file (its orders, stock and sagas)."""
 
     @property
     def address(self) -> str:
@@ -86,8 +91,19 @@ class ShopServer:
         return "\n".join([f"\n--- last lines of {self.log}", *text])
 
 
-#: the type of the ``shop_server`` fixture: ``with shop_server(group) as server: ...``
-ShopServerFactory = Callable[[str], AbstractContextManager[ShopServer]]
+class ShopServerFactory(Protocol):
+    """The type of the ``shop_server`` fixture: ``with shop_server(group) as server: ...``"""
+
+    def __call__(
+        self,
+        group: str,
+        *,
+        kafka: bool = True,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> AbstractContextManager[ShopServer]: ...
+
+
 #: the type of the ``seeded_backlog`` fixture: ``seeded_backlog("crosslang-go").env()``
 BacklogFactory = Callable[[str], Backlog]
 
@@ -259,32 +275,45 @@ def wait_serving(
 
 
 @contextlib.contextmanager
-def run_shop(group: str, bootstrap: str, workdir: Path) -> Iterator[ShopServer]:
-    """``wirebus run examples.shop.app:app --group GROUP`` on Kafka, database in ``workdir``."""
-    wait_group_empty(bootstrap, group)
-    skip_backlog(bootstrap, group)
-    reader_group = f"{group}-reader-{uuid.uuid4().hex[:8]}"
-    if not skip_backlog(bootstrap, reader_group):
-        reader_group = ""  # no topics yet: nothing to skip, read from the beginning
+def run_shop(
+    group: str,
+    bootstrap: str | None,
+    workdir: Path,
+    args: Sequence[str] = (),
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[ShopServer]:
+    """``wirebus run examples.shop.app:app --group GROUP ARGS`` on Kafka (on the embedded
+    in-memory broker when ``bootstrap`` is None), database in ``workdir``."""
+    reader_group = ""
+    if bootstrap is not None:
+        wait_group_empty(bootstrap, group)
+        skip_backlog(bootstrap, group)
+        reader_group = f"{group}-reader-{uuid.uuid4().hex[:8]}"
+        if not skip_backlog(bootstrap, reader_group):
+            reader_group = ""  # no topics yet: nothing to skip, read from the beginning
     server = ShopServer(
         port=free_port(),
         log=workdir / "shop.log",
         reader_group=reader_group,
         connect_port=free_port(),
+        database=workdir / "shop.db",
     )
     # this tree's wirebus, its generated code and the examples
     pythonpath = [ROOT / "src", ROOT / "gen" / "python", ROOT]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), os.environ.get("PYTHONPATH", "")]),
-        "WIREBUS_KAFKA_BOOTSTRAP": bootstrap,
-        "WIREBUS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/shop.db",
+        "WIREBUS_DATABASE_URL": f"sqlite+aiosqlite:///{server.database}",
+        **(extra_env or {}),
     }
+    env.pop("WIREBUS_KAFKA_BOOTSTRAP", None)  # the services' env may hold it
+    if bootstrap is not None:
+        env["WIREBUS_KAFKA_BOOTSTRAP"] = bootstrap
     command = [sys.executable, "-m", "wirebus", "run", SHOP_APP]
     connect = ["--connect-port", str(server.connect_port)]  # Connect clients call it too
     with server.log.open("wb") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [*command, "--port", str(server.port), "--group", group, *connect],
+            [*command, "--port", str(server.port), "--group", group, *connect, *args],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -313,8 +342,15 @@ def shop_server(
     """``shop_server(group)``: a context manager running the shop (see ``run_shop``)."""
     bootstrap = services["WIREBUS_KAFKA_BOOTSTRAP"]
 
-    def start(group: str) -> AbstractContextManager[ShopServer]:
-        return run_shop(group, bootstrap, tmp_path_factory.mktemp(group))
+    def start(
+        group: str,
+        *,
+        kafka: bool = True,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> AbstractContextManager[ShopServer]:
+        workdir = tmp_path_factory.mktemp(group)
+        return run_shop(group, bootstrap if kafka else None, workdir, args, env)
 
     return start
 

@@ -7,13 +7,22 @@ generates Go code with ``buf generate --template buf.gen.go.yaml`` into
 on the real Kafka of ``scripts/services`` (``shop_server`` in conftest.py), runs
 ``go test`` against it, decodes the bytes Go wrote with the Python classes, and
 calls the gateway by reflection with grpcurl.
+
+For the checkout saga (``checkout_test.go``) it seeds the stock of one SKU in the
+shop's database, starts a second shop without the payments slice (``--slice`` of
+every other router) and a payment timeout of ``PAYMENT_TIMEOUT`` seconds on the
+embedded in-memory broker (on the shared Kafka any other shop's payments slice would
+answer its CapturePayment), and after ``go test`` reads the stock and reservations
+the saga left in both databases.
 Everything Go downloads or builds is cached under ``.cache/go``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +66,10 @@ TOOLS = {
 # `replace` in tests/crosslang/go/go.mod (gen/ is git-ignored and buf cleans it).
 # The Go test of the gateway over mutual TLS: run on a TLS server of its own, not in go_run.
 TLS_TEST = "^TestGatewayTLS$"
+# The checkout saga's orders take this SKU, of which each shop has CHECKOUT_STOCK.
+CHECKOUT_SKU = "go-checkout-book"
+CHECKOUT_STOCK = 10
+PAYMENT_TIMEOUT = 2  # seconds, SHOP_PAYMENT_TIMEOUT_SECONDS of the shop without payments
 GEN_GO_MOD = "module github.com/wirebus/wirebus/gen/go\n\ngo 1.24\n"
 
 
@@ -119,9 +132,56 @@ def generated(go_tools: dict[str, Path]) -> Path:
     return GEN_GO
 
 
+def seed_stock(server: ShopServer) -> None:
+    """Give the shop CHECKOUT_STOCK of CHECKOUT_SKU (a SKU without a stock row is unlimited)."""
+    assert server.database is not None
+    with contextlib.closing(sqlite3.connect(server.database, timeout=30)) as db, db:
+        db.execute(
+            "INSERT INTO shop_stock (sku, available) VALUES (?, ?)", (CHECKOUT_SKU, CHECKOUT_STOCK)
+        )
+
+
+def stock_of(server: ShopServer, order_id: str) -> tuple[int, list[tuple[str, int]]]:
+    """CHECKOUT_SKU's stock left in the shop's database, and what ``order_id`` holds reserved."""
+    assert server.database is not None
+    with contextlib.closing(sqlite3.connect(server.database, timeout=30)) as db:
+        (available,) = db.execute(
+            "SELECT available FROM shop_stock WHERE sku = ?", (CHECKOUT_SKU,)
+        ).fetchone()
+        reserved = db.execute(
+            "SELECT sku, quantity FROM shop_reservations WHERE order_id = ?", (order_id,)
+        ).fetchall()
+    return available, reserved
+
+
+def checkout_of(server: ShopServer, order_id: str) -> tuple[str, set[tuple[str, str, str]]]:
+    """The status of ``order_id``'s checkout saga and its history's (step, phase, outcome)."""
+    assert server.database is not None
+    with contextlib.closing(sqlite3.connect(server.database, timeout=30)) as db:
+        status, history = db.execute(
+            "SELECT status, history FROM wirebus_saga WHERE saga_type = 'checkout' AND \"key\" = ?",
+            (order_id,),
+        ).fetchone()
+    return status, {(h["step"], h["phase"], h["outcome"]) for h in json.loads(history)}
+
+
 @pytest.fixture(scope="module")
 def shop(shop_server: ShopServerFactory) -> Iterator[ShopServer]:
     with shop_server("shop-crosslang-go") as server:
+        seed_stock(server)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shop_without_payments(shop_server: ShopServerFactory) -> Iterator[ShopServer]:
+    """The shop consuming for every router but payments, in-memory: nobody pays."""
+    from examples.shop.app import app
+
+    slices = sorted({spec.router for spec in app.specs} - {"payments"})
+    args = [arg for name in slices for arg in ("--slice", name)]
+    env = {"SHOP_PAYMENT_TIMEOUT_SECONDS": str(PAYMENT_TIMEOUT)}
+    with shop_server("shop-crosslang-go-no-payments", kafka=False, args=args, env=env) as server:
+        seed_stock(server)
         yield server
 
 
@@ -129,6 +189,7 @@ def shop(shop_server: ShopServerFactory) -> Iterator[ShopServer]:
 def go_run(
     generated: Path,
     shop: ShopServer,
+    shop_without_payments: ShopServer,
     kafka_bootstrap: str,
     seeded_backlog: BacklogFactory,
     tmp_path_factory: pytest.TempPathFactory,
@@ -141,6 +202,10 @@ def go_run(
         WIREBUS_GRPC_ADDR=shop.address,
         WIREBUS_CONNECT_URL=shop.connect_url,
         WIREBUS_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        WIREBUS_READER_GROUP=shop.reader_group,
+        WIREBUS_CHECKOUT_SKU=CHECKOUT_SKU,
+        WIREBUS_NO_PAYMENTS_GRPC_ADDR=shop_without_payments.address,
+        WIREBUS_PAYMENT_TIMEOUT_SECONDS=str(PAYMENT_TIMEOUT),
         **seeded_backlog("crosslang-go").env(),
     )
     done = run_tool(
@@ -182,8 +247,46 @@ def test_go_tests_pass_against_the_shop(
         "TestStreams/bidi_WatchOrders_of_an_unknown_order_is_NOT_FOUND_with_ErrorInfo"
         "_ORDER_NOT_FOUND",
         "TestEventStyles",
+        "TestCheckout/an_order_under_the_payment_limit_is_PAID",
+        "TestCheckout/an_order_over_the_payment_limit_is_CANCELLED",
+        "TestCheckout/an_order_nobody_pays_is_CANCELLED_after_the_payment_timeout",
+        "TestCheckout/on_Kafka_the_saga's_CapturePayment_and_the_payments'_answers"
+        "_travel_as_CloudEvents",
     ):
         assert f"--- PASS: {name} " in output, f"{name} did not pass:\n{output}"
+
+
+def test_the_checkout_saga_keeps_the_paid_orders_stock_and_releases_the_cancelled_ones(
+    go_run: tuple[subprocess.CompletedProcess[str], Path],
+    shop: ShopServer,
+    shop_without_payments: ShopServer,
+) -> None:
+    done, out = go_run
+    assert (out / "checkout.json").exists(), f"Go wrote no checkout.json:\n{done.stdout}"
+    orders = json.loads((out / "checkout.json").read_text())
+    assert orders["sku"] == CHECKOUT_SKU
+    paid = CHECKOUT_STOCK - orders["paid_quantity"]
+    reserved = ("reserve stock", "action", "succeeded")
+    released = ("reserve stock", "compensation", "succeeded")
+
+    # the paid order keeps its reservation
+    status, history = checkout_of(shop, orders["paid_order_id"])
+    assert (status, released in history) == ("completed", False), history
+    assert stock_of(shop, orders["paid_order_id"]) == (
+        paid,
+        [(CHECKOUT_SKU, orders["paid_quantity"])],
+    ), shop.log_tail()
+    # the declined one reserved, then released: none of its stock is taken
+    status, history = checkout_of(shop, orders["declined_order_id"])
+    assert status == "compensated", history
+    assert {reserved, ("capture payment", "action", "failed"), released} <= history
+    assert stock_of(shop, orders["declined_order_id"]) == (paid, []), shop.log_tail()
+    # the timed-out order's stock came back: all of it is available again
+    status, history = checkout_of(shop_without_payments, orders["timed_out_order_id"])
+    assert status == "compensated", history
+    assert {reserved, ("capture payment", "action", "timed out"), released} <= history
+    timed_out = stock_of(shop_without_payments, orders["timed_out_order_id"])
+    assert timed_out == (CHECKOUT_STOCK, []), shop_without_payments.log_tail()
 
 
 def test_python_decodes_the_bytes_go_wrote(

@@ -24,6 +24,14 @@ ITEMS = [
     o.LineItem(sku="pen", quantity=3, price_cents=199),
     o.LineItem(sku="mug", quantity=1, price_cents=800),
 ]
+ORDER = o.Order(
+    order_id="ord-0001",
+    customer_id="alice",
+    items=ITEMS,
+    total_cents=3897,
+    status=o.ORDER_STATUS_PAID,
+    placed_at=PLACED_AT,
+)
 
 
 def messages() -> list[tuple[str, Message]]:
@@ -33,17 +41,7 @@ def messages() -> list[tuple[str, Message]]:
         ("place_order_request", o.PlaceOrderRequest(customer_id="alice", items=ITEMS)),
         ("place_order_response", o.PlaceOrderResponse(order_id="ord-0001")),
         ("get_order_request", o.GetOrderRequest(order_id="ord-0001")),
-        (
-            "order",
-            o.Order(
-                order_id="ord-0001",
-                customer_id="alice",
-                items=ITEMS,
-                total_cents=3897,
-                status=o.ORDER_STATUS_PAID,
-                placed_at=PLACED_AT,
-            ),
-        ),
+        ("order", ORDER),
         ("cancel_order_request", o.CancelOrderRequest(order_id="ord-0001", reason="changed mind")),
         ("cancel_order_response", o.CancelOrderResponse()),
         ("list_orders_request", o.ListOrdersRequest(customer_id="alice")),
@@ -74,6 +72,23 @@ def messages() -> list[tuple[str, Message]]:
             "payment_captured",
             p.PaymentCaptured(
                 payment_id="pay-0001", order_id="ord-0001", amount_cents=3897, captured_at=PLACED_AT
+            ),
+        ),
+        (
+            "order_status_changed",
+            o.OrderStatusChanged(
+                order_id="ord-0001", status=o.ORDER_STATUS_PAID, changed_at=PLACED_AT
+            ),
+        ),
+        ("order_snapshot", o.OrderSnapshot(order=ORDER, changed_at=PLACED_AT)),
+        (
+            "capture_payment",
+            p.CapturePayment(order_id="ord-0001", customer_id="alice", amount_cents=3897),
+        ),
+        (
+            "payment_declined",
+            p.PaymentDeclined(
+                order_id="ord-0001", amount_cents=120000, reason="over the limit of 100000 cents"
             ),
         ),
     ]

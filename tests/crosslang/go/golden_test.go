@@ -31,6 +31,10 @@ var goldenTypes = map[string]func() proto.Message{
 	"shop.orders.v1.OrderPlaced":          func() proto.Message { return &ordersv1.OrderPlaced{} },
 	"shop.orders.v1.OrderCancelled":       func() proto.Message { return &ordersv1.OrderCancelled{} },
 	"shop.payments.v1.PaymentCaptured":    func() proto.Message { return &paymentsv1.PaymentCaptured{} },
+	"shop.orders.v1.OrderStatusChanged":   func() proto.Message { return &ordersv1.OrderStatusChanged{} },
+	"shop.orders.v1.OrderSnapshot":        func() proto.Message { return &ordersv1.OrderSnapshot{} },
+	"shop.payments.v1.CapturePayment":     func() proto.Message { return &paymentsv1.CapturePayment{} },
+	"shop.payments.v1.PaymentDeclined":    func() proto.Message { return &paymentsv1.PaymentDeclined{} },
 }
 
 type goldenEntry struct {
