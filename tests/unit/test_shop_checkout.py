@@ -8,9 +8,11 @@ answers makes the step time out and compensate the same way.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from examples.shop.app import ShopSettings, build_app
 from examples.shop.inventory.messages import GetStock, SetStock
-from examples.shop.orders.messages import GetOrder, LineItem, OrderStatus, PlaceOrder
+from examples.shop.orders.messages import GetOrder, LineItem, OrderPlaced, OrderStatus, PlaceOrder
 from examples.shop.payments.messages import CapturePayment, PaymentCaptured, PaymentDeclined
 from wirebus import App
 from wirebus.saga import SagaStatus
@@ -91,3 +93,27 @@ async def test_an_order_out_of_stock_is_cancelled_without_asking_for_payment() -
         state = await app.saga_engine(shop.mediator).find("checkout", ref.order_id)
         assert state is not None
         assert state.error.startswith("reserve stock: FailedPrecondition")
+
+
+async def test_an_order_placed_that_this_shop_does_not_store_ends_compensated_doing_nothing() -> (
+    None
+):
+    # another deployment's OrderPlaced on the same topic: no order row here
+    app = build_app()
+    async with AppHarness(app) as shop:
+        await shop.send(SetStock(sku="book", available=5))
+        stranger = OrderPlaced(
+            order_id="not-ours",
+            customer_id="erin",
+            items=BOOKS,
+            total_cents=2500,
+            placed_at=dt.datetime.now(dt.UTC),
+        )
+        await shop.handled(await shop.deliver(stranger))
+        await checkout_of(shop, app, "not-ours", SagaStatus.COMPENSATED)
+
+        assert await shop.send(GetStock(sku="book")) == 5  # nothing reserved
+        assert shop.published(CapturePayment) == []  # no payment asked for
+        state = await app.saga_engine(shop.mediator).find("checkout", "not-ours")
+        assert state is not None
+        assert state.error.startswith("accept order: NotFound")

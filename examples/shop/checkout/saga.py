@@ -2,9 +2,11 @@
 
 Started by every ``OrderPlaced`` and correlated by ``order_id``:
 
-1. **accept order** -- nothing to do forwards (the order is placed); its
-   compensation cancels the order, so any later failure ends with the order
-   cancelled;
+1. **accept order** -- checks the order is in this shop's database (a
+   process of another deployment reading the same topic may see an
+   ``OrderPlaced`` it does not store: that saga fails here, compensating
+   nothing); its compensation cancels the order, so any later failure ends
+   with the order cancelled;
 2. **reserve stock** (in-process, the inventory slice) -- compensated by
    releasing it;
 3. **capture payment** (messaging) -- sends ``CapturePayment`` over Kafka to
@@ -24,11 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from wirebus import FailedPrecondition, Mediator
+from wirebus import FailedPrecondition, Mediator, NotFound
 from wirebus.saga import Saga, SagaState, Step
 
 from ..inventory.messages import ReleaseStock, ReserveStock
-from ..orders.messages import CancelOrder, MarkOrderPaid, OrderPlaced
+from ..orders.messages import CancelOrder, GetOrder, MarkOrderPaid, OrderPlaced
 from ..payments.messages import CapturePayment, PaymentCaptured, PaymentDeclined
 
 
@@ -52,8 +54,8 @@ class Checkout:
         )
 
 
-async def accept_order(data: Checkout) -> None:
-    return None  # the order is placed already: this step exists for its compensation
+async def accept_order(data: Checkout, mediator: Mediator) -> None:
+    await mediator.send(GetOrder(order_id=data.order_id))  # NotFound: not this shop's order
 
 
 async def cancel_order(data: Checkout, mediator: Mediator, state: SagaState) -> None:
@@ -62,6 +64,8 @@ async def cancel_order(data: Checkout, mediator: Mediator, state: SagaState) -> 
     except FailedPrecondition as exc:
         if exc.reason != "ORDER_ALREADY_CANCELLED":
             raise
+    except NotFound:  # gone: nothing left to cancel
+        pass
 
 
 async def reserve_stock(data: Checkout, mediator: Mediator) -> None:
