@@ -324,7 +324,7 @@ def _guarded(
 
 
 def _compile_part(part: Part, mediator: Mediator) -> _PartCall:
-    from .mediator import _collect, _returns_events
+    from .mediator import collect_events, declares_events
 
     p = part.spec.params
     fixed: list[tuple[str, Callable[[Context], Any]]] = []
@@ -336,7 +336,7 @@ def _compile_part(part: Part, mediator: Mediator) -> _PartCall:
         fixed.append((p.mediator, lambda _ctx: mediator))
     target, is_class, deps, init = part.spec.target, part.spec.is_class, p.deps, part.init
     next_param = part.next_param
-    returns_events = _returns_events(p.returns)
+    returns_events = declares_events(p.returns)
 
     async def call(message: Any, ctx: Context, scope: Any, rest: Any) -> Any:
         kwargs = {n: get(ctx) for n, get in fixed}
@@ -347,7 +347,7 @@ def _compile_part(part: Part, mediator: Mediator) -> _PartCall:
         fn = target(**{d: await scope.get(tp) for d, tp in init}).handle if is_class else target
         result = await fn(message, **kwargs)
         if returns_events:
-            _collect(ctx, result)
+            collect_events(ctx, result)
         return result
 
     return call
