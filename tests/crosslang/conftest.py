@@ -43,10 +43,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.checkout import PYTHONPATH, ROOT
 from tests.crosslang.backlog import Backlog, seed_backlog
 from tests.integration.conftest import services  # noqa: F401  (session fixture, re-exported)
 
-ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent  # the venv's bin, where buf is
 GOLDEN = ROOT / "tests" / "golden"
 SHOP_APP = "examples.shop.app:app"
@@ -272,11 +272,10 @@ def run_shop(group: str, bootstrap: str, workdir: Path) -> Iterator[ShopServer]:
         reader_group=reader_group,
         connect_port=free_port(),
     )
-    # this tree's wirebus, its generated code and the examples
-    pythonpath = [ROOT / "src", ROOT / "gen" / "python", ROOT]
+    # this tree's wirebus, its generated code and the examples (tests/checkout.py)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([PYTHONPATH, os.environ.get("PYTHONPATH", "")]),
         "WIREBUS_KAFKA_BOOTSTRAP": bootstrap,
         "WIREBUS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/shop.db",
     }
