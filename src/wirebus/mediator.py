@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from .inbox import InboxClaim
     from .retry import Retry
     from .router import HandlerSpec
+    from .signature import HandlerParams
 
 __all__ = [
     "Behaviour",
@@ -79,6 +80,7 @@ __all__ = [
     "EventDispatch",
     "EventRunner",
     "Mediator",
+    "builtin_arguments",
     "collect_events",
     "declares_events",
 ]
@@ -499,13 +501,7 @@ class Mediator(AsyncLifecycle):
             )
         p = spec.params
         target = spec.target
-        fixed: list[tuple[str, Callable[[Context], Any]]] = []
-        if p.context:
-            fixed.append((p.context, lambda ctx: ctx))
-        if p.call_info:
-            fixed.append((p.call_info, lambda _ctx: current_call()))
-        if p.mediator:
-            fixed.append((p.mediator, lambda _ctx: self))
+        fixed = builtin_arguments(p, self)
         returns_events = declares_events(p.returns)
         if not spec.is_class and not p.deps:
             direct = _direct_call(target, p.context, p.call_info, p.mediator, self)
@@ -613,6 +609,29 @@ def _innermost(invoke: _Invoke) -> CallNext:
         return typing.cast(Awaitable[Any], invoke(message, ctx if ctx is not None else Context()))
 
     return innermost
+
+
+def builtin_arguments(
+    params: HandlerParams, mediator: Mediator
+) -> list[tuple[str, Callable[[Context], Any]]]:
+    """``(name, ctx -> value)`` of each built-in parameter a handler takes: its
+    :class:`Context`, :class:`~wirebus.CallInfo` or the :class:`Mediator`.
+
+    Built once per handler at start-up (the mediator and handler chains).
+
+    Example::
+
+        fixed = builtin_arguments(spec.params, mediator)
+        kwargs = {name: get(ctx) for name, get in fixed}
+    """
+    fixed: list[tuple[str, Callable[[Context], Any]]] = []
+    if params.context:
+        fixed.append((params.context, lambda ctx: ctx))
+    if params.call_info:
+        fixed.append((params.call_info, lambda _ctx: current_call()))
+    if params.mediator:
+        fixed.append((params.mediator, lambda _ctx: mediator))
+    return fixed
 
 
 def declares_events(annotation: Any) -> bool:

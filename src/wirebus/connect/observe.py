@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Observer"]
 
-_GRPC_TYPES = {"unary_unary": "unary", "unary_stream": "server_stream"}
 _CORRELATION_HEADER = access_log.CORRELATION_KEY.encode()
 
 
@@ -49,8 +48,7 @@ class Observer:
         self._paths = frozenset(r.path for r in routes)  # health and unknown paths: not logged
         if rpc is not None:
             for r in routes:
-                kind = _GRPC_TYPES.get(r.arity, r.arity)
-                self._metrics[r.path] = rpc.method(kind, r.service, r.method)
+                self._metrics[r.path] = rpc.method(r.grpc_type, r.service, r.method)
 
     def begin(self, path: str) -> tuple[float, MethodMetrics | None]:
         """The call's start, and its method's metrics (counted as started and received)."""

@@ -119,6 +119,7 @@ def client_stream(
     admit, release, refusal = limiter.admit, limiter.release, limiter.refusal
     run: Callable[[Any], Awaitable[Any]] = mediator.client_stream_runner(route.spec.message_type)
 
+    # the shape of methods.py's handlers, spelled out per shape: no indirection per call
     async def stream_unary(requests: _Requests, context: _Context) -> bytes:
         if not admit():
             await abort_with(context, refusal())
@@ -152,6 +153,7 @@ def bidi(
     admit, release, refusal = limiter.admit, limiter.release, limiter.refusal
     open_stream = mediator.bidi_runner(route.spec.message_type)
 
+    # the shape of methods.py's handlers, spelled out per shape: no indirection per call
     async def stream_stream(requests: _Requests, context: _Context) -> AsyncIterator[bytes]:
         if not admit():
             await abort_with(context, refusal())
