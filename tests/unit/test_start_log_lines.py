@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
-from shop.orders.v1 import orders_pb2  # noqa: F401  (the pool needs orders.proto)
 
+from tests.unit._protos import shop_service
 from wirebus import App, Router
 from wirebus.connect import ConnectConfig, ConnectServer
 from wirebus.gateway import Gateway, GatewayConfig
 
 
 def one_method_service() -> ServiceDescriptor:
-    """``wirebus.testing.startlog.Lookup``: one unary method, ``Get``."""
-    pool = descriptor_pool.Default()
-    name = "wirebus/testing/startlog_lookup.proto"
-    with contextlib.suppress(KeyError):
-        return pool.FindFileByName(name).services_by_name["Lookup"]
-    file = descriptor_pb2.FileDescriptorProto(
-        name=name, package="wirebus.testing.startlog", syntax="proto3",
-        dependency=["shop/orders/v1/orders.proto"],
-    )  # fmt: skip
-    file.service.add(name="Lookup").method.add(
-        name="Get",
-        input_type=".shop.orders.v1.GetOrderRequest",
-        output_type=".shop.orders.v1.Order",
+    """``wirebus.testing.startlog_lookup.Lookup``: one unary method, ``Get``."""
+    return shop_service(
+        "wirebus/testing/startlog_lookup.proto",
+        "Lookup",
+        [("Get", "GetOrderRequest", "Order", False, False)],
     )
-    return pool.Add(file).services_by_name["Lookup"]
 
 
 def one_method_app() -> App:
