@@ -136,8 +136,8 @@ def encoder_of(route: MethodRoute) -> Callable[[Any], bytes]:
 
     Example::
 
-        encode = encoder_of(route)
-        encode(OrderView(order_id="o-1"))   # b'\\n\\x03o-1'
+        encode = encoder_of(route)      # route: GetOrder -> OrderView (shop.orders.v1.Order)
+        data = encode(view)             # view.proto().SerializeToString(), no lookup
     """
     response = route.response_proto
     declared = _declared_item(route)
