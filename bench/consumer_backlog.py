@@ -3,8 +3,9 @@
 Needs Kafka (``WIREBUS_KAFKA_BOOTSTRAP``) and PostgreSQL (``WIREBUS_DATABASE_URL``,
 ``postgresql+asyncpg://``; the role may CREATE DATABASE).
 
-Once per run, N ``OrderPlaced`` records (3 items, a distinct ``order_id`` each,
-wirebus-encoded) are appended to the shop's topic ``shop.orders.v1``; the
+Once per run, N ``CapturePayment`` records (a distinct ``order_id`` each, under
+the payment limit, wirebus-encoded; ``backlog_noop_app.capture_payments``) are
+appended to the shop's topic ``shop.payments.v1``; the
 per-partition end offsets before and after are the backlog. Each row then runs,
 as its own process, exactly what an operator runs::
 
@@ -19,12 +20,20 @@ dropped afterwards) and the fresh group's offsets committed at the backlog's
 start beforehand (so records other runs left on the shared topic are not read):
 
   payments  ``examples.shop.app:app --slice payments``: ``capture_payment`` returns a
-            ``PaymentCaptured`` per ``OrderPlaced``, written to the outbox in the
+            ``PaymentCaptured`` per ``CapturePayment``, written to the outbox in the
             consumer's transaction (with the inbox mark) and published by the
             in-process relay (``--relay``, the default) to ``shop.payments.v1``
   noop      ``backlog_noop_app:app`` (``--app-dir bench``): a no-op handler of the
-            same ``OrderPlaced``, same database settings: the unit of work and the
+            same ``CapturePayment``, same database settings: the unit of work and the
             inbox mark, no outbox row
+
+Until the checkout saga (wave 13) the payments slice answered ``OrderPlaced``
+on ``shop.orders.v1``, and this backlog was of ``OrderPlaced``: the work per
+record (one event through the outbox) is the same; the record is smaller (no
+items). The slice publishes its ``PaymentCaptured`` to the topic it reads:
+the row runs with ``--skip-unknown`` so the consumer skips them (without it,
+it dead-letters each), and they are not counted (the backlog's end offsets
+are taken before the row starts).
 
 This script polls the group's committed offsets (``list_consumer_group_offsets``,
 every 0.05 s) until the lag over the backlog is zero, or ``--timeout`` seconds
@@ -69,12 +78,14 @@ from _common import (  # noqa: E402
 
 KAFKA_ENV = "WIREBUS_KAFKA_BOOTSTRAP"
 DB_ENV = "WIREBUS_DATABASE_URL"
-TOPIC = "shop.orders.v1"
+TOPIC = "shop.payments.v1"
 POLL_S = 0.05
 ROWS: dict[str, tuple[list[str], str]] = {
     "payments": (
-        ["examples.shop.app:app", "--slice", "payments"],
-        "wirebus consume --slice payments (OrderPlaced -> PaymentCaptured via the outbox)",
+        # --skip-unknown: the slice reads the topic its PaymentCaptured go to, and
+        # would dead-letter each (not its type) -- work the OrderPlaced backlog had not
+        ["examples.shop.app:app", "--slice", "payments", "--skip-unknown"],
+        "wirebus consume --slice payments (CapturePayment -> PaymentCaptured via the outbox)",
     ),
     "noop": (
         ["backlog_noop_app:app", "--app-dir", str(HERE)],
@@ -107,25 +118,28 @@ async def end_offsets(bootstrap: str) -> Offsets:
 
 
 async def fill_backlog(bootstrap: str, n: int) -> tuple[Offsets, Offsets]:
-    """Append ``n`` OrderPlaced records to ``TOPIC``: the offsets before and after."""
-    from kafka_throughput import encode, make_events
+    """Append ``n`` CapturePayment records to ``TOPIC``: the offsets before and after."""
+    from backlog_noop_app import capture_payments
 
+    from wirebus.broker import EventEncoder
     from wirebus.kafka import KafkaEventPublisher, ensure_topics
 
     await ensure_topics(bootstrap, [TOPIC], partitions=3)
     start = await end_offsets(bootstrap)
-    records = encode(make_events(n), TOPIC)  # a fresh ce_id per record: no inbox duplicate
-    async with KafkaEventPublisher(bootstrap, _registry(), source="bench") as publisher:
+    registry = _registry()
+    # a fresh ce_id per record: no inbox duplicate
+    records = EventEncoder(registry, source="bench").records(capture_payments(n))
+    async with KafkaEventPublisher(bootstrap, registry, source="bench") as publisher:
         await publisher.send_records(records)
     return start, await end_offsets(bootstrap)
 
 
 def _registry() -> Any:
-    from examples.shop.orders.messages import OrderPlaced
+    from examples.shop.payments.messages import CapturePayment
     from wirebus.codec import EventRegistry
 
     registry = EventRegistry()
-    registry.add(OrderPlaced, topic=TOPIC)
+    registry.add(CapturePayment, topic=TOPIC)
     return registry
 
 
@@ -316,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     print(machine_info(), file=sys.stderr)
     rows = summarize(run_loop(measure(args, bootstrap, url)), args.rows)
     print_table(
-        f"consumer_backlog ({args.n:,} OrderPlaced on {TOPIC}, fresh group and PostgreSQL"
+        f"consumer_backlog ({args.n:,} CapturePayment on {TOPIC}, fresh group and PostgreSQL"
         f" database per row, --log-level {args.log_level}, median of {args.rounds} round(s))",
         ["row", "what", "records/s", "x noop", "drain s (from start)", "CPU µs/record",
          "drained", "outbox pending/failed after"],

@@ -1,11 +1,15 @@
 """Consumer catch-up: records/s of a backlog through ``ConsumerRunner`` on a real database.
 
-Two rows, same backlog of ``OrderPlaced`` records on the in-memory broker
-(3 partitions), same PostgreSQL (or SQLite) database, same runner:
+Two rows, same backlog of ``CapturePayment`` records on the in-memory broker
+(3 partitions; ``backlog_noop_app.capture_payments``), same PostgreSQL (or
+SQLite) database, same runner:
 
-- ``noop``      a handler that does nothing (no outbox row; inbox only);
-- ``payments``  the shop's payments slice: ``OrderPlaced -> PaymentCaptured``
+- ``noop``      ``backlog_noop_app``: a handler that does nothing (no outbox row; inbox only);
+- ``payments``  the shop's payments slice: ``CapturePayment -> PaymentCaptured``
   through the outbox (one outbox row and one inbox row per record).
+
+Until the checkout saga (wave 13) the slice answered ``OrderPlaced`` instead,
+with the same work per record.
 
 Run: ``python bench/consumer_backlog_inprocess.py --url postgresql+asyncpg://... -n 5000``
 (a fresh database is best; the tables are created if missing). A measurement,
@@ -16,15 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import inspect
 import time
 import uuid
 from typing import Any
 
+from backlog_noop_app import app as noop_app
+from backlog_noop_app import capture_payments
+
 from examples.shop.app import app as shop_app
-from examples.shop.orders.messages import LineItem, OrderPlaced
-from wirebus import App, Router
+from examples.shop.payments.messages import CapturePayment
+from wirebus import App
 from wirebus.brokers.memory import InMemoryBroker
 from wirebus.consumer import EventProcessor
 
@@ -37,35 +43,14 @@ from wirebus.inbox.sqlalchemy import SqlAlchemyInbox
 from wirebus.testing import wait_until
 
 
-def noop_app() -> App:
-    router = Router("noop")
-
-    @router.handler
-    async def ignore(event: OrderPlaced) -> None:
-        return None
-
-    return App(name="noop", routers=[router], events=[OrderPlaced])
-
-
 async def measure(app: App, url: str, n: int, routers: frozenset[str] | None) -> float:
     """Records/s of ``n`` records consumed from a filled topic until all reached an outcome."""
     database = Database(url, create_schema=True, extra_metadata=[m for m in [app.metadata] if m])
     broker = InMemoryBroker(partitions=3)
     registry = app.registry()
     publisher = broker.publisher(registry, source="bench")
-    now = dt.datetime.now(dt.UTC)
-    events = [
-        OrderPlaced(
-            order_id=f"o-{i}",
-            customer_id=f"c-{i % 97}",
-            total_cents=i,
-            placed_at=now,
-            items=(LineItem(sku="s", quantity=1, price_cents=i),),
-        )
-        for i in range(n)
-    ]
-    await publisher.publish_many(events)
-    topic = registry.by_type(OrderPlaced).topic  # type: ignore[union-attr]
+    await publisher.publish_many(capture_payments(n))
+    topic = registry.by_type(CapturePayment).topic  # type: ignore[union-attr]
     async with app.mediator(database=database, publisher=publisher) as mediator:
         extra: dict[str, Any] = {}
         if "database" in inspect.signature(EventProcessor).parameters:
@@ -97,7 +82,7 @@ async def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("-n", type=int, default=5000)
     args = parser.parse_args()
-    noop = await measure(noop_app(), args.url, args.n, None)
+    noop = await measure(noop_app, args.url, args.n, None)
     payments = await measure(shop_app, args.url, args.n, frozenset({"payments"}))
     print(f"{'row':<10} {'records/s':>10}")
     print(f"{'noop':<10} {noop:>10,.0f}")

@@ -6,12 +6,18 @@ Needs Kafka (``WIREBUS_KAFKA_BOOTSTRAP``) and PostgreSQL (``WIREBUS_DATABASE_URL
 
 Three processes (all on 127.0.0.1):
 
-* **server**: ``python -m wirebus serve examples.shop.app:app --log-level warning``
+* **server**: ``python -m wirebus serve <app> --log-level warning``
   (``PYTHONPATH=gen/python:.``, the fresh database, Kafka). With Kafka, ``serve``
-  only serves the gateway and runs the relay in-process (no consumers): each
-  PlaceOrder writes a ``shop_orders`` row and an outbox row in one transaction
-  and NOTIFYs the relay, which claims, publishes to ``shop.orders.v1`` and deletes.
-  ``--log-level warning`` silences the shop's per-request info log line.
+  only serves the gateway and runs the relay in-process (no consumers).
+  ``--app place-order`` (the default): ``e2e_place_order_app:app`` (``bench/``),
+  the shop's PlaceOrder as earlier rounds measured it -- each call writes a
+  ``shop_orders`` row and one outbox row in one transaction and NOTIFYs the
+  relay, which claims, publishes to ``shop.orders.v1`` and deletes.
+  ``--app shop``: ``examples.shop.app:app`` as it is since wave 13, whose
+  PlaceOrder also emits ``OrderStatusChanged`` and ``OrderSnapshot``: 3 outbox
+  rows and 3 Kafka records per call (the latency is still that of the
+  ``OrderPlaced`` record). ``--log-level warning`` silences the shop's
+  per-request info log line.
 * **client** (this script with ``--client``, a subprocess, one per step): open-loop
   PlaceOrder (2 items) at each rate of ``--rates`` in turn (300, 500, 700, 1000,
   1200/s; ``--rate R`` for one step) for ``--seconds`` (20; ``--quick`` 5) after a
@@ -73,6 +79,13 @@ from _common import (  # noqa: E402
 KAFKA_ENV = "WIREBUS_KAFKA_BOOTSTRAP"
 DB_ENV = "WIREBUS_DATABASE_URL"
 TOPIC = "shop.orders.v1"
+APPS: dict[str, tuple[list[str], str]] = {
+    "place-order": (
+        ["e2e_place_order_app:app", "--app-dir", str(HERE)],
+        "the shop's PlaceOrder alone, 1 outbox row per call",
+    ),
+    "shop": (["examples.shop.app:app"], "the whole shop, 3 outbox rows per PlaceOrder"),
+}
 WARMUP_S = 1.0
 MAX_IN_FLIGHT = 2_000
 CALL_DEADLINE_S = 10.0
@@ -169,7 +182,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, url: str) -> dict[st
         log_path = tmp / "server.log"
         log = open(log_path, "wb")  # noqa: SIM115
         server = subprocess.Popen(
-            [sys.executable, "-m", "wirebus", "serve", "examples.shop.app:app",
+            [sys.executable, "-m", "wirebus", "serve", *APPS[args.app][0],
              "--port", str(port), "--log-level", "warning"],
             cwd=code_root(), env=code_env({DB_ENV: db_url, KAFKA_ENV: bootstrap}),
             stdout=log, stderr=subprocess.STDOUT,
@@ -220,6 +233,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, url: str) -> dict[st
             log.close()
     return {
         "bench": "e2e_latency",
+        "app": APPS[args.app][1],
         "seconds": args.seconds,
         "steps": steps,
         "outbox_pending_after": pending,
@@ -391,8 +405,9 @@ def _table(result: dict[str, Any]) -> None:
             r["server_cpu_ms_per_ok_call"], r["server_cpu_cores"],
         ])  # fmt: skip
     print_table(
-        f"e2e_latency (PlaceOrder for {result['seconds']:g} s per rate, wirebus serve + in-process"
-        " relay, PostgreSQL, Kafka; e2e = call returned -> record on Kafka)",
+        f"e2e_latency (PlaceOrder for {result['seconds']:g} s per rate, {result['app']};"
+        " wirebus serve + in-process relay, PostgreSQL, Kafka; e2e = call returned -> record on"
+        " Kafka)",
         ["target /s", "achieved /s", "ok / sent", "errors", "call p50 / p99 ms", "e2e p50 ms",
          "e2e p99 ms", "e2e max ms", "missing", "server CPU ms/cmd", "server cores"],
         rows,
@@ -416,6 +431,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "--profile-native",
         action="store_true",
         help="py-spy --native: C/Cython frames too, but the server is paused per sample",
+    )
+    ap.add_argument(
+        "--app",
+        choices=list(APPS),
+        default="place-order",
+        help="place-order: one outbox row per call, as earlier rounds (default); shop: the"
+        " shop as it is (3 outbox rows per PlaceOrder)",
     )
     ap.add_argument("--json", default=None, help="write results here")
     ap.add_argument("--client", default=None, help=argparse.SUPPRESS)

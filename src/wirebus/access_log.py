@@ -37,7 +37,14 @@ if TYPE_CHECKING:
     import grpc
     import grpc.aio
 
-__all__ = ["ACCESS_LOGGER", "JsonFormatter", "log_call"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "CORRELATION_KEY",
+    "JsonFormatter",
+    "correlation_id",
+    "header_correlation_id",
+    "log_call",
+]
 
 ACCESS_LOGGER = "wirebus.access"
 CORRELATION_KEY = "x-correlation-id"
@@ -51,8 +58,13 @@ _STANDARD = frozenset(
 
 
 def correlation_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The call's correlation id: the one its events carry (``x-correlation-id`` metadata,
-    or the id the pipeline made for it), else the metadata's, else ``-``."""
+    """A gRPC call's correlation id: the one its events carry (``x-correlation-id`` metadata,
+    or the id the pipeline made for it), else the metadata's, else ``-``.
+
+    Example::
+
+        log_call(path, code, seconds, context.peer(), correlation_id(context))
+    """
     bound = current_correlation()
     if bound is not None:
         return bound.correlation_id
@@ -62,25 +74,44 @@ def correlation_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return "-"
 
 
+def header_correlation_id(header: bytes | None) -> str:
+    """An HTTP call's correlation id: the bound one, else its header's, else ``-``.
+
+    Example::
+
+        correlation = header_correlation_id(headers.get(b"x-correlation-id"))
+    """
+    bound = current_correlation()
+    if bound is not None:
+        return bound.correlation_id
+    return "-" if header is None else header.decode("latin-1")
+
+
 def log_call(
-    method: str,
-    code: grpc.StatusCode,
-    seconds: float,
-    context: grpc.aio.ServicerContext[Any, Any],
+    method: str, code: grpc.StatusCode, seconds: float, peer: str, correlation: str
 ) -> None:
-    """Write the access line of one ended call (the caller checked ``isEnabledFor``)."""
+    """Write the access line of one ended call (the caller checked ``isEnabledFor``).
+
+    Any port calls it: ``peer`` as grpc writes it (``ipv4:127.0.0.1:53412``),
+    ``correlation`` from :func:`correlation_id` or :func:`header_correlation_id`.
+
+    Example::
+
+        if access.isEnabledFor(logging.INFO):
+            log_call(path, grpc.StatusCode.OK, 0.0012, context.peer(), correlation_id(context))
+    """
     name = code.name
     ms = round(seconds * 1000, 3)
-    peer = context.peer()
-    cid = correlation_id(context)
     extra = {
         "grpc_method": method,
         "grpc_code": name,
         "duration_ms": ms,
         "peer": peer,
-        "correlation_id": cid,
+        "correlation_id": correlation,
     }
-    access.info("%s %s %.1fms peer=%s correlation_id=%s", method, name, ms, peer, cid, extra=extra)
+    access.info(
+        "%s %s %.1fms peer=%s correlation_id=%s", method, name, ms, peer, correlation, extra=extra
+    )
 
 
 class JsonFormatter(logging.Formatter):

@@ -37,7 +37,7 @@ from .codec import EventRegistry
 from .di import build_container
 from .errors import ConfigurationError
 from .gateway.binding import MethodRoute, resolve_routes, service_descriptors
-from .mediator import EventDispatch, Mediator, _returns_events
+from .mediator import EventDispatch, Mediator, declares_events
 from .messages import proto_class_of
 from .pipeline import Behaviour, Pipeline, Stage
 from .router import HandlerSpec, Router
@@ -392,7 +392,7 @@ def _observed(
 
 def _declared_events(annotation: Any) -> list[type]:
     """Event classes a handler's return annotation names."""
-    if not _returns_events(annotation):
+    if not declares_events(annotation):
         return []
     candidates = typing.get_args(annotation) or (annotation,)
     return [c for c in candidates if isinstance(c, type)]

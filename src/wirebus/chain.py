@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .breaker import CircuitBreaker, counts_as_failure
-from .context import Context, current_call
+from .context import Context
 from .errors import ChainExhausted, CircuitOpen, ConfigurationError
 
 if TYPE_CHECKING:
@@ -324,19 +324,13 @@ def _guarded(
 
 
 def _compile_part(part: Part, mediator: Mediator) -> _PartCall:
-    from .mediator import _collect, _returns_events
+    from .mediator import builtin_arguments, collect_events, declares_events
 
     p = part.spec.params
-    fixed: list[tuple[str, Callable[[Context], Any]]] = []
-    if p.context:
-        fixed.append((p.context, lambda ctx: ctx))
-    if p.call_info:
-        fixed.append((p.call_info, lambda _ctx: current_call()))
-    if p.mediator:
-        fixed.append((p.mediator, lambda _ctx: mediator))
+    fixed = builtin_arguments(p, mediator)
     target, is_class, deps, init = part.spec.target, part.spec.is_class, p.deps, part.init
     next_param = part.next_param
-    returns_events = _returns_events(p.returns)
+    returns_events = declares_events(p.returns)
 
     async def call(message: Any, ctx: Context, scope: Any, rest: Any) -> Any:
         kwargs = {n: get(ctx) for n, get in fixed}
@@ -347,7 +341,7 @@ def _compile_part(part: Part, mediator: Mediator) -> _PartCall:
         fn = target(**{d: await scope.get(tp) for d, tp in init}).handle if is_class else target
         result = await fn(message, **kwargs)
         if returns_events:
-            _collect(ctx, result)
+            collect_events(ctx, result)
         return result
 
     return call

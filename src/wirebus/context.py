@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .messages import Event
 
 __all__ = [
+    "CURRENT_CONTEXT",
     "CallInfo",
     "PeerCertificate",
     "Context",
@@ -133,9 +134,12 @@ _LOCAL_FACTORY: Callable[[], CallInfo] = CallInfo.local
 _call_factory: contextvars.ContextVar[Callable[[], CallInfo]] = contextvars.ContextVar(
     "wirebus_call_factory", default=_LOCAL_FACTORY
 )
-_context: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
+CURRENT_CONTEXT: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
     "wirebus_context", default=None
 )
+"""The :class:`Context` of the call being handled: set by the mediator and the
+pipeline's unit of work (``token = CURRENT_CONTEXT.set(ctx)`` ... ``reset``);
+behaviours read it through :func:`current_context`."""
 
 CallToken = contextvars.Token[Callable[[], CallInfo]]
 
@@ -171,7 +175,7 @@ def current_call_binding() -> object:
 
 def current_context() -> Context | None:
     """The :class:`Context` of the call being handled, if any (for behaviours)."""
-    return _context.get()
+    return CURRENT_CONTEXT.get()
 
 
 ItemHook = Callable[[], Awaitable[None]]

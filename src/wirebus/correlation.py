@@ -51,6 +51,7 @@ __all__ = [
     "CAUSATION_HEADER",
     "CORRELATION_HEADER",
     "CORRELATION_METADATA",
+    "CURRENT_CORRELATION",
     "Correlation",
     "CorrelationFilter",
     "CorrelationStage",
@@ -134,9 +135,12 @@ class Correlation:
         return cls(text or os.urandom(16).hex(), causation_id=event_id or None)
 
 
-_bound: contextvars.ContextVar[Correlation | None] = contextvars.ContextVar(
+CURRENT_CORRELATION: contextvars.ContextVar[Correlation | None] = contextvars.ContextVar(
     "wirebus_correlation", default=None
 )
+"""The correlation of the work being done: set through :func:`bind_correlation`
+(or directly by the tracing stages, on their hot path); read it with
+:func:`current_correlation`."""
 
 CorrelationToken = contextvars.Token[Correlation | None]
 
@@ -152,12 +156,12 @@ def bind_correlation(correlation: Correlation) -> CorrelationToken:
         finally:
             unbind_correlation(token)
     """
-    return _bound.set(correlation)
+    return CURRENT_CORRELATION.set(correlation)
 
 
 def unbind_correlation(token: CorrelationToken) -> None:
     """Undo :func:`bind_correlation`."""
-    _bound.reset(token)
+    CURRENT_CORRELATION.reset(token)
 
 
 def current_correlation() -> Correlation | None:
@@ -169,7 +173,7 @@ def current_correlation() -> Correlation | None:
         if correlation is not None:
             audit(correlation.correlation_id, correlation.causation_id)
     """
-    bound = _bound.get()
+    bound = CURRENT_CORRELATION.get()
     if bound is not None and (bound.owner is None or bound.owner is current_call_binding()):
         return bound
     return None
@@ -194,7 +198,7 @@ def work_correlation_headers() -> tuple[tuple[str, bytes], ...] | None:
         if headers is None:  # an event starting its own chain
             headers = (("ce_correlationid", ce_id), ("ce_causationid", ce_id))
     """
-    bound = _bound.get()
+    bound = CURRENT_CORRELATION.get()
     if bound is None:
         if in_transport_call():
             return Correlation.of_call(current_call()).headers
@@ -218,18 +222,18 @@ class CorrelationStage:
     stage_name = "correlation"
 
     async def __call__(self, message: Any, call_next: CallNext) -> Any:
-        bound = _bound.get()
+        bound = CURRENT_CORRELATION.get()
         owner = current_call_binding()
         if bound is not None and (bound.owner is None or bound.owner is owner):
             return await call_next(message)
         if in_transport_call():
-            _bound.set(Correlation.of_call(current_call(), owner=owner))
+            CURRENT_CORRELATION.set(Correlation.of_call(current_call(), owner=owner))
             return await call_next(message)
-        token = _bound.set(Correlation.new())
+        token = CURRENT_CORRELATION.set(Correlation.new())
         try:
             return await call_next(message)
         finally:
-            _bound.reset(token)
+            CURRENT_CORRELATION.reset(token)
 
 
 class CorrelationFilter(logging.Filter):

@@ -52,7 +52,7 @@ import anyio
 from ._lifecycle import AsyncLifecycle
 from .breaker import Circuits
 from .codec import EventRegistry
-from .context import Context, _context, current_call
+from .context import CURRENT_CONTEXT, Context, current_call
 from .errors import HandlerNotFound, LifecycleError
 from .messages import Event, ProtoMessage, Request
 from .pipeline import (
@@ -72,8 +72,18 @@ if TYPE_CHECKING:
     from .inbox import InboxClaim
     from .retry import Retry
     from .router import HandlerSpec
+    from .signature import HandlerParams
 
-__all__ = ["Behaviour", "CallNext", "EventDispatch", "EventRunner", "Mediator"]
+__all__ = [
+    "Behaviour",
+    "CallNext",
+    "EventDispatch",
+    "EventRunner",
+    "Mediator",
+    "builtin_arguments",
+    "collect_events",
+    "declares_events",
+]
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +386,7 @@ class Mediator(AsyncLifecycle):
         direct = (
             not spec.is_class
             and spec.params.plain
-            and not _returns_events(spec.params.returns)
+            and not declares_events(spec.params.returns)
             and spec.composite is None
         )
         if direct and not behaviours:
@@ -386,11 +396,11 @@ class Mediator(AsyncLifecycle):
 
         async def run(message: Any) -> Any:
             ctx = Context()
-            token = _context.set(ctx)
+            token = CURRENT_CONTEXT.set(ctx)
             try:
                 result = await chain(message)
             finally:
-                _context.reset(token)
+                CURRENT_CONTEXT.reset(token)
             if ctx.events:
                 await deliver(ctx.take_events())
             return result
@@ -418,7 +428,7 @@ class Mediator(AsyncLifecycle):
             return open_direct
 
         async def innermost(message: Any) -> None:
-            ctx = typing.cast(Context, _context.get())
+            ctx = typing.cast(Context, CURRENT_CONTEXT.get())
             channel = ctx.stream
             # aclosing: a cancelled or failed stream closes the handler's generator
             # here, inside the unit of work, not later from the garbage collector
@@ -435,7 +445,7 @@ class Mediator(AsyncLifecycle):
 
         async def whole(message: Any) -> None:
             await chain(message)
-            ctx = typing.cast(Context, _context.get())
+            ctx = typing.cast(Context, CURRENT_CONTEXT.get())
             if ctx.events:
                 await deliver(ctx.take_events())
 
@@ -468,11 +478,11 @@ class Mediator(AsyncLifecycle):
 
         async def run(event: Any, inbox: InboxClaim | None = None) -> Sequence[Any]:
             ctx = Context(inbox=inbox)
-            token = _context.set(ctx)
+            token = CURRENT_CONTEXT.set(ctx)
             try:
                 await chain(event)
             finally:
-                _context.reset(token)
+                CURRENT_CONTEXT.reset(token)
             return ctx.events
 
         return run
@@ -491,14 +501,8 @@ class Mediator(AsyncLifecycle):
             )
         p = spec.params
         target = spec.target
-        fixed: list[tuple[str, Callable[[Context], Any]]] = []
-        if p.context:
-            fixed.append((p.context, lambda ctx: ctx))
-        if p.call_info:
-            fixed.append((p.call_info, lambda _ctx: current_call()))
-        if p.mediator:
-            fixed.append((p.mediator, lambda _ctx: self))
-        returns_events = _returns_events(p.returns)
+        fixed = builtin_arguments(p, self)
+        returns_events = declares_events(p.returns)
         if not spec.is_class and not p.deps:
             direct = _direct_call(target, p.context, p.call_info, p.mediator, self)
             if not returns_events:
@@ -506,7 +510,7 @@ class Mediator(AsyncLifecycle):
 
             async def collecting(message: Any, ctx: Context) -> Any:
                 result = await direct(message, ctx)
-                _collect(ctx, result)
+                collect_events(ctx, result)
                 return result
 
             return collecting
@@ -539,7 +543,7 @@ class Mediator(AsyncLifecycle):
                 fn = (await scope.get(target)).handle if is_class else target
                 result = await fn(message, **kwargs)
             if returns_events:
-                _collect(ctx, result)
+                collect_events(ctx, result)
             return result
 
         return invoke
@@ -601,14 +605,43 @@ def _innermost(invoke: _Invoke) -> CallNext:
     """The handler as the pipeline's last stage: it reads the call's context."""
 
     def innermost(message: Any) -> Awaitable[Any]:
-        ctx = _context.get()
+        ctx = CURRENT_CONTEXT.get()
         return typing.cast(Awaitable[Any], invoke(message, ctx if ctx is not None else Context()))
 
     return innermost
 
 
-def _returns_events(annotation: Any) -> bool:
-    """Whether a handler's return annotation says it returns events to emit."""
+def builtin_arguments(
+    params: HandlerParams, mediator: Mediator
+) -> list[tuple[str, Callable[[Context], Any]]]:
+    """``(name, ctx -> value)`` of each built-in parameter a handler takes: its
+    :class:`Context`, :class:`~wirebus.CallInfo` or the :class:`Mediator`.
+
+    Built once per handler at start-up (the mediator and handler chains).
+
+    Example::
+
+        fixed = builtin_arguments(spec.params, mediator)
+        kwargs = {name: get(ctx) for name, get in fixed}
+    """
+    fixed: list[tuple[str, Callable[[Context], Any]]] = []
+    if params.context:
+        fixed.append((params.context, lambda ctx: ctx))
+    if params.call_info:
+        fixed.append((params.call_info, lambda _ctx: current_call()))
+    if params.mediator:
+        fixed.append((params.mediator, lambda _ctx: mediator))
+    return fixed
+
+
+def declares_events(annotation: Any) -> bool:
+    """Whether a handler's return annotation says it returns events to emit.
+
+    Example::
+
+        declares_events(list[OrderPlaced])   # True
+        declares_events(OrderView)           # False
+    """
     candidates: Iterable[Any] = (annotation,)
     origin = typing.get_origin(annotation)
     if origin in (list, tuple, Sequence, typing.Union, types.UnionType):
@@ -616,7 +649,13 @@ def _returns_events(annotation: Any) -> bool:
     return any(isinstance(c, type) and issubclass(c, Event) for c in candidates)
 
 
-def _collect(ctx: Context, result: Any) -> None:
+def collect_events(ctx: Context, result: Any) -> None:
+    """Add the events a handler returned (one, or a list/tuple of them) to ``ctx.events``.
+
+    Example::
+
+        collect_events(ctx, [OrderPlaced(order_id="o-1")])
+    """
     if isinstance(result, Event):
         ctx.events.append(result)
     elif isinstance(result, (list, tuple)):

@@ -43,7 +43,7 @@ import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Generic, Literal, Protocol, TypeVar, final
 
-from .context import Context, _context
+from .context import CURRENT_CONTEXT, Context
 
 __all__ = [
     "Behaviour",
@@ -241,7 +241,7 @@ async def run_stream(
     """
 
     async def produce() -> None:
-        token = _context.set(ctx)
+        token = CURRENT_CONTEXT.set(ctx)
         try:
             await chain(message)
             channel.finish(None)
@@ -250,7 +250,7 @@ async def run_stream(
             if not isinstance(exc, Exception):
                 raise
         finally:
-            _context.reset(token)
+            CURRENT_CONTEXT.reset(token)
 
     task = asyncio.ensure_future(produce())
     try:

@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .context import current_call, current_call_binding, in_transport_call
-from .correlation import Correlation, CorrelationStage, _bound
+from .correlation import CURRENT_CORRELATION, Correlation, CorrelationStage
 from .errors import ConfigurationError
 from .pipeline import ALL_KINDS, CALL_KINDS, Behaviour, CallNext, MessageStream, Pipeline, Stage
 
@@ -189,10 +189,10 @@ class Tracing:
         if not in_transport_call():
             return await self._correlation(message, self._local_span(call_next))
         call = current_call()
-        bound = _bound.get()
+        bound = CURRENT_CORRELATION.get()
         owner = current_call_binding()
         if bound is None or (bound.owner is not None and bound.owner is not owner):
-            _bound.set(Correlation.of_call(call, owner=owner))
+            CURRENT_CORRELATION.set(Correlation.of_call(call, owner=owner))
         metadata = call.metadata
         traceparent = _text(metadata.get("traceparent"))
         tracestate = _text(metadata.get("tracestate"))
@@ -623,7 +623,7 @@ class _RecordScope:
 
     def __enter__(self) -> None:
         record = self.record
-        self.token = _bound.set(Correlation.of_event(record.headers))
+        self.token = CURRENT_CORRELATION.set(Correlation.of_event(record.headers))
         tracing = self.tracing
         if tracing is not None:
             self.scope = tracing._enter_record(
@@ -639,4 +639,4 @@ class _RecordScope:
             if self.tracing is not None and self.scope is not None:
                 self.tracing._exit_record(self.scope, exc_info[1])
         finally:
-            _bound.reset(self.token)
+            CURRENT_CORRELATION.reset(self.token)

@@ -46,10 +46,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.checkout import PYTHONPATH, ROOT
 from tests.crosslang.backlog import Backlog, seed_backlog
 from tests.integration.conftest import services  # noqa: F401  (session fixture, re-exported)
 
-ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent  # the venv's bin, where buf is
 GOLDEN = ROOT / "tests" / "golden"
 SHOP_APP = "examples.shop.app:app"
@@ -298,11 +298,10 @@ def run_shop(
         connect_port=free_port(),
         database=workdir / "shop.db",
     )
-    # this tree's wirebus, its generated code and the examples
-    pythonpath = [ROOT / "src", ROOT / "gen" / "python", ROOT]
+    # this tree's wirebus, its generated code and the examples (tests/checkout.py)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([PYTHONPATH, os.environ.get("PYTHONPATH", "")]),
         "WIREBUS_DATABASE_URL": f"sqlite+aiosqlite:///{server.database}",
         **(extra_env or {}),
     }

@@ -27,6 +27,7 @@ import grpc
 import trustme
 from cryptography.hazmat.primitives import serialization
 
+from tests.checkout import PYTHONPATH
 from tests.crosslang.conftest import ROOT, SHOP_APP, ShopServer, free_port, wait_serving
 
 
@@ -88,9 +89,8 @@ class PKI:
 
 def serve_env(workdir: Path) -> dict[str, str]:
     """This tree's code; the embedded defaults (no Kafka, SQLite in ``workdir``)."""
-    pythonpath = [ROOT / "src", ROOT / "gen" / "python", ROOT]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WIREBUS_KAFKA_")}
-    env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([PYTHONPATH, env.get("PYTHONPATH", "")])
     env["WIREBUS_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir}/shop.db"
     return env
 

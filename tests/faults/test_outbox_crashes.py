@@ -39,6 +39,7 @@ from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 
+from tests.checkout import PYTHONPATH, ROOT
 from tests.faults.apps import sequencer
 from tests.integration.conftest import run_services
 from wirebus.broker import EventEncoder
@@ -52,8 +53,6 @@ from wirebus.testing.databases import create_database, drop_database
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-PYTHONPATH = f"{ROOT / 'gen' / 'python'}{os.pathsep}{ROOT}"
 APP = "tests.faults.apps.sequencer:app"
 # the batch_size of the relay `wirebus relay` runs (Relay's default): what one crash re-publishes
 BATCH_SIZE: int = inspect.signature(Relay).parameters["batch_size"].default

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from shop.orders.v1 import orders_pb2
 
+from tests.checkout import PYTHONPATH, ROOT
 from tests.integration.conftest import read_records
 from wirebus import App, Event, Router
 from wirebus.codec import EventRegistry
@@ -30,8 +31,6 @@ from wirebus.retry import Retry
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-PYTHONPATH = f"{ROOT / 'gen' / 'python'}{os.pathsep}{ROOT}"
 T0 = dt.datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=dt.UTC)
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.checkout import PYTHONPATH, ROOT
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 SAGAS, CONCURRENCY = 12, 4
 
 
@@ -25,8 +26,7 @@ def test_the_saga_benchmark_measures_and_verifies_every_row_at_a_tiny_size(
     database_url: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "sagas.json"
-    paths = [str(ROOT / "src"), str(ROOT / "gen" / "python"), str(ROOT)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "WIREBUS_DATABASE_URL": database_url}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "WIREBUS_DATABASE_URL": database_url}
     done = subprocess.run(
         [
             sys.executable,

@@ -19,11 +19,9 @@ import pytest
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 from shop.payments.v1 import payments_pb2
 
-pytestmark = pytest.mark.integration
+from tests.checkout import PYTHONPATH, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-# this checkout's wirebus, its generated code and its examples (not an installed copy's)
-PYTHONPATH = os.pathsep.join(str(p) for p in (ROOT / "src", ROOT / "gen" / "python", ROOT))
+pytestmark = pytest.mark.integration
 
 
 def free_port() -> int:

@@ -20,8 +20,9 @@ import grpc
 import pytest
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
+from tests.checkout import PYTHONPATH
 from tests.integration.conftest import read_records
-from tests.integration.test_shop_on_kafka import PYTHONPATH, free_port, start, stop
+from tests.integration.test_shop_on_kafka import free_port, start, stop
 from wirebus.testing import wait_until
 
 pytestmark = pytest.mark.integration

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.soak.test_soak import ROOT, Server, _free_port, slope_kb_per_min
+from tests.checkout import PYTHONPATH
+from tests.soak.test_soak import Server, _free_port, slope_kb_per_min
 from tests.unit._connect import parse, request
 from wirebus.testing import wait_until
 
@@ -124,7 +125,7 @@ def running_shop(tmp_path: Path) -> Iterator[tuple[Server, int]]:
     env = {
         **os.environ,
         # this checkout's wirebus first, whatever the environment has installed
-        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("src", "gen/python", ".")),
+        "PYTHONPATH": PYTHONPATH,
         "WIREBUS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/shop.db",
     }
     env.pop("WIREBUS_KAFKA_BOOTSTRAP", None)  # embedded: the in-memory broker

@@ -41,6 +41,7 @@ import grpc.aio
 import pytest
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
+from tests.checkout import PYTHONPATH, ROOT
 from tests.integration.conftest import services  # noqa: F401
 from wirebus.db import Database
 from wirebus.outbox.relay import outbox_stats
@@ -48,8 +49,6 @@ from wirebus.testing import postgres_database, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.soak]
 
-ROOT = Path(__file__).resolve().parents[2]
-PYTHONPATH = f"{ROOT / 'gen' / 'python'}{os.pathsep}{ROOT}"
 APP = "examples.shop.app:app"
 CLIENTS = 64
 CALL_TIMEOUT = 30.0

@@ -37,6 +37,9 @@ In proto syntax it reads::
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
+
 from google.protobuf import (
     descriptor_pb2,
     descriptor_pool,
@@ -45,7 +48,7 @@ from google.protobuf import (
     timestamp_pb2,  # noqa: F401 - registers google/protobuf/timestamp.proto in the pool
     wrappers_pb2,  # noqa: F401 - registers google/protobuf/wrappers.proto in the pool
 )
-from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
 PACKAGE = "wirebus.testing.v1"
@@ -210,3 +213,38 @@ Collections = _cls("Collections")
 Identified = _cls("Identified")
 Painted = _cls("Painted")
 Shape = _cls("Shape")
+
+
+def shop_service(
+    file_name: str, service: str, methods: Sequence[tuple[str, str, str, bool, bool]]
+) -> ServiceDescriptor:
+    """A test service over the shop's messages, added to the default pool once.
+
+    ``file_name`` ``wirebus/testing/<x>.proto`` gives the package
+    ``wirebus.testing.<x>``; each method is ``(name, input, output,
+    client_streaming, server_streaming)`` with message names of
+    ``shop.orders.v1``.
+
+    Example::
+
+        lookup = shop_service("wirebus/testing/lookup.proto", "Lookup",
+                              [("Get", "GetOrderRequest", "Order", False, False)])
+    """
+    from shop.orders.v1 import orders_pb2  # noqa: F401 - registers orders.proto in the pool
+
+    pool = descriptor_pool.Default()
+    with contextlib.suppress(KeyError):
+        return pool.FindFileByName(file_name).services_by_name[service]
+    package = file_name.removesuffix(".proto").replace("/", ".")
+    file = descriptor_pb2.FileDescriptorProto(
+        name=file_name, package=package, syntax="proto3",
+        dependency=["shop/orders/v1/orders.proto"],
+    )  # fmt: skip
+    added = file.service.add(name=service)
+    for name, input_type, output_type, client_streaming, server_streaming in methods:
+        added.method.add(
+            name=name, input_type=f".shop.orders.v1.{input_type}",
+            output_type=f".shop.orders.v1.{output_type}",
+            client_streaming=client_streaming, server_streaming=server_streaming,
+        )  # fmt: skip
+    return pool.Add(file).services_by_name[service]

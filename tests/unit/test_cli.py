@@ -16,13 +16,14 @@ import grpc
 import pytest
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.checkout import PYTHONPATH, ROOT
+
 # The unit tier runs on embedded defaults: no deployment settings leak in from
 # the shell (``make test`` exports the local Kafka and PostgreSQL for the
 # integration tier).
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("WIREBUS_")}
 # This checkout's src first: an installed (editable) wirebus may be another one.
-ENV["PYTHONPATH"] = os.pathsep.join(str(p) for p in (ROOT / "src", ROOT / "gen" / "python", ROOT))
+ENV["PYTHONPATH"] = PYTHONPATH
 # The same, as if `buf generate` had never run (wirebus still finds gen/python through
 # buf.gen.yaml: run from a directory without it to hide it).
 ENV_WITHOUT_GEN = {**ENV, "PYTHONPATH": os.pathsep.join(str(p) for p in (ROOT / "src", ROOT))}

@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
 from shop.orders.v1 import orders_pb2
 
 from tests.unit._connect import envelope, frames, open_request, request
+from tests.unit._protos import shop_service
 from wirebus import App, Authentication, CallInfo, Router, StaticTokens
 from wirebus.connect import ConnectConfig, ConnectServer
 from wirebus.errors import LifecycleError
@@ -140,29 +140,19 @@ async def test_a_client_that_goes_away_cancels_its_stream():
 
 
 def upload_service() -> ServiceDescriptor:
-    """``wirebus.testing.connect.Uploads``: one client-streaming and one bidi method."""
-    pool = descriptor_pool.Default()
-    name = "wirebus/testing/connect_uploads.proto"
-    with contextlib.suppress(KeyError):
-        return pool.FindFileByName(name).services_by_name["Uploads"]
-    file = descriptor_pb2.FileDescriptorProto(
-        name=name, package="wirebus.testing.connect", syntax="proto3",
-        dependency=["shop/orders/v1/orders.proto"],
-    )  # fmt: skip
-    service = file.service.add(name="Uploads")
-    for method, server_streaming in (("Upload", False), ("Chat", True)):
-        service.method.add(
-            name=method, input_type=".shop.orders.v1.LineItem", output_type=".shop.orders.v1.Order",
-            client_streaming=True, server_streaming=server_streaming,
-        )  # fmt: skip
-    return pool.Add(file).services_by_name["Uploads"]
+    """``wirebus.testing.connect_uploads.Uploads``: one client-streaming and one bidi method."""
+    return shop_service(
+        "wirebus/testing/connect_uploads.proto",
+        "Uploads",
+        [("Upload", "LineItem", "Order", True, False), ("Chat", "LineItem", "Order", True, True)],
+    )
 
 
 async def test_client_and_bidi_streaming_are_unimplemented_naming_the_grpc_port():
     app = App(name="test", services=[upload_service()], routers=[Router()], allow_unbound=True)
     async with serving(app) as server:
         for method in ("Upload", "Chat"):
-            path = f"/wirebus.testing.connect.Uploads/{method}"
+            path = f"/wirebus.testing.connect_uploads.Uploads/{method}"
             reply = await request(
                 server.url + path, envelope(b"{}"), content_type="application/connect+json"
             )

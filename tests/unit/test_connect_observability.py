@@ -79,3 +79,14 @@ async def test_each_connect_call_writes_the_gateways_access_line(shop, caplog):
     assert re.fullmatch("[0-9a-f]{32}", missing.correlation_id)
     assert placed.peer.startswith("ipv4:127.0.0.1:")
     assert all('"c"' not in r.getMessage() for r in caplog.records)  # no payloads
+
+
+async def test_a_connect_call_of_a_bidi_method_counts_in_the_grpc_ports_bidi_series(shop):
+    url, port = shop
+    await request(
+        f"{url}{SERVICE}/WatchOrders", envelope(b"{}"), content_type="application/connect+json"
+    )  # refused: bidi needs the gRPC port
+    values = await asyncio.to_thread(scrape, port)
+    bidi = labels("WatchOrders", grpc_type="bidi_stream", grpc_code="Unimplemented")
+    assert values[f"grpc_server_handled_total{{{bidi}}}"] == 1
+    assert not any('grpc_type="stream_stream"' in name for name in values)

@@ -23,14 +23,14 @@ from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
 from examples.shop.app import app as shop_app
 from examples.shop.orders.messages import GetOrder, LineItem, OrderStatus, OrderView, PlaceOrder
+from tests.checkout import PYTHONPATH, ROOT
 from wirebus.brokers.memory import InMemoryBroker
 from wirebus.runtime import Runtime
 from wirebus.settings import Settings
 from wirebus.testing import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("WIREBUS_")}
-ENV["PYTHONPATH"] = os.pathsep.join(str(p) for p in (ROOT / "src", ROOT / "gen" / "python", ROOT))
+ENV["PYTHONPATH"] = PYTHONPATH
 CALLERS = 200
 # the outbox rows of one placed order, relayed together: OrderPlaced, and the
 # OrderStatusChanged and OrderSnapshot of its first status

@@ -45,7 +45,7 @@ import grpc
 
 from ..context import bind_call, unbind_call
 from ..gateway.binding import DEFAULT_LIMITS, MethodRoute
-from ..gateway.errors import _status
+from ..gateway.errors import status_of
 from ..gateway.limits import CallLimiter
 from ..gateway.request_limits import RequestLimits
 from .call import call_info_factory, timeout_of
@@ -188,14 +188,16 @@ class ConnectApp:
         token = None
         try:
             if endpoint is None:
-                raise Failed(_status(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not a method here"))
+                raise Failed(
+                    status_of(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not a method here")
+                )
             if endpoint.refusal is not None:
                 raise Failed(endpoint.refusal)
             if endpoint.streaming and protocol == "connect":
-                raise Failed(_status(grpc.StatusCode.UNIMPLEMENTED, _STREAM_TYPES))
+                raise Failed(status_of(grpc.StatusCode.UNIMPLEMENTED, _STREAM_TYPES))
             version = headers.get(b"connect-protocol-version")
             if version is not None and version != b"1" and protocol != "grpc-web":
-                raise Failed(_status(grpc.StatusCode.INVALID_ARGUMENT, _VERSION))
+                raise Failed(status_of(grpc.StatusCode.INVALID_ARGUMENT, _VERSION))
             timeout = timeout_of(headers, protocol)
             # bound until the access line is written: it reads the call's correlation
             token = bind_call(call_info_factory(path, scope, headers, timeout))

@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 
 from ..context import CallInfo
-from ..gateway.errors import _status
+from ..gateway.errors import status_of
 from .endpoints import Failed
 from .protocol import connect_timeout, grpc_timeout
 
@@ -61,7 +61,7 @@ def timeout_of(headers: Mapping[bytes, bytes], protocol: str) -> float | None:
             return grpc_timeout(headers.get(b"grpc-timeout"))
         return connect_timeout(headers.get(b"connect-timeout-ms"))
     except ValueError as exc:
-        raise Failed(_status(grpc.StatusCode.INVALID_ARGUMENT, str(exc))) from None
+        raise Failed(status_of(grpc.StatusCode.INVALID_ARGUMENT, str(exc))) from None
 
 
 def call_info_factory(

@@ -27,10 +27,8 @@ from grpc_health.v1 import health_pb2
 
 from ..errors import ConversionError, WirebusError
 from ..gateway.binding import MethodRoute
-from ..gateway.errors import _status, malformed_request, status_for
-
-# The gateway's own encoder and deadline helpers (gateway/methods.py): one implementation.
-from ..gateway.methods import _bounded, _DeadlinePassed, _encoder
+from ..gateway.callpath import deadline_passed, encoder_of, run_bounded
+from ..gateway.errors import malformed_request, status_for, status_of
 from ..gateway.request_limits import RequestLimits
 from .codec import JsonCodec
 from .errors import Status, malformed_json
@@ -85,7 +83,7 @@ class Endpoint:
         if self.refusal is None:
             assert route.spec is not None
             self._decode = route.decoder(limits)
-            self._encode = _encoder(route)
+            self._encode = encoder_of(route)
             if self.streaming:
                 self._open = mediator.stream_runner(route.spec.message_type)
             else:
@@ -113,7 +111,7 @@ class Endpoint:
         try:
             if seconds is None:
                 return self._encode(await self._run(message))
-            return self._encode(await _bounded(self._run, message, seconds))
+            return self._encode(await run_bounded(self._run, message, seconds))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -132,22 +130,20 @@ class Endpoint:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if isinstance(exc, TimeoutError) and scope.expired():
-                exc = _DeadlinePassed("deadline exceeded: the stream was cancelled")
-            raise Failed(self._fail(exc)) from None
+            raise Failed(self._fail(deadline_passed(exc, scope))) from None
 
 
 def _refusal(route: MethodRoute) -> Status | None:
     """The status of a route this port cannot serve, ``None`` when it serves it."""
     if route.arity not in _SERVED:
-        return _status(
+        return status_of(
             grpc.StatusCode.UNIMPLEMENTED,
             f"{route.path} is {route.arity.replace('_', '-')} streaming, which needs HTTP/2"
             " full-duplex: call it on the gRPC port (the Connect port serves unary and"
             " server-streaming methods)",
         )
     if route.spec is None:
-        return _status(grpc.StatusCode.UNIMPLEMENTED, f"{route.path} is not implemented")
+        return status_of(grpc.StatusCode.UNIMPLEMENTED, f"{route.path} is not implemented")
     return None
 
 
@@ -168,16 +164,16 @@ class HealthEndpoint:
         try:
             return self.json.request(body)
         except DecodeError as exc:
-            raise Failed(_status(grpc.StatusCode.INVALID_ARGUMENT, str(exc))) from None
+            raise Failed(status_of(grpc.StatusCode.INVALID_ARGUMENT, str(exc))) from None
 
     async def unary(self, data: bytes, seconds: float | None) -> bytes:
         """SERVING or NOT_SERVING for the service asked of; NOT_FOUND for one not served."""
         try:
             service = health_pb2.HealthCheckRequest.FromString(data).service
         except DecodeError:
-            raise Failed(_status(grpc.StatusCode.INVALID_ARGUMENT, "bad request")) from None
+            raise Failed(status_of(grpc.StatusCode.INVALID_ARGUMENT, "bad request")) from None
         if service not in self._services:
-            raise Failed(_status(grpc.StatusCode.NOT_FOUND, f"unknown service {service[:128]}"))
+            raise Failed(status_of(grpc.StatusCode.NOT_FOUND, f"unknown service {service[:128]}"))
         status = health_pb2.HealthCheckResponse.SERVING
         if self._limiter.draining:
             status = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -186,4 +182,4 @@ class HealthEndpoint:
 
     def stream(self, data: bytes, seconds: float | None) -> AsyncIterator[bytes]:
         """Not a streaming method."""
-        raise Failed(_status(grpc.StatusCode.UNIMPLEMENTED, "Health/Check is unary"))
+        raise Failed(status_of(grpc.StatusCode.UNIMPLEMENTED, "Health/Check is unary"))

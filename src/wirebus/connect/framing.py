@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 
 from ..errors import WirebusError
-from ..gateway.errors import _status
+from ..gateway.errors import status_of
 from .endpoints import Failed
 from .protocol import COMPRESSED, next_frame
 
@@ -48,12 +48,12 @@ class Disconnected(WirebusError):
 
 
 def _too_large(limit: int) -> Failed:
-    status = _status(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request larger than {limit} bytes")
+    status = status_of(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request larger than {limit} bytes")
     return Failed(status, close=True)
 
 
 def _invalid(message: str) -> Failed:
-    return Failed(_status(grpc.StatusCode.INVALID_ARGUMENT, message))
+    return Failed(status_of(grpc.StatusCode.INVALID_ARGUMENT, message))
 
 
 def check_length(headers: Mapping[bytes, bytes], limit: int) -> None:
@@ -70,7 +70,7 @@ def encoding(headers: Mapping[bytes, bytes], protocol: str) -> bytes | None:
         return encoding
     name = encoding.decode("latin-1")[:32] if encoding else ""
     raise Failed(
-        _status(grpc.StatusCode.UNIMPLEMENTED, f"compression {name!r} is not supported (gzip is)")
+        status_of(grpc.StatusCode.UNIMPLEMENTED, f"compression {name!r} is not supported (gzip is)")
     )
 
 
@@ -79,7 +79,7 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     try:
         out = inflate.decompress(data, limit + 1)
     except zlib.error:
-        raise Failed(_status(grpc.StatusCode.INVALID_ARGUMENT, "bad gzip data")) from None
+        raise Failed(status_of(grpc.StatusCode.INVALID_ARGUMENT, "bad gzip data")) from None
     if len(out) > limit:
         raise _too_large(limit)
     return out

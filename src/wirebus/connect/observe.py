@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -28,32 +28,12 @@ from .. import access_log
 from .call import peer_of
 
 if TYPE_CHECKING:
-    import grpc.aio
-
     from ..gateway.binding import MethodRoute
     from ..metrics import MethodMetrics, RpcMetrics
 
-    _Context = grpc.aio.ServicerContext[Any, Any]
-
 __all__ = ["Observer"]
 
-_GRPC_TYPES = {"unary_unary": "unary", "unary_stream": "server_stream"}
-
-
-class _HttpCall:
-    """What the access line reads of a call (``peer()``, ``invocation_metadata()``), over HTTP."""
-
-    __slots__ = ("_client", "_headers")
-
-    def __init__(self, client: Any, headers: Mapping[bytes, bytes]) -> None:
-        self._client, self._headers = client, headers
-
-    def peer(self) -> str:
-        return peer_of(self._client)
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        value = self._headers.get(access_log.CORRELATION_KEY.encode())
-        return () if value is None else ((access_log.CORRELATION_KEY, value.decode("latin-1")),)
+_CORRELATION_HEADER = access_log.CORRELATION_KEY.encode()
 
 
 class Observer:
@@ -68,8 +48,7 @@ class Observer:
         self._paths = frozenset(r.path for r in routes)  # health and unknown paths: not logged
         if rpc is not None:
             for r in routes:
-                kind = _GRPC_TYPES.get(r.arity, r.arity)
-                self._metrics[r.path] = rpc.method(kind, r.service, r.method)
+                self._metrics[r.path] = rpc.method(r.grpc_type, r.service, r.method)
 
     def begin(self, path: str) -> tuple[float, MethodMetrics | None]:
         """The call's start, and its method's metrics (counted as started and received)."""
@@ -93,5 +72,5 @@ class Observer:
         if metrics is not None:
             metrics.finished(code, seconds)
         if path in self._paths and access_log.access.isEnabledFor(logging.INFO):
-            view = _HttpCall(scope.get("client"), headers)
-            access_log.log_call(path, code, seconds, cast("_Context", view))
+            correlation = access_log.header_correlation_id(headers.get(_CORRELATION_HEADER))
+            access_log.log_call(path, code, seconds, peer_of(scope.get("client")), correlation)

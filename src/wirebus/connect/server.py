@@ -209,7 +209,9 @@ class ConnectServer(AsyncLifecycle):
             await asyncio.sleep(0.005)
         self._sweeper = Sweeper(bounds, self._server.server_state.connections)
         self._sweeper.start()
-        log.info("Connect and gRPC-Web on %s (%d methods)", self.url, len(self._routes))
+        count = len(self._routes)
+        methods = "method" if count == 1 else "methods"
+        log.info("Connect and gRPC-Web on %s (%d %s)", self.url, count, methods)
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let running ones finish for ``grace`` seconds, close."""

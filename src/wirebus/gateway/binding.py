@@ -53,6 +53,12 @@ _KIND_OF: dict[str, HandlerKind] = {
     "stream_unary": "client_stream",
     "stream_stream": "bidi",
 }
+_GRPC_TYPES: dict[str, str] = {
+    "unary_unary": "unary",
+    "unary_stream": "server_stream",
+    "stream_unary": "client_stream",
+    "stream_stream": "bidi_stream",
+}
 _SHAPE_OF: dict[str, str] = {
     "request": "a coroutine function",
     "stream": "an async generator",
@@ -76,6 +82,12 @@ class MethodRoute:
     def path(self) -> str:
         """The gRPC path, ``/package.Service/Method``."""
         return f"/{self.service}/{self.method}"
+
+    @property
+    def grpc_type(self) -> str:
+        """The ``grpc_type`` label of the method's metrics (both ports): ``unary``,
+        ``server_stream``, ``client_stream`` or ``bidi_stream``."""
+        return _GRPC_TYPES[self.arity]
 
     def decoder(self, limits: RequestLimits = DEFAULT_LIMITS) -> Any:
         """``bytes -> message`` for the handler's message type (parse, check, from_proto).

@@ -66,6 +66,7 @@ __all__ = [
     "UNAVAILABLE_MESSAGE",
     "malformed_request",
     "status_for",
+    "status_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,20 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-def _status(
+def status_of(
     code: grpc.StatusCode, message: str, *details: object
 ) -> tuple[grpc.StatusCode, str, bytes]:
+    """``(code, message, serialized google.rpc.Status)``: the triple every port answers with.
+
+    ``message`` is clipped to ``MAX_MESSAGE_BYTES``; ``details`` (protobuf
+    messages such as ``ErrorInfo``) are packed as ``Any``, and dropped if the
+    whole would pass ``MAX_DETAILS_BYTES``. Used by :func:`status_for` and by
+    the Connect port for the statuses it makes itself.
+
+    Example::
+
+        code, message, details = status_of(grpc.StatusCode.NOT_FOUND, "no such order")
+    """
     message = clip(message, MAX_MESSAGE_BYTES)
     status = status_pb2.Status(
         code=code.value[0], message=message, details=[_pack(d) for d in details]
@@ -134,29 +146,29 @@ def status_for(
         if isinstance(exc, InvalidArgument):
             bad, counts = _bad_request(exc.violations)
             info = _info(exc.reason, domain, {**counts, **exc.metadata})
-            return _status(exc.code, exc.message, bad, info)
+            return status_of(exc.code, exc.message, bad, info)
         info = _info(exc.reason, domain, exc.metadata)
         if isinstance(exc, CircuitOpen):
-            return _status(exc.code, exc.message, info, _retry_info(exc.retry_after))
-        return _status(exc.code, exc.message, info)
+            return status_of(exc.code, exc.message, info, _retry_info(exc.retry_after))
+        return status_of(exc.code, exc.message, info)
     if isinstance(exc, RequestLimitExceeded):
         bad, _ = _bad_request(exc.violations)
         metadata = {"field": exc.field, "limit": str(exc.limit)}
         info = _info("REQUEST_LIMIT_EXCEEDED", domain, metadata)
-        return _status(grpc.StatusCode.INVALID_ARGUMENT, str(exc), bad, info)
+        return status_of(grpc.StatusCode.INVALID_ARGUMENT, str(exc), bad, info)
     if isinstance(exc, ConversionError):
         info = error_details_pb2.ErrorInfo(reason="MALFORMED_REQUEST", domain=domain)
-        return _status(grpc.StatusCode.INVALID_ARGUMENT, str(exc), info)
+        return status_of(grpc.StatusCode.INVALID_ARGUMENT, str(exc), info)
     if isinstance(exc, HandlerNotFound):
-        return _status(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
+        return status_of(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
     if isinstance(exc, WirebusError) and exc.code is not grpc.StatusCode.INTERNAL:
-        return _status(exc.code, str(exc))
+        return status_of(exc.code, str(exc))
     if _connection_lost(exc):
         log.warning("%s: connection lost: %s: %s", method, type(exc).__name__, exc)
         info = error_details_pb2.ErrorInfo(reason="CONNECTION_LOST", domain=domain)
-        return _status(grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE, info)
+        return status_of(grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE, info)
     log.error("unhandled error in %s", method, exc_info=exc)
-    return _status(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    return status_of(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
 def _info(reason: str, domain: str, metadata: Mapping[str, str]) -> error_details_pb2.ErrorInfo:
@@ -220,6 +232,6 @@ _DRIVER_CONNECTION_ERRORS = frozenset(
 def malformed_request(full_name: str, *, domain: str) -> tuple[grpc.StatusCode, str, bytes]:
     """The status for request bytes that do not parse as the method's input type."""
     info = error_details_pb2.ErrorInfo(reason="MALFORMED_REQUEST", domain=domain)
-    return _status(
+    return status_of(
         grpc.StatusCode.INVALID_ARGUMENT, f"request bytes do not parse as {full_name}", info
     )

@@ -40,14 +40,20 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
-from google.protobuf.message import Message as ProtoMessage
 
 from .. import access_log
 from ..context import CallInfo, bind_call
-from ..errors import ConversionError, WirebusError
-from ..messages import converter_of, proto_class_of
+from ..errors import ConversionError
 from .binding import DEFAULT_LIMITS, MethodRoute
-from .errors import DETAILS_KEY, malformed_request, status_for
+from .callpath import (
+    ServicerContext,
+    abort_with,
+    deadline_passed,
+    encoder_of,
+    run_bounded,
+    time_remaining,
+)
+from .errors import malformed_request, status_for
 from .limits import CallLimiter
 from .request_limits import RequestLimits
 
@@ -57,54 +63,15 @@ if TYPE_CHECKING:
 
 __all__ = ["method_handler"]
 
-_Context = grpc.aio.ServicerContext[Any, Any]
+_Context = ServicerContext
 _Unary = Callable[[Any, _Context], Awaitable[bytes]]
 _Stream = Callable[[Any, _Context], AsyncIterator[bytes]]
 """A handler taking the request's bytes (or, for a stream of requests, grpc's iterator of them)."""
 
-# grpc answers time_remaining() with a huge number when the caller set no
-# deadline (as CallInfo.from_grpc does, anything beyond a year is none).
-_NO_DEADLINE = 365 * 24 * 3600.0
 _OK = grpc.StatusCode.OK
 _CANCELLED = grpc.StatusCode.CANCELLED
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
-_GRPC_TYPES = {
-    "unary_unary": "unary",
-    "unary_stream": "server_stream",
-    "stream_unary": "client_stream",
-    "stream_stream": "bidi_stream",
-}
-
-
-class _DeadlinePassed(WirebusError):
-    """The caller's deadline passed while the handler ran: it was cancelled."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-async def _abort(context: _Context, status: tuple[grpc.StatusCode, str, bytes]) -> NoReturn:
-    code, message, details = status
-    await context.abort(code, message, trailing_metadata=((DETAILS_KEY, details),))
-    raise AssertionError("unreachable: abort raises")  # pragma: no cover
-
-
-def _remaining(context: _Context) -> float | None:
-    """Seconds left of the caller's deadline; ``None`` without one (grpc's "infinite")."""
-    remaining = context.time_remaining()
-    return None if remaining is None or remaining > _NO_DEADLINE else remaining
-
-
-async def _bounded(run: Callable[[Any], Awaitable[Any]], message: Any, seconds: float) -> Any:
-    """``await run(message)``, cancelled after ``seconds`` (then ``_DeadlinePassed``)."""
-    scope = asyncio.timeout(seconds)
-    try:
-        async with scope:
-            return await run(message)
-    except TimeoutError:
-        if scope.expired():
-            raise _DeadlinePassed("deadline exceeded: the handler was cancelled") from None
-        raise  # the handler's own TimeoutError
 
 
 def method_handler(
@@ -117,8 +84,7 @@ def method_handler(
     rpc: RpcMetrics | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The grpc.aio handler of ``route`` (see the module docstring)."""
-    grpc_type = _GRPC_TYPES.get(route.arity, route.arity)
-    observed = rpc.method(grpc_type, route.service, route.method) if rpc is not None else None
+    observed = rpc.method(route.grpc_type, route.service, route.method) if rpc is not None else None
     if route.arity in ("stream_unary", "stream_stream") and route.spec is not None:
         return _stream_in_handler(route, mediator, domain, limiter, limits, observed)
     if route.arity == "unary_stream" and route.spec is not None:
@@ -168,8 +134,8 @@ def _rejecting(
 
     async def reject(exc: Exception, context: _Context) -> NoReturn:
         if isinstance(exc, DecodeError):
-            await _abort(context, malformed_request(full_name, domain=domain))
-        await _abort(context, fail(exc))
+            await abort_with(context, malformed_request(full_name, domain=domain))
+        await abort_with(context, fail(exc))
 
     return reject
 
@@ -185,14 +151,15 @@ def _unary_unary(
     if route.spec is None:
         return _unimplemented(path)
     decode, reject = route.decoder(limits), _rejecting(route, domain)
-    encode = _encoder(route)
+    encode = encoder_of(route)
     fail = functools.partial(status_for, domain=domain, method=path)
     admit, release, refusal = limiter.admit, limiter.release, limiter.refusal
     run: Callable[[Any], Awaitable[Any]] = mediator.runner(route.spec.message_type)
 
+    # per-call closures of each shape spelled out, not shared: one frame per call, no indirection
     async def unary_unary(request: bytes, context: _Context) -> bytes:
         if not admit():
-            await _abort(context, refusal())
+            await abort_with(context, refusal())
         try:
             bind_call(functools.partial(CallInfo.from_grpc, path, context))
             try:
@@ -200,14 +167,14 @@ def _unary_unary(
             except (DecodeError, ConversionError) as exc:
                 await reject(exc, context)
             try:
-                remaining = _remaining(context)
+                remaining = time_remaining(context)
                 if remaining is None:
                     return encode(await run(message))
-                return encode(await _bounded(run, message, remaining))
+                return encode(await run_bounded(run, message, remaining))
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
-                await _abort(context, fail(exc))
+                await abort_with(context, fail(exc))
         finally:
             release()
 
@@ -224,21 +191,22 @@ def _unary_stream(
     assert route.spec is not None
     path = route.path
     decode, reject = route.decoder(limits), _rejecting(route, domain)
-    encode = _encoder(route)
+    encode = encoder_of(route)
     fail = functools.partial(status_for, domain=domain, method=path)
     admit, release, refusal = limiter.admit, limiter.release, limiter.refusal
     open_stream = mediator.stream_runner(route.spec.message_type)
 
+    # per-call closures of each shape spelled out, not shared: one frame per call, no indirection
     async def unary_stream(request: bytes, context: _Context) -> AsyncIterator[bytes]:
         if not admit():
-            await _abort(context, refusal())
+            await abort_with(context, refusal())
         try:
             bind_call(functools.partial(CallInfo.from_grpc, path, context))
             try:
                 message = decode(request)
             except (DecodeError, ConversionError) as exc:
                 await reject(exc, context)
-            scope = asyncio.timeout(_remaining(context))  # None: no deadline
+            scope = asyncio.timeout(time_remaining(context))  # None: no deadline
             try:
                 async with scope:
                     items: AsyncIterator[Any] = await open_stream(message)
@@ -247,9 +215,7 @@ def _unary_stream(
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
-                if isinstance(exc, TimeoutError) and scope.expired():
-                    exc = _DeadlinePassed("deadline exceeded: the stream was cancelled")
-                await _abort(context, fail(exc))
+                await abort_with(context, fail(deadline_passed(exc, scope)))
         finally:
             release()
 
@@ -276,9 +242,10 @@ def _observe_unary(
     ``one_request=False``: a stream of requests, each counted as it is read.
     """
     clock, logger, info = time.perf_counter, access_log.access, logging.INFO
-    log_call = access_log.log_call
+    log_call, correlation_id = access_log.log_call, access_log.correlation_id
     received = metrics.received.inc if metrics is not None and one_request else None
 
+    # the same bookkeeping as the other observer, inline: a shared helper is a call per RPC
     async def observed(request: Any, context: _Context) -> bytes:
         began = clock()
         if metrics is not None:
@@ -302,7 +269,7 @@ def _observe_unary(
             if metrics is not None:
                 metrics.finished(code, seconds)
             if logger.isEnabledFor(info):
-                log_call(path, code, seconds, context)
+                log_call(path, code, seconds, context.peer(), correlation_id(context))
 
     return observed
 
@@ -315,10 +282,11 @@ def _observe_stream(
     ``one_request=False``: a stream of requests, each counted as it is read.
     """
     clock, logger, info = time.perf_counter, access_log.access, logging.INFO
-    log_call = access_log.log_call
+    log_call, correlation_id = access_log.log_call, access_log.correlation_id
     sent = metrics.sent.inc if metrics is not None else None
     received = metrics.received.inc if metrics is not None and one_request else None
 
+    # the same bookkeeping as the other observer, inline: a shared helper is a call per RPC
     async def observed(request: Any, context: _Context) -> AsyncIterator[bytes]:
         began = clock()
         if metrics is not None:
@@ -342,52 +310,6 @@ def _observe_stream(
             if metrics is not None:
                 metrics.finished(code, seconds)
             if logger.isEnabledFor(info):
-                log_call(path, code, seconds, context)
+                log_call(path, code, seconds, context.peer(), correlation_id(context))
 
     return observed
-
-
-def _encoder(route: MethodRoute) -> Callable[[Any], bytes]:
-    """``result -> bytes``: specialised for the handler's declared return type."""
-    response = route.response_proto
-    spec = route.spec
-    declared: Any = spec.params.returns if spec else None
-    if spec is not None and spec.kind in ("stream", "bidi"):
-        args = getattr(declared, "__args__", ())
-        declared = args[0] if args else None
-    fast: Callable[[Any], bytes] | None = None
-    if declared is response:
-        fast = response.SerializeToString
-    elif isinstance(declared, type) and proto_class_of(declared) is response:
-        conv = converter_of(declared)
-        to_proto: Callable[[Any], ProtoMessage] = conv.to_proto if conv else declared.proto  # type: ignore[attr-defined]
-
-        def fast(result: Any) -> bytes:
-            return to_proto(result).SerializeToString()
-
-    def generic(result: Any) -> bytes:
-        if result is None:
-            return b""  # the default instance of any message
-        if isinstance(result, ProtoMessage):
-            if type(result) is not response:
-                raise _wrong_type(route, result)
-            return result.SerializeToString()
-        if proto_class_of(type(result)) is response:
-            return result.proto().SerializeToString()  # type: ignore[no-any-return]
-        raise _wrong_type(route, result)
-
-    if fast is None:
-        return generic
-    declared_type = declared
-
-    def encode(result: Any) -> bytes:
-        if type(result) is declared_type:
-            return fast(result)
-        return generic(result)
-
-    return encode
-
-
-def _wrong_type(route: MethodRoute, result: object) -> TypeError:
-    expected = route.response_proto.DESCRIPTOR.full_name
-    return TypeError(f"{route.path} answers {expected}, got {type(result).__qualname__}")

@@ -268,7 +268,9 @@ class Gateway(AsyncLifecycle):
             )
         await server.start()
         await self._set_serving()
-        log.info("gateway serving %d methods on %s", len(self._routes), self.address)
+        count = len(self._routes)
+        methods = "method" if count == 1 else "methods"
+        log.info("gateway serving %d %s on %s", count, methods, self.address)
 
     def _register(self, server: grpc.aio.Server, mediator: Mediator) -> None:
         domain = self.app.name

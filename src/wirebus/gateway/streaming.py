@@ -44,9 +44,16 @@ from ..context import CallInfo, bind_call
 from ..errors import WirebusError
 from ..pipeline import MessageStream
 from .binding import MethodRoute
+from .callpath import (
+    ServicerContext,
+    abort_with,
+    deadline_passed,
+    encoder_of,
+    run_bounded,
+    time_remaining,
+)
 from .errors import malformed_request, status_for
 from .limits import CallLimiter
-from .methods import _abort, _bounded, _Context, _DeadlinePassed, _encoder, _remaining
 from .request_limits import RequestLimits
 
 if TYPE_CHECKING:
@@ -54,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = ["bidi", "client_stream", "reader"]
 
+_Context = ServicerContext
 _Requests = AsyncIterator[bytes]
 _Read = Callable[[_Requests], MessageStream[Any]]
 ClientStream = Callable[[_Requests, _Context], Awaitable[bytes]]
@@ -107,25 +115,26 @@ def client_stream(
     """The handler of a client-streaming route: many messages in, one answer out."""
     assert route.spec is not None
     path = route.path
-    encode, status = _encoder(route), _failing(route, domain)
+    encode, status = encoder_of(route), _failing(route, domain)
     admit, release, refusal = limiter.admit, limiter.release, limiter.refusal
     run: Callable[[Any], Awaitable[Any]] = mediator.client_stream_runner(route.spec.message_type)
 
+    # the shape of methods.py's handlers, spelled out per shape: no indirection per call
     async def stream_unary(requests: _Requests, context: _Context) -> bytes:
         if not admit():
-            await _abort(context, refusal())
+            await abort_with(context, refusal())
         try:
             bind_call(functools.partial(CallInfo.from_grpc, path, context))
             messages = read(requests)
             try:
-                remaining = _remaining(context)
+                remaining = time_remaining(context)
                 if remaining is None:
                     return encode(await run(messages))
-                return encode(await _bounded(run, messages, remaining))
+                return encode(await run_bounded(run, messages, remaining))
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
-                await _abort(context, status(exc))
+                await abort_with(context, status(exc))
             finally:
                 await messages.aclose()
         finally:
@@ -140,17 +149,18 @@ def bidi(
     """The handler of a bidirectional route: messages in and out, one at a time each way."""
     assert route.spec is not None
     path = route.path
-    encode, status = _encoder(route), _failing(route, domain)
+    encode, status = encoder_of(route), _failing(route, domain)
     admit, release, refusal = limiter.admit, limiter.release, limiter.refusal
     open_stream = mediator.bidi_runner(route.spec.message_type)
 
+    # the shape of methods.py's handlers, spelled out per shape: no indirection per call
     async def stream_stream(requests: _Requests, context: _Context) -> AsyncIterator[bytes]:
         if not admit():
-            await _abort(context, refusal())
+            await abort_with(context, refusal())
         try:
             bind_call(functools.partial(CallInfo.from_grpc, path, context))
             messages = read(requests)
-            scope = asyncio.timeout(_remaining(context))  # None: no deadline
+            scope = asyncio.timeout(time_remaining(context))  # None: no deadline
             try:
                 # aclosing: a call that ends while an item is being sent still
                 # cancels the handler now (generator closed, work rolled back)
@@ -160,9 +170,7 @@ def bidi(
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
-                if isinstance(exc, TimeoutError) and scope.expired():
-                    exc = _DeadlinePassed("deadline exceeded: the stream was cancelled")
-                await _abort(context, status(exc))
+                await abort_with(context, status(deadline_passed(exc, scope)))
             finally:
                 await messages.aclose()
         finally:
