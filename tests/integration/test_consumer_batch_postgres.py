@@ -1,9 +1,10 @@
 """The payments slice catches up a backlog on PostgreSQL, one transaction per partition batch.
 
-A backlog of ``OrderPlaced`` on the in-memory broker (3 partitions) is read
-by a ``ConsumerRunner`` whose processor has the real PostgreSQL database:
-every record ends with one ``PaymentCaptured`` outbox row and one inbox row,
-and the outbox rows of each partition keep the records' order.
+A backlog of ``CapturePayment`` (what the payments slice answers since the
+checkout saga; all under the payment limit) on the in-memory broker (3
+partitions) is read by a ``ConsumerRunner`` whose processor has the real
+PostgreSQL database: every record ends with one ``PaymentCaptured`` outbox row
+and one inbox row, and the outbox rows of each partition keep the records' order.
 """
 
 from __future__ import annotations
@@ -13,24 +14,19 @@ import datetime as dt
 
 from sqlalchemy import func, select
 
+from bench.backlog_noop_app import capture_payments
 from examples.shop.app import app as shop_app
-from examples.shop.orders.messages import LineItem, OrderPlaced
+from examples.shop.payments.messages import CapturePayment
 from wirebus.brokers.memory import InMemoryBroker
 from wirebus.consumer import EventProcessor
 from wirebus.consumer_runner import ConsumerRunner
 from wirebus.db import Database, inbox_table, outbox_table
 from wirebus.inbox.sqlalchemy import SqlAlchemyInbox
+from wirebus.outbox.rows import unpack_headers
 from wirebus.testing import wait_until
 
 BACKLOG = 3000
 NOW = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-
-
-def placed(i: int) -> OrderPlaced:
-    items = (LineItem(sku="s", quantity=1, price_cents=i),)
-    return OrderPlaced(
-        order_id=f"o-{i:05}", customer_id="c", items=items, total_cents=i, placed_at=NOW
-    )
 
 
 async def test_a_backlog_becomes_one_outbox_and_one_inbox_row_per_record_in_order(
@@ -40,8 +36,9 @@ async def test_a_backlog_becomes_one_outbox_and_one_inbox_row_per_record_in_orde
     broker = InMemoryBroker(partitions=3)
     registry = shop_app.registry()
     publisher = broker.publisher(registry, source="orders")
-    await publisher.publish_many([placed(i) for i in range(BACKLOG)])
-    topic = registry.by_type(OrderPlaced).topic  # type: ignore[union-attr]
+    backlog = capture_payments(BACKLOG)
+    await publisher.publish_many(backlog)
+    topic = registry.by_type(CapturePayment).topic  # type: ignore[union-attr]
     async with shop_app.mediator(database=database, publisher=publisher) as mediator:
         processor = EventProcessor(
             mediator,
@@ -62,16 +59,20 @@ async def test_a_backlog_becomes_one_outbox_and_one_inbox_row_per_record_in_orde
             await runner.stop()
             await task
         async with database.engine.connect() as conn:
-            keys = (
-                await conn.execute(select(outbox_table.c.key).order_by(outbox_table.c.id))
-            ).scalars()
-            captured = [k.decode() for k in keys]
+            outbox = (
+                await conn.execute(
+                    select(outbox_table.c.key, outbox_table.c.headers).order_by(outbox_table.c.id)
+                )
+            ).all()
+            captured = [key.decode() for key, _ in outbox]
             inbox_rows = (
                 await conn.execute(select(func.count()).select_from(inbox_table))
             ).scalar_one()
     assert runner.outcomes == {"handled": BACKLOG}
     assert inbox_rows == BACKLOG
-    assert sorted(captured) == [placed(i).order_id for i in range(BACKLOG)]
+    types = {dict(unpack_headers(headers))["ce_type"] for _, headers in outbox}
+    assert types == {b"shop.payments.v1.PaymentCaptured"}  # one capture each, no decline
+    assert sorted(captured) == [c.order_id for c in backlog]
     for partition in range(3):
         consumed = [r.key.decode() for r in broker.records(topic) if r.partition == partition]
         mine = set(consumed)

@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 from shop.orders.v1 import orders_pb2
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, literal_column, select
 
 from examples.shop.app import app as shop_app
 from examples.shop.orders.messages import LineItem, PlaceOrder
 from examples.shop.orders.store import orders as orders_table
 from wirebus import App, Command, Context, Event, Router
 from wirebus.db import Database, outbox_table
+from wirebus.outbox.rows import unpack_headers
 from wirebus.outbox.uow import UnitOfWork
 
 pytestmark = pytest.mark.integration
@@ -77,15 +78,47 @@ async def rows(db: Database, table: Table) -> list[Any]:
         return list((await conn.execute(select(table).order_by(table.c[0].name))).mappings())
 
 
-async def test_a_placed_order_and_its_outbox_row_commit_together(database: Database) -> None:
+async def test_a_placed_order_and_its_three_outbox_rows_commit_together(
+    database: Database,
+) -> None:
     async with shop_app.mediator(database=database, owns_database=False) as m:
         item = LineItem(sku="book", quantity=2, price_cents=1250)
         ref = await m.send(PlaceOrder(customer_id="c1", items=(item,)))
 
     (order,) = await rows(database, orders_table)
-    (outbox,) = await rows(database, outbox_table)
+    outbox = await rows(database, outbox_table)
     assert (order["order_id"], order["total_cents"]) == (ref.order_id, 2500)
-    assert (outbox["key"], outbox["status"]) == (ref.order_id.encode(), "pending")
+    # The fact, then the notification and the snapshot of the new order, none relayed yet.
+    assert [(r["topic"], _ce_type(r), r["key"], r["status"]) for r in outbox] == [
+        ("shop.orders.v1", "shop.orders.v1.OrderPlaced", ref.order_id.encode(), "pending"),
+        (
+            "shop.orders.v1.notifications",
+            "shop.orders.v1.OrderStatusChanged",
+            ref.order_id.encode(),
+            "pending",
+        ),
+        (
+            "shop.orders.v1.snapshots",
+            "shop.orders.v1.OrderSnapshot",
+            ref.order_id.encode(),
+            "pending",
+        ),
+    ]
+    # One transaction wrote them all: PostgreSQL stamps each row with its writer's xid.
+    assert await writers(database, orders_table) == await writers(database, outbox_table)
+    assert len(await writers(database, outbox_table)) == 1
+
+
+def _ce_type(row: Any) -> str:
+    return dict(unpack_headers(row["headers"]))["ce_type"].decode()
+
+
+async def writers(db: Database, table: Table) -> set[str]:
+    """The ids of the transactions that wrote the rows of ``table`` (PostgreSQL's ``xmin``)."""
+    async with db.engine.connect() as conn:
+        return set(
+            (await conn.execute(select(literal_column("xmin::text")).select_from(table))).scalars()
+        )
 
 
 async def test_inserted_rows_and_events_keep_their_order(database: Database) -> None:
