@@ -12,6 +12,7 @@ its original key and bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -23,13 +24,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from examples.shop.app import app
-from examples.shop.orders.messages import OrderPlaced
-from examples.shop.payments.messages import PaymentCaptured
+from examples.shop.orders.messages import (
+    GetOrder,
+    LineItem,
+    OrderPlaced,
+    OrderSnapshot,
+    OrderStatusChanged,
+    OrderView,
+    PlaceOrder,
+)
+from examples.shop.payments.messages import CapturePayment
 from tests.fuzz.conftest import ThreadedShop
 from tests.fuzz.wire import TEXT, message_bytes, settings_for
 from wirebus.broker import OutgoingRecord, Record
 from wirebus.cloudevents import Attributes
 from wirebus.encoding import EventEncoder
+from wirebus.testing import AppHarness
 
 pytestmark = pytest.mark.fuzz
 
@@ -104,22 +114,35 @@ def records(draw: st.DrawFn) -> OutgoingRecord:
     return OutgoingRecord(kind.topic, key, value, headers)  # type: ignore[arg-type]
 
 
-def normal_record(topic: str) -> OutgoingRecord:
+def normal_record(topic: str, order: OrderView) -> OutgoingRecord:
     """A well-formed event on ``topic`` that the shop handles.
 
-    On the orders topic an OrderPlaced (the payments slice captures it), on
-    the payments topic a PaymentCaptured of no known order (the orders slice
-    has nothing to mark).
+    On the orders topic an OrderPlaced of no stored order (the checkout saga
+    starts and stops at its first step), on the payments topic a
+    CapturePayment (the payments slice answers it), on the notifications
+    topic an OrderStatusChanged of ``order`` (a stored order, which the
+    notifications slice calls back) and on the snapshots topic an
+    OrderSnapshot (the replica keeps it).
     """
     now = dt.datetime.now(dt.UTC)
     order_id = f"fuzz-{uuid.uuid4()}"
     events: list[Any] = [
         OrderPlaced(order_id=order_id, customer_id="c", items=(), total_cents=1, placed_at=now),
-        PaymentCaptured(payment_id="p", order_id=order_id, amount_cents=1, captured_at=now),
+        CapturePayment(order_id=order_id, customer_id="c", amount_cents=1),
+        OrderStatusChanged(order_id=order.order_id, status=order.status, changed_at=now),
+        OrderSnapshot(order=dataclasses.replace(order, order_id=order_id), changed_at=now),
     ]
     registry = app.registry()
-    event = next(e for e in events if registry.by_type(type(e)).topic == topic)  # type: ignore[union-attr]
-    return EventEncoder(registry, source="fuzz").record(event)
+    by_topic = {registry.by_type(type(e)).topic: e for e in events}  # type: ignore[union-attr]
+    assert topic in by_topic, f"no normal record for {topic}: add one the shop handles"
+    return EventEncoder(registry, source="fuzz").record(by_topic[topic])
+
+
+async def placed_order(harness: AppHarness) -> OrderView:
+    """An order placed through the shop, as stored (the notifications slice reads it)."""
+    item = LineItem(sku="fuzz", quantity=1, price_cents=1)
+    ref = await harness.send(PlaceOrder(customer_id="fuzz", items=(item,)))
+    return await harness.send(GetOrder(order_id=ref.order_id))
 
 
 def dead_letter_of(shop: ThreadedShop, record: Record) -> Record:
@@ -140,6 +163,7 @@ def test_any_record_reaches_one_outcome_and_the_partition_goes_on(
 ) -> None:
     harness = shop.harness
     outcomes: dict[str, int] = {}
+    order = shop.run(lambda: placed_order(harness))
 
     async def deliver(*outgoing: OutgoingRecord) -> list[Any]:
         stored = await harness.deliver_records(outgoing)
@@ -149,7 +173,7 @@ def test_any_record_reaches_one_outcome_and_the_partition_goes_on(
     @given(records())
     def any_record(garbage: OutgoingRecord) -> None:
         (record, outcome), (normal, normal_outcome) = shop.run(
-            lambda: deliver(garbage, normal_record(garbage.topic))
+            lambda: deliver(garbage, normal_record(garbage.topic, order))
         )
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         assert harness.outcomes(record) == [outcome]  # exactly one
