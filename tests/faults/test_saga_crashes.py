@@ -501,10 +501,11 @@ async def test_sagas_killed_mid_flight_many_times_each_end_once_with_exactly_the
         f" distinct ce_ids, {verdict['duplicates']} redelivered copies; slowest payment answer"
         f" {verdict['slowest']}s"
     )
-    if count >= 500:  # a quick local run may end before five kills
+    assert saga.kills, "the saga process was never killed"
+    if count >= 500:  # a quick local run may end before the kills reach every window
         assert len(kills) >= 5, f"only {len(kills)} kill(s) before every saga ended: {kills}"
-    assert payments.kills, "the payments process was never killed"
-    assert mid, "no kill hit a saga compensating or owed a compensation"
+        assert payments.kills, "the payments process was never killed"
+        assert mid, "no kill hit a saga compensating or owed a compensation"
 
 
 async def storm(
