@@ -15,7 +15,7 @@ FIGURES = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("wirebus", "wirebus soak and fuzz lengths")
+    group = parser.getgroup("wirebus", "wirebus soak, fuzz and fault sizes")
     group.addoption(
         "--soak-seconds", type=float, default=60.0,
         help="How long tests/soak drives the shop (default 60, the CI length).",
@@ -23,6 +23,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--fuzz-examples", type=int, default=300,
         help="Hypothesis examples per fuzz target (default 300, derandomized, for CI).",
+    )  # fmt: skip
+    group.addoption(
+        "--saga-checkouts", type=int, default=1000,
+        help="Concurrent checkouts of the saga crash test (default 1000, the CI size).",
     )  # fmt: skip
 
 
@@ -37,7 +41,7 @@ def pytest_terminal_summary(
 ) -> None:
     lines = config.stash.get(FIGURES, [])
     if lines:
-        terminalreporter.section("figures (soak, fuzz, cluster faults)")
+        terminalreporter.section("figures (soak, fuzz, faults)")
         for line in lines:
             terminalreporter.write_line(line)
 
