@@ -10,9 +10,14 @@ gRPC port; this module only speaks the protocols:
 - **Connect streaming** (``application/connect+proto|json``): a
   server-streaming method's items as enveloped messages, then the
   end-of-stream message (``{}`` or ``{"error": ...}``).
-- **gRPC-Web** (``application/grpc-web[+proto|+json]``): unary and server
-  streaming, the status in a trailers frame.
-- Client and bidi streaming get ``unimplemented`` naming the gRPC port.
+- **Client streaming** (Connect streaming and gRPC-Web): the request body is
+  enveloped messages ended by the body's end, each fed to the handler as it
+  arrives (``framing.request_frames``); the answer is one enveloped message
+  and the end of the stream (or its error). A client gone mid-body cancels
+  the call: nothing is committed.
+- **gRPC-Web** (``application/grpc-web[+proto|+json]``): unary, server and
+  client streaming, the status in a trailers frame.
+- Bidi streaming gets ``unimplemented``: it needs HTTP/2 full duplex (the gRPC port).
 - ``GET /healthz`` (``{"status": "SERVING"}``, 503 once draining) and
   ``grpc.health.v1.Health/Check`` over Connect; CORS preflight (``cors.py``).
 
@@ -53,7 +58,14 @@ from .codec import Codec, JsonCodec, content_type, response_type
 from .cors import Cors
 from .endpoints import Endpoint, Failed, HealthEndpoint
 from .errors import Status, connect_error, end_stream, grpc_web_trailers
-from .framing import Disconnected, check_length, encoding, read_body, single_message
+from .framing import (
+    Disconnected,
+    check_length,
+    encoding,
+    read_body,
+    request_frames,
+    single_message,
+)
 from .observe import Observer
 from .protocol import END_STREAM, TRAILERS, envelope
 from .transport import CALL_TASK, CLIENT_GONE
@@ -87,12 +99,16 @@ _ACCEPT_POST = (
 class _Endpoint(Protocol):
     path: str
     streaming: bool
+    client_streaming: bool
     refusal: Status | None
     json: JsonCodec
 
     def decode_json(self, body: bytes) -> bytes: ...
     async def unary(self, data: bytes, seconds: float | None) -> bytes: ...
     def stream(self, data: bytes, seconds: float | None) -> AsyncIterator[bytes]: ...
+    async def client_stream(
+        self, frames: AsyncIterator[bytes], seconds: float | None, *, json: bool
+    ) -> bytes: ...
 
 
 class ConnectApp:
@@ -193,7 +209,7 @@ class ConnectApp:
                 )
             if endpoint.refusal is not None:
                 raise Failed(endpoint.refusal)
-            if endpoint.streaming and protocol == "connect":
+            if protocol == "connect" and (endpoint.streaming or endpoint.client_streaming):
                 raise Failed(status_of(grpc.StatusCode.UNIMPLEMENTED, _STREAM_TYPES))
             version = headers.get(b"connect-protocol-version")
             if version is not None and version != b"1" and protocol != "grpc-web":
@@ -235,6 +251,10 @@ class ConnectApp:
         sent: Callable[[], None] | None,
     ) -> grpc.StatusCode:
         """Run the call and answer it; the code it ended with."""
+        if endpoint.client_streaming:
+            gzip = encoding(headers, protocol) == b"gzip"
+            frames = request_frames(receive, gzip=gzip, limit=self.max_message_bytes)
+            return await self._client_stream(endpoint, scope, codec, frames, reply, seconds, sent)
         check_length(headers, self.max_message_bytes)  # before reading any of it
         encoding(headers, protocol)  # an unknown compression: before reading too
         body = await read_body(receive, headers, protocol, self.max_message_bytes)
@@ -255,10 +275,34 @@ class ConnectApp:
         finally:
             limiter.release()
 
+    async def _client_stream(
+        self,
+        endpoint: _Endpoint,
+        scope: Scope,
+        codec: Codec,
+        frames: AsyncIterator[bytes],
+        reply: _Reply,
+        seconds: float | None,
+        sent: Callable[[], None] | None,
+    ) -> grpc.StatusCode:
+        """Feed the body's messages to the handler as they arrive; answer its one reply."""
+        limiter = self.limiter
+        if not limiter.admit():
+            raise Failed(limiter.refusal(), close=True)  # the body is left unread
+        try:
+            scope[CALL_TASK] = asyncio.current_task()  # cancelled if the client leaves
+            data = await endpoint.client_stream(frames, seconds, json=codec == "json")
+            await reply.unary(data, endpoint)
+            if sent is not None:
+                sent()
+            return _OK
+        finally:
+            limiter.release()
+
 
 _VERSION = "connect-protocol-version must be 1 (the version of the Connect protocol served)"
 _STREAM_TYPES = (
-    "a server-streaming method takes application/connect+proto or application/connect+json"
+    "a streaming method takes application/connect+proto or application/connect+json"
     " (or gRPC-Web), not a unary content-type"
 )
 
