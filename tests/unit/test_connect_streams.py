@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,7 +22,12 @@ from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
 from examples.shop.app import app
 from tests.unit._connect import envelope, frames, request, trailers
+from tests.unit.test_gateway_observability import labels
+from tests.unit.test_metrics import free_port, scrape
 from wirebus.connect import ConnectConfig, ConnectServer
+from wirebus.gateway import GatewayConfig
+from wirebus.runtime import Runtime
+from wirebus.settings import Settings
 from wirebus.testing import AppHarness, wait_until
 
 SERVICE = "/shop.orders.v1.OrderService"
@@ -35,10 +41,33 @@ Shop = tuple[ConnectServer, orders_pb2_grpc.OrderServiceStub]
 @pytest.fixture
 async def shop() -> AsyncIterator[Shop]:
     """``(the Connect server, a gRPC stub of the same shop)``."""
-    async with AppHarness(app) as harness:
-        config = ConnectConfig(port=0, grace_seconds=1.0, max_message_bytes=MAX_MESSAGE_BYTES)
-        async with ConnectServer(app, config, mediator=harness.mediator) as server:
-            yield server, orders_pb2_grpc.OrderServiceStub(await harness.channel())
+    config = ConnectConfig(port=0, grace_seconds=1.0, max_message_bytes=MAX_MESSAGE_BYTES)
+    async with serving(config) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def serving(config: ConnectConfig) -> AsyncIterator[Shop]:
+    async with (
+        AppHarness(app) as harness,
+        ConnectServer(app, config, mediator=harness.mediator) as server,
+    ):
+        yield server, orders_pb2_grpc.OrderServiceStub(await harness.channel())
+
+
+async def send_part_of_a_body(
+    server: ConnectServer, sent: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An ImportOrders request whose Content-Length promises ten times what is ``sent``."""
+    port = int(server.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        f"POST {IMPORT} HTTP/1.1\r\nHost: x\r\nContent-Type: {CONNECT_PROTO}\r\n"
+        f"Content-Length: {len(sent) * 10}\r\n\r\n"
+    )
+    writer.write(head.encode() + sent)
+    await writer.drain()
+    return reader, writer
 
 
 def order(customer: str, quantity: int = 1) -> bytes:
@@ -137,19 +166,42 @@ async def test_a_malformed_frame_is_invalid_argument_and_places_no_order(shop, t
 
 async def test_a_client_that_leaves_mid_body_commits_nothing(shop):
     server, stub = shop
-    sent = order("nia") + order("nia")
-    _, writer = await asyncio.open_connection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
-    head = (
-        f"POST {IMPORT} HTTP/1.1\r\nHost: x\r\nContent-Type: {CONNECT_PROTO}\r\n"
-        f"Content-Length: {len(sent) * 10}\r\n\r\n"
-    )
-    writer.write(head.encode() + sent)
-    await writer.drain()
+    _, writer = await send_part_of_a_body(server, order("nia") + order("nia"))
     await wait_until(lambda: server.calls_in_flight == 1, message="the call did not start")
     writer.close()
     await writer.wait_closed()
     await wait_until(lambda: server.calls_in_flight == 0, message="the call did not end")
     assert await orders_of(stub, "nia") == []
+
+
+async def test_a_body_slower_than_the_body_timeout_is_cut_off_and_commits_nothing():
+    config = ConnectConfig(port=0, grace_seconds=1.0, body_timeout_seconds=0.5)
+    async with serving(config) as (server, stub):
+        reader, writer = await send_part_of_a_body(server, order("oz"))
+        try:
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing answered
+        finally:
+            writer.close()
+        await wait_until(lambda: server.calls_in_flight == 0, message="the call did not end")
+        assert await orders_of(stub, "oz") == []
+
+
+async def test_each_message_read_counts_as_received_in_the_grpc_ports_series(tmp_path):
+    port = free_port()
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/shop.db")
+    async with Runtime(
+        app, settings, gateway=GatewayConfig(port=0), connect=ConnectConfig(port=0),
+        metrics_port=port,
+    ) as runtime:  # fmt: skip
+        assert runtime.connect is not None
+        body = order("pam") * 3
+        await request(runtime.connect.url + IMPORT, body, content_type=CONNECT_PROTO)
+        values = await asyncio.to_thread(scrape, port)
+    series = labels("ImportOrders", grpc_type="client_stream")
+    assert values[f"grpc_server_msg_received_total{{{series}}}"] == 3
+    assert values[f"grpc_server_msg_sent_total{{{series}}}"] == 1
+    handled = labels("ImportOrders", grpc_type="client_stream", grpc_code="OK")
+    assert values[f"grpc_server_handled_total{{{handled}}}"] == 1
 
 
 async def test_watch_orders_is_unimplemented_because_bidi_needs_http2(shop):

@@ -72,7 +72,7 @@ from .transport import CALL_TASK, CLIENT_GONE
 
 if TYPE_CHECKING:
     from ..mediator import Mediator
-    from ..metrics import RpcMetrics
+    from ..metrics import MethodMetrics, RpcMetrics
 
 __all__ = ["ConnectApp"]
 
@@ -107,7 +107,12 @@ class _Endpoint(Protocol):
     async def unary(self, data: bytes, seconds: float | None) -> bytes: ...
     def stream(self, data: bytes, seconds: float | None) -> AsyncIterator[bytes]: ...
     async def client_stream(
-        self, frames: AsyncIterator[bytes], seconds: float | None, *, json: bool
+        self,
+        frames: AsyncIterator[bytes],
+        seconds: float | None,
+        *,
+        json: bool,
+        received: Callable[[], None] | None = None,
     ) -> bytes: ...
 
 
@@ -217,9 +222,8 @@ class ConnectApp:
             timeout = timeout_of(headers, protocol)
             # bound until the access line is written: it reads the call's correlation
             token = bind_call(call_info_factory(path, scope, headers, timeout))
-            sent = metrics.sent.inc if metrics is not None else None
             code = await self._call(
-                endpoint, scope, headers, protocol, codec, reply, receive, timeout, sent
+                endpoint, scope, headers, protocol, codec, reply, receive, timeout, metrics
             )
         except Failed as failed:
             code = failed.status[0]
@@ -248,13 +252,16 @@ class ConnectApp:
         reply: _Reply,
         receive: Receive,
         seconds: float | None,
-        sent: Callable[[], None] | None,
+        metrics: MethodMetrics | None,
     ) -> grpc.StatusCode:
         """Run the call and answer it; the code it ended with."""
         if endpoint.client_streaming:
             gzip = encoding(headers, protocol) == b"gzip"
             frames = request_frames(receive, gzip=gzip, limit=self.max_message_bytes)
-            return await self._client_stream(endpoint, scope, codec, frames, reply, seconds, sent)
+            return await self._client_stream(
+                endpoint, scope, codec, frames, reply, seconds, metrics
+            )
+        sent = metrics.sent.inc if metrics is not None else None
         check_length(headers, self.max_message_bytes)  # before reading any of it
         encoding(headers, protocol)  # an unknown compression: before reading too
         body = await read_body(receive, headers, protocol, self.max_message_bytes)
@@ -283,18 +290,25 @@ class ConnectApp:
         frames: AsyncIterator[bytes],
         reply: _Reply,
         seconds: float | None,
-        sent: Callable[[], None] | None,
+        metrics: MethodMetrics | None,
     ) -> grpc.StatusCode:
-        """Feed the body's messages to the handler as they arrive; answer its one reply."""
+        """Feed the body's messages to the handler as they arrive; answer its one reply.
+
+        The call is admitted before its body is read (its messages are the
+        handler's to read), as on the gRPC port; the body timeout bounds how
+        long a slow client holds its slot.
+        """
         limiter = self.limiter
         if not limiter.admit():
             raise Failed(limiter.refusal(), close=True)  # the body is left unread
         try:
             scope[CALL_TASK] = asyncio.current_task()  # cancelled if the client leaves
-            data = await endpoint.client_stream(frames, seconds, json=codec == "json")
+            received = self._observer.received(metrics)
+            json = codec == "json"
+            data = await endpoint.client_stream(frames, seconds, json=json, received=received)
             await reply.unary(data, endpoint)
-            if sent is not None:
-                sent()
+            if metrics is not None:
+                metrics.sent.inc()
             return _OK
         finally:
             limiter.release()

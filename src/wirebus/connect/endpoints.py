@@ -155,16 +155,23 @@ class Endpoint:
             raise Failed(self._fail(deadline_passed(exc, scope))) from None
 
     async def client_stream(
-        self, frames: AsyncIterator[bytes], seconds: float | None, *, json: bool
+        self,
+        frames: AsyncIterator[bytes],
+        seconds: float | None,
+        *,
+        json: bool,
+        received: Callable[[], None] | None = None,
     ) -> bytes:
         """Run the handler on the messages of ``frames``; the response's bytes.
 
-        Each frame is decoded (JSON first when ``json``) as the handler reads
-        it; ``Failed`` (its status) or ``Disconnected`` end the call, and the
-        handler's unit of work rolls back.
+        Each frame is counted (``received``) and decoded (JSON first when
+        ``json``) as the handler reads it; ``Failed`` (its status) or
+        ``Disconnected`` end the call, and the handler's unit of work rolls
+        back.
         """
         assert self._collect is not None
-        messages = MessageStream(self._message_type, self._messages(frames, json=json))
+        decoded = self._messages(frames, json=json, received=received)
+        messages = MessageStream(self._message_type, decoded)
         try:
             if seconds is None:
                 return self._encode(await self._collect(messages))
@@ -176,8 +183,12 @@ class Endpoint:
         finally:
             await messages.aclose()
 
-    async def _messages(self, frames: AsyncIterator[bytes], *, json: bool) -> AsyncIterator[Any]:
+    async def _messages(
+        self, frames: AsyncIterator[bytes], *, json: bool, received: Callable[[], None] | None
+    ) -> AsyncIterator[Any]:
         async for data in frames:
+            if received is not None:
+                received()
             yield self._message(self.decode_json(data) if json else data)
 
 
@@ -229,7 +240,12 @@ class HealthEndpoint:
         raise Failed(status_of(grpc.StatusCode.UNIMPLEMENTED, "Health/Check is unary"))
 
     async def client_stream(
-        self, frames: AsyncIterator[bytes], seconds: float | None, *, json: bool
+        self,
+        frames: AsyncIterator[bytes],
+        seconds: float | None,
+        *,
+        json: bool,
+        received: Callable[[], None] | None = None,
     ) -> bytes:
         """Not a client-streaming method."""
         raise Failed(status_of(grpc.StatusCode.UNIMPLEMENTED, "Health/Check is unary"))
