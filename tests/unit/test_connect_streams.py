@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -56,14 +57,14 @@ async def serving(config: ConnectConfig) -> AsyncIterator[Shop]:
 
 
 async def send_part_of_a_body(
-    server: ConnectServer, sent: bytes
+    server: ConnectServer, sent: bytes, headers: str = ""
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """An ImportOrders request whose Content-Length promises ten times what is ``sent``."""
     port = int(server.url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = (
         f"POST {IMPORT} HTTP/1.1\r\nHost: x\r\nContent-Type: {CONNECT_PROTO}\r\n"
-        f"Content-Length: {len(sent) * 10}\r\n\r\n"
+        f"Content-Length: {len(sent) * 10}\r\n{headers}\r\n"
     )
     writer.write(head.encode() + sent)
     await writer.drain()
@@ -120,6 +121,34 @@ async def test_grpc_web_client_streaming_answers_the_reply_then_ok_trailers(shop
     assert orders_pb2.ImportOrdersResponse.FromString(data).imported == 2
     assert (flags, trailers(trailer)["grpc-status"]) == (0x80, "0")
     assert len(await orders_of(stub, "kim")) == 2
+
+
+async def test_gzip_compressed_messages_are_inflated(shop):
+    server, stub = shop
+    message = orders_pb2.PlaceOrderRequest(
+        customer_id="gus", items=[orders_pb2.LineItem(sku="book", quantity=1, price_cents=1)]
+    )
+    body = envelope(gzip.compress(message.SerializeToString()), 0x01) + order("gus")
+    reply = await request(
+        server.url + IMPORT, body, content_type=CONNECT_PROTO,
+        headers={"Connect-Content-Encoding": "gzip"},
+    )  # fmt: skip
+    (_, data), _ = frames(reply.body)
+    assert orders_pb2.ImportOrdersResponse.FromString(data).imported == 2
+    assert len(await orders_of(stub, "gus")) == 2
+
+
+async def test_a_deadline_that_passes_while_the_body_is_read_is_deadline_exceeded(shop):
+    server, stub = shop
+    reader, writer = await send_part_of_a_body(
+        server, order("dee"), headers="Connect-Timeout-Ms: 300\r\n"
+    )
+    try:  # the answer comes while the body is still unfinished
+        answer = await asyncio.wait_for(reader.readuntil(b'"deadline_exceeded"'), 10)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200")  # streaming: the code is in the end of the stream
+    assert await orders_of(stub, "dee") == []
 
 
 async def test_an_invalid_order_in_the_middle_is_bad_request_and_places_no_order(shop):
