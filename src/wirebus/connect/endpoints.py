@@ -186,10 +186,15 @@ class Endpoint:
     async def _messages(
         self, frames: AsyncIterator[bytes], *, json: bool, received: Callable[[], None] | None
     ) -> AsyncIterator[Any]:
-        async for data in frames:
-            if received is not None:
-                received()
-            yield self._message(self.decode_json(data) if json else data)
+        try:
+            async for data in frames:
+                if received is not None:
+                    received()
+                yield self._message(self.decode_json(data) if json else data)
+        finally:  # closed with the stream, not left to the GC
+            aclose = getattr(frames, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def _refusal(route: MethodRoute) -> Status | None:
