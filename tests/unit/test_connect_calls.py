@@ -148,9 +148,10 @@ def upload_service() -> ServiceDescriptor:
     )
 
 
-async def test_client_and_bidi_streaming_are_unimplemented_naming_the_grpc_port():
+async def test_bidi_is_unimplemented_naming_the_grpc_port_and_an_unbound_method_unimplemented():
     app = App(name="test", services=[upload_service()], routers=[Router()], allow_unbound=True)
     async with serving(app) as server:
+        said = {}
         for method in ("Upload", "Chat"):
             path = f"/wirebus.testing.connect_uploads.Uploads/{method}"
             reply = await request(
@@ -159,7 +160,9 @@ async def test_client_and_bidi_streaming_are_unimplemented_naming_the_grpc_port(
             [(_, end)] = frames(reply.body)
             error = json.loads(end)["error"]
             assert error["code"] == "unimplemented"
-            assert "gRPC port" in error["message"]
+            said[method] = error["message"]
+    assert "needs HTTP/2: call the gRPC port" in said["Chat"]
+    assert said["Upload"].endswith("Upload is not implemented")  # client streaming: no handler
 
 
 async def test_a_body_over_max_message_bytes_is_resource_exhausted():

@@ -2,7 +2,8 @@
 
 Routes are the gateway's (``App.check()``), each an :class:`~.endpoints.Endpoint`
 over the same decoder, mediator runner, encoder and error mapping as the
-gRPC port; this module only speaks the protocols:
+gRPC port; this module only speaks the protocols (the shapes of their
+answers are ``replies.py``'s):
 
 - **Connect unary**: ``POST /pkg.Service/Method`` with ``application/proto``
   or ``application/json``; errors as Connect's JSON with the spec's HTTP
@@ -10,9 +11,14 @@ gRPC port; this module only speaks the protocols:
 - **Connect streaming** (``application/connect+proto|json``): a
   server-streaming method's items as enveloped messages, then the
   end-of-stream message (``{}`` or ``{"error": ...}``).
-- **gRPC-Web** (``application/grpc-web[+proto|+json]``): unary and server
-  streaming, the status in a trailers frame.
-- Client and bidi streaming get ``unimplemented`` naming the gRPC port.
+- **Client streaming** (Connect streaming and gRPC-Web): the request body is
+  enveloped messages ended by the body's end, each fed to the handler as it
+  arrives (``framing.request_frames``); the answer is one enveloped message
+  and the end of the stream (or its error). A client gone mid-body cancels
+  the call: nothing is committed.
+- **gRPC-Web** (``application/grpc-web[+proto|+json]``): unary, server and
+  client streaming, the status in a trailers frame.
+- Bidi streaming gets ``unimplemented``: it needs HTTP/2 full duplex (the gRPC port).
 - ``GET /healthz`` (``{"status": "SERVING"}``, 503 once draining) and
   ``grpc.health.v1.Health/Check`` over Connect; CORS preflight (``cors.py``).
 
@@ -39,7 +45,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -49,18 +55,24 @@ from ..gateway.errors import status_of
 from ..gateway.limits import CallLimiter
 from ..gateway.request_limits import RequestLimits
 from .call import call_info_factory, timeout_of
-from .codec import Codec, JsonCodec, content_type, response_type
+from .codec import Codec, content_type, response_type
 from .cors import Cors
 from .endpoints import Endpoint, Failed, HealthEndpoint
-from .errors import Status, connect_error, end_stream, grpc_web_trailers
-from .framing import Disconnected, check_length, encoding, read_body, single_message
+from .framing import (
+    Disconnected,
+    check_length,
+    encoding,
+    read_body,
+    request_frames,
+    single_message,
+)
 from .observe import Observer
-from .protocol import END_STREAM, TRAILERS, envelope
+from .replies import JSON, AnyEndpoint, ConnectUnary, Enveloped, Reply, respond
 from .transport import CALL_TASK, CLIENT_GONE
 
 if TYPE_CHECKING:
     from ..mediator import Mediator
-    from ..metrics import RpcMetrics
+    from ..metrics import MethodMetrics, RpcMetrics
 
 __all__ = ["ConnectApp"]
 
@@ -73,26 +85,12 @@ Headers = list[tuple[bytes, bytes]]
 
 _OK = grpc.StatusCode.OK
 _CANCELLED = grpc.StatusCode.CANCELLED
-_JSON = (b"content-type", b"application/json")
-_CLOSE = (b"connection", b"close")
-_PROTOCOL_VERSION = (b"connect-protocol-version", b"1")
 _ACCEPT_POST = (
     b"accept-post",
     b"application/proto, application/json, application/connect+proto,"
     b" application/connect+json, application/grpc-web, application/grpc-web+proto,"
     b" application/grpc-web+json",
 )
-
-
-class _Endpoint(Protocol):
-    path: str
-    streaming: bool
-    refusal: Status | None
-    json: JsonCodec
-
-    def decode_json(self, body: bytes) -> bytes: ...
-    async def unary(self, data: bytes, seconds: float | None) -> bytes: ...
-    def stream(self, data: bytes, seconds: float | None) -> AsyncIterator[bytes]: ...
 
 
 class ConnectApp:
@@ -121,7 +119,7 @@ class ConnectApp:
         self.cors = cors
         routes = list(routes)
         self._observer = Observer(routes, rpc)
-        self._endpoints: dict[str, _Endpoint] = {
+        self._endpoints: dict[str, AnyEndpoint] = {
             r.path: Endpoint(r, mediator, domain=domain, limits=limits) for r in routes
         }
         self._health = health
@@ -150,20 +148,20 @@ class ConnectApp:
             await self._healthz(cors, send)
         else:
             body = b'{"code": "unimplemented", "message": "the Connect port takes POST"}'
-            await _respond(send, 405, [_JSON, (b"allow", b"POST, OPTIONS"), *cors], body)
+            await respond(send, 405, [JSON, (b"allow", b"POST, OPTIONS"), *cors], body)
 
     async def _preflight(self, headers: dict[bytes, bytes], send: Send) -> None:
         allowed = self.cors.preflight(headers.get(b"origin")) if self.cors is not None else None
-        await _respond(send, 403 if allowed is None else 204, allowed or [], b"")
+        await respond(send, 403 if allowed is None else 204, allowed or [], b"")
 
     async def _healthz(self, cors: Headers, send: Send) -> None:
         draining = self.limiter.draining
         body = b'{"status": "NOT_SERVING"}' if draining else b'{"status": "SERVING"}'
-        await _respond(send, 503 if draining else 200, [_JSON, *cors], body)
+        await respond(send, 503 if draining else 200, [JSON, *cors], body)
 
     async def _post(
         self,
-        endpoint: _Endpoint | None,
+        endpoint: AnyEndpoint | None,
         scope: Scope,
         headers: dict[bytes, bytes],
         cors: Headers,
@@ -173,15 +171,15 @@ class ConnectApp:
         kind = content_type(headers.get(b"content-type"))
         if kind is None:
             body = b'{"code": "unimplemented", "message": "unsupported content-type"}'
-            await _respond(send, 415, [_JSON, _ACCEPT_POST, *cors], body)
+            await respond(send, 415, [JSON, _ACCEPT_POST, *cors], body)
             return
         protocol, codec = kind
         if protocol == "connect":
-            reply: _Reply = _ConnectUnary(send, codec, cors)
+            reply: Reply = ConnectUnary(send, codec, cors)
         elif protocol == "connect-stream":
-            reply = _Enveloped(send, response_type(protocol, codec), cors, connect=True)
+            reply = Enveloped(send, response_type(protocol, codec), cors, connect=True)
         else:
-            reply = _Enveloped(send, response_type(protocol, codec), cors, connect=False)
+            reply = Enveloped(send, response_type(protocol, codec), cors, connect=False)
         path = str(scope["path"])[:200]
         began, metrics = self._observer.begin(path)
         code = _OK
@@ -193,7 +191,7 @@ class ConnectApp:
                 )
             if endpoint.refusal is not None:
                 raise Failed(endpoint.refusal)
-            if endpoint.streaming and protocol == "connect":
+            if protocol == "connect" and (endpoint.streaming or endpoint.client_streaming):
                 raise Failed(status_of(grpc.StatusCode.UNIMPLEMENTED, _STREAM_TYPES))
             version = headers.get(b"connect-protocol-version")
             if version is not None and version != b"1" and protocol != "grpc-web":
@@ -201,9 +199,8 @@ class ConnectApp:
             timeout = timeout_of(headers, protocol)
             # bound until the access line is written: it reads the call's correlation
             token = bind_call(call_info_factory(path, scope, headers, timeout))
-            sent = metrics.sent.inc if metrics is not None else None
             code = await self._call(
-                endpoint, scope, headers, protocol, codec, reply, receive, timeout, sent
+                endpoint, scope, headers, protocol, codec, reply, receive, timeout, metrics
             )
         except Failed as failed:
             code = failed.status[0]
@@ -224,17 +221,24 @@ class ConnectApp:
 
     async def _call(
         self,
-        endpoint: _Endpoint,
+        endpoint: AnyEndpoint,
         scope: Scope,
         headers: dict[bytes, bytes],
         protocol: str,
         codec: Codec,
-        reply: _Reply,
+        reply: Reply,
         receive: Receive,
         seconds: float | None,
-        sent: Callable[[], None] | None,
+        metrics: MethodMetrics | None,
     ) -> grpc.StatusCode:
         """Run the call and answer it; the code it ended with."""
+        if endpoint.client_streaming:
+            gzip = encoding(headers, protocol) == b"gzip"
+            frames = request_frames(receive, gzip=gzip, limit=self.max_message_bytes)
+            return await self._client_stream(
+                endpoint, scope, codec, frames, reply, seconds, metrics
+            )
+        sent = metrics.sent.inc if metrics is not None else None
         check_length(headers, self.max_message_bytes)  # before reading any of it
         encoding(headers, protocol)  # an unknown compression: before reading too
         body = await read_body(receive, headers, protocol, self.max_message_bytes)
@@ -255,18 +259,49 @@ class ConnectApp:
         finally:
             limiter.release()
 
+    async def _client_stream(
+        self,
+        endpoint: AnyEndpoint,
+        scope: Scope,
+        codec: Codec,
+        frames: AsyncIterator[bytes],
+        reply: Reply,
+        seconds: float | None,
+        metrics: MethodMetrics | None,
+    ) -> grpc.StatusCode:
+        """Feed the body's messages to the handler as they arrive; answer its one reply.
+
+        The call is admitted before its body is read (its messages are the
+        handler's to read), as on the gRPC port; the body timeout bounds how
+        long a slow client holds its slot.
+        """
+        limiter = self.limiter
+        if not limiter.admit():
+            raise Failed(limiter.refusal(), close=True)  # the body is left unread
+        try:
+            scope[CALL_TASK] = asyncio.current_task()  # cancelled if the client leaves
+            received = self._observer.received(metrics)
+            json = codec == "json"
+            data = await endpoint.client_stream(frames, seconds, json=json, received=received)
+            await reply.unary(data, endpoint)
+            if metrics is not None:
+                metrics.sent.inc()
+            return _OK
+        finally:
+            limiter.release()
+
 
 _VERSION = "connect-protocol-version must be 1 (the version of the Connect protocol served)"
 _STREAM_TYPES = (
-    "a server-streaming method takes application/connect+proto or application/connect+json"
+    "a streaming method takes application/connect+proto or application/connect+json"
     " (or gRPC-Web), not a unary content-type"
 )
 
 
 async def _stream(
     items: AsyncIterator[bytes],
-    reply: _Reply,
-    endpoint: _Endpoint,
+    reply: Reply,
+    endpoint: AnyEndpoint,
     receive: Receive,
     sent: Callable[[], None] | None,
 ) -> grpc.StatusCode:
@@ -305,93 +340,6 @@ async def _wait_disconnect(receive: Receive, gone: asyncio.Event, task: asyncio.
         pass
     gone.set()
     task.cancel()
-
-
-class _Reply(Protocol):
-    async def unary(self, data: bytes, endpoint: _Endpoint) -> None: ...
-    async def begin(self) -> None: ...
-    async def item(self, data: bytes, endpoint: _Endpoint) -> None: ...
-    async def end(self, status: Status | None) -> None: ...
-    async def error(self, status: Status, *, close: bool = False) -> None: ...
-
-
-class _ConnectUnary:
-    """Connect's unary responses: the message, or a JSON error with its HTTP status."""
-
-    __slots__ = ("_codec", "_cors", "_ok", "_send")
-
-    def __init__(self, send: Send, codec: Codec, cors: Headers) -> None:
-        self._send, self._codec, self._cors = send, codec, cors
-        self._ok = [(b"content-type", response_type("connect", codec)), _PROTOCOL_VERSION, *cors]
-
-    async def unary(self, data: bytes, endpoint: _Endpoint) -> None:
-        if self._codec == "json":
-            data = endpoint.json.response(data)
-        await _respond(self._send, 200, self._ok, data)
-
-    async def error(self, status: Status, *, close: bool = False) -> None:
-        code, body = connect_error(status)
-        headers = [_JSON, _PROTOCOL_VERSION, *self._cors]
-        if close:
-            headers.append(_CLOSE)
-        await _respond(self._send, code, headers, body)
-
-    async def begin(self) -> None:
-        raise AssertionError("a Connect unary reply has no stream")  # server-streaming is refused
-
-    async def item(self, data: bytes, endpoint: _Endpoint) -> None:
-        raise AssertionError("a Connect unary reply has no stream")
-
-    async def end(self, status: Status | None) -> None:
-        raise AssertionError("a Connect unary reply has no stream")
-
-
-class _Enveloped:
-    """Streaming Connect and gRPC-Web: enveloped messages, then the end of the stream."""
-
-    __slots__ = ("_connect", "_headers", "_json", "_send", "_started")
-
-    def __init__(self, send: Send, ctype: bytes, cors: Headers, *, connect: bool) -> None:
-        self._send, self._connect = send, connect
-        self._json = ctype.endswith(b"json")
-        self._headers = [(b"content-type", ctype), *cors]
-        if connect:
-            self._headers.append(_PROTOCOL_VERSION)
-        self._started = False
-
-    async def begin(self) -> None:
-        self._started = True
-        await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
-
-    async def item(self, data: bytes, endpoint: _Endpoint) -> None:
-        if self._json:
-            data = endpoint.json.response(data)
-        await self._send({"type": "http.response.body", "body": envelope(data), "more_body": True})
-
-    async def end(self, status: Status | None) -> None:
-        if not self._started:
-            await self.begin()
-        if self._connect:
-            frame = envelope(end_stream(status), END_STREAM)
-        else:
-            frame = envelope(grpc_web_trailers(status), TRAILERS)
-        await self._send({"type": "http.response.body", "body": frame})
-
-    async def unary(self, data: bytes, endpoint: _Endpoint) -> None:
-        await self.begin()
-        await self.item(data, endpoint)
-        await self.end(None)
-
-    async def error(self, status: Status, *, close: bool = False) -> None:
-        if close and not self._started:
-            self._headers = [*self._headers, _CLOSE]
-        await self.end(status)
-
-
-async def _respond(send: Send, status: int, headers: Headers, body: bytes) -> None:
-    headers = [*headers, (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

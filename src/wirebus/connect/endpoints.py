@@ -4,9 +4,13 @@ An endpoint is built once per route at start-up from the same pieces the
 gRPC port's method handlers use -- ``MethodRoute.decoder`` (limits,
 ``from_proto``), the mediator's compiled runner, the gateway's encoder and
 ``status_for`` -- so validation, authentication, tracing, the app's
-behaviours and the unit of work run identically on both ports. The
-protocols (``app.py``) only move bytes. Failures raise :class:`Failed`
-carrying the gateway's status.
+behaviours and the unit of work run identically on both ports. A
+client-streaming endpoint hands the mediator's ``client_stream_runner`` a
+:class:`~wirebus.pipeline.MessageStream` that decodes each request frame
+(``RequestLimits``, ``from_proto``) only when the handler asks for it, as
+the gRPC port's ``gateway/streaming.py`` does. The protocols (``app.py``)
+only move bytes. Failures raise :class:`Failed` carrying the gateway's
+status.
 
 Example::
 
@@ -30,6 +34,7 @@ from ..gateway.binding import MethodRoute
 from ..gateway.callpath import deadline_passed, encoder_of, run_bounded
 from ..gateway.errors import malformed_request, status_for, status_of
 from ..gateway.request_limits import RequestLimits
+from ..pipeline import MessageStream
 from .codec import JsonCodec
 from .errors import Status, malformed_json
 
@@ -37,9 +42,10 @@ if TYPE_CHECKING:
     from ..gateway.limits import CallLimiter
     from ..mediator import Mediator
 
-__all__ = ["Endpoint", "Failed", "HealthEndpoint"]
+__all__ = ["Disconnected", "Endpoint", "Failed", "HealthEndpoint"]
 
-_SERVED = ("unary_unary", "unary_stream")
+_SERVED = ("unary_unary", "unary_stream", "stream_unary")
+_BIDI = "bidirectional streaming needs HTTP/2: call the gRPC port"
 
 
 class Failed(WirebusError):
@@ -51,17 +57,28 @@ class Failed(WirebusError):
         self.close = close
 
 
+class Disconnected(WirebusError):
+    """The client went away before its request was read."""
+
+
 class Endpoint:
-    """The bytes-level call of one route (``streaming``: a server-streaming method)."""
+    """The bytes-level call of one route.
+
+    ``streaming``: a server-streaming method; ``client_streaming``: a
+    client-streaming one (:meth:`client_stream`).
+    """
 
     __slots__ = (
+        "_collect",
         "_decode",
         "_domain",
         "_encode",
         "_fail",
         "_full_name",
+        "_message_type",
         "_open",
         "_run",
+        "client_streaming",
         "json",
         "path",
         "refusal",
@@ -73,6 +90,7 @@ class Endpoint:
     ) -> None:
         self.path = route.path
         self.streaming = route.arity == "unary_stream"
+        self.client_streaming = route.arity == "stream_unary"
         self.json = JsonCodec(route.request_proto, route.response_proto)
         self._full_name = route.request_proto.DESCRIPTOR.full_name
         self._domain = domain
@@ -80,11 +98,15 @@ class Endpoint:
         self.refusal = _refusal(route)
         self._run: Callable[[Any], Awaitable[Any]] | None = None
         self._open: Callable[[Any], Awaitable[AsyncIterator[Any]]] | None = None
+        self._collect: Callable[[Any], Awaitable[Any]] | None = None
         if self.refusal is None:
             assert route.spec is not None
             self._decode = route.decoder(limits)
             self._encode = encoder_of(route)
-            if self.streaming:
+            self._message_type = route.spec.message_type
+            if self.client_streaming:
+                self._collect = mediator.client_stream_runner(route.spec.message_type)
+            elif self.streaming:
                 self._open = mediator.stream_runner(route.spec.message_type)
             else:
                 self._run = mediator.runner(route.spec.message_type)
@@ -132,16 +154,53 @@ class Endpoint:
         except Exception as exc:
             raise Failed(self._fail(deadline_passed(exc, scope))) from None
 
+    async def client_stream(
+        self,
+        frames: AsyncIterator[bytes],
+        seconds: float | None,
+        *,
+        json: bool,
+        received: Callable[[], None] | None = None,
+    ) -> bytes:
+        """Run the handler on the messages of ``frames``; the response's bytes.
+
+        Each frame is counted (``received``) and decoded (JSON first when
+        ``json``) as the handler reads it; ``Failed`` (its status) or
+        ``Disconnected`` end the call, and the handler's unit of work rolls
+        back.
+        """
+        assert self._collect is not None
+        decoded = self._messages(frames, json=json, received=received)
+        messages = MessageStream(self._message_type, decoded)
+        try:
+            if seconds is None:
+                return self._encode(await self._collect(messages))
+            return self._encode(await run_bounded(self._collect, messages, seconds))
+        except (asyncio.CancelledError, Failed, Disconnected):
+            raise
+        except Exception as exc:
+            raise Failed(self._fail(exc)) from None
+        finally:
+            await messages.aclose()
+
+    async def _messages(
+        self, frames: AsyncIterator[bytes], *, json: bool, received: Callable[[], None] | None
+    ) -> AsyncIterator[Any]:
+        try:
+            async for data in frames:
+                if received is not None:
+                    received()
+                yield self._message(self.decode_json(data) if json else data)
+        finally:  # closed with the stream, not left to the GC
+            aclose = getattr(frames, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
 
 def _refusal(route: MethodRoute) -> Status | None:
     """The status of a route this port cannot serve, ``None`` when it serves it."""
     if route.arity not in _SERVED:
-        return status_of(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"{route.path} is {route.arity.replace('_', '-')} streaming, which needs HTTP/2"
-            " full-duplex: call it on the gRPC port (the Connect port serves unary and"
-            " server-streaming methods)",
-        )
+        return status_of(grpc.StatusCode.UNIMPLEMENTED, f"{route.path}: {_BIDI}")
     if route.spec is None:
         return status_of(grpc.StatusCode.UNIMPLEMENTED, f"{route.path} is not implemented")
     return None
@@ -152,6 +211,7 @@ class HealthEndpoint:
 
     path = "/grpc.health.v1.Health/Check"
     streaming = False
+    client_streaming = False
     refusal: Status | None = None
 
     def __init__(self, services: frozenset[str], limiter: CallLimiter) -> None:
@@ -182,4 +242,15 @@ class HealthEndpoint:
 
     def stream(self, data: bytes, seconds: float | None) -> AsyncIterator[bytes]:
         """Not a streaming method."""
+        raise Failed(status_of(grpc.StatusCode.UNIMPLEMENTED, "Health/Check is unary"))
+
+    async def client_stream(
+        self,
+        frames: AsyncIterator[bytes],
+        seconds: float | None,
+        *,
+        json: bool,
+        received: Callable[[], None] | None = None,
+    ) -> bytes:
+        """Not a client-streaming method."""
         raise Failed(status_of(grpc.StatusCode.UNIMPLEMENTED, "Health/Check is unary"))

@@ -1,4 +1,4 @@
-"""Reading a request body: bounded, decompressed, and (enveloped protocols) one message.
+"""Reading a request body: bounded, decompressed, one message or a stream of them.
 
 The body is read whole (unary and server-streaming methods take one
 request message), at most ``limit`` bytes -- a larger one is
@@ -12,26 +12,37 @@ compression served (``content-encoding`` for Connect unary,
 ``connect-content-encoding`` and the envelope's flag for Connect
 streaming, ``grpc-encoding`` for gRPC-Web), inflated to ``limit`` at most.
 
+A client-streaming call's body is a sequence of such frames ended by the
+body's end (Connect streaming and gRPC-Web alike): :func:`request_frames`
+yields each message as soon as its frame has arrived, reading the body
+only as the handler asks for messages (uvicorn then stops reading the
+socket: the client is slowed, nothing piles up). Each message is bounded by
+``limit`` (``resource_exhausted`` once its prefix says more, before its
+bytes are read); a frame with other flags, or a body ending inside a frame,
+is ``invalid_argument``; a client gone mid-body is :class:`Disconnected`.
+
 Example::
 
     body = await read_body(receive, headers, "grpc-web", 4 << 20)
     message = single_message(body, headers, "grpc-web", 4 << 20)
+    async for message in request_frames(receive, gzip=False, limit=4 << 20):
+        ...
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import grpc
 
-from ..errors import WirebusError
 from ..gateway.errors import status_of
-from .endpoints import Failed
+from .endpoints import Disconnected, Failed
 from .protocol import COMPRESSED, next_frame
 
-__all__ = ["read_body", "single_message"]
+__all__ = ["Disconnected", "read_body", "request_frames", "single_message"]
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
@@ -41,10 +52,7 @@ _ENCODING_HEADER = {
     "grpc-web": b"grpc-encoding",
 }
 _IDENTITY = (None, b"identity")
-
-
-class Disconnected(WirebusError):
-    """The client went away before its request was read."""
+_PREFIX = struct.Struct(">BI")
 
 
 def _too_large(limit: int) -> Failed:
@@ -126,3 +134,37 @@ def single_message(body: bytes, headers: Mapping[bytes, bytes], protocol: str, l
             raise _invalid("a compressed message without a compression header")
         return _gunzip(data, limit)
     return data
+
+
+async def request_frames(receive: Receive, *, gzip: bool, limit: int) -> AsyncIterator[bytes]:
+    """The messages of an enveloped request body, each as soon as it has arrived."""
+    buffer = bytearray()  # appended to in place: a large message in many chunks copies once
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        buffer += message.get("body", b"")
+        more = bool(message.get("more_body"))
+        start = 0
+        while len(buffer) - start >= 5:
+            flags, length = _PREFIX.unpack_from(buffer, start)
+            _check_prefix(flags, length, gzip, limit)
+            end = start + 5 + length
+            if len(buffer) < end:
+                break
+            data = bytes(buffer[start + 5 : end])
+            start = end
+            yield _gunzip(data, limit) if flags else data
+        del buffer[:start]
+    if buffer:
+        raise _invalid("the request body ends inside an enveloped message")
+
+
+def _check_prefix(flags: int, length: int, gzip: bool, limit: int) -> None:
+    if flags & ~COMPRESSED:
+        raise _invalid(f"a request message's flags are 0 or 1 (compressed), not {flags:#04x}")
+    if flags and not gzip:
+        raise _invalid("a compressed message without a compression header")
+    if length > limit:
+        raise _too_large(limit)

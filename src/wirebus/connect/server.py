@@ -61,14 +61,18 @@ class ConnectConfig:
     What a client may cost before its call runs (``transport.py``):
 
     - ``max_message_bytes``: a request body, compressed or inflated; a
-      ``Content-Length`` above it is refused before the body is read;
+      ``Content-Length`` above it is refused before the body is read (a
+      client-streaming call: each of its messages, refused once its
+      envelope's prefix says more);
     - ``max_connections`` (1024): open connections; one more gets ``503``;
     - ``max_header_bytes`` (64 KiB): a request's line and headers (``431``);
     - ``header_timeout_seconds`` (10): from a connection's opening (or a
       request's first byte) to the end of its headers, and
       ``body_timeout_seconds`` (30): from there to the end of the body; a
       connection past either is closed (a slowloris holds no call slot: a
-      call is admitted only once its body is read);
+      call is admitted only once its body is read -- but a client-streaming
+      call, admitted at once as on the gRPC port, holds one until its body
+      ends or ``body_timeout_seconds`` passes);
     - ``keep_alive_seconds`` (5): an idle connection between requests.
 
     Example::

@@ -18,6 +18,7 @@ const orderService = "/shop.orders.v1.OrderService/"
 // TestShopOverConnect calls the shop's Connect port (`wirebus run ... --connect-port`)
 // with connect-go's generic clients over the protoc-gen-go types: the Connect protocol
 // with the binary and the JSON codec, and gRPC-Web; errors carry the same details.
+// ImportOrders streams its orders over HTTP/1.1 (client streaming needs no HTTP/2).
 func TestShopOverConnect(t *testing.T) {
 	base := os.Getenv("WIREBUS_CONNECT_URL")
 	if base == "" {
@@ -38,6 +39,8 @@ func TestShopOverConnect(t *testing.T) {
 				http.DefaultClient, base+orderService+"GetOrder", options...)
 			list := connect.NewClient[ordersv1.ListOrdersRequest, ordersv1.Order](
 				http.DefaultClient, base+orderService+"ListOrders", options...)
+			importer := connect.NewClient[ordersv1.PlaceOrderRequest, ordersv1.ImportOrdersResponse](
+				http.DefaultClient, base+orderService+"ImportOrders", options...)
 			customer := "go-connect-" + name
 			reply, err := place.CallUnary(ctx, connect.NewRequest(&ordersv1.PlaceOrderRequest{
 				CustomerId: customer,
@@ -67,6 +70,28 @@ func TestShopOverConnect(t *testing.T) {
 			}
 			if len(listed) == 0 || listed[len(listed)-1] != orderID {
 				t.Fatalf("ListOrders streamed %v, want it to end with %s", listed, orderID)
+			}
+			imports := importer.CallClientStream(ctx)
+			for range 3 {
+				err := imports.Send(&ordersv1.PlaceOrderRequest{
+					CustomerId: customer + "-import",
+					Items:      []*ordersv1.LineItem{{Sku: "pen", Quantity: 1, PriceCents: 99}},
+				})
+				if err != nil {
+					t.Fatalf("ImportOrders send: %v", err)
+				}
+			}
+			imported, err := imports.CloseAndReceive()
+			if err != nil {
+				t.Fatalf("ImportOrders: %v", err)
+			}
+			if imported.Msg.GetImported() != 3 || len(imported.Msg.GetOrderIds()) != 3 {
+				t.Fatalf("ImportOrders answered %v, want 3 orders", imported.Msg)
+			}
+			for _, id := range imported.Msg.GetOrderIds() {
+				if _, err := get.CallUnary(ctx, connect.NewRequest(&ordersv1.GetOrderRequest{OrderId: id})); err != nil {
+					t.Fatalf("imported order %s: %v", id, err)
+				}
 			}
 			_, err = get.CallUnary(ctx, connect.NewRequest(&ordersv1.GetOrderRequest{OrderId: "no-such-order"}))
 			if connect.CodeOf(err) != connect.CodeNotFound {
