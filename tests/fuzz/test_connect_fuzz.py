@@ -19,11 +19,12 @@ enveloped response ends with its end-of-stream (or trailers) frame. Never
 ``internal``/``unknown``/500, never a traceback or a path in a message,
 nothing logged at ERROR, and the port answers a normal call afterwards.
 
-Client-streaming and bidi methods (``ImportOrders``, ``WatchOrders``) need
-HTTP/2 full duplex: this port refuses them by design (the README's "From a
-browser" table), so every answer to them, whatever was sent, is a
-well-formed ``unimplemented`` (``grpc-status 12`` over gRPC-Web) naming the
-gRPC port, before any byte of the body is read.
+A client-streaming method (``ImportOrders``) is fuzzed like the others (its
+body a sequence of enveloped messages). A bidi method (``WatchOrders``) needs
+HTTP/2 full duplex: this port refuses it by design (the README's "From a
+browser" table), so every answer to it, whatever was sent, is a well-formed
+``unimplemented`` (``grpc-status 12`` over gRPC-Web) naming the gRPC port,
+before any byte of the body is read.
 """
 
 from __future__ import annotations
@@ -278,7 +279,7 @@ def test_any_request_over_connect_gets_a_well_formed_answer_and_the_port_goes_on
         outcome = checked_answer(method, req, status, body)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         assert logged.take() == [], f"logged at ERROR for {req!r}"
-        if method.client_streaming:  # client streaming or bidi: refused whatever is sent
+        if _bidi(method):  # refused whatever is sent
             assert outcome in REFUSALS, (req, status, body)
             assert "gRPC port" in urllib.parse.unquote(body.decode(errors="replace")), body
 
@@ -291,8 +292,12 @@ def test_any_request_over_connect_gets_a_well_formed_answer_and_the_port_goes_on
         f"fuzz connect {method.full_name}: {examples} examples in {elapsed:.1f}s"
         f" ({examples / elapsed:.0f}/s); {dict(sorted(outcomes.items()))}"
     )
-    if method.client_streaming:
+    if _bidi(method):
         assert outcomes.keys() <= REFUSALS  # never parsed, so never "malformed" either
         return
     assert "malformed" in outcomes  # some requests were garbage
     assert outcomes.keys() - {"malformed", *REFUSALS}  # some were not
+
+
+def _bidi(method: MethodDescriptor) -> bool:
+    return method.client_streaming and method.server_streaming
