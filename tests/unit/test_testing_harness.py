@@ -150,12 +150,14 @@ async def test_send_metadata_is_what_the_apps_behaviours_see_as_the_call(
 
 async def test_a_delivered_event_reaches_the_consumers_and_is_not_counted_as_published() -> None:
     async with AppHarness(shop_app) as shop:
-        delivered = await shop.deliver(placed("o-9", 700), source="checkout", subject="o-9")
+        # another service's checkout asks the shop's payments slice to capture a payment
+        capture = CapturePayment(order_id="o-9", customer_id="c1", amount_cents=700)
+        delivered = await shop.deliver(capture, source="checkout", subject="o-9")
         await shop.handled(delivered)
         [captured] = await shop.wait_published(PaymentCaptured)
 
     assert (delivered.ce_source, delivered.ce_subject, delivered.key) == ("checkout", "o-9", "o-9")
-    assert shop.published(OrderPlaced) == []
+    assert shop.published(CapturePayment) == []
     assert (captured.event.order_id, captured.event.amount_cents) == ("o-9", 700)
 
 
