@@ -9,6 +9,7 @@ transition rolls back instead, and the poller drives the saga again later.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 
@@ -77,3 +78,49 @@ async def test_a_step_meeting_a_locked_database_is_tried_again_not_compensated()
     assert state is not None
     assert state.status is SagaStatus.COMPLETED, state.error
     assert database.calls == 2  # locked once, then confirmed
+
+
+# ------------------------------------------------- stopping the poller
+
+
+class Gate:
+    """An in-process step that waits for ``release``, as a statement waits for SQLite's lock."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.finished = False
+
+    async def pass_through(self, data: Booking) -> None:
+        self.entered.set()
+        await self.release.wait()
+        self.finished = True
+
+
+async def test_a_stopping_poller_lets_the_transition_in_progress_commit_not_cancelled() -> None:
+    """A cancelled SQLite statement makes SQLAlchemy terminate its aiosqlite connection, a
+    close that could wait forever: ``wirebus serve`` hung after a SIGTERM (CI, TimeoutExpired)."""
+    gate = Gate()
+    saga = Saga(
+        "gated", data=Booking, key="booking_id", steps=[Step("pass", action=gate.pass_through)]
+    )
+    app = App(name="gated", sagas=[saga])
+    mediator = app.mediator()
+    engine = app.saga_engine(mediator)
+    ctx = Context()
+    started = await engine.start(saga, ctx, data=Booking(booking_id="b-2"))
+    assert started is not None
+    ctx.take_events()  # left to the poller's recovery
+    poller = SagaPoller(engine, interval=0.05)
+    await poller.start()
+    await asyncio.wait_for(gate.entered.wait(), 20)  # recovery is driving it
+
+    stopping = asyncio.ensure_future(poller.stop())
+    await asyncio.sleep(0)  # let the stop begin while the step runs
+    gate.release.set()
+    await asyncio.wait_for(stopping, 20)
+
+    assert gate.finished
+    state = await engine.get(started.saga_id)
+    assert state is not None
+    assert state.status is SagaStatus.COMPLETED

@@ -34,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import inspect
 import logging
@@ -335,10 +336,16 @@ class SagaEngine:
             fail = Fail(saga_id=saga_id, version=failed.version, error=failed.error, carry=carry)
             return bool(await self._send(fail, carry))
 
-    async def fire_due(self, limit: int = 100) -> int:
-        """Claim due timeouts and handle each in its own transaction; how many were claimed."""
+    async def fire_due(self, limit: int = 100, *, stop: asyncio.Event | None = None) -> int:
+        """Claim due timeouts and handle each in its own transaction; how many were claimed.
+
+        Once ``stop`` is set the claimed timeouts left are put back (rescheduled).
+        """
         claimed = await self._claim(limit)
         for saga_id, step, version in claimed:
+            if stop is not None and stop.is_set():
+                await self._reschedule(saga_id)
+                continue
             try:
                 if await self._send(FireTimeout(saga_id=saga_id, step=step, version=version)):
                     await self.drive(saga_id)
@@ -360,11 +367,18 @@ class SagaEngine:
         except Exception:  # the database is away: recovery at the next start resumes it
             log.exception("rescheduling saga %s failed", saga_id)
 
-    async def recover(self, *, older_than: float = 0.0, limit: int = 1000) -> int:
-        """Resume (or time out) unfinished sagas last changed ``older_than`` seconds ago."""
+    async def recover(
+        self, *, older_than: float = 0.0, limit: int = 1000, stop: asyncio.Event | None = None
+    ) -> int:
+        """Resume (or time out) unfinished sagas last changed ``older_than`` seconds ago.
+
+        Once ``stop`` is set no further saga is resumed (the next recovery does).
+        """
         before = now() - dt.timedelta(seconds=older_than)
         found = await self._unfinished(before, limit)
         for saga_id, step, version, overdue in found:
+            if stop is not None and stop.is_set():
+                break
             try:
                 if overdue and not await self._send(
                     FireTimeout(saga_id=saga_id, step=step, version=version)
