@@ -56,6 +56,16 @@ def serve(workdir: Path, port: int) -> subprocess.Popen[str]:
     )
 
 
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` if it still runs, and wait for it: a server left running (or a
+    ``Popen`` collected unwaited) fails a later test with an unraisable ResourceWarning."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
 def order_request(n: int) -> orders_pb2.PlaceOrderRequest:
     item = orders_pb2.LineItem(sku=f"sku-{n}", quantity=1, price_cents=100 + n)
     return orders_pb2.PlaceOrderRequest(customer_id=f"c-{n}", items=[item])
@@ -111,8 +121,7 @@ async def test_every_order_acknowledged_before_a_sigterm_is_paid_after_a_restart
         acked = await load_then_sigterm(first, f"127.0.0.1:{port}", after=2.0)
         _, stderr = await asyncio.to_thread(first.communicate, timeout=60)
     finally:
-        if first.poll() is None:
-            first.kill()
+        reap(first)
     assert first.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert len(acked) >= CALLERS, "the load did not get going before the SIGTERM"
@@ -131,7 +140,10 @@ async def test_every_order_acknowledged_before_a_sigterm_is_paid_after_a_restart
         )
     finally:
         second.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.to_thread(second.communicate, timeout=60)
+        try:
+            _, stderr = await asyncio.to_thread(second.communicate, timeout=60)
+        finally:
+            reap(second)
     assert second.returncode == 0, stderr
 
 

@@ -34,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import inspect
 import logging
@@ -42,6 +43,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from ..context import Context
+from ..db_errors import database_unreachable
 from ..errors import ConfigurationError, LifecycleError
 from .circuits import guarded, wait_for_circuit
 from .definition import Saga
@@ -313,19 +315,37 @@ class SagaEngine:
         carry = Carry(state)
         for _ in range(4 * max(len(s.steps) for s in self.sagas.values()) + 8):
             try:
-                more = await self._send(Advance(saga_id=saga_id, carry=carry), carry)
-            except StepFailed as failed:
-                more = await self._send(
-                    Fail(saga_id=saga_id, version=failed.version, error=failed.error, carry=carry),
-                    carry,
-                )
+                more = await self._transition(saga_id, carry)
+            except Exception as exc:
+                if not database_unreachable(exc):
+                    raise
+                # A busy or absent database is no failure of the step (taken for
+                # one, it would compensate a saga that did nothing wrong): the
+                # transition rolled back; the poller drives the saga again later.
+                log.warning("saga %s waits for the database: %s", saga_id, one_line(exc))
+                await self._reschedule(saga_id)
+                return
             if not more:
                 return
 
-    async def fire_due(self, limit: int = 100) -> int:
-        """Claim due timeouts and handle each in its own transaction; how many were claimed."""
+    async def _transition(self, saga_id: str, carry: Carry) -> bool:
+        """One step forwards (or backwards), or the record of its failure."""
+        try:
+            return bool(await self._send(Advance(saga_id=saga_id, carry=carry), carry))
+        except StepFailed as failed:
+            fail = Fail(saga_id=saga_id, version=failed.version, error=failed.error, carry=carry)
+            return bool(await self._send(fail, carry))
+
+    async def fire_due(self, limit: int = 100, *, stop: asyncio.Event | None = None) -> int:
+        """Claim due timeouts and handle each in its own transaction; how many were claimed.
+
+        Once ``stop`` is set the claimed timeouts left are put back (rescheduled).
+        """
         claimed = await self._claim(limit)
         for saga_id, step, version in claimed:
+            if stop is not None and stop.is_set():
+                await self._reschedule(saga_id)
+                continue
             try:
                 if await self._send(FireTimeout(saga_id=saga_id, step=step, version=version)):
                     await self.drive(saga_id)
@@ -347,11 +367,18 @@ class SagaEngine:
         except Exception:  # the database is away: recovery at the next start resumes it
             log.exception("rescheduling saga %s failed", saga_id)
 
-    async def recover(self, *, older_than: float = 0.0, limit: int = 1000) -> int:
-        """Resume (or time out) unfinished sagas last changed ``older_than`` seconds ago."""
+    async def recover(
+        self, *, older_than: float = 0.0, limit: int = 1000, stop: asyncio.Event | None = None
+    ) -> int:
+        """Resume (or time out) unfinished sagas last changed ``older_than`` seconds ago.
+
+        Once ``stop`` is set no further saga is resumed (the next recovery does).
+        """
         before = now() - dt.timedelta(seconds=older_than)
         found = await self._unfinished(before, limit)
         for saga_id, step, version, overdue in found:
+            if stop is not None and stop.is_set():
+                break
             try:
                 if overdue and not await self._send(
                     FireTimeout(saga_id=saga_id, step=step, version=version)
@@ -383,6 +410,8 @@ class SagaEngine:
         except (SagaConflict, StepFailed):
             raise
         except Exception as exc:
+            if database_unreachable(exc):  # not the step's failure: it runs again later
+                raise
             raise StepFailed(expected, f"{step.name}: {one_line(exc)}") from exc
         if refused is not None:  # nothing ran: the step waits for its circuit
             more = await wait_for_circuit(saga, state, store, refused, ACTION)
@@ -441,6 +470,8 @@ class SagaEngine:
             except (SagaConflict, StepFailed):
                 raise
             except Exception as exc:
+                if database_unreachable(exc):  # not the compensation's failure: again later
+                    raise
                 raise StepFailed(expected, f"{step.name}: {one_line(exc)}") from exc
             if refused is not None:  # nothing ran: the compensation waits for its circuit
                 return await wait_for_circuit(saga, state, store, refused, COMPENSATION)
