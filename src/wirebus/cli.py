@@ -127,16 +127,55 @@ def _checked(app: App) -> App:
     return app
 
 
-def _run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run on uvloop when it is installed (``pip install 'wirebus[uvloop]'``)."""
+SETTLE_SECONDS = 5.0
+"""How long the tasks still running when a command's work has ended get to finish."""
+
+
+def _run_async(
+    main: Callable[[], Coroutine[Any, Any, None]], *, settle: float = SETTLE_SECONDS
+) -> None:
+    """Run on uvloop when it is installed (``pip install 'wirebus[uvloop]'``).
+
+    When ``main`` returns, the tasks left are cancelled and get ``settle``
+    seconds to end; a task that does not (a database driver's close waiting on
+    a worker thread that is gone, seen after a call was cancelled inside a
+    SQLite statement) is left behind with a warning, so the process exits
+    instead of hanging in ``asyncio.run``'s teardown. Nothing committed is lost:
+    a transaction cut short is rolled back by the database.
+    """
     try:
         import uvloop
     except ImportError:
-        factory = None
+        loop = asyncio.new_event_loop()
     else:
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main())
+        loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        try:
+            _settle(loop, settle)
+        finally:
+            loop.close()
+
+
+def _settle(loop: asyncio.AbstractEventLoop, within: float) -> None:
+    """Cancel the loop's remaining tasks and wait at most ``within`` seconds for them."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=within))
+        if pending:
+            names = ", ".join(sorted(t.get_name() for t in pending))
+            log.warning(
+                "%d task(s) did not end within %.0f s of stopping: %s", len(pending), within, names
+            )
+        for task in tasks - pending:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("a task failed while stopping: %r", task.exception())
+    for closing in (loop.shutdown_asyncgens(), loop.shutdown_default_executor()):
+        with contextlib.suppress(TimeoutError):
+            loop.run_until_complete(asyncio.wait_for(closing, within))
 
 
 async def _until_signal(runtime: Runtime, label: str) -> None:
