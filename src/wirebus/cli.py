@@ -47,7 +47,7 @@ from .gateway import GatewayConfig
 from .runtime import Runtime
 from .settings import Settings
 
-__all__ = ["load_app", "main"]
+__all__ = ["load_app", "main", "run_async"]
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ SETTLE_SECONDS = 5.0
 """How long the tasks still running when a command's work has ended get to finish."""
 
 
-def _run_async(
+def run_async(
     main: Callable[[], Coroutine[Any, Any, None]], *, settle: float = SETTLE_SECONDS
 ) -> None:
     """Run on uvloop when it is installed (``pip install 'wirebus[uvloop]'``).
@@ -428,7 +428,7 @@ def serve(
         )  # fmt: skip
     except ConfigurationError as exc:  # a feature whose extra is missing
         raise click.ClickException(_one_line(exc)) from None
-    _run_async(lambda: _until_signal(runtime, "serve"))
+    run_async(lambda: _until_signal(runtime, "serve"))
 
 
 def _gateway_config(
@@ -522,7 +522,7 @@ def run(
         )  # fmt: skip
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
-    _run_async(lambda: _until_signal(runtime, "run"))
+    run_async(lambda: _until_signal(runtime, "run"))
 
 
 @main.command()
@@ -560,7 +560,7 @@ def consume(
         raise click.ClickException(_one_line(exc)) from None
     if not runtime.topics:
         raise click.ClickException(f"{target} has no event handlers to consume for")
-    _run_async(lambda: _until_signal(runtime, "consume"))
+    run_async(lambda: _until_signal(runtime, "consume"))
 
 
 @main.command()
@@ -643,7 +643,7 @@ def dlq_replay(log_level: str, topic: str, limit: int | None, dry_run: bool, for
             raise click.ClickException(f"replay stopped: {report.failure}")
 
     try:
-        _run_async(main)
+        run_async(main)
     except WirebusError as exc:
         raise click.ClickException(_startup_error("replay", exc)) from None
 
@@ -688,7 +688,7 @@ def relay_command(
         )
     except ConfigurationError as exc:
         raise click.ClickException(_one_line(exc)) from None
-    _run_async(lambda: _until_signal(runtime, "relay"))
+    run_async(lambda: _until_signal(runtime, "relay"))
 
 
 @main.group()
@@ -774,7 +774,7 @@ def _require_file(path: str | None, url: str) -> None:
 
 def _run_db(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
-        _run_async(main)
+        run_async(main)
     except WirebusError as exc:
         raise click.ClickException(_one_line(exc)) from None
     except Exception as exc:  # the database refused: say so in one line, without SQL

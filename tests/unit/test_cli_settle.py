@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from wirebus.cli import _run_async
+from wirebus.cli import run_async
 
 
 async def _main_leaving_a_stubborn_task() -> None:
@@ -36,7 +36,7 @@ def test_a_task_that_never_ends_does_not_keep_the_command_from_exiting(
     finished = threading.Event()
 
     def run() -> None:
-        _run_async(_main_leaving_a_stubborn_task, settle=0.2)
+        run_async(_main_leaving_a_stubborn_task, settle=0.2)
         finished.set()
 
     with caplog.at_level(logging.WARNING, logger="wirebus.cli"):
@@ -62,7 +62,7 @@ def test_tasks_that_end_when_cancelled_end_quietly(caplog: pytest.LogCaptureFixt
         await asyncio.sleep(0)
 
     with caplog.at_level(logging.WARNING, logger="wirebus.cli"):
-        _run_async(main, settle=5.0)
+        run_async(main, settle=5.0)
 
     assert ended == ["polite"]
     assert caplog.text == ""
